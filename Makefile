@@ -1,0 +1,23 @@
+# inferq: one command sets up, one runs the tests. Every target is idempotent.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.inferq-installed
+
+.PHONY: venv test clean
+
+# The virtual environment, rebuilt when the dependencies change.
+# constraints.txt pins every version (torch 2.13.0, the CPU build pip finds locally).
+venv: $(STAMP)
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+# The test suite: starts its own Redis, workers and API; needs nothing running.
+test: venv
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) .cache build *.egg-info

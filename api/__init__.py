@@ -1,0 +1,35 @@
+"""inferq's HTTP API: a Flask application factory.
+
+Run it under a WSGI server: ``gunicorn -c python:api.gunicorn_conf 'api:create_app()'``.
+The API imports the Celery app to enqueue; it never loads the model.
+"""
+from __future__ import annotations
+
+from flask import Flask
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Create the API: defaults from celeryconfig, then test overrides, then routes."""
+    from celeryconfig import SETTINGS
+    from api import errors, health, jobs
+    from api.store import JobStore
+    from tasks import app as celery_app
+
+    app = Flask(__name__)
+    app.config.from_mapping(
+        MAX_CONTENT_LENGTH=SETTINGS.max_body_bytes,
+        INFERQ_MAX_TEXTS=SETTINGS.max_texts,
+        INFERQ_MAX_WAIT_SECONDS=SETTINGS.max_wait_seconds,
+        INFERQ_HEARTBEAT_SECONDS=SETTINGS.heartbeat_seconds,
+        JSON_SORT_KEYS=False,
+    )
+    if test_config:
+        app.config.from_mapping(test_config)
+    app.json.sort_keys = False
+    app.extensions["inferq.store"] = JobStore(
+        celery_app, SETTINGS.result_ttl_seconds, SETTINGS.redis_socket_timeout
+    )
+    errors.register(app)
+    app.register_blueprint(jobs.bp)
+    app.register_blueprint(health.bp)
+    return app

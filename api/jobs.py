@@ -1,0 +1,130 @@
+"""Routes that submit jobs and read them back."""
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timezone
+
+import redis
+from flask import Blueprint, current_app, jsonify, request, url_for
+from kombu.exceptions import OperationalError
+
+from api import validation
+from api.errors import ApiError
+from api.store import STATUS_OF_STATE, JobStore
+from tasks.jobs import classify_job
+
+bp = Blueprint("jobs", __name__)
+
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+"""Job ids are uuid4 hex: anything else cannot be one the API issued."""
+
+SEED_ACK = "Request received and enqueued"
+"""What the seed's orchestrator answered; its clients may look for it."""
+
+UNAVAILABLE = (redis.RedisError, OperationalError, ConnectionError, TimeoutError)
+
+
+def _store() -> JobStore:
+    return current_app.extensions["inferq.store"]
+
+
+def _redis_down() -> ApiError:
+    return ApiError(503, "redis_unavailable", "the job queue is unreachable; retry shortly",
+                    headers={"Retry-After": "1"})
+
+
+def enqueue(texts: list[str]) -> str:
+    """Record the job, then queue it; if queueing fails, drop the record."""
+    job_id = uuid.uuid4().hex
+    store = _store()
+    try:
+        store.create(job_id, len(texts))
+        try:
+            classify_job.apply_async(args=[texts], task_id=job_id)
+        except Exception:
+            store.forget(job_id)
+            raise
+    except UNAVAILABLE:
+        current_app.logger.warning("cannot reach Redis to enqueue a job")
+        raise _redis_down() from None
+    return job_id
+
+
+def _accepted(job_id: str, **extra):
+    response = jsonify(job_id=job_id, status="queued", **extra)
+    response.status_code = 202
+    response.headers["Location"] = url_for("jobs.get_job", job_id=job_id)
+    return response
+
+
+@bp.post("/jobs")
+def submit_job():
+    """Queue one text or a bulk job of texts."""
+    validation.require_json(request)
+    body = validation.read_json(request)
+    texts = validation.texts_from_job(body, current_app.config["INFERQ_MAX_TEXTS"])
+    return _accepted(enqueue(texts))
+
+
+@bp.post("/new_request")
+def seed_new_request():
+    """The seed's route, kept for its clients: one text as JSON, plain text or a form."""
+    text = validation.text_from_seed_request(request)
+    return _accepted(enqueue([text]), message=SEED_ACK)
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat() if ts else None
+
+
+def _ms(start: float | None, end: float | None) -> float | None:
+    return round((end - start) * 1000, 3) if start and end else None
+
+
+def describe(job_id: str, record: dict, meta: dict) -> dict:
+    """The client's view of a job: status, and when done its results and timings."""
+    status = STATUS_OF_STATE.get(meta["status"], "queued")
+    body = {"job_id": job_id, "status": status, "texts": record["texts"]}
+    queued_at = record["queued_at"]
+    timings = {"queued_at": _iso(queued_at)}
+    if status == "succeeded":
+        result = meta["result"]
+        started, finished = result["started_at"], result["finished_at"]
+        timings.update(
+            started_at=_iso(started), finished_at=_iso(finished),
+            queue_ms=_ms(queued_at, started), inference_ms=_ms(started, finished),
+            total_ms=_ms(queued_at, finished),
+        )
+        body.update(model=result["model"], results=result["results"], worker=result["worker"])
+    elif status == "failed":
+        body["error"] = {"code": "job_failed", "message": _failure_reason(meta)}
+    body["timings"] = timings
+    return body
+
+
+def _failure_reason(meta: dict) -> str:
+    result = meta.get("result")
+    if isinstance(result, dict) and "exc_type" in result:
+        message = result.get("exc_message")
+        if isinstance(message, (list, tuple)):
+            message = " ".join(map(str, message))
+        return f"{result['exc_type']}: {message}"
+    return str(result or meta["status"])
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id: str):
+    """A job's status and, when done, its result; ?wait=N long-polls."""
+    wait = validation.wait_seconds(request.args.get("wait"), current_app.config["INFERQ_MAX_WAIT_SECONDS"])
+    if not JOB_ID.match(job_id):
+        raise ApiError(404, "job_not_found", f"no job {job_id!r}: job ids are 32 hex characters")
+    store = _store()
+    try:
+        record = store.record(job_id)
+        if record is None:
+            raise ApiError(404, "job_not_found", f"no job {job_id}: never issued, or its result expired")
+        meta = store.wait(job_id, wait)
+    except UNAVAILABLE:
+        raise _redis_down() from None
+    return jsonify(describe(job_id, record, meta))

@@ -1,0 +1,184 @@
+"""The one place inferq reads its settings.
+
+Every process (API, worker, Flower, CLI, deploy tooling) imports this module;
+no other module reads ``os.environ``. The lowercase names are Celery's own
+settings (``app.config_from_object("celeryconfig")`` picks them up); the
+UPPER_CASE names are inferq's. Each comes from an environment variable with
+a default that works on a developer machine.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Mapping
+
+
+class ConfigError(ValueError):
+    """A setting has a value inferq cannot run with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """inferq's settings, parsed and checked."""
+
+    redis_url: str
+    broker_url: str
+    result_backend: str
+    queue: str
+    model: str
+    model_cache: str
+    precision: str
+    torch_threads: int
+    max_texts: int
+    max_body_bytes: int
+    max_wait_seconds: float
+    result_ttl_seconds: int
+    soft_time_limit: int
+    hard_time_limit: int
+    visibility_timeout: int
+    heartbeat_seconds: float
+    redis_socket_timeout: float
+    api_bind: str
+    api_workers: int
+    api_threads: int
+
+
+DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
+"""What users with a network get: the SST-2 sentiment model from the hub."""
+
+PRECISIONS = ("fp32", "int8")
+"""Inference paths a worker can run: torch fp32, or torch int8 dynamic quantization."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name, "")
+    if raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "")
+    if raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Parse and check settings from an environment mapping; raise ConfigError if unusable."""
+    redis_url = env.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    precision = (env.get("INFERQ_PRECISION") or "int8").lower()
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"INFERQ_PRECISION={precision!r} is not one of {', '.join(PRECISIONS)}"
+        )
+    hard = _int(env, "INFERQ_TASK_TIME_LIMIT", 300)
+    soft = _int(env, "INFERQ_TASK_SOFT_TIME_LIMIT", max(1, hard - 30) if hard > 30 else hard)
+    visibility = _int(env, "INFERQ_VISIBILITY_TIMEOUT", 3600)
+    settings = Settings(
+        redis_url=redis_url,
+        broker_url=env.get("INFERQ_BROKER_URL") or redis_url,
+        result_backend=env.get("INFERQ_RESULT_BACKEND") or redis_url,
+        queue=env.get("INFERQ_QUEUE") or "inferq",
+        model=env.get("INFERQ_MODEL") or DEFAULT_MODEL,
+        model_cache=env.get("INFERQ_MODEL_CACHE") or os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), ".cache", "models"
+        ),
+        precision=precision,
+        torch_threads=_int(env, "INFERQ_TORCH_THREADS", 1),
+        max_texts=_int(env, "INFERQ_MAX_TEXTS", 256),
+        max_body_bytes=_int(env, "INFERQ_MAX_BODY_BYTES", 1024 * 1024),
+        max_wait_seconds=_float(env, "INFERQ_MAX_WAIT_SECONDS", 30.0),
+        result_ttl_seconds=_int(env, "INFERQ_RESULT_TTL", 24 * 3600),
+        soft_time_limit=soft,
+        hard_time_limit=hard,
+        visibility_timeout=visibility,
+        heartbeat_seconds=_float(env, "INFERQ_HEARTBEAT_SECONDS", 2.0, minimum=0.1),
+        redis_socket_timeout=_float(env, "INFERQ_REDIS_TIMEOUT", 1.5, minimum=0.1),
+        api_bind=env.get("INFERQ_API_BIND") or "127.0.0.1:5000",
+        api_workers=_int(env, "INFERQ_API_WORKERS", 2),
+        api_threads=_int(env, "INFERQ_API_THREADS", 32),
+    )
+    check(settings)
+    return settings
+
+
+def check(settings: Settings) -> None:
+    """Refuse combinations that would lose or duplicate work."""
+    if settings.soft_time_limit > settings.hard_time_limit:
+        raise ConfigError(
+            f"INFERQ_TASK_SOFT_TIME_LIMIT={settings.soft_time_limit} exceeds "
+            f"INFERQ_TASK_TIME_LIMIT={settings.hard_time_limit}"
+        )
+    # Redis redelivers an unacknowledged message after the visibility timeout.
+    # If that came before the hard limit, a job still running would be handed
+    # to a second worker while the first is busy with it.
+    if settings.visibility_timeout <= settings.hard_time_limit:
+        raise ConfigError(
+            f"INFERQ_VISIBILITY_TIMEOUT={settings.visibility_timeout}s must be longer than "
+            f"INFERQ_TASK_TIME_LIMIT={settings.hard_time_limit}s, or a running job is "
+            "redelivered to another worker; raise the visibility timeout or lower the limit"
+        )
+    if settings.result_ttl_seconds < settings.hard_time_limit:
+        raise ConfigError(
+            f"INFERQ_RESULT_TTL={settings.result_ttl_seconds}s is shorter than "
+            f"INFERQ_TASK_TIME_LIMIT={settings.hard_time_limit}s: a job could expire while it runs"
+        )
+
+
+try:
+    SETTINGS = load_settings(os.environ)
+    """The settings of this process, read once at import."""
+except ConfigError as _exc:
+    # Every inferq process imports this module first: fail at start-up with
+    # one clear line rather than a traceback, and never run misconfigured.
+    sys.stderr.write(f"inferq: invalid configuration: {_exc}\n")
+    raise SystemExit(2) from None
+
+# --- Celery's own settings (lowercase names only; see Celery's docs) ---
+broker_url = SETTINGS.broker_url
+result_backend = SETTINGS.result_backend
+task_default_queue = SETTINGS.queue
+# JSON only: a pickle message pushed into the queue must never be executed.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+# At-least-once: acknowledge after the result is stored, one message at a time,
+# and give the message back if the worker process dies under it.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+task_track_started = True
+result_expires = SETTINGS.result_ttl_seconds
+task_time_limit = SETTINGS.hard_time_limit
+task_soft_time_limit = SETTINGS.soft_time_limit
+broker_transport_options = {
+    "visibility_timeout": SETTINGS.visibility_timeout,
+    "socket_timeout": SETTINGS.redis_socket_timeout,
+    "socket_connect_timeout": SETTINGS.redis_socket_timeout,
+}
+result_backend_transport_options = {"visibility_timeout": SETTINGS.visibility_timeout}
+redis_socket_timeout = SETTINGS.redis_socket_timeout
+redis_socket_connect_timeout = SETTINGS.redis_socket_timeout
+broker_connection_retry_on_startup = True
+broker_connection_timeout = SETTINGS.redis_socket_timeout
+# A publish that cannot reach Redis fails fast, so the API can answer 503
+# instead of holding the client.
+task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+worker_hijack_root_logger = False
+worker_send_task_events = True
+task_send_sent_event = True

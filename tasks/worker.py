@@ -1,0 +1,114 @@
+"""Per-worker-process state: the loaded model, and the heartbeat /readyz reads.
+
+The model is loaded on ``worker_process_init``: the solo pool sends it in the
+worker process before the consumer starts, prefork sends it in each child
+after the fork. Either way the model lives in the process that uses it and
+nothing forks after torch has started its threads.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+from celery import signals
+
+from celeryconfig import SETTINGS
+from tasks.model import LoadedModel, ModelUnavailable, load
+
+log = logging.getLogger(__name__)
+
+WORKERS_KEY = "inferq:workers"
+"""Sorted set: worker hostname -> time of its last heartbeat."""
+
+WARMUP_TEXT = "warm up the model before the first job"
+
+_state = {"model": None, "loads": 0, "jobs": 0, "hostname": socket.gethostname()}
+_heartbeat_stop = threading.Event()
+
+
+def load_model() -> LoadedModel:
+    """Load and warm the configured model in this process, counting loads."""
+    from tasks.inference import classify
+
+    started = time.perf_counter()
+    loaded = load(SETTINGS.model, SETTINGS.model_cache, SETTINGS.precision, SETTINGS.torch_threads)
+    classify(loaded, [WARMUP_TEXT])  # first call pays one-off allocation costs
+    _state["model"] = loaded
+    _state["loads"] += 1
+    log.info(
+        "model %s (%s) loaded and warmed in %.2fs, pid %d, %d torch thread(s)",
+        loaded.info["name"], SETTINGS.precision, time.perf_counter() - started,
+        os.getpid(), SETTINGS.torch_threads,
+    )
+    if "warning" in loaded.info:
+        log.warning("%s", loaded.info["warning"])
+    return loaded
+
+
+def current_model() -> LoadedModel:
+    """The model of this process (loaded now if the pool sent no init signal)."""
+    return _state["model"] or load_model()
+
+
+def identity() -> dict:
+    """Who ran a job: the worker, its process and how often it loaded the model."""
+    _state["jobs"] += 1
+    return {
+        "hostname": _state["hostname"],
+        "pid": os.getpid(),
+        "model_loads": _state["loads"],
+        "jobs_done": _state["jobs"],
+    }
+
+
+@signals.worker_process_init.connect
+def _load_on_process_init(**_):
+    try:
+        load_model()
+    except ModelUnavailable as exc:
+        log.critical("%s", exc)
+        # A worker without a model must not consume jobs; SystemExit passes
+        # through Celery's signal dispatch and stops the worker.
+        raise SystemExit(3) from None
+
+
+def _beat(hostname: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(
+        SETTINGS.broker_url, socket_timeout=SETTINGS.redis_socket_timeout,
+        socket_connect_timeout=SETTINGS.redis_socket_timeout,
+    )
+    while not _heartbeat_stop.is_set():
+        try:
+            client.zadd(WORKERS_KEY, {hostname: time.time()})
+        except redis.RedisError as exc:
+            log.warning("heartbeat to Redis failed: %s", exc)
+        _heartbeat_stop.wait(SETTINGS.heartbeat_seconds)
+    try:
+        client.zrem(WORKERS_KEY, hostname)
+    except redis.RedisError:
+        pass
+
+
+@signals.worker_ready.connect
+def _start_heartbeat(sender=None, **_):
+    # worker_ready fires once the consumer is running: from then on /readyz
+    # may count this worker as consuming.
+    hostname = getattr(sender, "hostname", None) or _state["hostname"]
+    _state["hostname"] = hostname
+    thread = threading.Thread(target=_beat, args=(hostname,), name="inferq-heartbeat", daemon=True)
+    thread.start()
+    _state["heartbeat"] = thread
+
+
+@signals.worker_shutdown.connect
+def _stop_heartbeat(**_):
+    # Deregister at once, so /readyz stops counting a worker that is leaving.
+    _heartbeat_stop.set()
+    thread = _state.get("heartbeat")
+    if thread is not None:
+        thread.join(timeout=SETTINGS.redis_socket_timeout + 0.5)

@@ -1,0 +1,33 @@
+"""``inferq-worker``: the one worker command, for the local stack, the tests and the container.
+
+One solo process per worker (concurrency 1): the model is loaded in the
+process that runs it and torch gets the configured threads, nothing more.
+Extra arguments (say ``--hostname w1@%h``) are passed on to ``celery worker``.
+"""
+from __future__ import annotations
+
+import sys
+
+WORKER_ARGS = [
+    "-A", "tasks", "worker",
+    "--pool=solo", "--concurrency=1",
+    # Gossip and mingle cost start-up time and broker traffic and give a
+    # queue of identical workers nothing.
+    "--without-gossip", "--without-mingle",
+    # Task events feed Flower.
+    "--task-events",
+    "--loglevel=INFO",
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start one Celery worker process with inferq's flags."""
+    from celery.__main__ import main as celery_main
+
+    extra = sys.argv[1:] if argv is None else argv
+    sys.argv = ["celery", *WORKER_ARGS, *extra]
+    return celery_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Fixtures that start real services: our own redis-server, celery workers and gunicorn.
+
+Nothing here touches a Redis the tests did not start: before any inferq
+module is imported, REDIS_URL points at a port nothing listens on, so an
+in-process import that forgot its fixture fails instead of reaching a
+shared Redis.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+os.environ["REDIS_URL"] = "redis://127.0.0.1:1/0"  # see the module docstring
+
+from pathlib import Path
+
+import pytest
+import requests
+
+from stack import processes
+from stack.redis_server import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_CACHE = ROOT / ".cache" / "models"
+
+HEARTBEAT_SECONDS = "0.5"
+"""Workers beat fast in tests, so readiness is seen quickly."""
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    """The offline tiny DistilBERT (built once, deterministic, so cached between runs)."""
+    from tasks.model_builder import build
+
+    return build("tiny", MODEL_CACHE / "offline-tiny")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> RedisServer:
+    """A redis-server of our own for the whole session (failing, never skipping, if it cannot start)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_client(redis_server):
+    return redis_server.client()
+
+
+@pytest.fixture(scope="session")
+def service_env(redis_server, tiny_model) -> dict[str, str]:
+    """Environment for every service process of the session."""
+    return {
+        "REDIS_URL": redis_server.url,
+        "INFERQ_MODEL": str(tiny_model),
+        "INFERQ_HEARTBEAT_SECONDS": HEARTBEAT_SECONDS,
+        "INFERQ_MAX_TEXTS": "8",
+        "INFERQ_MAX_BODY_BYTES": "65536",
+    }
+
+
+def start_workers(env, names, redis_client, log_dir: Path):
+    """Start celery workers and wait until each has sent its first heartbeat."""
+    from tasks.worker import WORKERS_KEY
+
+    started = []
+    for name in names:
+        log = log_dir / f"{name}.log"
+        process = processes.spawn(processes.worker_command(name), env, log)
+        started.append(process)
+        full_name = f"{name}@{socket.gethostname()}"
+        processes.wait_until(lambda: redis_client.zscore(WORKERS_KEY, full_name) is not None,
+                             60, f"worker {name}", process, log)
+    return started
+
+
+@pytest.fixture(scope="session")
+def workers(service_env, redis_client, tmp_path_factory):
+    """Two real celery worker processes on the tiny model."""
+    started = start_workers(service_env, ["w1", "w2"], redis_client, tmp_path_factory.mktemp("workers"))
+    yield started
+    for process in started:
+        processes.stop(process)
+
+
+def start_api(env, log_dir: Path):
+    """Start gunicorn on a free port; return (process, base URL) once /healthz answers."""
+    bind = f"127.0.0.1:{free_port()}"
+    log = log_dir / "api.log"
+    process = processes.spawn(processes.api_command(bind), env, log)
+    base = f"http://{bind}"
+    processes.wait_until(lambda: processes.http_ok(base + "/healthz"), 30, "API", process, log)
+    return process, base
+
+
+@pytest.fixture(scope="session")
+def api_url(service_env, workers, tmp_path_factory) -> str:
+    """The API under gunicorn, with the session's workers behind it."""
+    process, base = start_api(service_env, tmp_path_factory.mktemp("api"))
+    yield base
+    processes.stop(process)
+
+
+@pytest.fixture()
+def http():
+    with requests.Session() as session:
+        yield session
