@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.inferq-installed
 
-.PHONY: venv test clean
+.PHONY: venv test clean system-deps
 
 # The virtual environment, rebuilt when the dependencies change.
 # constraints.txt pins every version (torch 2.13.0, the CPU build pip finds locally).
@@ -15,8 +15,12 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
+# Debian packages (redis-server, chromium, sshd ...) installed when missing.
+system-deps:
+	scripts/system-deps.sh
+
 # The test suite: starts its own Redis, workers and API; needs nothing running.
-test: venv
+test: system-deps venv
 	$(PY) -m pytest
 
 clean:
