@@ -1,0 +1,110 @@
+"""Security groups and their ingress rules, converged to exactly the rules asked for."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from deploy.aws.tags import cluster_filter, tag_spec
+from deploy.errors import DeployError, aws_call
+
+
+class Rule(NamedTuple):
+    """One TCP ingress rule: a port and where from (a CIDR, or a security group id)."""
+
+    port: int
+    source: str
+    what: str = ""
+
+    def key(self) -> tuple[int, str]:
+        return self.port, self.source
+
+    def permission(self) -> dict:
+        """The rule as an EC2 IpPermission."""
+        perm = {"IpProtocol": "tcp", "FromPort": self.port, "ToPort": self.port}
+        if self.source.startswith("sg-"):
+            perm["UserIdGroupPairs"] = [{"GroupId": self.source, "Description": self.what}]
+        else:
+            perm["IpRanges"] = [{"CidrIp": self.source, "Description": self.what}]
+        return perm
+
+
+def default_vpc(ec2) -> str:
+    """The region's default VPC, where the groups and instances go."""
+    with aws_call("looking up the default VPC"):
+        vpcs = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
+    if not vpcs:
+        raise DeployError("this region has no default VPC; create one with `aws ec2 create-default-vpc`")
+    return vpcs[0]["VpcId"]
+
+
+def find(ec2, cluster: str, role: str) -> dict | None:
+    """The cluster's security group for role, found by tag."""
+    with aws_call(f"describing the {role} security group"):
+        groups = ec2.describe_security_groups(Filters=cluster_filter(cluster, role=role))["SecurityGroups"]
+    return groups[0] if groups else None
+
+
+def find_all(ec2, cluster: str) -> list[dict]:
+    """Every security group carrying the cluster's tag."""
+    with aws_call("describing security groups"):
+        return ec2.describe_security_groups(Filters=cluster_filter(cluster))["SecurityGroups"]
+
+
+def create(ec2, cluster: str, role: str, vpc_id: str, description: str) -> str:
+    """Create an empty (ingress-less) tagged group; return its id."""
+    with aws_call(f"creating the {role} security group"):
+        return ec2.create_security_group(
+            GroupName=f"{cluster}-{role}", Description=description, VpcId=vpc_id,
+            TagSpecifications=tag_spec("security-group", cluster, role, role),
+        )["GroupId"]
+
+
+def rules_of(group: dict) -> set[tuple[int, str]]:
+    """The (port, source) pairs a described group lets in over TCP."""
+    found = set()
+    for perm in group.get("IpPermissions", []):
+        if perm.get("IpProtocol") != "tcp" or perm.get("FromPort") != perm.get("ToPort"):
+            # Anything wider than one TCP port is not ours: report it as a rule to revoke.
+            found.add((-1, repr(sorted(perm.items()))))
+            continue
+        found |= {(perm["FromPort"], r["CidrIp"]) for r in perm.get("IpRanges", [])}
+        found |= {(perm["FromPort"], p["GroupId"]) for p in perm.get("UserIdGroupPairs", [])}
+    return found
+
+
+def converge(ec2, group: dict, wanted: list[Rule], dry_run: bool, report) -> int:
+    """Authorize missing rules and revoke unwanted ones; return how many changes were (or would be) made."""
+    have = rules_of(group)
+    want = {rule.key(): rule for rule in wanted}
+    missing = [rule for key, rule in want.items() if key not in have]
+    extra = [key for key in have if key not in want]
+    name = group.get("GroupName", group["GroupId"])
+    for rule in missing:
+        report(f"{'would allow' if dry_run else 'allow'} tcp/{rule.port} from {rule.source} into {name} ({rule.what})")
+    for port, source in extra:
+        report(f"{'would revoke' if dry_run else 'revoke'} tcp/{port} from {source} into {name}")
+    if dry_run:
+        return len(missing) + len(extra)
+    if missing:
+        with aws_call(f"authorizing ingress on {name}"):
+            ec2.authorize_security_group_ingress(GroupId=group["GroupId"],
+                                                 IpPermissions=[r.permission() for r in missing])
+    revoke = [Rule(port, source).permission() for port, source in extra if port != -1]
+    if revoke:
+        with aws_call(f"revoking ingress on {name}"):
+            ec2.revoke_security_group_ingress(GroupId=group["GroupId"], IpPermissions=revoke)
+    if any(port == -1 for port, _ in extra):
+        raise DeployError(f"{name} has a rule wider than one TCP port that inferq did not create; remove it by hand")
+    return len(missing) + len(extra)
+
+
+def revoke_all(ec2, group: dict) -> None:
+    """Drop every ingress rule (the orchestrator's references the worker group, which blocks deleting it)."""
+    if group.get("IpPermissions"):
+        with aws_call(f"revoking ingress on {group['GroupName']}"):
+            ec2.revoke_security_group_ingress(GroupId=group["GroupId"], IpPermissions=group["IpPermissions"])
+
+
+def delete(ec2, group: dict) -> None:
+    """Delete a security group."""
+    with aws_call(f"deleting security group {group['GroupName']}"):
+        ec2.delete_security_group(GroupId=group["GroupId"])

@@ -1,0 +1,84 @@
+"""The inventory: which hosts exist, their roles and addresses; written by provisioning, read by Fabric."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from deploy.errors import DeployError
+from deploy.settings import API_PORT, FLOWER_PORT, REDIS_PORT, REMOTE_DIR, SSH_PORT, SSH_USER
+
+
+@dataclass
+class Host:
+    """One machine of the cluster."""
+
+    name: str
+    role: str  # "orchestrator" or "worker"
+    public_ip: str
+    private_ip: str
+    instance_id: str = ""
+    ssh_port: int = SSH_PORT
+    remote_dir: str = REMOTE_DIR
+
+
+@dataclass
+class Inventory:
+    """The cluster as the Fabric tasks see it.
+
+    runtime "docker" is AWS: systemd services on the orchestrator, `docker compose`
+    on the workers, code installed on the hosts. runtime "process" starts the same
+    commands as plain processes with the code and venv already at code_dir/python
+    (the network-namespace hosts of the tests share this machine's filesystem).
+    """
+
+    cluster: str
+    hosts: list[Host]
+    key_file: str
+    ssh_user: str = SSH_USER
+    runtime: str = "docker"
+    region: str = ""
+    api_port: int = API_PORT
+    flower_port: int = FLOWER_PORT
+    redis_port: int = REDIS_PORT
+    containers_per_worker: int = 2
+    code_dir: str = ""
+    python: str = ""
+    env: dict = field(default_factory=dict)
+
+    @property
+    def orchestrator(self) -> Host:
+        """The one orchestrator host."""
+        found = [h for h in self.hosts if h.role == "orchestrator"]
+        if len(found) != 1:
+            raise DeployError(f"the inventory has {len(found)} orchestrator hosts; it needs exactly one")
+        return found[0]
+
+    @property
+    def workers(self) -> list[Host]:
+        """The worker hosts, in name order."""
+        return sorted((h for h in self.hosts if h.role == "worker"), key=lambda h: h.name)
+
+
+def write(inventory: Inventory, path: str | os.PathLike) -> Path:
+    """Write the inventory as JSON (atomically: Fabric may read it while provisioning reruns)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(inventory), indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read(path: str | os.PathLike) -> Inventory:
+    """Read an inventory; a missing or broken file is a DeployError saying what to run."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        hosts = [Host(**h) for h in data.pop("hosts")]
+        return Inventory(hosts=hosts, **data)
+    except FileNotFoundError:
+        raise DeployError(f"no inventory at {path}: run `inferq-provision up` first") from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise DeployError(f"{path} is not an inventory inferq wrote: {exc}") from None

@@ -1,0 +1,67 @@
+"""Defaults of the deploy tooling.
+
+Deploy-only settings are command-line options (``inferq-provision --help``,
+``fab -r deploy --help deploy``) whose defaults live here, not environment
+variables in celeryconfig: they matter to the operator's machine only, and
+no inferq process ever reads them. AWS credentials and the region are read by
+boto3 itself (``AWS_PROFILE``, ``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL``).
+"""
+
+CLUSTER = "inferq"
+"""Value of the cluster tag; everything provisioned carries it, and teardown deletes only what does."""
+
+TAG_KEY = "inferq:cluster"
+"""Tag key that marks a resource as part of a cluster."""
+
+ROLE_TAG_KEY = "inferq:role"
+"""Tag key saying what a resource is for (orchestrator, workers, key)."""
+
+NAME_TAG_KEY = "inferq:name"
+"""Tag key naming one instance (orchestrator, worker-1 ...); how a second run finds it."""
+
+REGION = "us-east-1"
+"""Region used when neither --region nor AWS_DEFAULT_REGION says otherwise."""
+
+WORKERS = 5
+"""Worker instances in the reference deployment (two containers each, ten in all)."""
+
+CONTAINERS_PER_WORKER = 2
+"""Worker containers (services in docker-compose.yml) per worker instance."""
+
+ORCHESTRATOR_TYPE = "t3.small"
+"""Redis, the API and Flower: 2 vCPU, 2 GiB; no inference runs there."""
+
+WORKER_TYPE = "c6i.large"
+"""2 vCPU, 4 GiB: one vCPU per single-threaded worker container, no oversubscription."""
+
+ROOT_VOLUME_GB = 30
+"""Root disk: the worker image with torch and a baked model is a few GiB, plus build cache."""
+
+AMI_OWNER = "099720109477"
+"""Canonical's AWS account: the images the AMI lookup trusts."""
+
+AMI_NAME = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"
+"""Ubuntu 24.04 LTS (systemd, docker.io and docker-compose-v2 packages); the newest match is used."""
+
+SSH_USER = "ubuntu"
+"""Login user of the Ubuntu images (passwordless sudo)."""
+
+API_PORT = 5000
+API_CIDR = "0.0.0.0/0"
+"""Who may reach the API port: anyone by default (the one port open to the world)."""
+
+FLOWER_PORT = 5555
+REDIS_PORT = 6379
+SSH_PORT = 22
+
+INVENTORY = "state/inventory.json"
+"""Where provisioning writes the inventory that the Fabric tasks read."""
+
+SECRETS_DIR = "secrets"
+"""Local directory (gitignored, mode 700) for the SSH key and generated passwords."""
+
+REMOTE_DIR = "/opt/inferq"
+"""Everything inferq puts on a host lives under this directory (plus systemd units)."""
+
+WAIT_SECONDS = 600
+"""How long a waiter or the Fabric readiness check waits before giving up."""

@@ -1,0 +1,76 @@
+"""Fixtures for the deploy tests: a moto EC2 endpoint in server mode, and SSH hosts in network namespaces."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from stack import processes
+from stack.redis_server import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+UBUNTU_IMAGES = [
+    # moto's built-in images stop at Ubuntu 16.04: give it the images the
+    # default lookup must choose between (the newest 24.04 amd64 one wins).
+    {"ami_id": f"ami-0{n:016x}", "name": name, "owner_id": "099720109477", "architecture": arch,
+     "creation_date": date, "state": "available", "public": True, "image_type": "machine",
+     "root_device_name": "/dev/sda1", "root_device_type": "ebs", "virtualization_type": "hvm",
+     "hypervisor": "xen", "description": name, "platform": None, "sriov": "simple", "tags": {}}
+    for n, (name, arch, date) in enumerate([
+        ("ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20260101", "x86_64", "2026-01-01T00:00:00.000Z"),
+        ("ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20261101", "x86_64", "2026-11-01T00:00:00.000Z"),
+        ("ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-arm64-server-20261115", "arm64", "2026-11-15T00:00:00.000Z"),
+    ], start=1)
+]
+NEWEST_UBUNTU = UBUNTU_IMAGES[1]["ami_id"]
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint(tmp_path_factory) -> str:
+    """A real moto server process on a free loopback port; its URL."""
+    tmp = tmp_path_factory.mktemp("moto")
+    amis = tmp / "amis.json"
+    amis.write_text(json.dumps(UBUNTU_IMAGES))
+    port = free_port()
+    log = tmp / "moto.log"
+    process = processes.spawn([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              {"MOTO_AMIS_PATH": str(amis)}, log)
+    url = f"http://127.0.0.1:{port}"
+    processes.wait_until(lambda: requests.get(url + "/moto-api/", timeout=1).ok, 30, "moto server", process, log)
+    yield url
+    processes.stop(process)
+
+
+@pytest.fixture()
+def aws_env(moto_endpoint) -> dict[str, str]:
+    """Environment that sends boto3 (in a child process) to the moto server, never to AWS."""
+    return {
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+
+
+@pytest.fixture()
+def ec2(aws_env):
+    """A boto3 client of the moto server, for looking at what the commands did."""
+    import boto3
+
+    return boto3.client("ec2", region_name="us-east-1", endpoint_url=aws_env["AWS_ENDPOINT_URL"],
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def run_command(command: str, env: dict[str, str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a README command line in a shell, with the venv's scripts first on PATH."""
+    full_env = {**os.environ, **env, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    result = subprocess.run(command, shell=True, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=240)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command!r} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+    return result
