@@ -42,6 +42,12 @@ class Settings:
     api_bind: str
     api_workers: int
     api_threads: int
+    max_queue_depth: int
+    retry_after_seconds: int
+    max_deliveries: int
+    api_keys: tuple[str, ...]
+    redis_appendfsync: str
+    test_faults: bool
 
 
 DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
@@ -49,6 +55,12 @@ DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
 
 PRECISIONS = ("fp32", "int8")
 """Inference paths a worker can run: torch fp32, or torch int8 dynamic quantization."""
+
+APPENDFSYNC_MODES = ("always", "everysec", "no")
+"""Redis AOF fsync policies: what a host crash can lose (README "Guarantees")."""
+
+MIN_API_KEY_LENGTH = 16
+"""Shorter API keys can be guessed; refuse them at start-up."""
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -75,6 +87,31 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     if value < minimum:
         raise ConfigError(f"{name}={value} must be at least {minimum}")
     return value
+
+
+def _api_keys(raw: str) -> tuple[str, ...]:
+    keys = tuple(k.strip() for k in raw.split(",") if k.strip())
+    short = [k for k in keys if len(k) < MIN_API_KEY_LENGTH]
+    if short:
+        # Never echo a key, not even a bad one: start-up errors end up in logs.
+        raise ConfigError(
+            f"INFERQ_API_KEYS has {len(short)} key(s) shorter than {MIN_API_KEY_LENGTH} characters"
+        )
+    return keys
+
+
+def _appendfsync(raw: str) -> str:
+    mode = raw.lower()
+    if mode not in APPENDFSYNC_MODES:
+        raise ConfigError(f"INFERQ_REDIS_APPENDFSYNC={raw!r} is not one of {', '.join(APPENDFSYNC_MODES)}")
+    return mode
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "0").strip().lower()
+    if raw not in ("0", "1", "true", "false", "yes", "no"):
+        raise ConfigError(f"{name}={raw!r} is not 0 or 1")
+    return raw in ("1", "true", "yes")
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:
@@ -111,6 +148,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         api_bind=env.get("INFERQ_API_BIND") or "127.0.0.1:5000",
         api_workers=_int(env, "INFERQ_API_WORKERS", 2),
         api_threads=_int(env, "INFERQ_API_THREADS", 32),
+        max_queue_depth=_int(env, "INFERQ_MAX_QUEUE_DEPTH", 10000),
+        retry_after_seconds=_int(env, "INFERQ_RETRY_AFTER", 2),
+        max_deliveries=_int(env, "INFERQ_MAX_DELIVERIES", 3),
+        api_keys=_api_keys(env.get("INFERQ_API_KEYS", "")),
+        redis_appendfsync=_appendfsync(env.get("INFERQ_REDIS_APPENDFSYNC") or "everysec"),
+        test_faults=_flag(env, "INFERQ_TEST_FAULTS"),
     )
     check(settings)
     return settings
@@ -170,11 +213,22 @@ broker_transport_options = {
     "visibility_timeout": SETTINGS.visibility_timeout,
     "socket_timeout": SETTINGS.redis_socket_timeout,
     "socket_connect_timeout": SETTINGS.redis_socket_timeout,
+    # A job whose worker died is given back once the visibility timeout has
+    # passed; scan for such jobs often enough that the scan adds little to it.
+    "unacked_restore_interval": max(1, min(10, SETTINGS.visibility_timeout // 4)),
+    "unacked_restore_throttle": 1,
 }
 result_backend_transport_options = {"visibility_timeout": SETTINGS.visibility_timeout}
 redis_socket_timeout = SETTINGS.redis_socket_timeout
 redis_socket_connect_timeout = SETTINGS.redis_socket_timeout
 broker_connection_retry_on_startup = True
+# A worker cut off from Redis keeps trying to reconnect rather than exiting
+# after a fixed number of attempts: the outage may outlast them (README "Guarantees").
+broker_connection_max_retries = None
+# A result that cannot be stored because Redis is briefly away is retried,
+# not dropped: the job is acknowledged only after its result is stored.
+result_backend_always_retry = True
+result_backend_max_retries = 20
 broker_connection_timeout = SETTINGS.redis_socket_timeout
 # A publish that cannot reach Redis fails fast, so the API can answer 503
 # instead of holding the client.

@@ -11,7 +11,7 @@ from flask import Flask
 def create_app(test_config: dict | None = None) -> Flask:
     """Create the API: defaults from celeryconfig, then test overrides, then routes."""
     from celeryconfig import SETTINGS
-    from api import errors, health, jobs
+    from api import errors, health, jobs, openapi
     from api.store import JobStore
     from tasks import app as celery_app
 
@@ -21,6 +21,10 @@ def create_app(test_config: dict | None = None) -> Flask:
         INFERQ_MAX_TEXTS=SETTINGS.max_texts,
         INFERQ_MAX_WAIT_SECONDS=SETTINGS.max_wait_seconds,
         INFERQ_HEARTBEAT_SECONDS=SETTINGS.heartbeat_seconds,
+        INFERQ_QUEUE=SETTINGS.queue,
+        INFERQ_MAX_QUEUE_DEPTH=SETTINGS.max_queue_depth,
+        INFERQ_RETRY_AFTER=SETTINGS.retry_after_seconds,
+        INFERQ_API_KEYS=SETTINGS.api_keys,
         JSON_SORT_KEYS=False,
     )
     if test_config:
@@ -32,4 +36,5 @@ def create_app(test_config: dict | None = None) -> Flask:
     errors.register(app)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
     return app

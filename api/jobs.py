@@ -9,7 +9,7 @@ import redis
 from flask import Blueprint, current_app, jsonify, request, url_for
 from kombu.exceptions import OperationalError
 
-from api import validation
+from api import admission, auth, idempotency, validation
 from api.errors import ApiError
 from api.store import STATUS_OF_STATE, JobStore
 from tasks.jobs import classify_job
@@ -34,44 +34,69 @@ def _redis_down() -> ApiError:
                     headers={"Retry-After": "1"})
 
 
-def enqueue(texts: list[str]) -> str:
-    """Record the job, then queue it; if queueing fails, drop the record."""
-    job_id = uuid.uuid4().hex
+def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = None) -> tuple[str, bool]:
+    """Record the job, then queue it; if queueing fails, drop the record.
+
+    Returns (job_id, created): with an Idempotency-Key seen before, the earlier
+    job and False. Past the queue cap, 429 (admission control).
+    """
     store = _store()
+    config = current_app.config
+    body = idempotency.body_fingerprint(texts) if idem_key else ""
     try:
-        store.create(job_id, len(texts))
+        if idem_key:
+            existing = idempotency.lookup(store.redis, idem_key, owner, body)
+            if existing:
+                return existing, False
+        admission.admit(store.redis, config["INFERQ_QUEUE"], config["INFERQ_MAX_QUEUE_DEPTH"],
+                        config["INFERQ_RETRY_AFTER"])
+        job_id = uuid.uuid4().hex
+        if idem_key:
+            winner = idempotency.claim(store.redis, idem_key, owner, body, job_id, store.ttl)
+            if winner != job_id:
+                return winner, False
+        store.create(job_id, len(texts), owner)
         try:
             classify_job.apply_async(args=[texts], task_id=job_id)
         except Exception:
             store.forget(job_id)
+            if idem_key:
+                idempotency.release(store.redis, idem_key, owner)
             raise
     except UNAVAILABLE:
         current_app.logger.warning("cannot reach Redis to enqueue a job")
         raise _redis_down() from None
-    return job_id
+    return job_id, True
 
 
-def _accepted(job_id: str, **extra):
+def _accepted(submitted: tuple[str, bool], **extra):
+    job_id, created = submitted
     response = jsonify(job_id=job_id, status="queued", **extra)
     response.status_code = 202
     response.headers["Location"] = url_for("jobs.get_job", job_id=job_id)
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
     return response
 
 
 @bp.post("/jobs")
 def submit_job():
     """Queue one text or a bulk job of texts."""
+    owner = auth.require_key(request)
+    idem_key = idempotency.parse(request.headers.get("Idempotency-Key"))
     validation.require_json(request)
     body = validation.read_json(request)
     texts = validation.texts_from_job(body, current_app.config["INFERQ_MAX_TEXTS"])
-    return _accepted(enqueue(texts))
+    return _accepted(enqueue(texts, owner, idem_key))
 
 
 @bp.post("/new_request")
 def seed_new_request():
     """The seed's route, kept for its clients: one text as JSON, plain text or a form."""
+    owner = auth.require_key(request)
+    idem_key = idempotency.parse(request.headers.get("Idempotency-Key"))
     text = validation.text_from_seed_request(request)
-    return _accepted(enqueue([text]), message=SEED_ACK)
+    return _accepted(enqueue([text], owner, idem_key), message=SEED_ACK)
 
 
 def _iso(ts: float | None) -> str | None:
@@ -116,12 +141,15 @@ def _failure_reason(meta: dict) -> str:
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str):
     """A job's status and, when done, its result; ?wait=N long-polls."""
+    owner = auth.require_key(request)
     wait = validation.wait_seconds(request.args.get("wait"), current_app.config["INFERQ_MAX_WAIT_SECONDS"])
     if not JOB_ID.match(job_id):
         raise ApiError(404, "job_not_found", f"no job {job_id!r}: job ids are 32 hex characters")
     store = _store()
     try:
         record = store.record(job_id)
+        if record is not None and not auth.may_read(record, owner):
+            record = None  # another key's job: answer as if it did not exist
         if record is None:
             raise ApiError(404, "job_not_found", f"no job {job_id}: never issued, or its result expired")
         meta = store.wait(job_id, wait)

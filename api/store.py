@@ -11,6 +11,8 @@ import time
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 JOB_KEY = "inferq:job:{}"
 """Per job: when it was queued and how many texts it has; expires with its result."""
@@ -38,11 +40,16 @@ class JobStore:
             celery_app.conf.result_backend,
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_timeout,
+            # redis-py retries with backoff by default (seconds); the API must
+            # answer 503 within 2 s when Redis is away, so fail on the first error.
+            retry=Retry(NoBackoff(), 0),
         )
 
-    def create(self, job_id: str, n_texts: int) -> dict:
-        """Record a job the API is about to enqueue."""
+    def create(self, job_id: str, n_texts: int, owner: str | None = None) -> dict:
+        """Record a job the API is about to enqueue (owner: its API key's fingerprint)."""
         record = {"queued_at": time.time(), "texts": n_texts}
+        if owner is not None:
+            record["owner"] = owner
         self.redis.set(JOB_KEY.format(job_id), json.dumps(record), ex=self.ttl)
         return record
 
@@ -57,7 +64,14 @@ class JobStore:
 
     def meta(self, job_id: str) -> dict[str, Any]:
         """Celery's stored state of the job (PENDING when it has none yet)."""
-        return self.celery_app.backend.get_task_meta(job_id)
+        # Read through our own client rather than backend.get_task_meta: the
+        # backend retries while Redis is away (result_backend_always_retry, which
+        # workers need), and a poll must fail within the 503 bound instead.
+        backend = self.celery_app.backend
+        raw = self.redis.get(backend.get_key_for_task(job_id))
+        if raw is None:
+            return {"status": "PENDING", "result": None}
+        return backend.decode_result(raw)
 
     def wait(self, job_id: str, seconds: float) -> dict[str, Any]:
         """Return the job's meta once it is finished, or when seconds pass."""

@@ -1,0 +1,74 @@
+"""Idempotency keys: a retried submit with the same ``Idempotency-Key`` gets the same job.
+
+The first request with a key claims it in Redis with ``SET NX`` (atomic, so of
+two racing requests exactly one creates the job) and stores the job id and a
+fingerprint of the texts. A later request with the key and the same texts gets
+that job back; with other texts it is refused with 409. Keys are scoped to the
+caller's API key and expire with the job.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import redis
+
+from api.errors import ApiError
+
+IDEMPOTENCY_KEY = "inferq:idempotency:{}"
+"""Per (caller, key): {"job_id", "body"} of the job the key created."""
+
+VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+"""Printable ASCII without spaces, at most 255 characters (what clients send: a UUID or similar)."""
+
+
+def parse(raw: str | None) -> str | None:
+    """The request's Idempotency-Key, or None; raise 400 if it is malformed."""
+    if raw is None:
+        return None
+    if not VALID_KEY.match(raw):
+        raise ApiError(400, "invalid_idempotency_key",
+                       "Idempotency-Key must be 1 to 255 printable ASCII characters without spaces")
+    return raw
+
+
+def _redis_key(key: str, owner: str | None) -> str:
+    scope = f"{owner or ''}\0{key}".encode()
+    return IDEMPOTENCY_KEY.format(hashlib.sha256(scope).hexdigest())
+
+
+def body_fingerprint(texts: list[str]) -> str:
+    """A digest of what the job would classify: same texts, same job."""
+    return hashlib.sha256(json.dumps(texts, ensure_ascii=True).encode()).hexdigest()
+
+
+def _existing(raw: bytes, body: str) -> str:
+    stored = json.loads(raw)
+    if stored["body"] != body:
+        raise ApiError(409, "idempotency_key_reused",
+                       "this Idempotency-Key was used with a different body; use a new key for a new job")
+    return stored["job_id"]
+
+
+def lookup(client: redis.Redis, key: str, owner: str | None, body: str) -> str | None:
+    """The job an earlier request with this key created, or None; 409 if its body differed."""
+    raw = client.get(_redis_key(key, owner))
+    return _existing(raw, body) if raw else None
+
+
+def claim(client: redis.Redis, key: str, owner: str | None, body: str, job_id: str, ttl: int) -> str:
+    """Claim key for job_id; return job_id if claimed, else the job that won the race."""
+    name = _redis_key(key, owner)
+    for _ in range(3):  # the winner's claim may expire between SET and GET: try again
+        if client.set(name, json.dumps({"job_id": job_id, "body": body}), nx=True, ex=ttl):
+            return job_id
+        raw = client.get(name)
+        if raw:
+            return _existing(raw, body)
+    raise ApiError(409, "idempotency_conflict", "this Idempotency-Key is in use; retry the request")
+
+
+def release(client: redis.Redis, key: str, owner: str | None) -> None:
+    """Drop a claim whose job could not be queued, so a retry can create it."""
+    client.delete(_redis_key(key, owner))

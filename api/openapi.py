@@ -1,0 +1,118 @@
+"""``GET /openapi.json``: the API described as OpenAPI 3.0, from the settings it runs with.
+
+The fuzz tests (tests/security) generate requests from this document and
+check every answer against it, so it has to say what the API really does.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+
+bp = Blueprint("openapi", __name__)
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _errors(*codes: int) -> dict:
+    descriptions = {
+        400: "invalid request (see `error`)", 401: "API key missing or wrong (when keys are configured)",
+        404: "no such job (never issued, expired, or another key's)", 409: "Idempotency-Key reused with another body",
+        413: "body too large", 415: "unsupported media type", 429: "queue full: retry after `Retry-After` seconds",
+        503: "Redis unreachable: retry shortly",
+    }
+    return {str(c): {"description": descriptions[c], "content": {"application/json": {"schema": _ERROR}}}
+            for c in codes}
+
+
+def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool) -> dict:
+    """Build the OpenAPI document for these limits."""
+    text = {"type": "string", "minLength": 1, "description": "non-blank text to classify"}
+    job_body = {
+        "oneOf": [
+            {"type": "object", "required": ["text"], "additionalProperties": False,
+             "properties": {"text": text}},
+            {"type": "object", "required": ["texts"], "additionalProperties": False,
+             "properties": {"texts": {"type": "array", "items": text, "minItems": 1, "maxItems": max_texts}}},
+        ]
+    }
+    accepted = {"description": "queued (or, with a replayed Idempotency-Key, the earlier job)",
+                "headers": {"Location": {"schema": {"type": "string"}}},
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}}
+    idem = {"name": "Idempotency-Key", "in": "header", "required": False,
+            "description": "same key and body: the same job; same key, other body: 409",
+            "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"}}
+    security = [{"apiKey": []}, {"bearer": []}] if keys_required else []
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "inferq", "version": "0.1.0",
+                 "description": f"Text classification jobs. Bodies are at most {max_body} bytes."},
+        "security": security,
+        "paths": {
+            "/jobs": {"post": {
+                "operationId": "submitJob", "summary": "Queue one text or a bulk job of texts",
+                "parameters": [idem],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": job_body}}},
+                "responses": {"202": accepted, **_errors(400, 401, 409, 413, 415, 429, 503)},
+            }},
+            "/jobs/{job_id}": {"get": {
+                "operationId": "getJob", "summary": "A job's status and, when done, its results",
+                "parameters": [
+                    {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "wait", "in": "query", "required": False,
+                     "description": f"hold the request until the job is done or this many seconds pass (cut to {max_wait:g})",
+                     "schema": {"type": "number", "minimum": 0}},
+                ],
+                "responses": {"200": {"description": "the job",
+                                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
+                              **_errors(400, 401, 404, 503)},
+            }},
+            "/new_request": {"post": {
+                "operationId": "seedNewRequest", "summary": "The seed's route: one text as JSON, plain text or a form",
+                "parameters": [idem],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {"type": "object", "required": ["text"], "properties": {"text": text}}},
+                    "text/plain": {"schema": {"type": "string"}},
+                    "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["text"],
+                                                                      "properties": {"text": text}}},
+                }},
+                "responses": {"202": accepted, **_errors(400, 401, 409, 413, 415, 429, 503)},
+            }},
+            "/healthz": {"get": {"operationId": "healthz", "summary": "the API process is up", "security": [],
+                                 "responses": {"200": {"description": "up"}}}},
+            "/readyz": {"get": {"operationId": "readyz", "security": [],
+                                "summary": "Redis answers and a worker sent a heartbeat recently",
+                                "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
+        },
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                                "bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error", "message"],
+                          "properties": {"error": {"type": "string"}, "message": {"type": "string"}}},
+                "Accepted": {"type": "object", "required": ["job_id", "status"],
+                             "properties": {"job_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                                            "status": {"type": "string", "enum": ["queued"]},
+                                            "message": {"type": "string"}}},
+                "Job": {"type": "object", "required": ["job_id", "status", "texts", "timings"],
+                        "properties": {
+                            "job_id": {"type": "string"},
+                            "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed"]},
+                            "texts": {"type": "integer", "minimum": 1},
+                            "results": {"type": "array", "items": {
+                                "type": "object", "required": ["label", "probabilities"],
+                                "properties": {"label": {"type": "string"},
+                                               "probabilities": {"type": "object",
+                                                                 "additionalProperties": {"type": "number"}}}}},
+                            "model": {"type": "object"}, "worker": {"type": "object"},
+                            "error": {"$ref": "#/components/schemas/Error"},
+                            "timings": {"type": "object"}}},
+            },
+        },
+    }
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    """The OpenAPI document of this API."""
+    config = current_app.config
+    return jsonify(document(config["INFERQ_MAX_TEXTS"], config["MAX_CONTENT_LENGTH"],
+                            config["INFERQ_MAX_WAIT_SECONDS"], bool(config["INFERQ_API_KEYS"])))

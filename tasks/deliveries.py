@@ -1,0 +1,68 @@
+"""Poison-job guard: count deliveries per job id, give up after a bounded number.
+
+A job whose input kills its worker is redelivered after every death (late
+acknowledgement). Counting deliveries in Redis, outside the worker that dies,
+bounds that loop: past ``INFERQ_MAX_DELIVERIES`` the job is failed with a
+reason instead of run again, so it cannot take down workers forever.
+"""
+from __future__ import annotations
+
+import logging
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from celeryconfig import SETTINGS
+
+log = logging.getLogger(__name__)
+
+DELIVERIES_KEY = "inferq:deliveries:{}"
+"""Per job: how many times a worker has started it; expires with the job's result."""
+
+
+class PoisonJob(Exception):
+    """A job was started too many times without finishing: it is failed, not retried."""
+
+
+_client: redis.Redis | None = None
+
+
+def _redis() -> redis.Redis:
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(
+            SETTINGS.broker_url, socket_timeout=SETTINGS.redis_socket_timeout,
+            socket_connect_timeout=SETTINGS.redis_socket_timeout,
+            retry=Retry(NoBackoff(), 2),
+        )
+    return _client
+
+
+def count(job_id: str) -> int:
+    """Record one more delivery of job_id and return how many there have been."""
+    key = DELIVERIES_KEY.format(job_id)
+    with _redis().pipeline() as pipe:
+        pipe.incr(key)
+        pipe.expire(key, SETTINGS.result_ttl_seconds)
+        deliveries, _ = pipe.execute()
+    return int(deliveries)
+
+
+def admit(job_id: str | None) -> int:
+    """Count this delivery; raise PoisonJob if the job has used up its deliveries."""
+    if not job_id:  # called eagerly, outside a worker: nothing to guard
+        return 0
+    deliveries = count(job_id)
+    if deliveries > SETTINGS.max_deliveries:
+        log.error("job %s delivered %d times without finishing; failing it as a poison job",
+                  job_id, deliveries)
+        raise PoisonJob(
+            f"the job was started {deliveries - 1} times and never finished: its worker died "
+            f"or lost Redis each time (INFERQ_MAX_DELIVERIES={SETTINGS.max_deliveries}); "
+            "it is not retried again"
+        )
+    if deliveries > 1:
+        log.warning("job %s redelivered (delivery %d of at most %d)",
+                    job_id, deliveries, SETTINGS.max_deliveries)
+    return deliveries

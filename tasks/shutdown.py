@@ -1,0 +1,41 @@
+"""Scale-in without waiting: SIGTERM gives the in-flight job back to the queue at once.
+
+Celery's warm shutdown (its SIGTERM) lets the running job finish, and its cold
+shutdown cannot cancel a job in the solo pool (it raises NotImplementedError
+into the job and the worker hangs). inferq's workers run one job at a time in
+the solo pool, so on SIGTERM this handler stops the job where it is instead:
+the job ends with an exception that is not a task failure, the worker exits,
+and closing its broker channel puts the unacknowledged message back on the
+queue for another worker, without waiting for the visibility timeout.
+A worker with no job in flight shuts down as Celery's warm shutdown does.
+"""
+from __future__ import annotations
+
+import logging
+
+from celery import signals
+from celery.exceptions import WorkerShutdown
+from celery.platforms import signals as platform_signals
+
+log = logging.getLogger(__name__)
+
+
+class JobInterrupted(WorkerShutdown):
+    """Raised into the running job on SIGTERM: the worker leaves, the job is given back."""
+
+
+def _on_sigterm(signum=None, frame=None):
+    from celery.worker import state
+
+    state.should_stop = 0  # the warm-shutdown flag: stop consuming, exit cleanly
+    if state.active_requests:
+        ids = ", ".join(r.id for r in state.active_requests)
+        log.warning("SIGTERM with job(s) %s in flight: giving them back to the queue", ids)
+        raise JobInterrupted(0)
+    log.info("SIGTERM: no job in flight, shutting down")
+
+
+@signals.worker_ready.connect
+def _install(**_):
+    # worker_ready comes after Celery installed its own handlers: replace its SIGTERM one.
+    platform_signals["SIGTERM"] = _on_sigterm
