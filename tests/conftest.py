@@ -106,3 +106,13 @@ def api_url(service_env, workers, tmp_path_factory) -> str:
 def http():
     with requests.Session() as session:
         yield session
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Repeat the figures fault and fuzz tests measured (tests/figures.py) at the end of the run."""
+    from tests import figures
+
+    if figures.LINES:
+        terminalreporter.section("measured figures")
+        for line in figures.LINES:
+            terminalreporter.write_line(line)
