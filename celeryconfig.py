@@ -39,6 +39,14 @@ class Settings:
     visibility_timeout: int
     heartbeat_seconds: float
     redis_socket_timeout: float
+    state_dir: str
+    stack_workers: int
+    flower_bind: str
+    api_url: str
+    external_redis: bool
+    hub_offline: bool
+    stack_ready_timeout: float
+    client_api_key: str
     api_bind: str
     api_workers: int
     api_threads: int
@@ -114,6 +122,37 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     return raw in ("1", "true", "yes")
 
 
+TRUTHY = ("1", "true", "yes", "on")
+"""How Hugging Face spells "set" for its own flags (HF_HUB_OFFLINE=1)."""
+
+
+def _url_of_bind(bind: str) -> str:
+    host, _, port = bind.rpartition(":")
+    # A server bound to every interface is reached on loopback from this machine.
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}"
+
+
+def _stack_settings(env: Mapping[str, str]) -> dict:
+    """Settings of the local stack (``make run``) and of the command-line client."""
+    project = os.path.dirname(os.path.abspath(__file__))
+    api_bind = env.get("INFERQ_API_BIND") or "127.0.0.1:5000"
+    return dict(
+        state_dir=env.get("INFERQ_STATE_DIR") or os.path.join(project, "state"),
+        stack_workers=_int(env, "WORKERS", os.cpu_count() or 1),
+        flower_bind=env.get("INFERQ_FLOWER_BIND") or "127.0.0.1:5555",
+        api_url=(env.get("INFERQ_API_URL") or _url_of_bind(api_bind)).rstrip("/"),
+        # REDIS_URL set means "use that Redis": the stack then starts none of its own.
+        external_redis=bool(env.get("REDIS_URL") or env.get("INFERQ_BROKER_URL")),
+        hub_offline=any((env.get(name) or "").strip().lower() in TRUTHY
+                        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")),
+        stack_ready_timeout=_float(env, "INFERQ_STACK_READY_TIMEOUT", 600.0, minimum=1.0),
+        # The key the command-line client sends (the API checks INFERQ_API_KEYS).
+        client_api_key=env.get("INFERQ_API_KEY") or "",
+    )
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Parse and check settings from an environment mapping; raise ConfigError if unusable."""
     redis_url = env.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
@@ -145,6 +184,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         visibility_timeout=visibility,
         heartbeat_seconds=_float(env, "INFERQ_HEARTBEAT_SECONDS", 2.0, minimum=0.1),
         redis_socket_timeout=_float(env, "INFERQ_REDIS_TIMEOUT", 1.5, minimum=0.1),
+        **_stack_settings(env),
         api_bind=env.get("INFERQ_API_BIND") or "127.0.0.1:5000",
         api_workers=_int(env, "INFERQ_API_WORKERS", 2),
         api_threads=_int(env, "INFERQ_API_THREADS", 32),

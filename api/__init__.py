@@ -13,6 +13,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from celeryconfig import SETTINGS
     from api import errors, health, jobs, openapi
     from api.store import JobStore
+    from api.metrics import bp as metrics_bp
     from tasks import app as celery_app
 
     app = Flask(__name__)
@@ -36,5 +37,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     errors.register(app)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics_bp)
     app.register_blueprint(openapi.bp)
     return app

@@ -1,0 +1,1 @@
+"""inferq's command-line client (``inferq``): HTTP only, no Flask, no torch."""

@@ -1,0 +1,166 @@
+"""``inferq``: the command-line client. Submit a text or a file of texts, show a job, fetch its result.
+
+Exit status: 0 done, 1 a job failed or the API refused the request,
+3 the API cannot be reached, 4 a job was not finished in time (2 is a usage
+error, as argparse does it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import IO
+
+from tqdm import tqdm
+
+from client.api import TERMINAL, ApiRefused, ApiUnreachable, Client
+
+EXIT_FAILED, EXIT_UNREACHABLE, EXIT_NOT_DONE = 1, 3, 4
+
+
+def _print_json(body: dict, out: IO[str]) -> None:
+    out.write(json.dumps(body, ensure_ascii=False) + "\n")
+
+
+def _status_code(body: dict) -> int:
+    status = body.get("status")
+    return 0 if status == "succeeded" else EXIT_FAILED if status == "failed" else EXIT_NOT_DONE
+
+
+def cmd_submit(client: Client, args) -> int:
+    """Submit one text; print its id, or with --wait its result."""
+    job_id = client.submit(args.text)
+    if args.wait <= 0:
+        print(job_id)
+        return 0
+    body = client.wait(job_id, args.wait)
+    _print_json(body, sys.stdout)
+    return _status_code(body)
+
+
+def result_line(number: int, text: str, body: dict) -> dict:
+    """One JSON line of submit-file's output: the input line, the job and its outcome."""
+    line = {"line": number, "text": text, "job_id": body.get("job_id"), "status": body.get("status")}
+    if body.get("status") == "succeeded":
+        line.update(body["results"][0])
+    elif "error" in body:
+        line["error"] = body["error"]
+    return line
+
+
+def cmd_submit_file(client: Client, args) -> int:
+    """Submit every non-empty line of a file as a job; write each result as a JSON line, in input order."""
+    with open(args.file, encoding="utf-8") as f:
+        lines = [(n, line.rstrip("\n")) for n, line in enumerate(f, 1) if line.strip()]
+
+    def one(number_text: tuple[int, str]) -> dict:
+        number, text = number_text
+        try:
+            return result_line(number, text, client.wait(client.submit(text), args.timeout))
+        except ApiRefused as exc:
+            return {"line": number, "text": text, "job_id": None, "status": "refused",
+                    "error": {"code": exc.code, "message": exc.message}}
+
+    results: dict[int, dict] = {}
+    # Each thread submits then long-polls, so up to --concurrency jobs are in flight.
+    with ThreadPoolExecutor(max_workers=args.concurrency) as pool, \
+            tqdm(total=len(lines), unit="job", desc="jobs", file=sys.stderr, disable=args.quiet) as bar:
+        futures = [pool.submit(one, item) for item in lines]
+        for future in as_completed(futures):
+            line = future.result()  # ApiUnreachable propagates: one line from main()
+            results[line["line"]] = line
+            bar.update(1)
+            if line["status"] != "succeeded":
+                bar.set_postfix(not_succeeded=sum(r["status"] != "succeeded" for r in results.values()))
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        for number, _ in lines:
+            _print_json(results[number], out)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    counts = {status: sum(r["status"] == status for r in results.values())
+              for status in ("succeeded", "failed", "refused", "queued", "running")}
+    summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+    print(f"{len(lines)} jobs: {summary}" + (f"; results in {args.output}" if args.output else ""), file=sys.stderr)
+    if counts["failed"] or counts["refused"]:
+        return EXIT_FAILED
+    return 0 if counts["succeeded"] == len(lines) else EXIT_NOT_DONE
+
+
+def cmd_status(client: Client, args) -> int:
+    """Print a job's status (queued, running, succeeded, failed)."""
+    body = client.job(args.job_id)
+    print(f"{body['job_id']} {body['status']}")
+    return 0
+
+
+def cmd_result(client: Client, args) -> int:
+    """Print a job's state as JSON, waiting up to --wait seconds for it to finish."""
+    body = client.wait(args.job_id, args.wait) if args.wait > 0 else client.job(args.job_id)
+    _print_json(body, sys.stdout)
+    return _status_code(body)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    from celeryconfig import SETTINGS
+
+    p = argparse.ArgumentParser(prog="inferq", description=__doc__.splitlines()[0])
+    p.add_argument("--api", default=SETTINGS.api_url,
+                   help="the API's base URL (default: INFERQ_API_URL, else %(default)s)")
+    p.add_argument("--api-key", default=SETTINGS.client_api_key,
+                   help="API key to send, when the API requires one (default: INFERQ_API_KEY)")
+    p.add_argument("--http-timeout", type=float, default=10.0, help="seconds to wait for each HTTP answer")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("submit", help="submit one text; print its job id (or its result with --wait)")
+    s.add_argument("text")
+    s.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait for the result and print it")
+    s.set_defaults(run=cmd_submit)
+
+    f = sub.add_parser("submit-file", help="submit each line of a file as a job; write results as JSON lines")
+    f.add_argument("file")
+    f.add_argument("-o", "--output", help="write the JSON lines here (default: stdout)")
+    f.add_argument("--concurrency", type=int, default=8, help="jobs in flight at once (default: %(default)s)")
+    f.add_argument("--timeout", type=float, default=300, metavar="SECONDS", help="longest wait for each job")
+    f.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    f.set_defaults(run=cmd_submit_file)
+
+    st = sub.add_parser("status", help="print a job's status")
+    st.add_argument("job_id")
+    st.set_defaults(run=cmd_status)
+
+    r = sub.add_parser("result", help="print a job's result as JSON")
+    r.add_argument("job_id")
+    r.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait up to this long for it to finish")
+    r.set_defaults(run=cmd_result)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the client; errors are one line on stderr, never a traceback."""
+    args = parser().parse_args(argv)
+    if getattr(args, "concurrency", 1) < 1:
+        print("inferq: --concurrency must be at least 1", file=sys.stderr)
+        return 2
+    client = Client(args.api, args.api_key, timeout=args.http_timeout)
+    try:
+        return args.run(client, args)
+    except ApiUnreachable as exc:
+        print(f"inferq: {exc}; is the stack running (make run)? set --api or INFERQ_API_URL", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except ApiRefused as exc:
+        print(f"inferq: the API refused: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        print(f"inferq: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("inferq: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

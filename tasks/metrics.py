@@ -1,0 +1,134 @@
+"""Job counters and the end-to-end latency histogram, kept in Redis; the API's /metrics reads them.
+
+Connected to Celery's signals: after_task_publish in the process that queues a
+job (the API), task_success and task_failure in the worker that ran it.
+
+Decision: the counts live in Redis, not in prometheus_client's per-process
+registries. Jobs are submitted in any of gunicorn's worker processes and
+finish in Celery workers, possibly on other machines; Redis is the one place
+all of them share, so INCR there is right across processes and hosts (no
+multiprocess-mode directory to manage), survives an API restart, and costs
+one pipelined round trip per job. This module imports neither Flask nor
+torch: the API and the workers both use it.
+"""
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import time
+
+import redis
+from celery import signals
+
+log = logging.getLogger(__name__)
+
+PREFIX = "inferq:metrics:"
+SUBMITTED_KEY = PREFIX + "submitted"
+SUCCEEDED_KEY = PREFIX + "succeeded"
+FAILED_KEY = PREFIX + "failed"
+LATENCY_KEY = PREFIX + "latency"
+"""Hash: per bucket upper bound (seconds, as text, "+Inf" last) the count of jobs in it, plus sum and count."""
+
+BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+"""Latency bucket bounds in seconds: from a tiny model's milliseconds to a backlog's minutes."""
+
+JOB_KEY = "inferq:job:{}"
+"""The API's job record (api.store.JOB_KEY; not imported so that workers never import Flask)."""
+
+CLASSIFY_TASK = "inferq.classify"
+
+
+def bucket_of(seconds: float) -> str:
+    """The label of the (non-cumulative) bucket a latency falls in."""
+    index = bisect.bisect_left(BUCKETS, seconds)
+    return "+Inf" if index == len(BUCKETS) else repr(BUCKETS[index])
+
+
+def record_submitted(client: redis.Redis) -> None:
+    """Count one job the API accepted."""
+    client.incr(SUBMITTED_KEY)
+
+
+def record_finished(client: redis.Redis, job_id: str, succeeded: bool, finished_at: float | None = None) -> None:
+    """Count a finished job and, when its submission time is known, observe its end-to-end latency."""
+    finished_at = finished_at or time.time()
+    raw = client.get(JOB_KEY.format(job_id))
+    queued_at = json.loads(raw).get("queued_at") if raw else None
+    pipe = client.pipeline(transaction=True)
+    pipe.incr(SUCCEEDED_KEY if succeeded else FAILED_KEY)
+    if queued_at:
+        latency = max(0.0, finished_at - queued_at)
+        pipe.hincrby(LATENCY_KEY, bucket_of(latency), 1)
+        pipe.hincrbyfloat(LATENCY_KEY, "sum", latency)
+        pipe.hincrby(LATENCY_KEY, "count", 1)
+    pipe.execute()
+
+
+def read(client: redis.Redis) -> dict:
+    """Every counter, and the latency histogram as cumulative (bound, count) pairs, from one round trip."""
+    pipe = client.pipeline(transaction=False)
+    pipe.mget(SUBMITTED_KEY, SUCCEEDED_KEY, FAILED_KEY)
+    pipe.hgetall(LATENCY_KEY)
+    (submitted, succeeded, failed), latency = pipe.execute()
+    latency = {k.decode(): v.decode() for k, v in latency.items()}
+    cumulative, running = [], 0
+    for bound in (*map(repr, BUCKETS), "+Inf"):
+        running += int(latency.get(bound, 0))
+        cumulative.append((bound, running))
+    return {
+        "submitted": int(submitted or 0),
+        "succeeded": int(succeeded or 0),
+        "failed": int(failed or 0),
+        "latency_buckets": cumulative,
+        "latency_sum": float(latency.get("sum", 0.0)),
+        "latency_count": int(latency.get("count", 0)),
+    }
+
+
+_client: list[redis.Redis] = []
+
+
+def _own_client() -> redis.Redis:
+    if not _client:
+        from celeryconfig import SETTINGS
+
+        _client.append(redis.Redis.from_url(
+            SETTINGS.result_backend, socket_timeout=SETTINGS.redis_socket_timeout,
+            socket_connect_timeout=SETTINGS.redis_socket_timeout,
+        ))
+    return _client[0]
+
+
+def _finished(sender, succeeded: bool, result=None) -> None:
+    # One job per task; a batch task (issue 5's INFERQ_BATCH_SIZE > 1) returns a
+    # count, not a job's result, and its jobs are not counted here.
+    if getattr(sender, "name", None) != CLASSIFY_TASK or (succeeded and not isinstance(result, dict)):
+        return
+    try:
+        record_finished(_own_client(), sender.request.id, succeeded)
+    except redis.RedisError as exc:
+        # A metric must never fail a job whose result is already stored.
+        log.warning("could not record job metrics: %s", exc)
+
+
+@signals.after_task_publish.connect
+def _on_publish(sender=None, **_):
+    # Fires in the process that queued the job (the API), once the message is in
+    # Redis: a job that could not be queued, or an idempotent replay, is not counted.
+    if sender != CLASSIFY_TASK:
+        return
+    try:
+        record_submitted(_own_client())
+    except redis.RedisError as exc:
+        log.warning("could not record job metrics: %s", exc)
+
+
+@signals.task_success.connect
+def _on_success(sender=None, result=None, **_):
+    _finished(sender, True, result)
+
+
+@signals.task_failure.connect
+def _on_failure(sender=None, **_):
+    _finished(sender, False)
