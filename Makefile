@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.inferq-installed
 
-.PHONY: venv test clean system-deps
+.PHONY: venv test clean system-deps run demo
 
 # The virtual environment, rebuilt when the dependencies change.
 # constraints.txt pins every version (torch 2.13.0, the CPU build pip finds locally).
@@ -22,6 +22,16 @@ system-deps:
 # The test suite: starts its own Redis, workers and API; needs nothing running.
 test: system-deps venv
 	$(PY) -m pytest
+
+# The whole stack in the foreground: its own Redis (else the one in REDIS_URL), the API on
+# :5000, WORKERS workers (default: one per core), Flower on :5555. Ctrl-C stops all of it.
+run: venv
+	$(VENV)/bin/inferq-stack
+
+# Starts the stack, runs the seed's test (5 threads x 10 requests) through the API,
+# prints a summary and stops it; fails if any job failed or was lost.
+demo: venv
+	$(VENV)/bin/inferq-demo
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info

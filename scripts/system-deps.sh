@@ -5,6 +5,8 @@
 set -euo pipefail
 NEEDED=(
   "redis-server redis-server"
+  "chromium chromium"
+  "chromedriver chromium-driver"
 )
 missing=()
 for entry in "${NEEDED[@]}"; do
