@@ -36,6 +36,11 @@ STACK_NAME = "stack"
 """The name the runner's own lines carry in honcho's output."""
 
 
+def procfile_commands(procfile: Path = PROCFILE) -> dict[str, str]:
+    """The Procfile's commands by process type (tests run single lines of it)."""
+    return dict(parse_procfile(procfile.read_text()).processes)
+
+
 def bind_parts(bind: str) -> tuple[str, int]:
     """Split host:port."""
     host, _, port = bind.rpartition(":")
@@ -63,7 +68,7 @@ def redis_setup(settings: Settings, state: Path) -> tuple[str, dict[str, str]]:
 def build_manager(settings: Settings, model: str, redis_url: str, redis_env: dict[str, str],
                   flower_auth: tuple[str, str], procfile: Path) -> tuple[Manager, list[str]]:
     """A honcho Manager with every Procfile line to run, and the worker hostnames it will start."""
-    processes = parse_procfile(procfile.read_text()).processes
+    processes = procfile_commands(procfile)
     if not redis_env:
         processes.pop("redis", None)
     flower_host, flower_port = bind_parts(settings.flower_bind)
