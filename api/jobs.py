@@ -135,6 +135,8 @@ def _failure_reason(meta: dict) -> str:
         if isinstance(message, (list, tuple)):
             message = " ".join(map(str, message))
         return f"{result['exc_type']}: {message}"
+    if isinstance(result, BaseException):  # Celery's backend rebuilt the job's exception
+        return f"{type(result).__name__}: {result}"
     return str(result or meta["status"])
 
 
