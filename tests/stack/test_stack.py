@@ -1,0 +1,137 @@
+"""The whole stack as `make run` starts it: jobs through the CLI and HTTP, then Ctrl-C leaves nothing behind."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from stack.flower_auth import credentials_path
+from stack.processes import BIN
+from stack.readiness import READY_LINE
+from tests.stack.conftest import stack_env
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for_line(process: subprocess.Popen, log: Path, line: str, timeout: float) -> str:
+    """Wait until the stack's output contains line; fail with the output if it exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace")
+        if line in text:
+            return text
+        if process.poll() is not None:
+            pytest.fail(f"inferq-stack exited with {process.returncode}:\n{text[-4000:]}")
+        time.sleep(0.2)
+    pytest.fail(f"no {line!r} within {timeout}s:\n{log.read_text(errors='replace')[-4000:]}")
+
+
+def cli(env: dict, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run the inferq console script."""
+    return subprocess.run([str(BIN / "inferq"), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def alive(pids: list[int]) -> list[str]:
+    """Those of pids still running (zombies count as gone), with their command lines."""
+    left = []
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            if p.status() != psutil.STATUS_ZOMBIE:
+                left.append(f"{pid} {' '.join(p.cmdline())}")
+        except psutil.NoSuchProcess:
+            pass
+    return left
+
+
+def metric(text: str, name: str) -> float:
+    """One sample's value from Prometheus text."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} missing from /metrics:\n{text}")
+
+
+def test_stack_serves_cli_and_http_then_stops_everything(tiny_model, state_dir, tmp_path):
+    env = stack_env(tiny_model, state_dir)
+    api, flower = env["INFERQ_API_URL"], "http://" + env["INFERQ_FLOWER_BIND"]
+    log = tmp_path / "stack.log"
+    with open(log, "wb") as out:
+        stack = subprocess.Popen([str(BIN / "inferq-stack")], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+    pids: list[int] = []
+    try:
+        output = wait_for_line(stack, log, READY_LINE, 150)
+        # Every process of the stack descends from inferq-stack (honcho's runners, then the services).
+        pids = [p.pid for p in psutil.Process(stack.pid).children(recursive=True)]
+        commands = " ".join(" ".join(psutil.Process(pid).cmdline()) for pid in pids if psutil.pid_exists(pid))
+        for part in ("redis-server", "gunicorn", "inferq-worker", "flower"):
+            assert part in commands, f"{part} not running: {commands}"
+        assert "(2/2)" in output and api in output and flower in output
+
+        # The CLI: one text waited for, a file of texts, status and result of a job.
+        one = cli(env, "submit", "what a lovely day", "--wait", "30")
+        assert one.returncode == 0, one.stderr
+        body = json.loads(one.stdout)
+        assert body["status"] == "succeeded" and body["results"][0]["label"] in ("NEGATIVE", "POSITIVE")
+        texts = tmp_path / "texts.txt"
+        texts.write_text("first text\n\nsecond one\nthird and last\n")
+        results = tmp_path / "results.jsonl"
+        many = cli(env, "submit-file", str(texts), "-o", str(results))
+        assert many.returncode == 0, many.stderr
+        lines = [json.loads(line) for line in results.read_text().splitlines()]
+        assert [(r["line"], r["text"], r["status"]) for r in lines] == [
+            (1, "first text", "succeeded"), (3, "second one", "succeeded"), (4, "third and last", "succeeded")]
+        assert "3 jobs: 3 succeeded" in many.stderr
+        status = cli(env, "status", body["job_id"])
+        assert status.returncode == 0 and status.stdout.split() == [body["job_id"], "succeeded"]
+        result = cli(env, "result", lines[0]["job_id"], "--wait", "5")
+        assert result.returncode == 0 and json.loads(result.stdout)["status"] == "succeeded"
+
+        # Plain HTTP, as curl would: the JSON route and the seed's route.
+        job = requests.post(api + "/jobs", json={"text": "through http"}, timeout=10)
+        assert job.status_code == 202
+        seed = requests.post(api + "/new_request", data={"text": "the seed's form"}, timeout=10)
+        assert seed.status_code == 202
+        for job_id in (job.json()["job_id"], seed.json()["job_id"]):
+            assert requests.get(f"{api}/jobs/{job_id}?wait=30", timeout=40).json()["status"] == "succeeded"
+
+        # /metrics of the API (6 jobs so far) and of Flower.
+        text = requests.get(api + "/metrics", timeout=10).text
+        assert metric(text, "inferq_jobs_submitted_total") == 6
+        assert metric(text, "inferq_jobs_completed_total") == 6
+        assert metric(text, "inferq_jobs_failed_total") == 0
+        assert metric(text, "inferq_queue_depth") == 0
+        assert metric(text, "inferq_workers_ready") == 2
+        assert metric(text, "inferq_job_latency_seconds_count") == 6
+        assert metric(text, 'inferq_job_latency_seconds_bucket{le="+Inf"}') == 6
+        assert "flower_events_total" in requests.get(flower + "/metrics", timeout=10).text
+
+        # Flower needs the generated credentials; the file is private and the password never printed.
+        creds = credentials_path(state_dir)
+        assert stat.S_IMODE(os.stat(creds).st_mode) == 0o600
+        user, password = creds.read_text().strip().split(":", 1)
+        assert requests.get(flower + "/workers", timeout=10).status_code == 401
+        assert requests.get(flower + "/workers", auth=(user, password), timeout=10).status_code == 200
+        assert password not in log.read_text(errors="replace")
+    finally:
+        if stack.poll() is None:
+            stack.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        try:
+            code = stack.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(stack.pid, signal.SIGKILL)
+            raise
+    assert code in (0, 130), log.read_text(errors="replace")[-3000:]
+    time.sleep(0.5)
+    assert alive(pids) == [], "processes of the stack left running"
+    # Redis kept its data with AOF under the state directory.
+    assert list((state_dir / "redis").glob("appendonly*")), "no AOF files under the state dir"
