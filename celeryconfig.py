@@ -29,6 +29,8 @@ class Settings:
     model: str
     model_cache: str
     precision: str
+    batch_size: int
+    batch_wait_ms: float
     torch_threads: int
     max_texts: int
     max_body_bytes: int
@@ -61,8 +63,9 @@ class Settings:
 DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
 """What users with a network get: the SST-2 sentiment model from the hub."""
 
-PRECISIONS = ("fp32", "int8")
-"""Inference paths a worker can run: torch fp32, or torch int8 dynamic quantization."""
+PRECISIONS = ("fp32", "int8", "onnx-fp32", "onnx-int8")
+"""Inference paths a worker can run: torch fp32, torch int8 dynamic quantization,
+or ONNX Runtime fp32 / int8 (exported from the same weights; README "Performance")."""
 
 APPENDFSYNC_MODES = ("always", "everysec", "no")
 """Redis AOF fsync policies: what a host crash can lose (README "Guarantees")."""
@@ -174,6 +177,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             os.path.dirname(os.path.abspath(__file__)), ".cache", "models"
         ),
         precision=precision,
+        # Micro-batching (README "Performance"): 1 runs each job alone with prefetch 1.
+        batch_size=_int(env, "INFERQ_BATCH_SIZE", 1),
+        batch_wait_ms=_float(env, "INFERQ_BATCH_WAIT_MS", 10.0),
         torch_threads=_int(env, "INFERQ_TORCH_THREADS", 1),
         max_texts=_int(env, "INFERQ_MAX_TEXTS", 256),
         max_body_bytes=_int(env, "INFERQ_MAX_BODY_BYTES", 1024 * 1024),
@@ -244,7 +250,9 @@ result_accept_content = ["json"]
 # and give the message back if the worker process dies under it.
 task_acks_late = True
 task_reject_on_worker_lost = True
-worker_prefetch_multiplier = 1
+# With micro-batching a worker must hold up to INFERQ_BATCH_SIZE unacknowledged
+# messages to batch them; without it (the default), one.
+worker_prefetch_multiplier = SETTINGS.batch_size
 task_track_started = True
 result_expires = SETTINGS.result_ttl_seconds
 task_time_limit = SETTINGS.hard_time_limit

@@ -15,9 +15,17 @@ def length_sorted_batches(lengths: Sequence[int], max_batch: int) -> list[list[i
     return [order[i:i + max_batch] for i in range(0, len(order), max_batch)]
 
 
+def softmax(logits):
+    """Row-wise softmax of a numpy array, stable for large logits."""
+    import numpy as np
+
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
 def classify(loaded: LoadedModel, texts: Sequence[str], max_batch: int = MAX_BATCH) -> list[dict]:
     """Return, in input order, each text's label and class probabilities (summing to 1)."""
-    import torch
+    import numpy as np
 
     if not texts:
         return []
@@ -29,13 +37,11 @@ def classify(loaded: LoadedModel, texts: Sequence[str], max_batch: int = MAX_BAT
     results: list[dict | None] = [None] * len(texts)
     for batch in length_sorted_batches([len(ids) for ids in encoded], max_batch):
         padded = loaded.tokenizer.pad(
-            {"input_ids": [encoded[i] for i in batch]}, padding=True, return_tensors="pt"
+            {"input_ids": [encoded[i] for i in batch]}, padding=True, return_tensors="np"
         )
-        with torch.inference_mode():
-            logits = loaded.model(
-                input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]
-            ).logits
-        probabilities = torch.softmax(logits.float(), dim=-1).tolist()
+        logits = loaded.forward(padded["input_ids"].astype(np.int64),
+                                padded["attention_mask"].astype(np.int64))
+        probabilities = softmax(logits.astype(np.float64)).tolist()
         for index, probs in zip(batch, probabilities):
             best = max(range(len(probs)), key=probs.__getitem__)
             results[index] = {
@@ -43,3 +49,15 @@ def classify(loaded: LoadedModel, texts: Sequence[str], max_batch: int = MAX_BAT
                 "probabilities": dict(zip(loaded.labels, probs)),
             }
     return results  # type: ignore[return-value]
+
+
+def classify_jobs(loaded: LoadedModel, jobs: Sequence[Sequence[str]],
+                  max_batch: int = MAX_BATCH) -> list[list[dict]]:
+    """Classify several jobs' texts in shared forward passes; return each job's results, in order."""
+    flat = [text for texts in jobs for text in texts]
+    results = classify(loaded, flat, max_batch)
+    out, start = [], 0
+    for texts in jobs:
+        out.append(results[start:start + len(texts)])
+        start += len(texts)
+    return out

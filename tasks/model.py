@@ -9,7 +9,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,43 @@ class LoadedModel:
     labels: list[str]
     max_length: int
     info: dict
+    forward: Callable[[Any, Any], Any] = None  # type: ignore[assignment]
+    """(input_ids, attention_mask) as int64 numpy arrays -> logits as a numpy array."""
+
+    def __post_init__(self):
+        if self.forward is None:
+            self.forward = torch_forward(self.model)
+
+
+def torch_forward(model: Any) -> Callable[[Any, Any], Any]:
+    """Wrap a torch classifier as numpy in, numpy logits out."""
+    import torch
+
+    def forward(input_ids, attention_mask):
+        with torch.inference_mode():
+            logits = model(input_ids=torch.from_numpy(input_ids),
+                           attention_mask=torch.from_numpy(attention_mask)).logits
+        return logits.float().numpy()
+
+    return forward
+
+
+def onnx_forward(path: str, threads: int) -> tuple[Any, Callable[[Any, Any], Any]]:
+    """Open an ONNX Runtime session on one thread pool of the given size; return it and its forward."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    # Same rule as torch: a worker process uses its own threads, no more.
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def forward(input_ids, attention_mask):
+        return session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+
+    return session, forward
 
 
 def resolve(reference: str, cache_dir: str) -> str:
@@ -61,27 +98,35 @@ def describe(reference: str, config: Any, precision: str) -> dict:
 
 
 def load(reference: str, cache_dir: str, precision: str = "int8", torch_threads: int = 1) -> LoadedModel:
-    """Load tokenizer and model through from_pretrained, in this process, at the given precision."""
+    """Load tokenizer and model through from_pretrained, in this process, at the given precision.
+
+    precision is ``fp32`` or ``int8`` (torch), or ``onnx-fp32`` or ``onnx-int8``
+    (ONNX Runtime, exported from the same weights and cached under cache_dir).
+    """
     import torch
 
     # One thread per worker process: N workers each using every core run
     # several times slower than N single-threaded ones.
     torch.set_num_threads(torch_threads)
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     source = resolve(reference, cache_dir)
-    is_local = os.path.isdir(source)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForSequenceClassification.from_pretrained(source)
-    except (OSError, ValueError) as exc:
-        if is_local:
-            raise ModelUnavailable(f"{source} is not a loadable model directory: {exc}") from exc
-        raise ModelUnavailable(
-            f"cannot load model {source!r} from the Hugging Face hub or its cache "
-            f"(no network?): {str(exc).splitlines()[0]}. Build the offline model with "
-            f"`{BUILD_COMMAND}` and set INFERQ_MODEL=./models/base, or set INFERQ_MODEL=offline:base"
-        ) from exc
+    tokenizer, config = _from_pretrained(source, AutoTokenizer, AutoConfig)
+    labels = [config.id2label[i] for i in range(config.num_labels)]
+    max_length = min(tokenizer.model_max_length, config.max_position_embeddings)
+    info = describe(reference, config, precision)
+    if precision.startswith("onnx-"):
+        from tasks.onnx_export import cached, export
+
+        quantized = precision == "onnx-int8"
+        path = cached(source, cache_dir, quantized)
+        if path is None:  # first use: export once from the torch weights, then let them go
+            [model] = _from_pretrained(source, AutoModelForSequenceClassification)
+            path = export(model.eval(), tokenizer, source, cache_dir, quantized)
+            del model
+        session, forward = onnx_forward(str(path), torch_threads)
+        return LoadedModel(session, tokenizer, labels, max_length, info, forward)
+    [model] = _from_pretrained(source, AutoModelForSequenceClassification)
     model.eval()
     if precision == "int8":
         # Dynamic quantization of the Linear layers: int8 weights, activations
@@ -89,6 +134,18 @@ def load(reference: str, cache_dir: str, precision: str = "int8", torch_threads:
         from torch.ao.quantization import quantize_dynamic
 
         model = quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
-    return LoadedModel(model, tokenizer, labels, max_length, describe(reference, model.config, precision))
+    return LoadedModel(model, tokenizer, labels, max_length, info)
+
+
+def _from_pretrained(source: str, *classes: Any) -> list[Any]:
+    """Call from_pretrained of each class on source; say plainly what to do when it fails."""
+    try:
+        return [cls.from_pretrained(source) for cls in classes]
+    except (OSError, ValueError) as exc:
+        if os.path.isdir(source):
+            raise ModelUnavailable(f"{source} is not a loadable model directory: {exc}") from exc
+        raise ModelUnavailable(
+            f"cannot load model {source!r} from the Hugging Face hub or its cache "
+            f"(no network?): {str(exc).splitlines()[0]}. Build the offline model with "
+            f"`{BUILD_COMMAND}` and set INFERQ_MODEL=./models/base, or set INFERQ_MODEL=offline:base"
+        ) from exc

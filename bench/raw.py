@@ -1,0 +1,73 @@
+"""The ceiling: the model called directly in W processes at once, one thread each, batch 1."""
+from __future__ import annotations
+
+import multiprocessing
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class RawResult:
+    """What the raw run measured."""
+
+    processes: int
+    precision: str
+    texts: int
+    seconds: float
+    tps: float
+    p50_ms: float
+    rss_mb: float
+
+
+def _run(model_dir, cache, precision, texts, seconds, barrier, queue):
+    import psutil
+
+    from tasks.inference import classify
+    from tasks.model import load
+
+    loaded = load(model_dir, cache, precision, torch_threads=1)
+    classify(loaded, texts[:3])  # warm, as a worker does
+    barrier.wait()
+    latencies, start = [], time.perf_counter()
+    i = 0
+    while time.perf_counter() - start < seconds:
+        t = time.perf_counter()
+        classify(loaded, [texts[i % len(texts)]])
+        latencies.append(time.perf_counter() - t)
+        i += 1
+    queue.put((len(latencies), time.perf_counter() - start, latencies,
+               psutil.Process().memory_info().rss / 2**20))
+
+
+def run(model_dir: str, cache: str, precision: str, texts: list[str], processes: int,
+        seconds: float) -> RawResult:
+    """Run the model in `processes` processes for `seconds`; texts are dealt out round robin."""
+    ctx = multiprocessing.get_context("spawn")  # never fork after torch started threads
+    barrier, queue = ctx.Barrier(processes), ctx.Queue()
+    procs = [ctx.Process(target=_run, args=(model_dir, cache, precision, texts[k::processes],
+                                             seconds, barrier, queue)) for k in range(processes)]
+    for p in procs:
+        p.start()
+    outs = [queue.get(timeout=seconds + 600) for _ in procs]
+    for p in procs:
+        p.join()
+    count = sum(o[0] for o in outs)
+    elapsed = max(o[1] for o in outs)
+    latencies = sorted(x for o in outs for x in o[2])
+    return RawResult(processes, precision, count, elapsed, count / elapsed,
+                     latencies[len(latencies) // 2] * 1000, max(o[3] for o in outs))
+
+
+def model_time_ms(model_dir: str, cache: str, precision: str, text: str, repeat: int = 20) -> float:
+    """Median time, in this process, of the model on one text: the model's own time for a job."""
+    from tasks.inference import classify
+    from tasks.model import load
+
+    loaded = load(model_dir, cache, precision, torch_threads=1)
+    classify(loaded, [text])
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        classify(loaded, [text])
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2] * 1000

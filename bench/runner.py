@@ -1,0 +1,143 @@
+"""The benchmark's stages, in order, on one machine: each returns plain figures for the report."""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+from celeryconfig import SETTINGS
+from bench import flops, loadgen, precision, raw, seed, workload
+from bench.services import Services
+from tasks.model import resolve
+
+log = logging.getLogger(__name__)
+
+
+def _steps(plan, mixed: bool) -> int:
+    return (1 + len(precision.PRECISIONS) + 2 + 1 + (1 if mixed else 0) + seed.SEED_CLIENTS * plan.seed_per_client
+            + plan.idle_jobs + plan.seed_load_jobs + plan.saturation_jobs + len(plan.sweep) * plan.sweep_jobs
+            + len(plan.open_fractions) + (plan.scaling_jobs if mixed else 0)
+            + 2 * plan.scaling_jobs)
+
+
+def _run_summary(run: loadgen.Run, flops_per_text: float, peak: float) -> dict:
+    return {"label": run.label, "jobs": len(run.samples), "errors": run.errors, "seconds": run.seconds,
+            "tps": run.tps, "p50_ms": run.percentile(50), "p95_ms": run.percentile(95),
+            "p99_ms": run.percentile(99), "mfu": run.tps * flops_per_text / peak,
+            "per_worker": dict(Counter(s.worker for s in run.samples))}
+
+
+def run(plan, args, tmp: Path) -> dict:
+    """Run every stage; return everything measured."""
+    from bench.cli import Progress
+    from transformers import AutoConfig, AutoTokenizer
+
+    mixed = plan.mixed
+    progress = Progress(_steps(plan, mixed))
+    out: dict = {"workers": args.workers, "workload": args.workload, "precision": args.precision,
+                 "batch_size": args.batch_size, "model": plan.model}
+    try:
+        progress.stage("building the model")
+        cache = SETTINGS.model_cache
+        model_dir = resolve(plan.model, cache)
+        texts = workload.texts(args.workload, plan.texts)
+        mixed_texts = workload.texts("mixed", plan.texts) if mixed else []
+        tokenizer, config = AutoTokenizer.from_pretrained(model_dir), AutoConfig.from_pretrained(model_dir)
+        tokens = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=512)["input_ids"]]
+        per_text = flops.text_flops(tokens, config) / len(texts)
+        out.update(mean_tokens=sum(tokens) / len(tokens), gflop_per_text=per_text / 1e9)
+        progress()
+
+        progress.stage("precision paths side by side")
+        out["precisions"] = precision.compare(model_dir, cache, texts[:plan.precision_texts])
+        progress(len(precision.PRECISIONS))
+
+        progress.stage("matmul peak")
+        out["peak_1"] = flops.matmul_peak(1, plan.peak_seconds)
+        progress()
+        out["peak_w"] = flops.matmul_peak(args.workers, plan.peak_seconds)
+        progress()
+        peak = out["peak_w"]
+
+        progress.stage(f"raw model x{args.workers}")
+        r = raw.run(model_dir, cache, args.precision, texts, args.workers, plan.raw_seconds)
+        out["raw"] = {**vars(r), "mfu": r.tps * per_text / peak}
+        progress()
+        if mixed:
+            r = raw.run(model_dir, cache, args.precision, mixed_texts, args.workers, plan.raw_seconds)
+            out["raw_mixed"] = vars(r)
+            progress()
+
+        progress.stage("seed design")
+        base, procs = seed.start(model_dir, args.workers, tmp)
+        try:
+            s = seed.run_load(base, texts, plan.seed_per_client, progress)
+        finally:
+            for p in procs:
+                seed.processes.stop(p)
+        lat = s.pop("latencies_ms")
+        out["seed"] = {**s, "p50_ms": lat[len(lat) // 2], "p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))],
+                       "latencies_ms": lat}
+
+        progress.stage("inferq: starting")
+        services = Services(tmp, {"INFERQ_MODEL": model_dir, "INFERQ_MODEL_CACHE": cache,
+                                  "INFERQ_PRECISION": args.precision, "INFERQ_BATCH_SIZE": str(args.batch_size)})
+        try:
+            services.start_workers(args.workers)
+            _inferq(plan, args, services, texts, mixed_texts, per_text, peak, out, progress)
+        finally:
+            services.close()
+    finally:
+        progress.close()
+    return out
+
+
+def _inferq(plan, args, services, texts, mixed_texts, per_text, peak, out, progress) -> None:
+    url = services.url
+    progress.stage("inferq: one job at a time, idle")
+    samples = loadgen.idle_jobs(url, texts, plan.idle_jobs)
+    progress(len(samples))
+    overheads = sorted(s.latency_ms - s.inference_ms for s in samples)
+    out["idle"] = {"jobs": len(samples), "overhead_p50_ms": overheads[len(overheads) // 2],
+                   "latency_p50_ms": sorted(s.latency_ms for s in samples)[len(samples) // 2],
+                   "inference_p50_ms": sorted(s.inference_ms for s in samples)[len(samples) // 2]}
+
+    progress.stage("inferq: the seed's load (5 clients)")
+    run = loadgen.closed_loop(url, texts, seed.SEED_CLIENTS, plan.seed_load_jobs, "seed load", progress)
+    out["seed_load"] = _run_summary(run, per_text, peak)
+    out["seed_load_latencies_ms"] = sorted(s.latency_ms for s in run.samples)
+
+    progress.stage("inferq: saturation")
+    rss_before = services.worker_rss_mb()
+    run = loadgen.closed_loop(url, texts, plan.saturation_clients, plan.saturation_jobs, "saturation", progress)
+    rss_after = services.worker_rss_mb()
+    out["saturation"] = _run_summary(run, per_text, peak)
+    out["saturation_latencies_ms"] = sorted(s.latency_ms for s in run.samples)
+    out["rss"] = {"before_mb": rss_before, "after_mb": rss_after, "jobs": len(run.samples),
+                  "growth": max(a / b - 1 for a, b in zip(rss_after, rss_before))}
+
+    out["sweep"] = []
+    for clients in plan.sweep:
+        progress.stage(f"inferq: {clients} clients")
+        run = loadgen.closed_loop(url, texts, clients, plan.sweep_jobs, f"{clients} clients", progress)
+        out["sweep"].append({"clients": clients, **_run_summary(run, per_text, peak)})
+
+    out["open"] = []
+    for fraction in plan.open_fractions:
+        rate = fraction * out["saturation"]["tps"]
+        progress.stage(f"inferq: open loop {rate:.0f}/s")
+        run = loadgen.open_loop(url, texts, rate, plan.open_seconds, f"open {rate:.0f}/s")
+        progress()
+        out["open"].append({"rate": rate, **_run_summary(run, per_text, peak)})
+
+    if mixed_texts:
+        progress.stage("inferq: mixed workload")
+        run = loadgen.closed_loop(url, mixed_texts, plan.saturation_clients, plan.scaling_jobs, "mixed", progress)
+        out["mixed"] = _run_summary(run, per_text, peak)
+
+    out["scaling"] = {args.workers: out["saturation"]["tps"]}
+    for n in (1, plan.squeeze_workers):
+        progress.stage(f"inferq: {n} worker(s)")
+        services.start_workers(n)
+        run = loadgen.closed_loop(url, texts, plan.saturation_clients, plan.scaling_jobs, f"W={n}", progress)
+        out["scaling"][n] = run.tps

@@ -1,0 +1,62 @@
+"""inferq's services for a benchmark run: our own Redis, W workers and the API under gunicorn."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import psutil
+
+from stack import processes
+from stack.redis_server import RedisServer, free_port
+from tasks.worker import WORKERS_KEY
+
+
+class Services:
+    """Redis, API and a set of workers that can be restarted at another count."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str]):
+        self.log_dir = log_dir
+        self.redis = RedisServer(log_dir / "redis").start()
+        self.client = self.redis.client()
+        self.env = {"REDIS_URL": self.redis.url, "INFERQ_HEARTBEAT_SECONDS": "0.5",
+                    # Many waiting jobs: admission control must not refuse the benchmark's load.
+                    "INFERQ_MAX_QUEUE_DEPTH": "1000000", **env}
+        self.workers: list = []
+        self.generation = 0
+        bind = f"127.0.0.1:{free_port()}"
+        log = log_dir / "api.log"
+        self.api = processes.spawn(processes.api_command(bind), self.env, log)
+        self.url = f"http://{bind}"
+        processes.wait_until(lambda: processes.http_ok(self.url + "/healthz"), 60, "API", self.api, log)
+
+    def start_workers(self, n: int, extra_env: dict[str, str] | None = None) -> None:
+        """Stop the current workers and start n new ones; return once each has sent a heartbeat."""
+        self.stop_workers()
+        self.generation += 1
+        env = {**self.env, **(extra_env or {})}
+        started = []
+        for k in range(n):
+            name = f"bench{self.generation}-{k}"
+            log = self.log_dir / f"{name}.log"
+            started.append((name, log, processes.spawn(processes.worker_command(name), env, log)))
+        for name, log, proc in started:
+            full = f"{name}@{socket.gethostname()}"
+            processes.wait_until(lambda: self.client.zscore(WORKERS_KEY, full) is not None,
+                                 600, f"worker {name}", proc, log)
+        self.workers = [proc for _, _, proc in started]
+
+    def worker_rss_mb(self) -> list[float]:
+        """Resident memory of each worker process (the solo pool runs jobs in that process)."""
+        return [psutil.Process(p.pid).memory_info().rss / 2**20 for p in self.workers]
+
+    def stop_workers(self) -> None:
+        """Stop every worker (warm shutdown)."""
+        for proc in self.workers:
+            processes.stop(proc)
+        self.workers = []
+
+    def close(self) -> None:
+        """Stop workers, API and Redis."""
+        self.stop_workers()
+        processes.stop(self.api)
+        self.redis.stop()
