@@ -5,6 +5,10 @@
 set -euo pipefail
 NEEDED=(
   "redis-server redis-server"
+  "sshd openssh-server"
+  "ssh-keygen openssh-client"
+  "ip iproute2"
+  "curl curl"
   "chromium chromium"
   "chromedriver chromium-driver"
 )

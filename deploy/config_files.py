@@ -1,0 +1,72 @@
+"""The files a deploy writes on the hosts, rendered from the inventory and the secrets (pure functions)."""
+from __future__ import annotations
+
+from deploy.credentials import Secrets
+from deploy.inventory import Host, Inventory
+
+
+def redis_url(inventory: Inventory, secrets: Secrets) -> str:
+    """The broker URL every service and worker uses: the orchestrator's private address, with the password."""
+    orchestrator = inventory.orchestrator
+    return f"redis://:{secrets.redis_password}@{orchestrator.private_ip}:{inventory.redis_port}/0"
+
+
+def redis_conf(inventory: Inventory, host: Host, secrets: Secrets, data_dir: str) -> str:
+    """redis.conf for the orchestrator: private address, password, AOF, never evicting queued jobs."""
+    return "\n".join([
+        # The private address for the workers, loopback for the API and for an admin on the host.
+        f"bind {host.private_ip} 127.0.0.1",
+        f"port {inventory.redis_port}",
+        "protected-mode yes",
+        f"requirepass {secrets.redis_password}",
+        "appendonly yes",
+        "appendfsync everysec",
+        'save ""',
+        # A full Redis must refuse new jobs, never drop queued ones.
+        "maxmemory-policy noeviction",
+        f'dir "{data_dir}"',
+        "daemonize no",
+        'logfile ""',
+        "",
+    ])
+
+
+def env_file(values: dict[str, str]) -> str:
+    """KEY=value lines, readable by systemd, docker compose and `set -a; . FILE`."""
+    for key, value in values.items():
+        # The same file feeds three parsers; refuse anything they would read differently.
+        if any(ch in str(value) for ch in "\n'\"$`\\ #"):
+            raise ValueError(f"{key} has a character env files cannot carry safely")
+    return "".join(f"{key}={value}\n" for key, value in values.items())
+
+
+def orchestrator_env(inventory: Inventory, secrets: Secrets) -> str:
+    """Environment of the API and Flower."""
+    return env_file({
+        "REDIS_URL": redis_url(inventory, secrets),
+        "INFERQ_API_BIND": f"0.0.0.0:{inventory.api_port}",
+        "INFERQ_API_KEYS": secrets.api_key,
+        # Flower reads FLOWER_* variables: the login never shows on a command line.
+        "FLOWER_BASIC_AUTH": f"{secrets.flower_user}:{secrets.flower_password}",
+        **inventory.env,
+    })
+
+
+def worker_env(inventory: Inventory, secrets: Secrets) -> str:
+    """Environment of every worker (compose's env_file): the broker, one torch thread."""
+    return env_file({
+        "REDIS_URL": redis_url(inventory, secrets),
+        "INFERQ_TORCH_THREADS": "1",
+        **inventory.env,
+    })
+
+
+def compose_dotenv(host: Host, image: str) -> str:
+    """compose's .env: which image, and the host name the containers' Celery node names use."""
+    return env_file({"INFERQ_IMAGE": image, "INFERQ_HOST": host.name})
+
+
+def worker_names(inventory: Inventory) -> list[str]:
+    """Celery node names of every worker: worker@<host>-w<i>, as the containers' hostnames make them."""
+    return [f"worker@{host.name}-w{i}" for host in inventory.workers
+            for i in range(1, inventory.containers_per_worker + 1)]

@@ -1,0 +1,78 @@
+"""Fabric tasks for an inferq cluster: ``fab -r deploy <task> [--inventory ...]``.
+
+    fab -r deploy deploy     # configure everything, wait for the workers, run a smoke job
+    fab -r deploy status     # workers online, queue depth, containers per host
+    fab -r deploy submit --text "what a lovely day"
+    fab -r deploy logs [--lines 50]
+    fab -r deploy update     # roll the current code out one worker host at a time
+
+The work is in deploy.operations; these wrappers parse options and print.
+"""
+import json
+import sys
+from pathlib import Path
+
+# fab puts this directory first on sys.path; its module names (settings,
+# errors ...) must not shadow anything, so import the package from the repo root.
+_HERE = str(Path(__file__).resolve().parent)
+sys.path[:] = [p for p in sys.path if p != _HERE]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from invoke import Exit, task  # noqa: E402
+
+from deploy import credentials, inventory as inv, operations, settings  # noqa: E402
+from deploy.errors import DeployError  # noqa: E402
+
+HELP = {"inventory": f"inventory file (default {settings.INVENTORY})",
+        "secrets": f"local secrets directory (default {settings.SECRETS_DIR})"}
+
+
+def _load(inventory, secrets_dir):
+    cluster = inv.read(inventory)
+    return cluster, credentials.load_or_create(secrets_dir, cluster.cluster)
+
+
+def _run(action):
+    try:
+        return action()
+    except DeployError as exc:
+        raise Exit(f"fab: {exc}", code=1) from None
+
+
+@task(help=HELP)
+def deploy(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR):
+    """Configure the orchestrator and the workers; wait for every worker; run one smoke job."""
+    def action():
+        cluster, made = _load(inventory, secrets)
+        operations.deploy(cluster, made, print)
+    _run(action)
+
+
+@task(help=HELP)
+def status(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR):
+    """Workers online, queue depth, and each worker host's containers."""
+    _run(lambda: operations.status(inv.read(inventory), print))
+
+
+@task(help={**HELP, "lines": "lines per service (default 50)"})
+def logs(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR, lines=50):
+    """The last log lines of every service on every host."""
+    _run(lambda: operations.logs(inv.read(inventory), int(lines), print))
+
+
+@task(help=HELP)
+def update(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR):
+    """Roll the current version out to the workers, one host at a time."""
+    def action():
+        cluster, made = _load(inventory, secrets)
+        operations.rolling_update(cluster, made, print)
+    _run(action)
+
+
+@task(help={**HELP, "text": "the text to classify"})
+def submit(c, text, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR):
+    """Submit one text to the cluster's API and print the finished job."""
+    def action():
+        cluster, made = _load(inventory, secrets)
+        print(json.dumps(operations.submit(cluster, made, text), indent=2))
+    _run(action)

@@ -1,0 +1,30 @@
+"""Writing files on a host only when they differ: the reason a second deploy changes nothing."""
+from __future__ import annotations
+
+import hashlib
+import io
+import shlex
+
+from fabric import Connection
+
+from deploy.connections import root
+
+
+def put_if_changed(c: Connection, content: str | bytes, path: str, mode: str = "644", owner: str = "root") -> bool:
+    """Make path hold content with mode and owner; return True when anything had to change."""
+    data = content.encode() if isinstance(content, str) else content
+    digest = hashlib.sha256(data).hexdigest()
+    quoted = shlex.quote(path)
+    have = root(c, f"test -f {quoted} && sha256sum {quoted} | cut -d' ' -f1 && stat -c '%a %U' {quoted}",
+                warn=True).stdout.split()
+    if have == [digest, mode.lstrip("0") or "0", owner]:
+        return False
+    # Upload into a fresh mode-700 directory, so a secret is never readable by
+    # others, not even for the moment before install sets its mode.
+    tmpdir = c.run("mktemp -d", hide=True).stdout.strip()
+    try:
+        c.put(io.BytesIO(data), f"{tmpdir}/upload")
+        root(c, f"install -D -m {mode} -o {owner} {tmpdir}/upload {quoted}")
+    finally:
+        c.run(f"rm -rf {tmpdir}", hide=True, warn=True)
+    return True

@@ -1,0 +1,153 @@
+"""A lab of SSH hosts on this machine: network namespaces on a private bridge, each with its own sshd.
+
+Layout: a "lan" namespace holds a bridge; every host namespace (orchestrator,
+worker-1, worker-2, and "admin", where the Fabric commands run) is joined to
+it by a veth pair and gets an address in SUBNET, which exists only inside
+these namespaces. Each host's sshd runs in its own UTS namespace too, so a
+host has its own hostname. The namespaces share this machine's filesystem.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SUBNET = "10.231.0"
+"""Private /24 of the lab; no route to it exists outside the lab's namespaces."""
+
+ADMIN_ADDRESS = f"{SUBNET}.10"
+SSHD = "/usr/sbin/sshd"
+
+
+class LabUnavailable(RuntimeError):
+    """This machine cannot host the lab (not root, no ip/sshd, namespaces refused)."""
+
+
+def unavailable_reason() -> str | None:
+    """Why the lab cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "network namespaces and sshd need root"
+    missing = [tool for tool in ("ip", "unshare", "ssh-keygen") if not shutil.which(tool)]
+    if not os.access(SSHD, os.X_OK):
+        missing.append(SSHD)
+    if missing:
+        return f"missing {', '.join(missing)} (scripts/system-deps.sh installs iproute2 and openssh-server)"
+    return None
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(list(args), capture_output=True, text=True, timeout=30)
+    if check and result.returncode != 0:
+        raise LabUnavailable(f"{' '.join(args)}: {result.stderr.strip()}")
+    return result
+
+
+@dataclass
+class LabHost:
+    name: str
+    address: str
+    namespace: str
+
+
+class Lab:
+    """The namespaces, the bridge and the sshd processes; down() removes all of it."""
+
+    def __init__(self, workdir: Path, names: list[str]):
+        self.workdir = workdir
+        self.prefix = f"iq{os.getpid() % 100000}"
+        self.lan = f"{self.prefix}-lan"
+        self.admin = f"{self.prefix}-admin"
+        self.hosts = [LabHost(name, f"{SUBNET}.{11 + i}", f"{self.prefix}-{name}") for i, name in enumerate(names)]
+        self.namespaces: list[str] = []
+        self.sshd: list[subprocess.Popen] = []
+        self.key = workdir / "id_ed25519"
+
+    def exec_prefix(self, namespace: str) -> list[str]:
+        """Command prefix running something inside a namespace."""
+        return ["ip", "netns", "exec", namespace]
+
+    def _namespace(self, name: str) -> None:
+        sh("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        sh(*self.exec_prefix(name), "ip", "link", "set", "lo", "up")
+
+    def _join(self, namespace: str, index: int, address: str) -> None:
+        outside, inside = f"{self.prefix}v{index}", f"{self.prefix}p{index}"
+        sh("ip", "link", "add", outside, "type", "veth", "peer", "name", inside)
+        sh("ip", "link", "set", outside, "netns", self.lan)
+        sh("ip", "link", "set", inside, "netns", namespace)
+        sh(*self.exec_prefix(self.lan), "ip", "link", "set", outside, "master", "br0", "up")
+        sh(*self.exec_prefix(namespace), "ip", "link", "set", inside, "name", "eth0")
+        sh(*self.exec_prefix(namespace), "ip", "addr", "add", f"{address}/24", "dev", "eth0")
+        sh(*self.exec_prefix(namespace), "ip", "link", "set", "eth0", "up")
+
+    def up(self) -> "Lab":
+        """Create the network, the key, and an sshd per host; wait until each listens."""
+        self._namespace(self.lan)
+        sh(*self.exec_prefix(self.lan), "ip", "link", "add", "br0", "type", "bridge")
+        sh(*self.exec_prefix(self.lan), "ip", "link", "set", "br0", "up")
+        self._namespace(self.admin)
+        self._join(self.admin, 0, ADMIN_ADDRESS)
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "inferq-lab", "-f", str(self.key))
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.workdir / "host_key"))
+        (self.workdir / "authorized_keys").write_text(self.key.with_suffix(".pub").read_text())
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
+        for index, host in enumerate(self.hosts, start=1):
+            self._namespace(host.namespace)
+            self._join(host.namespace, index, host.address)
+            self.sshd.append(self._start_sshd(host))
+        for host, process in zip(self.hosts, self.sshd):
+            self._wait_listening(host, process)
+        return self
+
+    def _start_sshd(self, host: LabHost) -> subprocess.Popen:
+        config = self.workdir / f"sshd-{host.name}.conf"
+        config.write_text("\n".join([
+            f"ListenAddress {host.address}", "Port 22", f"HostKey {self.workdir / 'host_key'}",
+            f"PidFile {self.workdir / f'sshd-{host.name}.pid'}",
+            f"AuthorizedKeysFile {self.workdir / 'authorized_keys'}",
+            "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+            "UsePAM no", "StrictModes no", "Subsystem sftp internal-sftp", "",
+        ]))
+        log = open(self.workdir / f"sshd-{host.name}.log", "ab")
+        # Its own UTS namespace: the host gets its own hostname, as a machine would.
+        command = [*self.exec_prefix(host.namespace), "unshare", "--uts", "sh", "-c",
+                   f"hostname {host.name} && exec {SSHD} -D -e -f {config}"]
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def _wait_listening(self, host: LabHost, process: subprocess.Popen, timeout: float = 15) -> None:
+        log = self.workdir / f"sshd-{host.name}.log"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise LabUnavailable(f"sshd for {host.name} exited: {log.read_text()[-500:]}")
+            if "Server listening" in log.read_text(errors="replace"):
+                return
+            time.sleep(0.05)
+        raise LabUnavailable(f"sshd for {host.name} not listening after {timeout}s")
+
+    def down(self) -> None:
+        """Kill every process in the lab's namespaces (sshd and what deploys started), then delete them."""
+        for namespace in reversed(self.namespaces):
+            for _ in range(50):
+                pids = [int(p) for p in sh("ip", "netns", "pids", namespace, check=False).stdout.split()]
+                if not pids:
+                    break
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                time.sleep(0.1)
+        for process in self.sshd:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        for namespace in reversed(self.namespaces):
+            sh("ip", "netns", "del", namespace, check=False)
+        self.namespaces.clear()
