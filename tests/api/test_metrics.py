@@ -1,0 +1,67 @@
+"""/metrics: counters kept in Redis (right across gunicorn's processes and the workers) and the latency histogram."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from api.store import JOB_KEY
+from stack.redis_server import RedisServer
+from tasks import metrics
+
+
+@pytest.fixture()
+def fresh_redis(tmp_path):
+    server = RedisServer(tmp_path, appendonly=False).start()
+    yield server.client()
+    server.stop()
+
+
+def samples(text: str) -> dict[str, float]:
+    """Prometheus text as {sample name with labels: value}."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def test_worker_and_api_read_the_same_job_record_key():
+    assert metrics.JOB_KEY == JOB_KEY
+
+
+def test_histogram_buckets_are_cumulative_and_failures_counted(fresh_redis):
+    for job_id, queued_at in (("a", 100.0), ("b", 100.0), ("c", 100.0)):
+        fresh_redis.set(JOB_KEY.format(job_id), json.dumps({"queued_at": queued_at, "texts": 1}))
+    metrics.record_submitted(fresh_redis)
+    metrics.record_finished(fresh_redis, "a", True, finished_at=100.02)   # 20 ms
+    metrics.record_finished(fresh_redis, "b", True, finished_at=103.0)    # 3 s
+    metrics.record_finished(fresh_redis, "c", False, finished_at=1100.0)  # past the last bound
+    metrics.record_finished(fresh_redis, "no-record", True)               # counted, no latency known
+    values = metrics.read(fresh_redis)
+    assert (values["submitted"], values["succeeded"], values["failed"]) == (1, 3, 1)
+    buckets = dict(values["latency_buckets"])
+    assert buckets["0.01"] == 0 and buckets["0.025"] == 1 and buckets["2.5"] == 1 and buckets["5.0"] == 2
+    assert buckets["300.0"] == 2 and buckets["+Inf"] == 3 == values["latency_count"]
+    assert values["latency_sum"] == pytest.approx(0.02 + 3.0 + 1000.0)
+
+
+def test_metrics_endpoint_counts_jobs_through_the_api(api_url, http):
+    before = samples(http.get(api_url + "/metrics", timeout=10).text)
+    job_ids = [http.post(api_url + "/jobs", json={"text": f"metric {i}"}, timeout=10).json()["job_id"]
+               for i in range(3)]
+    for job_id in job_ids:
+        assert http.get(f"{api_url}/jobs/{job_id}?wait=30", timeout=40).json()["status"] == "succeeded"
+    response = http.get(api_url + "/metrics", timeout=10)
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain")
+    after = samples(response.text)
+    # gunicorn runs two processes: whichever answered, it reads the same counters from Redis.
+    assert after["inferq_jobs_submitted_total"] - before["inferq_jobs_submitted_total"] == 3
+    assert after["inferq_jobs_completed_total"] - before["inferq_jobs_completed_total"] >= 3
+    assert after["inferq_job_latency_seconds_count"] - before["inferq_job_latency_seconds_count"] >= 3
+    assert after["inferq_queue_depth"] >= 0 and after["inferq_workers_ready"] >= 1
+    for _ in range(4):  # several scrapes, likely both gunicorn processes: the same numbers
+        again = samples(http.get(api_url + "/metrics", timeout=10).text)
+        assert again["inferq_jobs_submitted_total"] == after["inferq_jobs_submitted_total"]
