@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 import redis
+from celery.exceptions import Reject
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -34,7 +35,7 @@ def _redis() -> redis.Redis:
         _client = redis.Redis.from_url(
             SETTINGS.broker_url, socket_timeout=SETTINGS.redis_socket_timeout,
             socket_connect_timeout=SETTINGS.redis_socket_timeout,
-            retry=Retry(NoBackoff(), 2),
+            retry=Retry(NoBackoff(), 0),  # fail fast; admit() gives the job back
         )
     return _client
 
@@ -53,7 +54,14 @@ def admit(job_id: str | None) -> int:
     """Count this delivery; raise PoisonJob if the job has used up its deliveries."""
     if not job_id:  # called eagerly, outside a worker: nothing to guard
         return 0
-    deliveries = count(job_id)
+    try:
+        deliveries = count(job_id)
+    except redis.RedisError as exc:
+        # Redis is away: that says nothing about the job. Give it back to the
+        # queue instead of failing it (a failure would be acknowledged, and its
+        # record could not even be stored); Redis restores it if this cannot.
+        log.warning("cannot count deliveries of job %s (%s); giving it back", job_id, type(exc).__name__)
+        raise Reject(f"Redis unreachable: {type(exc).__name__}", requeue=True) from None
     if deliveries > SETTINGS.max_deliveries:
         log.error("job %s delivered %d times without finishing; failing it as a poison job",
                   job_id, deliveries)
