@@ -1,4 +1,4 @@
-"""Fixtures of the fault tests: one private stack per test module."""
+"""Fixtures of the fault tests: one private stack for the package (tests that break it restore it)."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +6,7 @@ import pytest
 from tests.reliability.stack import Stack
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def stack(tiny_model, tmp_path_factory):
     """Our own Redis, two workers (w1, w2) and the API, all restartable by the tests."""
     s = Stack(tmp_path_factory.mktemp("fault-stack"), tiny_model)
