@@ -129,6 +129,25 @@ def watch(manager: Manager, settings: Settings, model: str, redis_url: str, work
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def lock_state(state: Path):
+    """Hold an exclusive lock on the state dir for this process's life: two stacks must never share one Redis AOF."""
+    import fcntl
+
+    handle = open(state / "stack.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        raise SystemExit(f"inferq-stack: {state} is in use by a running stack (pid {holder}); "
+                         "stop it, or set INFERQ_STATE_DIR to another directory") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the whole stack in the foreground until Ctrl-C."""
     parser = argparse.ArgumentParser(prog="inferq-stack", description=__doc__.splitlines()[0])
@@ -137,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = SETTINGS
     state = Path(settings.state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
+    lock = lock_state(state)  # noqa: F841 (held until exit)
 
     choice = model_choice.choose(settings.model, settings.hub_offline)
     print(model_choice.banner(choice, model_choice.prepare(choice, settings.model_cache)), flush=True)
