@@ -75,6 +75,9 @@ def choose(reference: str, offline: bool) -> ModelChoice:
     """Keep a directory or offline build as is; keep a hub id only if it can be loaded."""
     if not is_hub_id(reference):
         return ModelChoice(reference, False, "configured")
+    if reference.startswith(("/", "./", "../", "~")):
+        # A path that is not there is a mistake to report, not a hub id to fall back from.
+        raise SystemExit(f"inferq-stack: INFERQ_MODEL={reference} is not a directory")
     if cached(reference):
         return ModelChoice(reference, False, "in the local Hugging Face cache")
     if offline:

@@ -32,6 +32,9 @@ from stack.redis_server import RedisServer, free_port
 PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
 """The Procfile at the project root."""
 
+SIGINT_EXIT, SIGTERM_EXIT = 130, 143
+"""What honcho returns when it stopped everything because it got SIGINT or SIGTERM."""
+
 STACK_NAME = "stack"
 """The name the runner's own lines carry in honcho's output."""
 
@@ -108,7 +111,7 @@ def ready_message(settings: Settings, model: str, n_workers: int) -> str:
 
 
 def watch(manager: Manager, settings: Settings, model: str, redis_url: str, workers: list[str],
-          stop: threading.Event) -> None:
+          stop: threading.Event, failed: threading.Event) -> None:
     """Say when the stack is ready; if it never gets there, stop it."""
     def say(text: str) -> None:
         manager.events.put(Message(type="line", data=text, time=datetime.now(), name=STACK_NAME, colour=None))
@@ -126,6 +129,7 @@ def watch(manager: Manager, settings: Settings, model: str, redis_url: str, work
     elif not stop.is_set():
         say(f"the stack was not ready within {settings.stack_ready_timeout:g}s "
             "(INFERQ_STACK_READY_TIMEOUT); stopping it: see the lines above")
+        failed.set()
         os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -165,15 +169,19 @@ def main(argv: list[str] | None = None) -> int:
           f"{settings.stack_workers} worker(s); state in {state}", flush=True)
     manager, workers = build_manager(settings, choice.reference, redis_url, redis_env,
                                      ensure_credentials(state), args.procfile)
-    stop = threading.Event()
-    watcher = threading.Thread(target=watch, args=(manager, settings, choice.reference, redis_url, workers, stop),
-                               name="readiness", daemon=True)
+    stop, failed = threading.Event(), threading.Event()
+    watcher = threading.Thread(target=watch, name="readiness", daemon=True,
+                               args=(manager, settings, choice.reference, redis_url, workers, stop, failed))
     watcher.start()
     try:
         manager.loop()
     finally:
         stop.set()
-    return manager.returncode or 0
+    if failed.is_set():
+        return 1
+    # Ctrl-C (or SIGTERM) is how this foreground stack is meant to stop: a clean exit.
+    # Any other code is that of a service that died and took the stack down.
+    return 0 if manager.returncode in (SIGINT_EXIT, SIGTERM_EXIT) else manager.returncode or 0
 
 
 if __name__ == "__main__":

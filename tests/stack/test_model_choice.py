@@ -41,3 +41,10 @@ def test_hub_probe_is_bounded_without_a_network():
         assert time.monotonic() - started < 3
     finally:
         constants.ENDPOINT = original
+
+
+def test_a_missing_model_directory_is_an_error_not_a_fallback(tmp_path):
+    import pytest
+
+    with pytest.raises(SystemExit, match="is not a directory"):
+        model_choice.choose(str(tmp_path / "absent"), offline=True)
