@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,6 +198,7 @@ def status(inventory: Inventory, report: Report) -> dict:
     report(f"queue depth: {answer['queue_depth']}")
     answer["hosts"] = {}
     for host in inventory.workers:
+        started = time.monotonic()
         where = layout(inventory, host)
         with connect(inventory, host) as c:
             if inventory.runtime == "docker":
@@ -230,21 +232,24 @@ def logs(inventory: Inventory, lines: int, report: Report) -> None:
 def rolling_update(inventory: Inventory, secrets: Secrets, report: Report, wait_seconds: float = WAIT_SECONDS) -> None:
     """Roll the current version out one worker host at a time, each back on the Celery ping before the next."""
     for host in inventory.workers:
+        started = time.monotonic()
         where = layout(inventory, host)
         with connect(inventory, host) as c:
             if inventory.runtime == "docker":
                 docker_up(c, inventory, host, where)  # a new release means a new image tag: compose recreates
             else:
                 services = manager(inventory.runtime, where.remote_dir)
-                for service in worker_services(inventory, host, where):
-                    services.restart(c, service)  # SIGTERM: Celery finishes the job it holds first
+                # SIGTERM: each worker finishes the job it holds; the other hosts keep serving meanwhile.
+                services.restart(c, *worker_services(inventory, host, where))
+        restarted = time.monotonic()
         names = [n for n in config_files.worker_names(inventory) if n.startswith(f"worker@{host.name}-")]
         with connect(inventory, inventory.orchestrator) as c:
             pinged = on_orchestrator(c, inventory, ["ping", "--expect", ",".join(names), "--timeout", str(wait_seconds)],
                                      wait_seconds)
         if pinged["missing"]:
             raise DeployError(f"{host.name} did not come back ({', '.join(pinged['missing'])}); rollout stopped")
-        report(f"{host.name}: updated, {len(names)} worker(s) answer a Celery ping")
+        report(f"{host.name}: updated, {len(names)} worker(s) answer a Celery ping "
+               f"({time.monotonic() - started:.1f}s, restart {restarted - started:.1f}s)")
 
 
 def submit(inventory: Inventory, secrets: Secrets, text: str, wait: float = 30) -> dict:

@@ -60,9 +60,9 @@ class Systemd:
             return "started"
         return "unchanged"
 
-    def restart(self, c: Connection, service: Service) -> None:
-        """Restart a service (its process is replaced)."""
-        root(c, f"systemctl restart inferq-{service.name}")
+    def restart(self, c: Connection, *services: Service) -> None:
+        """Restart services together (each process is replaced)."""
+        root(c, "systemctl restart " + " ".join(f"inferq-{s.name}" for s in services))
 
     def state(self, c: Connection, service: Service) -> str:
         """'running (pid N)' or 'stopped'."""
@@ -104,12 +104,17 @@ class Processes:
         root(c, f"mkdir -p {self.remote_dir}/run {self.remote_dir}/log && cd {shlex.quote(service.workdir)} && "
                 f"(nohup setsid sh -c {shlex.quote(inner)} >>{log} 2>&1 </dev/null & echo $! > {self._pid(service)})")
 
-    def stop(self, c: Connection, service: Service) -> None:
-        """SIGTERM (a worker finishes its job), SIGKILL after STOP_SECONDS."""
-        pid = self.running_pid(c, service)
-        if pid:
-            root(c, f"kill -TERM {pid}; for i in $(seq {STOP_SECONDS * 10}); do kill -0 {pid} 2>/dev/null || break; "
-                    f"sleep 0.1; done; kill -KILL {pid} 2>/dev/null; rm -f {self._pid(service)}", warn=True)
+    def stop(self, c: Connection, *services: Service) -> None:
+        """SIGTERM all at once (a worker finishes its job), SIGKILL whatever lives after STOP_SECONDS."""
+        running = [(s, pid) for s in services if (pid := self.running_pid(c, s))]
+        if not running:
+            return
+        pids = " ".join(pid for _, pid in running)
+        pid_files = " ".join(self._pid(s) for s, _ in running)
+        # Wait until every one is gone (kill -0 with several pids fails as soon as any one is).
+        alive = f"alive=; for p in {pids}; do kill -0 $p 2>/dev/null && alive=1; done; [ -z \"$alive\" ]"
+        root(c, f"kill -TERM {pids}; for i in $(seq {STOP_SECONDS * 10}); do {alive} && break; sleep 0.1; done; "
+                f"kill -KILL {pids} 2>/dev/null; rm -f {pid_files}", warn=True)
 
     def ensure(self, c: Connection, service: Service, inputs_changed: bool) -> str:
         """Write the unit; (re)start only if needed. Return 'restarted', 'started' or 'unchanged'."""
@@ -121,10 +126,11 @@ class Processes:
         self.start(c, service)
         return "restarted" if running else "started"
 
-    def restart(self, c: Connection, service: Service) -> None:
-        """Replace the service's process."""
-        self.stop(c, service)
-        self.start(c, service)
+    def restart(self, c: Connection, *services: Service) -> None:
+        """Replace the services' processes (stopped together, then started)."""
+        self.stop(c, *services)
+        for service in services:
+            self.start(c, service)
 
     def state(self, c: Connection, service: Service) -> str:
         """'running (pid N)' or 'stopped'."""

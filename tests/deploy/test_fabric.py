@@ -15,15 +15,9 @@ import sys
 
 import pytest
 
+from tests.deploy.commands import DEPLOY, FAB_PATHS, LOGS, STATUS, SUBMIT, UPDATE
 from tests.deploy.conftest import ROOT, run_command
 from tests.deploy.netns import Lab, LabUnavailable, unavailable_reason
-
-DEPLOY = "fab -r deploy deploy --inventory {inventory} --secrets {secrets}"
-STATUS = "fab -r deploy status --inventory {inventory}"
-SUBMIT = 'fab -r deploy submit --text "the hosts are talking" --inventory {inventory} --secrets {secrets}'
-LOGS = "fab -r deploy logs --lines 5 --inventory {inventory}"
-UPDATE = "fab -r deploy update --inventory {inventory} --secrets {secrets}"
-"""The README's commands; the README's form uses the default paths (state/inventory.json, secrets/)."""
 
 HOSTS = ["orchestrator", "worker-1", "worker-2"]
 
@@ -52,7 +46,7 @@ class Cluster:
         self.outputs: list[str] = []
 
     def fab(self, template: str, check: bool = True) -> subprocess.CompletedProcess:
-        command = template.format(inventory=self.inventory, secrets=self.secrets)
+        command = (template + FAB_PATHS).format(inventory=self.inventory, secrets=self.secrets)
         result = run_command(" ".join(self.lab.exec_prefix(self.lab.admin)) + " " + command, {}, ROOT, check=check)
         self.outputs.append(result.stdout + result.stderr)
         return result

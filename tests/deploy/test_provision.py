@@ -7,12 +7,10 @@ import stat
 import pytest
 import requests
 
+from tests.deploy.commands import ADMIN_CIDR, DOWN, DOWN_DRY, UP, UP_DRY
 from tests.deploy.conftest import NEWEST_UBUNTU, run_command
 
-ADMIN = "203.0.113.7/32"
-UP = f"inferq-provision up --admin-cidr {ADMIN}"
-"""The README's provisioning command (boto3 reaches moto through AWS_ENDPOINT_URL)."""
-DOWN = "inferq-provision down"
+ADMIN = ADMIN_CIDR
 TAG = "inferq:cluster"
 
 
@@ -44,7 +42,7 @@ def rules(group) -> set[tuple[int, str]]:
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(fresh, aws_env, ec2):
-    out = run_command(UP + " --dry-run", aws_env, fresh).stdout
+    out = run_command(UP_DRY, aws_env, fresh).stdout
     assert "would create key pair inferq-key" in out
     assert "would create security group inferq-orchestrator" in out
     assert "would allow tcp/6379 from sg-<new workers>" in out
@@ -116,7 +114,7 @@ def test_teardown_deletes_what_is_tagged_and_nothing_else(fresh, aws_env, ec2):
     bystander = ec2.run_instances(ImageId=NEWEST_UBUNTU, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     run_command(UP, aws_env, fresh)
 
-    plan = run_command(DOWN + " --dry-run", aws_env, fresh).stdout
+    plan = run_command(DOWN_DRY, aws_env, fresh).stdout
     assert "would delete instance worker-3" in plan and "9 resource(s) would be deleted" in plan
     assert len(tagged(ec2)["instances"]) == 6
 

@@ -1,0 +1,47 @@
+"""What the deploy writes on hosts, rendered without SSH; and fab's one-line errors."""
+from __future__ import annotations
+
+import pytest
+
+from deploy import config_files, credentials
+from deploy.inventory import Host, Inventory
+from tests.deploy.conftest import ROOT, run_command
+
+
+def lab_inventory() -> Inventory:
+    return Inventory(cluster="c", key_file="k", hosts=[
+        Host("orchestrator", "orchestrator", "198.51.100.1", "172.31.0.10"),
+        Host("worker-2", "worker", "198.51.100.3", "172.31.0.12"),
+        Host("worker-1", "worker", "198.51.100.2", "172.31.0.11"),
+    ])
+
+
+def test_secrets_are_generated_once_and_never_shown(tmp_path):
+    made = credentials.load_or_create(tmp_path, "c")
+    assert credentials.load_or_create(tmp_path, "c") == made
+    assert made.redis_password not in repr(made) and made.api_key not in str(made)
+    assert (tmp_path / "c" / "cluster-secrets.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_workers_reach_redis_on_the_orchestrators_private_address(tmp_path):
+    made = credentials.load_or_create(tmp_path, "c")
+    env = config_files.worker_env(lab_inventory(), made)
+    assert f"REDIS_URL=redis://:{made.redis_password}@172.31.0.10:6379/0\n" in env
+    assert "INFERQ_TORCH_THREADS=1\n" in env
+    conf = config_files.redis_conf(lab_inventory(), lab_inventory().orchestrator, made, "/data")
+    assert "bind 172.31.0.10 127.0.0.1\n" in conf and "maxmemory-policy noeviction\n" in conf
+    assert config_files.worker_names(lab_inventory()) == [
+        "worker@worker-1-w1", "worker@worker-1-w2", "worker@worker-2-w1", "worker@worker-2-w2"]
+
+
+def test_env_files_refuse_values_their_readers_would_parse_differently():
+    with pytest.raises(ValueError, match="INFERQ_MODEL"):
+        config_files.env_file({"INFERQ_MODEL": "my model"})
+    with pytest.raises(ValueError):
+        config_files.env_file({"X": "a$b"})
+
+
+def test_fab_without_an_inventory_says_what_to_run(tmp_path):
+    result = run_command(f"fab -r deploy status --inventory {tmp_path}/none.json", {}, ROOT, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"fab: no inventory at {tmp_path}/none.json: run `inferq-provision up` first"
