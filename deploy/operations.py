@@ -9,146 +9,19 @@ import json
 import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 
 from fabric import Connection
 
-from deploy import config_files, release
+from deploy import config_files
 from deploy.connections import connect, root
 from deploy.credentials import Secrets
 from deploy.errors import DeployError
-from deploy.files import put_if_changed
-from deploy.inventory import Host, Inventory
-from deploy.services import Service, manager
+from deploy.inventory import Inventory
+from deploy.layout import Report, layout
+from deploy.orchestrator import deploy_orchestrator, orchestrator_services
+from deploy.services import manager
 from deploy.settings import WAIT_SECONDS
-
-REPO = Path(__file__).resolve().parent.parent
-"""The project checkout the deploy ships (AWS) or that the hosts share (process runtime)."""
-
-Report = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where things are on one host."""
-
-    remote_dir: str
-    python: str  # a virtual environment with inferq installed
-    code: str  # the project directory services run in
-
-    @property
-    def bin(self) -> str:
-        return f"{self.python}/bin"
-
-
-def layout(inventory: Inventory, host: Host) -> Layout:
-    """AWS hosts get a venv and the release under remote_dir; process hosts use the shared checkout."""
-    if inventory.runtime == "process":
-        return Layout(host.remote_dir, inventory.python, inventory.code_dir)
-    return Layout(host.remote_dir, f"{host.remote_dir}/venv", f"{host.remote_dir}/current")
-
-
-def orchestrator_services(inventory: Inventory, host: Host, where: Layout) -> list[Service]:
-    """Redis, the API under gunicorn, Flower: the local stack's commands."""
-    aws = inventory.runtime == "docker"
-    env = f"{where.remote_dir}/etc/orchestrator.env"
-    return [
-        Service("redis", ["redis-server", f"{where.remote_dir}/etc/redis.conf"], "", where.remote_dir,
-                user="redis" if aws else "root"),
-        Service("api", [f"{where.bin}/gunicorn", "-c", "python:api.gunicorn_conf", "api:create_app()"], env,
-                where.code, user="inferq" if aws else "root"),
-        Service("flower", [f"{where.bin}/celery", "-A", "tasks", "flower", f"--port={inventory.flower_port}",
-                           f"--address={host.private_ip}"], env, where.code, user="inferq" if aws else "root"),
-    ]
-
-
-def worker_services(inventory: Inventory, host: Host, where: Layout) -> list[Service]:
-    """The process runtime's stand-ins for the compose services: the image's command, named like the containers."""
-    return [Service(f"worker-{i}", [f"{where.bin}/inferq-worker", f"--hostname=worker@{host.name}-w{i}"],
-                    f"{where.remote_dir}/worker.env", where.code)
-            for i in range(1, inventory.containers_per_worker + 1)]
-
-
-def prepare_orchestrator(c: Connection, inventory: Inventory, host: Host, where: Layout) -> int:
-    """AWS only: packages, the service user, the release in a venv. Return changes made."""
-    changes = 0
-    if root(c, "dpkg -s redis-server python3-venv >/dev/null 2>&1", warn=True).failed:
-        root(c, "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server python3-venv",
-             timeout=900)
-        changes += 1
-    # Debian's own redis-server instance would hold the port; ours is inferq-redis.
-    if root(c, "systemctl is-enabled --quiet redis-server", warn=True).ok:
-        root(c, "systemctl disable --now redis-server")
-        changes += 1
-    if root(c, "id inferq", warn=True).failed:
-        root(c, f"useradd --system --home-dir {where.remote_dir} --shell /usr/sbin/nologin inferq")
-        changes += 1
-    version, data = release.package(REPO)
-    changes += release.install(c, where.remote_dir, version, data, with_venv=True)
-    return changes
-
-
-def deploy_orchestrator(c: Connection, inventory: Inventory, secrets: Secrets, report: Report) -> int:
-    """Configure Redis, the API and Flower; start or restart what changed. Return changes made."""
-    host = inventory.orchestrator
-    where = layout(inventory, host)
-    aws = inventory.runtime == "docker"
-    changes = prepare_orchestrator(c, inventory, host, where) if aws else 0
-    data_dir = f"{where.remote_dir}/redis"
-    root(c, f"install -d -m 700 -o {'redis' if aws else 'root'} {data_dir}")
-    redis_conf = config_files.redis_conf(inventory, host, secrets, data_dir)
-    conf_changed = put_if_changed(c, redis_conf, f"{where.remote_dir}/etc/redis.conf", "600", "redis" if aws else "root")
-    env_changed = put_if_changed(c, config_files.orchestrator_env(inventory, secrets),
-                                 f"{where.remote_dir}/etc/orchestrator.env", "600")
-    changes += conf_changed + env_changed
-    services = manager(inventory.runtime, where.remote_dir)
-    for service in orchestrator_services(inventory, host, where):
-        inputs = conf_changed if service.name == "redis" else (env_changed or changes > 0)
-        outcome = services.ensure(c, service, inputs)
-        changes += outcome != "unchanged"
-        report(f"{host.name}: {service.name} {outcome}")
-    return changes
-
-
-def deploy_worker(inventory: Inventory, host: Host, secrets: Secrets, report: Report) -> int:
-    """Write the worker env and start the host's two workers (compose, or processes). Return changes made."""
-    where = layout(inventory, host)
-    with connect(inventory, host) as c:
-        env_changed = put_if_changed(c, config_files.worker_env(inventory, secrets), f"{where.remote_dir}/worker.env", "600")
-        changes = int(env_changed)
-        if inventory.runtime == "docker":
-            changes += docker_up(c, inventory, host, where)
-            report(f"{host.name}: docker compose up -d ({changes} change(s))")
-            return changes
-        services = manager(inventory.runtime, where.remote_dir)
-        for service in worker_services(inventory, host, where):
-            outcome = services.ensure(c, service, env_changed)
-            changes += outcome != "unchanged"
-            report(f"{host.name}: {service.name} {outcome}")
-    return changes
-
-
-def docker_up(c: Connection, inventory: Inventory, host: Host, where: Layout) -> int:
-    """AWS workers: Docker, the image of this release (built once per host), then `docker compose up -d`."""
-    changes = 0
-    if root(c, "command -v docker >/dev/null && docker compose version >/dev/null 2>&1", warn=True).failed:
-        root(c, "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-compose-v2",
-             timeout=900)
-        changes += 1
-    version, data = release.package(REPO)
-    changes += release.install(c, where.remote_dir, version, data, with_venv=False)
-    image = f"inferq-worker:{version}"
-    if root(c, f"docker image inspect {image} >/dev/null 2>&1", warn=True).failed:
-        root(c, f"cd {where.remote_dir}/current && docker build -q -f worker_image/Dockerfile -t {image} .",
-             timeout=3600)
-        changes += 1
-    changes += put_if_changed(c, (REPO / "docker-compose.yml").read_text(), f"{where.remote_dir}/docker-compose.yml")
-    changes += put_if_changed(c, config_files.compose_dotenv(host, image), f"{where.remote_dir}/.env")
-    # compose recreates a container only when its configuration (image, env) changed.
-    root(c, f"cd {where.remote_dir} && docker compose up -d --remove-orphans", timeout=600)
-    return changes
+from deploy.workers import deploy_worker, docker_up, worker_services
 
 
 def on_orchestrator(c: Connection, inventory: Inventory, check: list[str], timeout: float = 0) -> dict:
@@ -198,12 +71,11 @@ def status(inventory: Inventory, report: Report) -> dict:
     report(f"queue depth: {answer['queue_depth']}")
     answer["hosts"] = {}
     for host in inventory.workers:
-        started = time.monotonic()
         where = layout(inventory, host)
         with connect(inventory, host) as c:
             if inventory.runtime == "docker":
                 lines = root(c, f"cd {where.remote_dir} && docker compose ps --format "
-                                "'{{{{.Service}}}} {{{{.State}}}} {{{{.Health}}}}'", warn=True).stdout.split("\n")
+                                "'{{.Service}} {{.State}} {{.Health}}'", warn=True).stdout.split("\n")
             else:
                 services = manager(inventory.runtime, where.remote_dir)
                 lines = [f"{s.name} {services.state(c, s)}" for s in worker_services(inventory, host, where)]

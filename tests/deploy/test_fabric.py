@@ -125,14 +125,23 @@ def test_env_files_and_secrets_are_readable_by_their_owner_only(cluster):
 def test_flower_asks_for_its_login(cluster):
     data = json.loads((cluster.secrets / "lab" / "cluster-secrets.json").read_text())
     url = "http://10.231.0.11:5555/workers"
-    anonymous = cluster.in_admin("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url)
-    assert anonymous.stdout == "401"
-    login = f"{data['flower_user']}:{data['flower_password']}"
-    for _ in range(50):  # Flower may still be starting
-        authed = cluster.in_admin("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-u", login, url)
-        if authed.stdout == "200":
-            break
-    assert authed.stdout == "200"
+
+    def code(*auth: str) -> str:
+        # --retry-connrefused: Flower may still be opening its port.
+        return cluster.in_admin("curl", "-s", "--retry", "20", "--retry-connrefused", "--retry-delay", "1",
+                                "-o", "/dev/null", "-w", "%{http_code}", *auth, url).stdout
+
+    assert code() == "401"
+    assert code("-u", f"{data['flower_user']}:wrong") == "401"
+    assert code("-u", f"{data['flower_user']}:{data['flower_password']}") == "200"
+
+
+def test_the_api_wants_the_generated_key(cluster):
+    data = json.loads((cluster.secrets / "lab" / "cluster-secrets.json").read_text())
+    post = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-XPOST", "http://10.231.0.11:5000/jobs",
+            "-H", "Content-Type: application/json", "-d", '{"text": "no key"}']
+    assert cluster.in_admin(*post).stdout == "401"
+    assert cluster.in_admin(*post, "-H", f"X-API-Key: {data['api_key']}").stdout == "202"
 
 
 def test_a_job_submitted_to_the_api_is_done_on_a_worker_host(cluster):
