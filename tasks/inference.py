@@ -31,16 +31,16 @@ def classify(loaded: LoadedModel, texts: Sequence[str], max_batch: int = MAX_BAT
         return []
     # Tokenize once without padding to learn lengths; texts past the model's
     # limit are truncated, not rejected.
-    encoded = loaded.tokenizer(
-        list(texts), truncation=True, max_length=loaded.max_length, padding=False
-    )["input_ids"]
+    encoded = loaded.encode(list(texts))
     results: list[dict | None] = [None] * len(texts)
     for batch in length_sorted_batches([len(ids) for ids in encoded], max_batch):
-        padded = loaded.tokenizer.pad(
-            {"input_ids": [encoded[i] for i in batch]}, padding=True, return_tensors="np"
-        )
-        logits = loaded.forward(padded["input_ids"].astype(np.int64),
-                                padded["attention_mask"].astype(np.int64))
+        width = max(len(encoded[i]) for i in batch)
+        input_ids = np.full((len(batch), width), loaded.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, i in enumerate(batch):
+            input_ids[row, :len(encoded[i])] = encoded[i]
+            attention_mask[row, :len(encoded[i])] = 1
+        logits = loaded.forward(input_ids, attention_mask)
         probabilities = softmax(logits.astype(np.float64)).tolist()
         for index, probs in zip(batch, probabilities):
             best = max(range(len(probs)), key=probs.__getitem__)

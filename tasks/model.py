@@ -35,10 +35,18 @@ class LoadedModel:
     info: dict
     forward: Callable[[Any, Any], Any] = None  # type: ignore[assignment]
     """(input_ids, attention_mask) as int64 numpy arrays -> logits as a numpy array."""
+    encode: Callable[[list[str]], list[list[int]]] = None  # type: ignore[assignment]
+    """Texts -> token ids with special tokens, truncated to max_length, unpadded."""
+    pad_id: int = 0
 
     def __post_init__(self):
         if self.forward is None:
             self.forward = torch_forward(self.model)
+        if self.encode is None:
+            tokenizer, max_length = self.tokenizer, self.max_length
+            self.pad_id = tokenizer.pad_token_id or 0
+            self.encode = lambda texts: tokenizer(
+                texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
 
 
 def torch_forward(model: Any) -> Callable[[Any, Any], Any]:
@@ -52,24 +60,6 @@ def torch_forward(model: Any) -> Callable[[Any, Any], Any]:
         return logits.float().numpy()
 
     return forward
-
-
-def onnx_forward(path: str, threads: int) -> tuple[Any, Callable[[Any, Any], Any]]:
-    """Open an ONNX Runtime session on one thread pool of the given size; return it and its forward."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    # Same rule as torch: a worker process uses its own threads, no more.
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-    def forward(input_ids, attention_mask):
-        return session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
-
-    return session, forward
 
 
 def resolve(reference: str, cache_dir: str) -> str:
@@ -103,6 +93,12 @@ def load(reference: str, cache_dir: str, precision: str = "int8", torch_threads:
     precision is ``fp32`` or ``int8`` (torch), or ``onnx-fp32`` or ``onnx-int8``
     (ONNX Runtime, exported from the same weights and cached under cache_dir).
     """
+    source = resolve(reference, cache_dir)
+    if precision.startswith("onnx-"):
+        # ONNX Runtime needs neither torch nor transformers in the worker: it stays lean.
+        from tasks.onnx_model import load_onnx
+
+        return load_onnx(reference, source, cache_dir, precision == "onnx-int8", torch_threads)
     import torch
 
     # One thread per worker process: N workers each using every core run
@@ -110,22 +106,10 @@ def load(reference: str, cache_dir: str, precision: str = "int8", torch_threads:
     torch.set_num_threads(torch_threads)
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    source = resolve(reference, cache_dir)
     tokenizer, config = _from_pretrained(source, AutoTokenizer, AutoConfig)
     labels = [config.id2label[i] for i in range(config.num_labels)]
     max_length = min(tokenizer.model_max_length, config.max_position_embeddings)
     info = describe(reference, config, precision)
-    if precision.startswith("onnx-"):
-        from tasks.onnx_export import cached, export
-
-        quantized = precision == "onnx-int8"
-        path = cached(source, cache_dir, quantized)
-        if path is None:  # first use: export once from the torch weights, then let them go
-            [model] = _from_pretrained(source, AutoModelForSequenceClassification)
-            path = export(model.eval(), tokenizer, source, cache_dir, quantized)
-            del model
-        session, forward = onnx_forward(str(path), torch_threads)
-        return LoadedModel(session, tokenizer, labels, max_length, info, forward)
     [model] = _from_pretrained(source, AutoModelForSequenceClassification)
     model.eval()
     if precision == "int8":

@@ -1,0 +1,75 @@
+"""Micro-batching on a real worker: each job gets its own result, in order, and is acknowledged after it is stored."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from celery import Celery
+
+from celeryconfig import SETTINGS
+from stack import processes
+from tasks.faults import SLEEP_PREFIX
+from tasks.inference import classify
+from tasks.model import load
+from tests.conftest import start_workers
+
+QUEUE = "inferq-batch-test"
+"""A queue of its own, so the session's workers never take these jobs."""
+
+BATCH = 4
+
+
+@pytest.fixture()
+def client_app(redis_server):
+    app = Celery("batch-test", broker=redis_server.url, backend=redis_server.url)
+    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json",
+                    result_accept_content=["json"])
+    yield app
+    app.close()
+
+
+def _meta_key(job_id: str) -> str:
+    return f"celery-task-meta-{job_id}"
+
+
+def test_waiting_jobs_run_in_batches_each_with_its_own_result(client_app, redis_server, redis_client,
+                                                               service_env, tiny_model, tmp_path):
+    jobs = [[SLEEP_PREFIX + "2"]] + [[f"job {i} " * (i + 1), "second text", "x " * (40 - i)] for i in range(1, 9)]
+    # Queued before the worker starts: it finds them all waiting, as under load.
+    sent = [client_app.send_task("inferq.classify", args=[texts], queue=QUEUE) for texts in jobs]
+    env = {**service_env, "INFERQ_QUEUE": QUEUE, "INFERQ_BATCH_SIZE": str(BATCH), "INFERQ_TEST_FAULTS": "1"}
+    [worker] = start_workers(env, ["batcher"], redis_client, tmp_path)
+    try:
+        # The first batch is held by the sleeping job: its messages are taken but not acknowledged,
+        # and no result is stored yet.
+        processes.wait_until(lambda: redis_client.hlen("unacked") >= BATCH, 30, "batch taken")
+        assert not any(redis_client.exists(_meta_key(r.id)) for r in sent)
+        got = [r.get(timeout=60) for r in sent]
+        # Every message is acknowledged once its result is stored (celery-batches acks after the batch returns).
+        processes.wait_until(lambda: redis_client.hlen("unacked") == 0 and redis_client.llen(QUEUE) == 0,
+                             10, "all acknowledged")
+    finally:
+        processes.stop(worker)
+    loaded = load(str(tiny_model), "", SETTINGS.precision)
+    for texts, result in zip(jobs, got, strict=True):
+        want = classify(loaded, texts)
+        assert len(result["results"]) == len(texts)
+        for w, g in zip(want, result["results"], strict=True):
+            for label, p in w["probabilities"].items():
+                assert g["probabilities"][label] == pytest.approx(p, abs=1e-4)
+    sizes = [r["worker"]["batch"] for r in got]
+    assert max(sizes) > 1 and max(sizes) <= BATCH
+    assert sizes[0] == BATCH  # the sleeping job's batch was full
+
+
+def test_a_lone_job_is_not_held_for_a_full_batch(client_app, redis_client, service_env, tmp_path):
+    env = {**service_env, "INFERQ_QUEUE": QUEUE + "-lone", "INFERQ_BATCH_SIZE": "64",
+           "INFERQ_BATCH_WAIT_MS": "10"}
+    [worker] = start_workers(env, ["lone"], redis_client, tmp_path)
+    try:
+        result = client_app.send_task("inferq.classify", args=[["alone"]], queue=QUEUE + "-lone").get(timeout=30)
+    finally:
+        processes.stop(worker)
+    # Flushed by the wait bound with one job in it, not after 63 more arrived.
+    assert result["worker"]["batch"] == 1
+    assert len(result["results"]) == 1
