@@ -9,6 +9,7 @@ NEEDED=(
   "ssh-keygen openssh-client"
   "ip iproute2"
   "curl curl"
+  "systemd-analyze systemd"
   "chromium chromium"
   "chromedriver chromium-driver"
 )

@@ -45,3 +45,49 @@ def test_fab_without_an_inventory_says_what_to_run(tmp_path):
     result = run_command(f"fab -r deploy status --inventory {tmp_path}/none.json", {}, ROOT, check=False)
     assert result.returncode == 1
     assert result.stderr.strip() == f"fab: no inventory at {tmp_path}/none.json: run `inferq-provision up` first"
+
+
+def test_orchestrator_units_pass_systemd_analyze_verify(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from deploy.layout import Layout
+    from deploy.orchestrator import orchestrator_services
+
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("systemd-analyze missing (scripts/system-deps.sh installs systemd)")
+        pytest.skip("systemd-analyze missing (Debian package systemd)")
+    inventory = lab_inventory()
+    inventory.runtime = "docker"  # the AWS units: Redis as user redis, the API and Flower as inferq
+    # Paths that exist here (this venv and checkout) stand in for /opt/inferq/venv and /opt/inferq/current.
+    where = Layout(str(tmp_path), sys.prefix, str(ROOT))
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "orchestrator.env").write_text("")
+    units = []
+    for service in orchestrator_services(inventory, inventory.orchestrator, where):
+        units.append(tmp_path / f"inferq-{service.name}.service")
+        units[-1].write_text(service.unit())
+    result = subprocess.run([analyze, "verify", *map(str, units)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert "ExecStart=/usr/bin/redis-server " in units[0].read_text()
+    broken = tmp_path / "broken.service"
+    broken.write_text(units[1].read_text().replace(f"{sys.prefix}/bin/gunicorn", "/nonexistent/gunicorn"))
+    assert subprocess.run([analyze, "verify", str(broken)], capture_output=True, timeout=60).returncode != 0
+
+
+def test_a_release_is_the_projects_files_named_by_their_hash():
+    import io
+    import tarfile
+
+    from deploy import release
+
+    version, data = release.package(ROOT)
+    assert release.package(ROOT) == (version, data)  # same files, same bytes, same version
+    names = tarfile.open(fileobj=io.BytesIO(data)).getnames()
+    for needed in ("worker_image/Dockerfile", "docker-compose.yml", "constraints.txt", "setup.cfg", "deploy/remote.py"):
+        assert needed in names
+    assert not [n for n in names if n.startswith((".venv/", ".git/", "secrets/", "state/"))]
