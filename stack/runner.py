@@ -4,7 +4,7 @@ Redis (ours, unless REDIS_URL names one), the API under gunicorn, WORKERS
 Celery workers and Flower run as the lines of the project's Procfile. honcho
 multiplexes their output, and on Ctrl-C (or when any of them dies) stops every
 one of them: each runs in its own process group, which honcho signals whole,
-SIGTERM first and SIGKILL five seconds later.
+SIGTERM first (Redis last) and SIGKILL STOP_GRACE_SECONDS later.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import honcho.manager
 import redis
 from honcho.environ import expand_processes, parse_procfile
 from honcho.manager import Manager
@@ -37,6 +38,39 @@ SIGINT_EXIT, SIGTERM_EXIT = 130, 143
 
 STACK_NAME = "stack"
 """The name the runner's own lines carry in honcho's output."""
+
+
+STOP_GRACE_SECONDS = 15
+"""How long the services get to stop after SIGTERM before honcho sends SIGKILL (honcho's own default: 5)."""
+
+
+class StackManager(Manager):
+    """honcho's Manager, stopping our Redis only once every other service is gone.
+
+    honcho signals all processes at once; workers and the API that lose Redis
+    mid-shutdown keep reconnecting until they are killed. Stopping Redis last
+    lets them deregister and close cleanly, and Redis then flushes its AOF.
+    """
+
+    LAST = "redis."
+
+    def _killall(self, force=False):
+        if force:
+            return super()._killall(force=True)
+        for name, entry in self._processes.items():
+            if "returncode" not in entry and not name.startswith(self.LAST):
+                self._system_print(f"sending SIGTERM to {name} (pid {entry['pid']})\n")
+                self._procmgr.terminate(entry["pid"])
+        threading.Thread(target=self._stop_last, name="stop-redis-last", daemon=True).start()
+
+    def _stop_last(self):
+        while any("returncode" not in entry for name, entry in self._processes.items()
+                  if not name.startswith(self.LAST)):
+            time.sleep(0.1)
+        for name, entry in self._processes.items():
+            if "returncode" not in entry and name.startswith(self.LAST):
+                self._system_print(f"sending SIGTERM to {name} (pid {entry['pid']}): the others have stopped\n")
+                self._procmgr.terminate(entry["pid"])
 
 
 def procfile_commands(procfile: Path = PROCFILE) -> dict[str, str]:
@@ -83,7 +117,8 @@ def build_manager(settings: Settings, model: str, redis_url: str, redis_env: dic
         "INFERQ_MODEL": model,
         **redis_env,
     }
-    manager = Manager(Printer(sys.stdout))
+    honcho.manager.KILL_WAIT = STOP_GRACE_SECONDS  # read by Manager.loop at each check
+    manager = StackManager(Printer(sys.stdout))
     hostname = socket.gethostname()
     workers = []
     for params in expand_processes(processes, concurrency={"worker": settings.stack_workers}, env=base):
