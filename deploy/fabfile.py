@@ -33,10 +33,22 @@ def _load(inventory, secrets_dir):
 
 
 def _run(action):
+    """Run a task's action; every failure ends as one line on stderr, exit status 1."""
+    from invoke.exceptions import UnexpectedExit
+    from paramiko import SSHException
+
     try:
         return action()
     except DeployError as exc:
         raise Exit(f"fab: {exc}", code=1) from None
+    except UnexpectedExit as exc:
+        # Commands never carry secrets (they travel in files), so naming the command is safe.
+        result = exc.result
+        last = (result.stderr.strip().splitlines() or result.stdout.strip().splitlines() or [""])[-1]
+        raise Exit(f"fab: on {result.connection.host}: `{result.command}` exited {result.exited}: {last}",
+                   code=1) from None
+    except (OSError, SSHException) as exc:
+        raise Exit(f"fab: SSH failed: {exc}; check the inventory's addresses and the admin CIDR", code=1) from None
 
 
 @task(help=HELP)

@@ -182,6 +182,19 @@ def test_rolling_update_replaces_workers_host_by_host(cluster):
     assert json.loads(cluster.fab(SUBMIT).stdout)["status"] == "succeeded"
 
 
+def test_an_unreachable_host_is_one_line(cluster, tmp_path):
+    inventory = json.loads(cluster.inventory.read_text())
+    inventory["hosts"][2]["ssh_port"] = 2222  # nothing listens there
+    broken = tmp_path / "inventory.json"
+    broken.write_text(json.dumps(inventory))
+    result = run_command(" ".join(cluster.lab.exec_prefix(cluster.lab.admin)) + f" fab -r deploy status --inventory {broken}",
+                         {}, ROOT, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "fab: SSH failed: [Errno None] Unable to connect to port 2222 on 10.231.0.13; "
+        "check the inventory's addresses and the admin CIDR"], result.stderr
+
+
 def test_no_secret_was_printed(cluster):
     printed = "\n".join(cluster.outputs)
     assert printed
