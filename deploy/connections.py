@@ -25,3 +25,10 @@ def root(c: Connection, command: str, **kwargs):
     if c.user == "root":
         return c.run(command, **kwargs)
     return c.sudo(f"sh -c {shlex.quote(command)}", **kwargs)
+
+
+def apt_install(c: Connection, packages: str) -> None:
+    """Install Debian packages, after cloud-init has finished (a fresh EC2 host is still upgrading at boot)."""
+    root(c, "command -v cloud-init >/dev/null && cloud-init status --wait >/dev/null || true", timeout=900)
+    root(c, f"apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive "
+            f"apt-get -o DPkg::Lock::Timeout=300 install -y -qq {packages}", timeout=1800)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from fabric import Connection
 
 from deploy import config_files, release
-from deploy.connections import root
+from deploy.connections import apt_install, root
 from deploy.credentials import Secrets
 from deploy.files import put_if_changed
 from deploy.inventory import Host, Inventory
@@ -32,8 +32,7 @@ def prepare_orchestrator(c: Connection, inventory: Inventory, host: Host, where:
     """AWS only: packages, the service user, the release in a venv. Return changes made."""
     changes = 0
     if root(c, "dpkg -s redis-server python3-venv >/dev/null 2>&1", warn=True).failed:
-        root(c, "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server python3-venv",
-             timeout=900)
+        apt_install(c, "redis-server python3-venv")
         changes += 1
     # Debian's own redis-server instance would hold the port; ours is inferq-redis.
     if root(c, "systemctl is-enabled --quiet redis-server", warn=True).ok:

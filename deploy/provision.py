@@ -136,6 +136,8 @@ def up(ec2, options: Options, dry_run: bool, report: Report) -> int:
         report(f"dry run: {len(changes)} change(s) planned, nothing done")
         return len(changes)
     instances.wait(ec2, ids, "running")
+    # Running is not reachable: wait for EC2's status checks, by then sshd answers.
+    instances.wait(ec2, ids, "status_ok")
     hosts = [host_of(i) for i in instances.describe(ec2, ids)]
     path = inv.write(inv.Inventory(cluster=options.cluster, hosts=sorted(hosts, key=host_order),
                                    key_file=str(options.key_file), region=options.region,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from fabric import Connection
 
 from deploy import config_files, release
-from deploy.connections import connect, root
+from deploy.connections import apt_install, connect, root
 from deploy.credentials import Secrets
 from deploy.files import put_if_changed
 from deploy.inventory import Host, Inventory
@@ -41,9 +41,7 @@ def docker_up(c: Connection, inventory: Inventory, host: Host, where: Layout) ->
     """AWS workers: Docker, the image of this release (built once per host), then `docker compose up -d`."""
     changes = 0
     if root(c, "command -v docker >/dev/null && docker compose version >/dev/null 2>&1", warn=True).failed:
-        root(c, "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
-                "docker.io docker-buildx docker-compose-v2",
-             timeout=900)
+        apt_install(c, "docker.io docker-buildx docker-compose-v2")
         changes += 1
     version, data = release.package(REPO)
     changes += release.install(c, where.remote_dir, version, data, with_venv=False)

@@ -39,7 +39,7 @@ def start(ec2, ids: list[str]) -> None:
 
 
 def wait(ec2, ids: list[str], state: str, delay: int = 5) -> None:
-    """Block until every instance is in state ('running', 'terminated') with EC2's own waiter."""
+    """Block until every instance is in state ('running', 'status_ok', 'terminated') with EC2's own waiter."""
     with aws_call(f"waiting for {len(ids)} instance(s) to be {state}"):
         ec2.get_waiter(f"instance_{state}").wait(
             InstanceIds=ids, WaiterConfig={"Delay": delay, "MaxAttempts": max(1, WAIT_SECONDS // delay)})
