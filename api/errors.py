@@ -1,7 +1,7 @@
 """API errors: a stable machine-readable code and a message saying what to fix."""
 from __future__ import annotations
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 
@@ -30,6 +30,28 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
     return response
 
 
+DRAIN_LIMIT = 16 * 1024 * 1024
+"""Largest refused body the API still reads (and discards) before answering 413."""
+
+
+def drain_body() -> None:
+    """Read and discard a refused request body, so the client gets the 413 rather than a reset.
+
+    Closing a connection with unread request bytes makes the kernel send RST,
+    and the client may lose the answer; bodies past DRAIN_LIMIT are not worth
+    reading, and get the reset.
+    """
+    stream = request.environ.get("wsgi.input")
+    remaining = request.content_length or 0
+    if stream is None or remaining > DRAIN_LIMIT:
+        return
+    while remaining > 0:
+        chunk = stream.read(min(65536, remaining))
+        if not chunk:
+            return
+        remaining -= len(chunk)
+
+
 def register(app: Flask) -> None:
     """Answer every error, ours and Werkzeug's, as JSON."""
 
@@ -41,6 +63,7 @@ def register(app: Flask) -> None:
     def _http_error(exc: HTTPException):
         code, message = HTTP_CODES.get(exc.code or 500, ("http_error", exc.description or ""))
         if exc.code == 413:
+            drain_body()
             message = (
                 f"request body exceeds {app.config['MAX_CONTENT_LENGTH']} bytes; "
                 "send fewer or shorter texts"

@@ -25,7 +25,8 @@ def _errors(*codes: int) -> dict:
 
 def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool) -> dict:
     """Build the OpenAPI document for these limits."""
-    text = {"type": "string", "minLength": 1, "description": "non-blank text to classify"}
+    # "\\S": at least one non-whitespace character (blank texts are refused with 400 empty_text).
+    text = {"type": "string", "minLength": 1, "pattern": "\\S", "description": "non-blank text to classify"}
     job_body = {
         "oneOf": [
             {"type": "object", "required": ["text"], "additionalProperties": False,
@@ -70,7 +71,7 @@ def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool
                 "parameters": [idem],
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": {"type": "object", "required": ["text"], "properties": {"text": text}}},
-                    "text/plain": {"schema": {"type": "string"}},
+                    "text/plain": {"schema": text},
                     "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["text"],
                                                                       "properties": {"text": text}}},
                 }},
