@@ -82,6 +82,11 @@ def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool
             "/readyz": {"get": {"operationId": "readyz", "security": [],
                                 "summary": "Redis answers and a worker sent a heartbeat recently",
                                 "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
+            "/metrics": {"get": {"operationId": "metrics", "security": [],
+                                 "summary": "Prometheus metrics: jobs submitted, completed, failed, queue depth, latency",
+                                 "responses": {"200": {"description": "Prometheus text format",
+                                                       "content": {"text/plain": {"schema": {"type": "string"}}}},
+                                               "503": {"description": "Redis unreachable"}}}},
         },
         "components": {
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
