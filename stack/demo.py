@@ -41,7 +41,8 @@ def start_stack(state: Path, env: dict[str, str]) -> tuple[subprocess.Popen, Pat
 def wait_for_ready(process: subprocess.Popen, log_path: Path, timeout: float) -> list[str]:
     """Wait for the stack's ready line; return the lines it printed before its services started."""
     deadline = time.monotonic() + timeout
-    with tqdm(desc="starting the stack", bar_format="{desc}: {elapsed}", file=sys.stderr) as bar:
+    # disable=None: a live timer on a terminal, nothing in a log file.
+    with tqdm(desc="starting the stack", bar_format="{desc}: {elapsed}", file=sys.stderr, disable=None) as bar:
         while time.monotonic() < deadline:
             text = log_path.read_text(errors="replace")
             if READY_LINE in text:
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"inferq demo: {exc}", file=sys.stderr)
             return 1
         expected = args.threads * args.requests
-        client = Client(f"http://{api_bind}", SETTINGS.client_api_key)
+        # With INFERQ_API_KEYS set the stack's API wants a key: send INFERQ_API_KEY, else the first configured one.
+        client = Client(f"http://{api_bind}", SETTINGS.client_api_key or next(iter(SETTINGS.api_keys), ""))
         try:
             with tqdm(total=expected, unit="job", desc="jobs", file=sys.stderr) as bar:
                 outcomes, elapsed = seed_load.run(client, args.threads, args.requests, args.timeout,
@@ -98,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(seed_load.summary(outcomes, expected, elapsed, args.threads, args.requests), flush=True)
         ok = sum(o.status == "succeeded" for o in outcomes) == expected
+    except KeyboardInterrupt:
+        print("inferq demo: interrupted; stopping the stack", file=sys.stderr)
+        ok = False
     finally:
         code = stop_stack(process)
     print(f"stack stopped (exit {code}); {'all jobs succeeded' if ok else 'SOME JOBS FAILED OR WERE LOST'}",
