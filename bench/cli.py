@@ -48,8 +48,8 @@ class Plan:
 
 FULL = Plan("offline:base", 2000, 300, 5, 30, 20, 100, 2000, 16, 20000, (1, 2, 5, 10, 16, 32), 1000,
             (0.25, 0.5, 0.75, 0.9), 20, 3000, 10, True)
-QUICK = Plan("offline:base", 600, 60, 2, 10, 6, 30, 300, 16, 1500, (1, 5, 16), 200,
-             (0.25, 0.5, 0.75), 6, 400, 10, False)
+QUICK = Plan("offline:base", 600, 60, 2, 8, 6, 30, 300, 16, 1000, (1, 5, 16), 150,
+             (0.25, 0.5, 0.75), 5, 300, 10, False)
 SMOKE = Plan("offline:tiny", 40, 10, 0.3, 1, 1, 3, 10, 4, 20, (1, 4), 8, (0.5,), 1, 10, 3, False)
 """SMOKE is for the tests: the tiny model and a handful of jobs; its figures mean nothing."""
 

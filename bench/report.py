@@ -98,6 +98,14 @@ def markdown(r: dict, s: dict) -> str:
     for x in r["sweep"] + r["open"]:
         lines.append(_row(x["label"], x["jobs"], f"{x['tps']:.1f}", f"{x['p50_ms']:.1f}", f"{x['p95_ms']:.1f}",
                           f"{x['p99_ms']:.1f}", ", ".join(f"{v}" for v in x["per_worker"].values())))
+    if "cpu_ms_per_job" in r:
+        lines += ["", "## Where the CPU goes at saturation (CPU ms per job, all processes on these cores)", "",
+                  _row("component", "CPU ms per job"), _row("---", "---")]
+        for k, v in r["cpu_ms_per_job"].items():
+            lines.append(_row(k, f"{v:.2f}"))
+        lines.append(_row("total", f"{sum(r['cpu_ms_per_job'].values()):.2f}"))
+        lines += ["", f"For comparison, the raw model needs {1000 * r['workers'] / r['raw']['tps']:.2f} ms "
+                  "of CPU per text (W processes x 1 thread)."]
     lines += ["", "## Workers", "",
               _row("workers", "texts/s"), _row("---", "---")]
     for n, tps in sorted(r["scaling"].items()):

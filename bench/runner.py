@@ -108,9 +108,12 @@ def _inferq(plan, args, services, texts, mixed_texts, per_text, peak, out, progr
     out["seed_load_latencies_ms"] = sorted(s.latency_ms for s in run.samples)
 
     progress.stage("inferq: saturation")
-    rss_before = services.worker_rss_mb()
+    rss_before, cpu_before = services.worker_rss_mb(), services.cpu_seconds()
     run = loadgen.closed_loop(url, texts, plan.saturation_clients, plan.saturation_jobs, "saturation", progress)
-    rss_after = services.worker_rss_mb()
+    rss_after, cpu_after = services.worker_rss_mb(), services.cpu_seconds()
+    # Where the CPU went, per job: the profile that says what holds end-to-end throughput back.
+    out["cpu_ms_per_job"] = {k: 1000 * (cpu_after[k] - cpu_before[k]) / max(1, len(run.samples))
+                             for k in cpu_before}
     out["saturation"] = _run_summary(run, per_text, peak)
     out["saturation_latencies_ms"] = sorted(s.latency_ms for s in run.samples)
     out["rss"] = {"before_mb": rss_before, "after_mb": rss_after, "jobs": len(run.samples),

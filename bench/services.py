@@ -49,6 +49,24 @@ class Services:
         """Resident memory of each worker process (the solo pool runs jobs in that process)."""
         return [psutil.Process(p.pid).memory_info().rss / 2**20 for p in self.workers]
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) so far of each component, to split a run's cost per job."""
+        def cpu(pid: int, children: bool) -> float:
+            proc = psutil.Process(pid)
+            procs = [proc, *proc.children(recursive=True)] if children else [proc]
+            total = 0.0
+            for p in procs:
+                try:
+                    t = p.cpu_times()
+                    total += t.user + t.system
+                except psutil.NoSuchProcess:
+                    pass
+            return total
+
+        return {"api (gunicorn)": cpu(self.api.pid, True), "redis": cpu(self.redis.process.pid, False),
+                "workers": sum(cpu(p.pid, False) for p in self.workers),
+                "load generator": cpu(psutil.Process().pid, False)}
+
     def stop_workers(self) -> None:
         """Stop every worker (warm shutdown)."""
         for proc in self.workers:
