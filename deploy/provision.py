@@ -6,7 +6,6 @@ reported. Teardown deletes what carries the tag, and nothing else.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,8 +15,6 @@ from deploy import settings
 from deploy.aws import images, instances, keypairs, security_groups
 from deploy.aws.security_groups import Rule
 from deploy.aws.tags import tag_value
-
-log = logging.getLogger(__name__)
 
 Report = Callable[[str], None]
 
@@ -135,6 +132,7 @@ def up(ec2, options: Options, dry_run: bool, report: Report) -> int:
     if dry_run:
         report(f"dry run: {len(changes)} change(s) planned, nothing done")
         return len(changes)
+    report(f"waiting for {len(ids)} instance(s) to run and pass their status checks (a few minutes on AWS)")
     instances.wait(ec2, ids, "running")
     # Running is not reachable: wait for EC2's status checks, by then sshd answers.
     instances.wait(ec2, ids, "status_ok")
@@ -178,6 +176,7 @@ def down(ec2, options: Options, dry_run: bool, report: Report) -> int:
     if doomed:
         ids = [i["InstanceId"] for i in doomed]
         instances.terminate(ec2, ids)
+        report(f"waiting for {len(ids)} instance(s) to terminate")
         # Groups in use by an instance cannot be deleted: wait until none is.
         instances.wait(ec2, ids, "terminated")
     for group in groups:
