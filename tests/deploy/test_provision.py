@@ -29,6 +29,7 @@ def tagged(ec2) -> dict[str, list]:
         "instances": [i for r in ec2.describe_instances(Filters=live)["Reservations"] for i in r["Instances"]],
         "groups": ec2.describe_security_groups(Filters=tag)["SecurityGroups"],
         "keys": ec2.describe_key_pairs(Filters=tag)["KeyPairs"],
+        "volumes": ec2.describe_volumes(Filters=tag)["Volumes"],
     }
 
 
@@ -49,7 +50,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(fresh, aws_env, ec2):
     assert "would launch worker-5 (c6i.large" in out and "would launch orchestrator (t3.small" in out
     assert NEWEST_UBUNTU in out
     assert "nothing done" in out
-    assert tagged(ec2) == {"instances": [], "groups": [], "keys": []}
+    assert tagged(ec2) == {"instances": [], "groups": [], "keys": [], "volumes": []}
     assert not (fresh / "secrets").exists() and not (fresh / "state").exists()
 
 
@@ -57,6 +58,7 @@ def test_up_creates_the_cluster_and_a_second_run_creates_nothing(fresh, aws_env,
     out = run_command(UP, aws_env, fresh).stdout
     made = tagged(ec2)
     assert len(made["instances"]) == 6 and len(made["groups"]) == 2 and len(made["keys"]) == 1, out
+    assert len(made["volumes"]) == 6  # root volumes are tagged too (and deleted with their instance)
     types = sorted(i["InstanceType"] for i in made["instances"])
     assert types == ["c6i.large"] * 5 + ["t3.small"]
     assert {i["ImageId"] for i in made["instances"]} == {NEWEST_UBUNTU}
@@ -120,7 +122,7 @@ def test_teardown_deletes_what_is_tagged_and_nothing_else(fresh, aws_env, ec2):
 
     out = run_command(DOWN, aws_env, fresh).stdout
     assert "deleted 9 resource(s)" in out
-    assert tagged(ec2) == {"instances": [], "groups": [], "keys": []}
+    assert tagged(ec2) == {"instances": [], "groups": [], "keys": [], "volumes": []}
     assert not (fresh / "secrets" / "inferq" / "ssh-key.pem").exists()
     assert ec2.describe_security_groups(GroupIds=[bystander_group])["SecurityGroups"]
     state = ec2.describe_instances(InstanceIds=[bystander])["Reservations"][0]["Instances"][0]["State"]["Name"]
