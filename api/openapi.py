@@ -25,8 +25,11 @@ def _errors(*codes: int) -> dict:
 
 def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool) -> dict:
     """Build the OpenAPI document for these limits."""
-    # "\\S": at least one non-whitespace character (blank texts are refused with 400 empty_text).
-    text = {"type": "string", "minLength": 1, "pattern": "\\S", "description": "non-blank text to classify"}
+    # At least one character that is not whitespace (blank texts are refused with 400
+    # empty_text). The API strips what Python calls whitespace, which adds \x1c-\x1f and
+    # \x85 to what JSON Schema's (ECMA) \s means.
+    text = {"type": "string", "minLength": 1, "pattern": "[^\\s\\x1c-\\x1f\\x85]",
+            "description": "non-blank text to classify"}
     job_body = {
         "oneOf": [
             {"type": "object", "required": ["text"], "additionalProperties": False,
