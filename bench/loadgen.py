@@ -48,10 +48,11 @@ class Run:
         return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
-def one_job(session: requests.Session, base: str, text: str) -> Sample:
-    """Submit one text and long-poll until its result is there."""
+def one_job(session: requests.Session, base: str, text: str | list[str]) -> Sample:
+    """Submit one text (or a bulk job of texts) and long-poll until its result is there."""
     submitted = time.time()
-    response = session.post(f"{base}/jobs", json={"text": text}, timeout=30)
+    body = {"texts": text} if isinstance(text, list) else {"text": text}
+    response = session.post(f"{base}/jobs", json=body, timeout=30)
     response.raise_for_status()
     job_id = response.json()["job_id"]
     while True:

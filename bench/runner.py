@@ -12,10 +12,13 @@ from tasks.model import resolve
 
 log = logging.getLogger(__name__)
 
+BULK = 16
+"""Texts per job in the bulk run: what a client that batches its own texts sees."""
+
 
 def _steps(plan, mixed: bool) -> int:
     return (1 + len(precision.PRECISIONS) + 2 + 1 + (1 if mixed else 0) + seed.SEED_CLIENTS * plan.seed_per_client
-            + plan.idle_jobs + plan.seed_load_jobs + plan.saturation_jobs + len(plan.sweep) * plan.sweep_jobs
+            + plan.idle_jobs + plan.seed_load_jobs + max(1, plan.sweep_jobs // BULK) + plan.saturation_jobs + len(plan.sweep) * plan.sweep_jobs
             + len(plan.open_fractions) + (plan.scaling_jobs if mixed else 0)
             + 2 * plan.scaling_jobs)
 
@@ -46,6 +49,9 @@ def run(plan, args, tmp: Path) -> dict:
         tokens = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=512)["input_ids"]]
         per_text = flops.text_flops(tokens, config) / len(texts)
         out.update(mean_tokens=sum(tokens) / len(tokens), gflop_per_text=per_text / 1e9)
+        if mixed:
+            mixed_tokens = [len(ids) for ids in tokenizer(mixed_texts, truncation=True, max_length=512)["input_ids"]]
+            out["mixed_gflop_per_text"] = flops.text_flops(mixed_tokens, config) / len(mixed_texts) / 1e9
         progress()
 
         progress.stage("precision paths side by side")
@@ -65,7 +71,7 @@ def run(plan, args, tmp: Path) -> dict:
         progress()
         if mixed:
             r = raw.run(model_dir, cache, args.precision, mixed_texts, args.workers, plan.raw_seconds)
-            out["raw_mixed"] = vars(r)
+            out["raw_mixed"] = {**vars(r), "mfu": r.tps * out["mixed_gflop_per_text"] * 1e9 / peak}
             progress()
 
         progress.stage("seed design")
@@ -119,6 +125,12 @@ def _inferq(plan, args, services, texts, mixed_texts, per_text, peak, out, progr
     out["rss"] = {"before_mb": rss_before, "after_mb": rss_after, "jobs": len(run.samples),
                   "growth": max(a / b - 1 for a, b in zip(rss_after, rss_before))}
 
+    progress.stage(f"inferq: bulk jobs of {BULK} texts")
+    bulk = [texts[i:i + BULK] for i in range(0, len(texts) - BULK + 1, BULK)]
+    run = loadgen.closed_loop(url, bulk, plan.saturation_clients, max(1, plan.sweep_jobs // BULK), "bulk", progress)
+    out["bulk"] = {"texts_per_job": BULK, "jobs": len(run.samples), "seconds": run.seconds,
+                   "tps": len(run.samples) * BULK / run.seconds, "p50_ms": run.percentile(50)}
+
     out["sweep"] = []
     for clients in plan.sweep:
         progress.stage(f"inferq: {clients} clients")
@@ -136,7 +148,7 @@ def _inferq(plan, args, services, texts, mixed_texts, per_text, peak, out, progr
     if mixed_texts:
         progress.stage("inferq: mixed workload")
         run = loadgen.closed_loop(url, mixed_texts, plan.saturation_clients, plan.scaling_jobs, "mixed", progress)
-        out["mixed"] = _run_summary(run, per_text, peak)
+        out["mixed"] = _run_summary(run, out["mixed_gflop_per_text"] * 1e9, peak)
 
     out["scaling"] = {args.workers: out["saturation"]["tps"]}
     for n in (1, plan.squeeze_workers):
