@@ -66,8 +66,9 @@ def one_job(session: requests.Session, base: str, text: str | list[str]) -> Samp
 
 
 def closed_loop(base: str, texts: list[str], clients: int, jobs: int, label: str,
-                progress: Callable[[int], None] = lambda n: None) -> Run:
-    """`clients` threads, each submitting its next job as soon as the last is done, until `jobs` are done."""
+                progress: Callable[[int], None] = lambda n: None, stop: threading.Event | None = None) -> Run:
+    """`clients` threads, each submitting its next job as soon as the last is done, until `jobs` are done
+    (or until `stop` is set)."""
     run, lock = Run(label), threading.Lock()
     counter = iter(range(jobs))
 
@@ -76,7 +77,7 @@ def closed_loop(base: str, texts: list[str], clients: int, jobs: int, label: str
             while True:
                 with lock:
                     i = next(counter, None)
-                if i is None:
+                if i is None or (stop is not None and stop.is_set()):
                     return
                 try:
                     sample = one_job(session, base, texts[i % len(texts)])

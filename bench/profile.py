@@ -64,15 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         services.start_workers(args.workers)
         jobs = 10_000_000
         stop = threading.Event()
-        driver = threading.Thread(target=lambda: loadgen.closed_loop(
-            services.url, texts, args.clients, jobs, "profile", lambda n: stop.is_set() and (_ for _ in ()).throw(SystemExit)),
-            daemon=True)
+        driver = threading.Thread(target=loadgen.closed_loop, daemon=True,
+                                  args=(services.url, texts, args.clients, jobs, "profile"), kwargs={"stop": stop})
         driver.start()
         spies = [record(services.api.pid, args.seconds, out / "api.txt", True),
                  record(services.workers[0].pid, args.seconds, out / "worker.txt", False)]
         for spy in spies:
             spy.wait()
         stop.set()
+        driver.join(timeout=60)
         for name in ("api.txt", "worker.txt"):
             print(summarize(out / name))
             print()
