@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import requests
@@ -54,9 +55,16 @@ def test_metrics_endpoint_counts_jobs_through_the_api(api_url, http):
                for i in range(3)]
     for job_id in job_ids:
         assert http.get(f"{api_url}/jobs/{job_id}?wait=30", timeout=40).json()["status"] == "succeeded"
-    response = http.get(api_url + "/metrics", timeout=10)
-    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain")
-    after = samples(response.text)
+    # A worker counts a job just after storing its result: allow the count a moment to catch up.
+    deadline = time.monotonic() + 10
+    while True:
+        response = http.get(api_url + "/metrics", timeout=10)
+        assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain")
+        after = samples(response.text)
+        done = after["inferq_jobs_completed_total"] - before["inferq_jobs_completed_total"]
+        if done >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     # gunicorn runs two processes: whichever answered, it reads the same counters from Redis.
     assert after["inferq_jobs_submitted_total"] - before["inferq_jobs_submitted_total"] == 3
     assert after["inferq_jobs_completed_total"] - before["inferq_jobs_completed_total"] >= 3
