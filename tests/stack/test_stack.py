@@ -171,3 +171,25 @@ def test_a_service_that_dies_takes_the_stack_down_with_nothing_left(tiny_model, 
     assert "api.1 stopped" in output
     time.sleep(0.5)
     assert alive(sorted(pids)) == [], "processes of the stack left running"
+
+
+def test_redis_url_points_the_stack_at_an_existing_redis(tiny_model, state_dir, tmp_path, redis_server):
+    env = {**stack_env(tiny_model, state_dir), "REDIS_URL": redis_server.url, "WORKERS": "1"}
+    log = tmp_path / "stack.log"
+    with open(log, "wb") as out:
+        stack = subprocess.Popen([str(BIN / "inferq-stack")], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        output = wait_for_line(stack, log, READY_LINE, 150)
+        commands = [" ".join(p.cmdline()) for p in psutil.Process(stack.pid).children(recursive=True)]
+        assert not any("redis-server" in c for c in commands), commands
+        assert "Redis: external (REDIS_URL)" in output and "(1/1)" in output
+        assert redis_server.password not in output
+        run = cli(env, "submit", "through an existing redis", "--wait", "30")
+        assert run.returncode == 0 and json.loads(run.stdout)["status"] == "succeeded", run.stderr
+    finally:
+        if stack.poll() is None:
+            stack.send_signal(signal.SIGINT)
+        code = stack.wait(timeout=60)
+    assert code == 0
+    assert redis_server.client().ping()  # the stack leaves a Redis it did not start running
