@@ -18,6 +18,9 @@ pytestmark = pytest.mark.slow
 RESTORE_SCAN = 1
 """Seconds between scans for unacknowledged jobs (celeryconfig: visibility timeout // 4, at least 1)."""
 
+SLACK = 4
+"""Seconds allowed on top for the restore itself and the rerun, on a busy shared machine."""
+
 
 def submit_many(base: str, texts: list[str], threads: int = 8) -> list[str]:
     """Submit texts through the API concurrently; return the ids of the accepted (202) jobs."""
@@ -91,12 +94,12 @@ def test_sigkill_worker_during_1000_jobs(stack):
     record("SIGKILL a worker during a 1000-job run", accepted=len(accepted), succeeded=succeeded,
            lost=len(lost), run_more_than_once=len(redelivered), stored_results=stored,
            killed_in_flight=len(killed["jobs"]), killed_job_recovered_s=recovery,
-           bound_s=VISIBILITY_TIMEOUT + RESTORE_SCAN + 2, run_s=elapsed)
+           bound_s=VISIBILITY_TIMEOUT + RESTORE_SCAN + SLACK, run_s=elapsed)
     assert len(accepted) == n
     assert lost == [], f"{len(lost)} accepted jobs never succeeded"
     assert stored == n
     assert set(killed["jobs"]) <= set(redelivered), "the killed worker's job was not run again"
-    assert recovery <= VISIBILITY_TIMEOUT + RESTORE_SCAN + 2
+    assert recovery <= VISIBILITY_TIMEOUT + RESTORE_SCAN + SLACK
     stack.ensure_workers()
 
 
