@@ -9,10 +9,33 @@ MAX_BATCH = 16
 """Texts per forward pass: past this, padding and attention cost more than batching saves on CPU."""
 
 
-def length_sorted_batches(lengths: Sequence[int], max_batch: int) -> list[list[int]]:
-    """Group indices into batches of similar length, so dynamic padding pads little."""
+MAX_PADDING = 0.25
+"""Padding a batch may add, as a share of its real tokens: past it, padding costs more than batching saves."""
+
+
+def length_sorted_batches(lengths: Sequence[int], max_batch: int,
+                          max_padding: float | None = None) -> list[list[int]]:
+    """Group indices into batches of similar length, so dynamic padding pads little.
+
+    With max_padding, a batch also closes before a text whose length would make
+    the batch's padded tokens exceed its real tokens by more than that share.
+    """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[i:i + max_batch] for i in range(0, len(order), max_batch)]
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    real = 0
+    for i in order:
+        # Sorted ascending: the new text is the longest, so it sets the padded width.
+        too_padded = max_padding is not None and batch and (
+            (len(batch) + 1) * lengths[i] > (1 + max_padding) * (real + lengths[i]))
+        if len(batch) == max_batch or too_padded:
+            batches.append(batch)
+            batch, real = [], 0
+        batch.append(i)
+        real += lengths[i]
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 def softmax(logits):
@@ -33,7 +56,7 @@ def classify(loaded: LoadedModel, texts: Sequence[str], max_batch: int = MAX_BAT
     # limit are truncated, not rejected.
     encoded = loaded.encode(list(texts))
     results: list[dict | None] = [None] * len(texts)
-    for batch in length_sorted_batches([len(ids) for ids in encoded], max_batch):
+    for batch in length_sorted_batches([len(ids) for ids in encoded], max_batch, MAX_PADDING):
         width = max(len(encoded[i]) for i in batch)
         input_ids = np.full((len(batch), width), loaded.pad_id, dtype=np.int64)
         attention_mask = np.zeros((len(batch), width), dtype=np.int64)

@@ -73,3 +73,15 @@ def test_a_lone_job_is_not_held_for_a_full_batch(client_app, redis_client, servi
     # Flushed by the wait bound with one job in it, not after 63 more arrived.
     assert result["worker"]["batch"] == 1
     assert len(result["results"]) == 1
+
+
+def test_batches_close_before_padding_gets_too_costly():
+    from tasks.inference import length_sorted_batches
+
+    lengths = [10, 11, 12, 40, 41, 9]
+    batches = length_sorted_batches(lengths, max_batch=16, max_padding=0.25)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert batches == [[5, 0, 1, 2], [3, 4]]  # the short ones together, the long ones together
+    for batch in batches:
+        real = sum(lengths[i] for i in batch)
+        assert len(batch) * max(lengths[i] for i in batch) <= 1.25 * real
