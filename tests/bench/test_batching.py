@@ -1,7 +1,7 @@
 """Micro-batching on a real worker: each job gets its own result, in order, and is acknowledged after it is stored."""
 from __future__ import annotations
 
-import time
+import json
 
 import pytest
 from celery import Celery
@@ -32,6 +32,15 @@ def _meta_key(job_id: str) -> str:
     return f"celery-task-meta-{job_id}"
 
 
+def _result(redis_client, job_id: str, timeout: float = 60) -> dict:
+    # Read the stored result straight from Redis: AsyncResult.get would leave a
+    # result subscription behind that outlives the session's Redis.
+    processes.wait_until(lambda: redis_client.exists(_meta_key(job_id)), timeout, f"result of {job_id}")
+    meta = json.loads(redis_client.get(_meta_key(job_id)))
+    assert meta["status"] == "SUCCESS", meta
+    return meta["result"]
+
+
 def test_waiting_jobs_run_in_batches_each_with_its_own_result(client_app, redis_server, redis_client,
                                                                service_env, tiny_model, tmp_path):
     jobs = [[SLEEP_PREFIX + "2"]] + [[f"job {i} " * (i + 1), "second text", "x " * (40 - i)] for i in range(1, 9)]
@@ -44,7 +53,7 @@ def test_waiting_jobs_run_in_batches_each_with_its_own_result(client_app, redis_
         # and no result is stored yet.
         processes.wait_until(lambda: redis_client.hlen("unacked") >= BATCH, 30, "batch taken")
         assert not any(redis_client.exists(_meta_key(r.id)) for r in sent)
-        got = [r.get(timeout=60) for r in sent]
+        got = [_result(redis_client, r.id) for r in sent]
         # Every message is acknowledged once its result is stored (celery-batches acks after the batch returns).
         processes.wait_until(lambda: redis_client.hlen("unacked") == 0 and redis_client.llen(QUEUE) == 0,
                              10, "all acknowledged")
@@ -67,7 +76,8 @@ def test_a_lone_job_is_not_held_for_a_full_batch(client_app, redis_client, servi
            "INFERQ_BATCH_WAIT_MS": "10"}
     [worker] = start_workers(env, ["lone"], redis_client, tmp_path)
     try:
-        result = client_app.send_task("inferq.classify", args=[["alone"]], queue=QUEUE + "-lone").get(timeout=30)
+        sent = client_app.send_task("inferq.classify", args=[["alone"]], queue=QUEUE + "-lone")
+        result = _result(redis_client, sent.id)
     finally:
         processes.stop(worker)
     # Flushed by the wait bound with one job in it, not after 63 more arrived.
