@@ -12,13 +12,12 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
 
-from celeryconfig import SETTINGS
+from celeryconfig import PRECISIONS, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--smoke", action="store_true", help="tiny model, a handful of jobs (for tests)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="W (default: cores)")
     parser.add_argument("--workload", choices=("short", "mixed"), default="short")
-    parser.add_argument("--precision", default=SETTINGS.precision, help="default: INFERQ_PRECISION")
+    parser.add_argument("--precision", default=SETTINGS.precision, choices=PRECISIONS,
+                        help="default: INFERQ_PRECISION")
     parser.add_argument("--batch-size", type=int, default=SETTINGS.batch_size,
                         help="INFERQ_BATCH_SIZE for inferq's workers")
     parser.add_argument("--model", help="INFERQ_MODEL for every path (default offline:base)")
