@@ -12,3 +12,8 @@ threads = SETTINGS.api_threads
 timeout = 60
 graceful_timeout = 10
 accesslog = "-"
+# gunicorn refuses longer request lines (414) and header fields (400) itself,
+# with an HTML page, before the API sees them: the only answers that are not
+# JSON. Kept at gunicorn's defaults, stated here because /openapi.json says so.
+limit_request_line = 4094
+limit_request_field_size = 8190

@@ -19,8 +19,14 @@ def _errors(*codes: int) -> dict:
         413: "body too large", 415: "unsupported media type", 429: "queue full: retry after `Retry-After` seconds",
         503: "Redis unreachable: retry shortly",
     }
-    return {str(c): {"description": descriptions[c], "content": {"application/json": {"schema": _ERROR}}}
-            for c in codes}
+    answers = {str(c): {"description": descriptions[c], "content": {"application/json": {"schema": _ERROR}}}
+               for c in codes}
+    # gunicorn answers these itself, in HTML, before the API runs (api/gunicorn_conf.py).
+    answers["400"]["content"]["text/html"] = {"schema": {"type": "string"}}
+    answers["400"]["description"] += "; a header field too long for gunicorn: its own HTML page"
+    answers["414"] = {"description": "request line too long (gunicorn's own HTML page, before the API)",
+                      "content": {"text/html": {"schema": {"type": "string"}}}}
+    return answers
 
 
 def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool) -> dict:

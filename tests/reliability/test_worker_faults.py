@@ -50,20 +50,20 @@ def test_sigkill_worker_during_1000_jobs(stack):
     stack.ensure_workers()
     n = 1000
     texts = [f"job {i}: the queue must not lose me" for i in range(n)]
-    # A few half-second jobs among them, so w1 is surely in the middle of one when killed
-    # (the tiny model's own jobs last milliseconds).
-    slow = range(200, 206)
+    # Jobs of 0.8 s spread over the whole run (the tiny model's own jobs last
+    # milliseconds), so whenever the killer looks, w1 soon holds one: waiting for
+    # a single cluster of them raced with the workers finishing it first.
+    slow = range(200, n, 50)
     for i in slow:
-        texts[i] = f"{SLEEP_PREFIX}0.5"
+        texts[i] = f"{SLEEP_PREFIX}0.8"
     accepted: list[str] = []
     killed = {}
 
     def killer():
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(accepted) < slow.stop:
-            time.sleep(0.01)
         while time.monotonic() < deadline:
-            in_flight = running_on(stack, [accepted[i] for i in slow], "w1")
+            seen = [accepted[i] for i in slow if i < len(accepted)]
+            in_flight = running_on(stack, seen, "w1")
             if in_flight:
                 killed["at"] = stack.kill_worker("w1")
                 killed["jobs"] = in_flight

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import math
+import os
 
 import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 from tests.figures import record
+
+# CI judges a submission on a fixed sample of inputs, so a verdict can be
+# reproduced; a developer's run draws new ones each time and explores further.
+IN_CI = os.environ.get("CI") == "true"
 
 CALLS = {"n": 0}
 
@@ -25,7 +30,7 @@ _texts = st.lists(st.text(min_size=1, max_size=3000).filter(lambda t: t.strip())
 
 
 @given(texts=_texts)
-@settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=150, deadline=None, database=None, derandomize=IN_CI, suppress_health_check=list(HealthCheck))
 def test_classify_any_text(loaded, texts):
     from tasks.inference import classify
 
