@@ -6,7 +6,7 @@ import socket
 
 import pytest
 import requests
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -28,7 +28,10 @@ def authenticate(browser) -> None:
 def wait_for(browser, condition, what: str, screenshot: str, timeout: float = 30):
     """Wait for condition; on timeout fail with what was expected, keeping the screenshot."""
     try:
-        return WebDriverWait(browser, timeout, poll_frequency=0.5).until(condition)
+        # Flower redraws its tables while we read them: a row found a moment ago
+        # can be gone (stale); that is "not yet", so look again.
+        return WebDriverWait(browser, timeout, poll_frequency=0.5,
+                             ignored_exceptions=[StaleElementReferenceException]).until(condition)
     except TimeoutException:
         browser.save_screenshot(str(ARTIFACTS / screenshot))
         pytest.fail(f"{what} not shown within {timeout}s; see {ARTIFACTS / screenshot}")
