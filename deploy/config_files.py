@@ -5,10 +5,25 @@ from deploy.credentials import Secrets
 from deploy.inventory import Host, Inventory
 
 
-def redis_url(inventory: Inventory, secrets: Secrets) -> str:
-    """The broker URL every service and worker uses: the orchestrator's private address, with the password."""
+WORKER_REDIS_USER = "inferq-worker"
+"""The Redis ACL user the workers log in as; the API and Flower use the default user."""
+
+WORKER_ACL = "~* &* +@all -@admin -flushall -flushdb -function -script|flush -script|kill"
+"""Every key, channel and data command a Celery worker needs; no administration
+(CONFIG, DEBUG, SHUTDOWN, ACL, MONITOR ... are @admin), no FLUSHALL/FLUSHDB, no
+server-side functions: a compromised worker host can read and write jobs but
+not reconfigure or wipe the orchestrator's Redis. Scripts (EVAL, EVALSHA,
+SCRIPT LOAD) stay allowed because kombu's Redis transport takes a redis-py
+Lock, which runs Lua (a worker without them stops with "no permissions to run
+the 'evalsha' command"); Redis checks every command a script calls against
+this same user, so a script cannot do what the user cannot."""
+
+
+def redis_url(inventory: Inventory, secrets: Secrets, worker: bool = False) -> str:
+    """The broker URL: the orchestrator's private address, as the default user or the workers' user."""
     orchestrator = inventory.orchestrator
-    return f"redis://:{secrets.redis_password}@{orchestrator.private_ip}:{inventory.redis_port}/0"
+    login = f"{WORKER_REDIS_USER}:{secrets.worker_redis_password}" if worker else f":{secrets.redis_password}"
+    return f"redis://{login}@{orchestrator.private_ip}:{inventory.redis_port}/0"
 
 
 def redis_conf(inventory: Inventory, host: Host, secrets: Secrets, data_dir: str) -> str:
@@ -19,6 +34,7 @@ def redis_conf(inventory: Inventory, host: Host, secrets: Secrets, data_dir: str
         f"port {inventory.redis_port}",
         "protected-mode yes",
         f"requirepass {secrets.redis_password}",
+        f"user {WORKER_REDIS_USER} on >{secrets.worker_redis_password} {WORKER_ACL}",
         "appendonly yes",
         "appendfsync everysec",
         'save ""',
@@ -53,9 +69,9 @@ def orchestrator_env(inventory: Inventory, secrets: Secrets) -> str:
 
 
 def worker_env(inventory: Inventory, secrets: Secrets) -> str:
-    """Environment of every worker (compose's env_file): the broker, one torch thread."""
+    """Environment of every worker (compose's env_file): the broker as the workers' user, one torch thread."""
     return env_file({
-        "REDIS_URL": redis_url(inventory, secrets),
+        "REDIS_URL": redis_url(inventory, secrets, worker=True),
         "INFERQ_TORCH_THREADS": "1",
         **inventory.env,
     })

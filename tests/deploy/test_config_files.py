@@ -1,6 +1,8 @@
 """What the deploy writes on hosts, rendered without SSH; and fab's one-line errors."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from deploy import config_files, credentials
@@ -26,10 +28,22 @@ def test_secrets_are_generated_once_and_never_shown(tmp_path):
 def test_workers_reach_redis_on_the_orchestrators_private_address(tmp_path):
     made = credentials.load_or_create(tmp_path, "c")
     env = config_files.worker_env(lab_inventory(), made)
-    assert f"REDIS_URL=redis://:{made.redis_password}@172.31.0.10:6379/0\n" in env
+    assert f"REDIS_URL=redis://inferq-worker:{made.worker_redis_password}@172.31.0.10:6379/0\n" in env
     assert "INFERQ_TORCH_THREADS=1\n" in env
     conf = config_files.redis_conf(lab_inventory(), lab_inventory().orchestrator, made, "/data")
     assert "bind 172.31.0.10 127.0.0.1\n" in conf and "maxmemory-policy noeviction\n" in conf
+    assert f"user inferq-worker on >{made.worker_redis_password} {config_files.WORKER_ACL}\n" in conf
+
+
+def test_secrets_from_before_the_worker_user_gain_one_and_keep_the_rest(tmp_path):
+    made = credentials.load_or_create(tmp_path, "c")
+    path = tmp_path / "c" / "cluster-secrets.json"
+    old = {k: v for k, v in json.loads(path.read_text()).items() if k != "worker_redis_password"}
+    path.write_text(json.dumps(old))
+    again = credentials.load_or_create(tmp_path, "c")
+    assert again.redis_password == made.redis_password and again.worker_redis_password
+    assert credentials.load_or_create(tmp_path, "c") == again
+    assert path.stat().st_mode & 0o777 == 0o600
     assert config_files.worker_names(lab_inventory()) == [
         "worker@worker-1-w1", "worker@worker-1-w2", "worker@worker-2-w1", "worker@worker-2-w2"]
 

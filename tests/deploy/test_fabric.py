@@ -109,6 +109,29 @@ def test_redis_is_configured_with_password_aof_private_bind_and_noeviction(clust
     assert refused.returncode != 0 and re.search(r"NOAUTH|AuthenticationError", refused.stderr), refused.stderr[-300:]
 
 
+def test_workers_redis_user_cannot_administer_or_wipe_redis(cluster):
+    # The workers' own login (from their env file) does the queue's work, and
+    # neither it nor a script it runs can reconfigure or wipe Redis. (DEBUG is
+    # refused twice over: the ACL's -@admin, and Redis's enable-debug-command no.)
+    worker_env = (cluster.tmp / "hosts" / "worker-1" / "worker.env").read_text()
+    url = re.search(r"^REDIS_URL=(\S+)$", worker_env, re.M).group(1)
+    probe = (
+        "import redis,sys\n"
+        "r = redis.Redis.from_url(sys.argv[1])\n"
+        "print('ping', r.ping(), r.lpush('acl-probe', 1), r.delete('acl-probe'))\n"
+        "for command in (('CONFIG', 'GET', 'dir'), ('FLUSHALL',), ('DEBUG', 'SLEEP', '0'),\n"
+        "                ('EVAL', \"return redis.call('FLUSHALL')\", '0')):\n"
+        "    try:\n"
+        "        r.execute_command(*command); print(command[0], 'ALLOWED')\n"
+        "    except redis.exceptions.ResponseError as e:\n"
+        "        refusals = ('no permissions', \"can't run this command\", 'command not allowed')\n"
+        "        print(command[0], 'refused' if any(r in str(e) for r in refusals) else type(e).__name__)\n"
+    )
+    out = cluster.in_admin(sys.executable, "-c", probe, url).stdout.split("\n")
+    assert out[0] == "ping True 1 1", out
+    assert out[1:5] == ["CONFIG refused", "FLUSHALL refused", "DEBUG refused", "EVAL refused"], out
+
+
 def test_env_files_and_secrets_are_readable_by_their_owner_only(cluster):
     files = [cluster.tmp / "hosts" / "orchestrator" / "etc" / "orchestrator.env",
              cluster.tmp / "hosts" / "orchestrator" / "etc" / "redis.conf",
@@ -118,7 +141,7 @@ def test_env_files_and_secrets_are_readable_by_their_owner_only(cluster):
         info = path.stat()
         assert stat.S_IMODE(info.st_mode) == 0o600 and info.st_uid == 0, path
     worker_env = (cluster.tmp / "hosts" / "worker-1" / "worker.env").read_text()
-    assert "REDIS_URL=redis://:" in worker_env and "@10.231.0.11:6379/0" in worker_env
+    assert "REDIS_URL=redis://inferq-worker:" in worker_env and "@10.231.0.11:6379/0" in worker_env
     assert "INFERQ_TORCH_THREADS=1" in worker_env
 
 
