@@ -266,6 +266,11 @@ broker_transport_options = {
     # passed; scan for such jobs often enough that the scan adds little to it.
     "unacked_restore_interval": max(1, min(10, SETTINGS.visibility_timeout // 4)),
     "unacked_restore_throttle": 1,
+    # The scan holds a lock in Redis for the milliseconds it takes. A lock left
+    # by a worker that died holding it (or restored with Redis's AOF after a
+    # crash) blocks every worker's scan until it expires: kombu's default of
+    # 300 s held jobs of a killed worker for minutes after a Redis restart.
+    "unacked_mutex_expire": max(1, min(60, SETTINGS.visibility_timeout // 2)),
 }
 result_backend_transport_options = {"visibility_timeout": SETTINGS.visibility_timeout}
 redis_socket_timeout = SETTINGS.redis_socket_timeout
