@@ -65,6 +65,20 @@ def one_job(session: requests.Session, base: str, text: str | list[str]) -> Samp
     return Sample(submitted, done, job["timings"]["inference_ms"], job["worker"]["hostname"])
 
 
+def record_job(run: Run, lock: threading.Lock, session: requests.Session, base: str, text: str,
+               progress: Callable[[int], None]) -> None:
+    """Run one job and add its sample to run (or count it as an error), under lock."""
+    try:
+        sample = one_job(session, base, text)
+    except Exception:
+        with lock:
+            run.errors += 1
+        return
+    with lock:
+        run.samples.append(sample)
+    progress(1)
+
+
 def closed_loop(base: str, texts: list[str], clients: int, jobs: int, label: str,
                 progress: Callable[[int], None] = lambda n: None, stop: threading.Event | None = None) -> Run:
     """`clients` threads, each submitting its next job as soon as the last is done, until `jobs` are done
@@ -79,15 +93,7 @@ def closed_loop(base: str, texts: list[str], clients: int, jobs: int, label: str
                     i = next(counter, None)
                 if i is None or (stop is not None and stop.is_set()):
                     return
-                try:
-                    sample = one_job(session, base, texts[i % len(texts)])
-                except Exception:
-                    with lock:
-                        run.errors += 1
-                    continue
-                with lock:
-                    run.samples.append(sample)
-                progress(1)
+                record_job(run, lock, session, base, texts[i % len(texts)], progress)
 
     start = time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(clients)]
@@ -109,15 +115,7 @@ def open_loop(base: str, texts: list[str], rate: float, seconds: float, label: s
     def job(i):
         if not hasattr(local, "session"):
             local.session = requests.Session()
-        try:
-            sample = one_job(local.session, base, texts[i % len(texts)])
-        except Exception:
-            with lock:
-                run.errors += 1
-            return
-        with lock:
-            run.samples.append(sample)
-        progress(1)
+        record_job(run, lock, local.session, base, texts[i % len(texts)], progress)
 
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=64) as pool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import shlex
+from typing import Callable
 
 from fabric import Connection
 
@@ -19,12 +20,17 @@ def put_if_changed(c: Connection, content: str | bytes, path: str, mode: str = "
                 warn=True).stdout.split()
     if have == [digest, mode.lstrip("0") or "0", owner]:
         return False
-    # Upload into a fresh mode-700 directory, so a secret is never readable by
-    # others, not even for the moment before install sets its mode.
+    upload_then(c, data, lambda upload: f"install -D -m {mode} -o {owner} {upload} {quoted}")
+    return True
+
+
+def upload_then(c: Connection, data: bytes, command: Callable[[str], str]) -> None:
+    """Upload data to a private temporary file, run command(its path) as root, then remove it."""
+    # A fresh mode-700 directory (mktemp -d), so a secret is never readable by
+    # others, not even for the moment before the command sets its mode.
     tmpdir = c.run("mktemp -d", hide=True).stdout.strip()
     try:
         c.put(io.BytesIO(data), f"{tmpdir}/upload")
-        root(c, f"install -D -m {mode} -o {owner} {tmpdir}/upload {quoted}")
+        root(c, command(f"{tmpdir}/upload"))
     finally:
         c.run(f"rm -rf {tmpdir}", hide=True, warn=True)
-    return True

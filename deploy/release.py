@@ -10,6 +10,7 @@ from pathlib import Path
 from fabric import Connection
 
 from deploy.connections import root
+from deploy.files import upload_then
 
 PYTORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 """Where pip finds torch 2.13.0's CPU build (constraints.txt pins torch==2.13.0+cpu)."""
@@ -38,12 +39,7 @@ def install(c: Connection, remote_dir: str, version: str, data: bytes, with_venv
     target = f"{remote_dir}/releases/{version}"
     if root(c, f"test -f {target}/.installed", warn=True).ok:
         return False
-    tmpdir = c.run("mktemp -d", hide=True).stdout.strip()
-    try:
-        c.put(io.BytesIO(data), f"{tmpdir}/release.tar.gz")
-        root(c, f"mkdir -p {target} && tar -xzf {tmpdir}/release.tar.gz -C {target}")
-    finally:
-        c.run(f"rm -rf {tmpdir}", hide=True, warn=True)
+    upload_then(c, data, lambda upload: f"mkdir -p {target} && tar -xzf {upload} -C {target}")
     if with_venv:
         root(c, f"test -x {remote_dir}/venv/bin/python || python3 -m venv {remote_dir}/venv")
         root(c, f"{remote_dir}/venv/bin/pip install --quiet --extra-index-url {PYTORCH_CPU_INDEX} "
