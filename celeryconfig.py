@@ -271,6 +271,9 @@ broker_transport_options = {
     # crash) blocks every worker's scan until it expires: kombu's default of
     # 300 s held jobs of a killed worker for minutes after a Redis restart.
     "unacked_mutex_expire": max(1, min(60, SETTINGS.visibility_timeout // 2)),
+    # An acknowledgement that cannot reach Redis is retried this long, then left
+    # to the visibility timeout; the worker goes on either way (tasks/redis_transport.py).
+    "ack_retry_seconds": min(5.0, SETTINGS.visibility_timeout / 2),
 }
 result_backend_transport_options = {"visibility_timeout": SETTINGS.visibility_timeout}
 redis_socket_timeout = SETTINGS.redis_socket_timeout

@@ -129,6 +129,31 @@ class Stack:
         raw = self.client.mget([f"inferq:deliveries:{j}" for j in job_ids]) if job_ids else []
         return {j: int(r or 0) for j, r in zip(job_ids, raw)}
 
+    def consuming_workers(self, timeout: float = 45) -> tuple[set[str], float]:
+        """Which workers take jobs, and how soon all of them did (seconds; inf if not all).
+
+        Two sleeping jobs per worker at a time: with prefetch 1 each free worker takes
+        one, so a worker that fetches nothing is missing. Rounds repeat until every
+        worker has taken a job or timeout passes: after an outage a worker may still
+        be in Celery's reconnect back-off (kombu waits 2, 4, 6 ... up to 30 s between
+        attempts), which ends by itself; a worker that never fetches again does not.
+        """
+        from tasks.faults import SLEEP_PREFIX
+
+        started = time.monotonic()
+        seen: set[str] = set()
+        with requests.Session() as http:
+            while time.monotonic() < started + timeout:
+                ids = [submit(http, self.api, f"{SLEEP_PREFIX}0.3").json()["job_id"]
+                       for _ in range(2 * len(self.workers))]
+                self.wait_done(ids, timeout=max(1.0, started + timeout - time.monotonic()))
+                for meta in map(self.meta, ids):
+                    if meta and meta["status"] == "SUCCESS":
+                        seen.add(meta["result"]["worker"]["hostname"].split("@")[0])
+                if seen >= set(self.workers):
+                    return seen, time.monotonic() - started
+        return seen, float("inf")
+
     def stop(self) -> None:
         """Stop everything the stack started."""
         for process in [*self.apis, *self.workers.values()]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import time
 
@@ -118,8 +119,50 @@ def test_redis_down_answers_503_fast_and_recovers(stack, failure):
             time.sleep(0.1)
     statuses = sorted({s for _, s, _ in probes})
     slowest = max(s for _, _, s in probes)
+    consuming, all_back_s = stack.consuming_workers()
     record(f"Redis {failure}", statuses=statuses, slowest_answer_s=slowest,
-           requests=len(probes), job_succeeded_after_redis_back_s=recovered)
+           requests=len(probes), job_succeeded_after_redis_back_s=recovered,
+           workers_consuming_after=sorted(consuming), every_worker_consuming_after_s=all_back_s)
     assert statuses == [503], probes
     assert slowest < UNAVAILABLE_BOUND, probes
     assert recovered is not None, "no job succeeded within 30 s of Redis coming back"
+    assert consuming == set(stack.workers), "a worker stopped taking jobs after Redis came back"
+
+
+FREEZE_ROUNDS = 6
+
+
+def test_every_worker_consumes_after_redis_freezes_under_load(stack):
+    """Redis frozen again and again while workers are busy: none may stop fetching.
+
+    A worker whose acknowledgement hits the freeze used to keep its prefetch slot
+    for ever and never take another job (tasks/redis_transport.py); which worker
+    and which round is chance, so the test freezes several times under load.
+    """
+    stack.ensure_workers()
+    rng = random.Random(6)
+    freezes = [round(rng.uniform(1.0, 4.0), 1) for _ in range(FREEZE_ROUNDS)]
+    outcomes, consuming_after, all_back_s = [], [], []
+    for seconds in freezes:
+        # Load through the freeze (so acknowledgements meet it), stopped before the
+        # check so the check's jobs do not queue behind a growing backlog.
+        load = Load(stack.api, threads=4, text="freeze").start()
+        try:
+            time.sleep(1.0)
+            os.kill(stack.redis.process.pid, signal.SIGSTOP)
+            time.sleep(seconds)
+        finally:
+            os.kill(stack.redis.process.pid, signal.SIGCONT)
+            outcomes += load.stop()
+        consuming, seconds_to_all = stack.consuming_workers()
+        consuming_after.append(sorted(consuming))
+        all_back_s.append(round(seconds_to_all, 1))
+    ids = [o.job_id for o in outcomes if o.status == 202]
+    states = stack.wait_done(ids, timeout=VISIBILITY_TIMEOUT + 30)
+    lost = sum(s != "SUCCESS" for s in states.values())
+    record("Redis frozen repeatedly under load", rounds=FREEZE_ROUNDS, freezes_s=freezes,
+           workers_consuming_after_each=consuming_after, every_worker_consuming_after_s=all_back_s,
+           accepted=len(ids), lost=lost,
+           run_more_than_once=sum(d > 1 for d in stack.deliveries(ids).values()))
+    assert all(c == sorted(stack.workers) for c in consuming_after), consuming_after
+    assert lost == 0

@@ -1,0 +1,96 @@
+"""kombu's Redis transport, with acknowledgements that cannot wedge a worker.
+
+kombu's Redis QoS acknowledges a message in two steps: it removes the message
+from its unacknowledged index in Redis, then frees the worker's prefetch slot.
+When the Redis write fails (Redis frozen or restarting, the network cut at
+that moment) the exception skips the second step. Celery logs "Couldn't ack"
+and carries on, but with prefetch 1 the worker now believes it holds a message
+for ever and never fetches another, while its heartbeat and its Celery ping
+still answer: a worker that looks healthy and does nothing. Our fault tests
+hit it (Redis stopped with SIGSTOP under load, CI of 2026-11-27) and others
+report it upstream (celery/celery#8030, #10205; packit-service#2697).
+
+Here the Redis write is retried for a short, bounded time, and the prefetch
+slot is freed whatever happens. A message whose acknowledgement never reached
+Redis stays in the unacknowledged index, so Redis gives it back after the
+visibility timeout and it runs again: at-least-once still holds, and the rerun
+stores its result under the same job id. Rejections (a job given back to the
+queue) get the same treatment.
+
+``register()`` points kombu's ``redis`` scheme at this transport, so broker
+URLs stay ``redis://`` and Flower still recognises the broker.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+from kombu import transport as kombu_transports
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+
+log = logging.getLogger(__name__)
+
+RETRY_PAUSE_SECONDS = 0.2
+"""Pause between attempts to reach Redis while acknowledging."""
+
+_REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+class QoS(kombu_redis.QoS):
+    """Redis ack emulation whose ack and reject always free the prefetch slot."""
+
+    def ack(self, delivery_tag):
+        try:
+            self._with_retry("acknowledge", delivery_tag,
+                             lambda: self._remove_from_indices(delivery_tag).execute())
+        finally:
+            virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag, requeue=False):
+        try:
+            if requeue:
+                self._with_retry("give back", delivery_tag,
+                                 lambda: self.restore_by_tag(delivery_tag, leftmost=True))
+            else:
+                self._with_retry("reject", delivery_tag,
+                                 lambda: self._remove_from_indices(delivery_tag).execute())
+        finally:
+            virtual.QoS.ack(self, delivery_tag)
+
+    def _with_retry(self, action: str, delivery_tag, write) -> None:
+        """Run a Redis write, retrying while Redis is unreachable, for at most ack_retry_seconds."""
+        deadline = time.monotonic() + self.channel.ack_retry_seconds
+        while True:
+            try:
+                write()
+                return
+            except _REDIS_DOWN as exc:
+                if time.monotonic() + RETRY_PAUSE_SECONDS >= deadline:
+                    log.warning(
+                        "could not %s message %s (%s: Redis unreachable for %.1fs); it stays "
+                        "unacknowledged in Redis and is given back after the visibility timeout",
+                        action, delivery_tag, type(exc).__name__, self.channel.ack_retry_seconds)
+                    return
+                time.sleep(RETRY_PAUSE_SECONDS)
+
+
+class Channel(kombu_redis.Channel):
+    QoS = QoS
+
+    #: Seconds an acknowledgement keeps trying to reach Redis before leaving the
+    #: message to the visibility timeout (transport option ``ack_retry_seconds``).
+    ack_retry_seconds = 5.0
+
+    from_transport_options = kombu_redis.Channel.from_transport_options + ("ack_retry_seconds",)
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
+
+
+def register() -> None:
+    """Make ``redis://`` (and ``rediss://``) broker URLs use this transport, in this process."""
+    for scheme in ("redis", "rediss"):
+        kombu_transports.TRANSPORT_ALIASES[scheme] = f"{__name__}:Transport"
