@@ -1,6 +1,7 @@
 """A release: the project's files packed into one tarball, named by its content hash (AWS hosts only)."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import subprocess
@@ -21,7 +22,10 @@ def package(repo: Path) -> tuple[str, bytes]:
     names = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=repo,
                            check=True, capture_output=True).stdout.decode().split("\0")
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
+    # gzip's header carries a timestamp (tarfile's "w:gz" writes the current
+    # second): fix it too, or a package made a second later is a new version.
+    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=6, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tar:
         for name in sorted(n for n in names if n and (repo / n).is_file()):
             # Fixed owner and times: the same files give the same bytes, hence the same version.
             info = tar.gettarinfo(str(repo / name), arcname=name)
