@@ -292,4 +292,7 @@ broker_connection_timeout = SETTINGS.redis_socket_timeout
 task_publish_retry_policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 worker_hijack_root_logger = False
 worker_send_task_events = True
-task_send_sent_event = True
+# Flower learns of a job from the worker's task-received event onwards. A
+# task-sent event from the API would cost each submit another publish, for a
+# state ("queued") that GET /jobs/<id> and the queue-depth metric already show.
+task_send_sent_event = False

@@ -35,7 +35,7 @@ def _redis_down() -> ApiError:
 
 
 def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = None) -> tuple[str, bool]:
-    """Record the job, then queue it; if queueing fails, drop the record.
+    """Record the job, then queue it; if it is refused or queueing fails, drop the record.
 
     Returns (job_id, created): with an Idempotency-Key seen before, the earlier
     job and False. Past the queue cap, 429 (admission control).
@@ -48,20 +48,25 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
             existing = idempotency.lookup(store.redis, idem_key, owner, body)
             if existing:
                 return existing, False
-        admission.admit(store.redis, config["INFERQ_QUEUE"], config["INFERQ_MAX_QUEUE_DEPTH"],
-                        config["INFERQ_RETRY_AFTER"])
         job_id = uuid.uuid4().hex
-        if idem_key:
-            winner = idempotency.claim(store.redis, idem_key, owner, body, job_id, store.ttl)
-            if winner != job_id:
-                return winner, False
-        store.create(job_id, len(texts), owner)
+        # Record first (one round trip with the queue-depth check): a worker may
+        # finish the job before this request returns, and a poll must find it.
+        depth = store.create(job_id, len(texts), owner, config["INFERQ_QUEUE"])
         try:
-            classify_job.apply_async(args=[texts], task_id=job_id)
-        except Exception:
-            store.forget(job_id)
+            admission.admit(depth, config["INFERQ_MAX_QUEUE_DEPTH"], config["INFERQ_RETRY_AFTER"])
             if idem_key:
-                idempotency.release(store.redis, idem_key, owner)
+                winner = idempotency.claim(store.redis, idem_key, owner, body, job_id, store.ttl)
+                if winner != job_id:
+                    store.forget(job_id)
+                    return winner, False
+            try:
+                classify_job.apply_async(args=[texts], task_id=job_id)
+            except Exception:
+                if idem_key:
+                    idempotency.release(store.redis, idem_key, owner)
+                raise
+        except BaseException:
+            store.forget(job_id)
             raise
     except UNAVAILABLE:
         current_app.logger.warning("cannot reach Redis to enqueue a job")
@@ -149,12 +154,12 @@ def get_job(job_id: str):
         raise ApiError(404, "job_not_found", f"no job {job_id!r}: job ids are 32 hex characters")
     store = _store()
     try:
-        record = store.record(job_id)
+        record, meta = store.record_and_meta(job_id)
         if record is not None and not auth.may_read(record, owner):
             record = None  # another key's job: answer as if it did not exist
         if record is None:
             raise ApiError(404, "job_not_found", f"no job {job_id}: never issued, or its result expired")
-        meta = store.wait(job_id, wait)
+        meta = store.wait(job_id, wait, meta)
     except UNAVAILABLE:
         raise _redis_down() from None
     return jsonify(describe(job_id, record, meta))

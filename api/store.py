@@ -14,6 +14,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from api.results import POLL_SECONDS, ResultListener
+from tasks import metrics
+
 JOB_KEY = "inferq:job:{}"
 """Per job: when it was queued and how many texts it has; expires with its result."""
 
@@ -44,52 +47,80 @@ class JobStore:
             # answer 503 within 2 s when Redis is away, so fail on the first error.
             retry=Retry(NoBackoff(), 0),
         )
+        self.listener = ResultListener(celery_app.conf.result_backend,
+                                       celery_app.backend.task_keyprefix, socket_timeout)
 
-    def create(self, job_id: str, n_texts: int, owner: str | None = None) -> dict:
-        """Record a job the API is about to enqueue (owner: its API key's fingerprint)."""
+    def create(self, job_id: str, n_texts: int, owner: str | None, queue: str) -> int:
+        """Record a job the API is about to enqueue and count it submitted; return the queue depth.
+
+        One round trip: the queue length (admission control), the record (owner:
+        its API key's fingerprint) and the submitted counter go in one pipeline.
+        A caller that then refuses or fails to enqueue the job calls forget().
+        """
         record = {"queued_at": time.time(), "texts": n_texts}
         if owner is not None:
             record["owner"] = owner
-        self.redis.set(JOB_KEY.format(job_id), json.dumps(record), ex=self.ttl)
-        return record
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.llen(queue)
+        pipe.set(JOB_KEY.format(job_id), json.dumps(record), ex=self.ttl)
+        metrics.record_submitted(pipe)
+        depth, _, _ = pipe.execute()
+        return int(depth)
 
     def forget(self, job_id: str) -> None:
-        """Drop the record of a job that could not be enqueued."""
-        self.redis.delete(JOB_KEY.format(job_id))
+        """Drop the record (and the count) of a job that was not enqueued after all."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(JOB_KEY.format(job_id))
+        metrics.record_submitted(pipe, -1)
+        pipe.execute()
 
     def record(self, job_id: str) -> dict | None:
         """The API's record of a job, or None if it never issued the id or it expired."""
         raw = self.redis.get(JOB_KEY.format(job_id))
         return json.loads(raw) if raw else None
 
+    def record_and_meta(self, job_id: str) -> tuple[dict | None, dict[str, Any]]:
+        """The record and Celery's state of a job, in one round trip."""
+        raw_record, raw_meta = self.redis.mget(JOB_KEY.format(job_id), self._meta_key(job_id))
+        return (json.loads(raw_record) if raw_record else None), self._decode(raw_meta)
+
     def meta(self, job_id: str) -> dict[str, Any]:
         """Celery's stored state of the job (PENDING when it has none yet)."""
         # Read through our own client rather than backend.get_task_meta: the
         # backend retries while Redis is away (result_backend_always_retry, which
         # workers need), and a poll must fail within the 503 bound instead.
-        backend = self.celery_app.backend
-        raw = self.redis.get(backend.get_key_for_task(job_id))
+        return self._decode(self.redis.get(self._meta_key(job_id)))
+
+    def _meta_key(self, job_id: str) -> str:
+        return self.celery_app.backend.get_key_for_task(job_id)
+
+    def _decode(self, raw) -> dict[str, Any]:
         if raw is None:
             return {"status": "PENDING", "result": None}
-        return backend.decode_result(raw)
+        return self.celery_app.backend.decode_result(raw)
 
-    def wait(self, job_id: str, seconds: float) -> dict[str, Any]:
-        """Return the job's meta once it is finished, or when seconds pass."""
-        meta = self.meta(job_id)
+    def wait(self, job_id: str, seconds: float, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Return the job's meta once it is finished, or when seconds pass.
+
+        meta: the state the caller has just read, if any (saves a read).
+        """
+        if meta is None:
+            meta = self.meta(job_id)
         if seconds <= 0 or STATUS_OF_STATE.get(meta["status"]) in TERMINAL:
             return meta
-        # Celery's Redis backend publishes each state on the key's own channel.
-        # Subscribe first, then read again, so a result stored in between is not missed.
-        channel = self.celery_app.backend.get_key_for_task(job_id)
         deadline = time.monotonic() + seconds
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        try:
-            pubsub.subscribe(channel)
-            while True:
-                meta = self.meta(job_id)
+        # Watch first, then read again: a result stored in between is not missed.
+        with self.listener.watch(job_id) as watch:
+            meta = self.meta(job_id)
+            while STATUS_OF_STATE.get(meta["status"]) not in TERMINAL:
                 remaining = deadline - time.monotonic()
-                if STATUS_OF_STATE.get(meta["status"]) in TERMINAL or remaining <= 0:
-                    return meta
-                pubsub.get_message(timeout=remaining)
-        finally:
-            pubsub.close()
+                if remaining <= 0:
+                    break
+                # With the listener down, re-read now and then instead of trusting messages.
+                timeout = remaining if self.listener.connected.is_set() else min(remaining, POLL_SECONDS)
+                woken, payload = watch.next(timeout)
+                if payload is not None:
+                    meta = self._decode(payload)
+                elif woken or not self.listener.connected.is_set():
+                    meta = self.meta(job_id)
+        return meta

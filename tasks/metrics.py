@@ -1,7 +1,8 @@
 """Job counters and the end-to-end latency histogram, kept in Redis; the API's /metrics reads them.
 
-Connected to Celery's signals: after_task_publish in the process that queues a
-job (the API), task_success and task_failure in the worker that ran it.
+The API counts a job submitted in the same pipelined round trip that records
+it (api/store.py); the workers count finished jobs on Celery's task_success
+and task_failure signals.
 
 Decision: the counts live in Redis, not in prometheus_client's per-process
 registries. Jobs are submitted in any of gunicorn's worker processes and
@@ -45,9 +46,9 @@ def bucket_of(seconds: float) -> str:
     return "+Inf" if index == len(BUCKETS) else repr(BUCKETS[index])
 
 
-def record_submitted(client: redis.Redis) -> None:
-    """Count one job the API accepted."""
-    client.incr(SUBMITTED_KEY)
+def record_submitted(client: redis.Redis, n: int = 1) -> None:
+    """Count n jobs the API accepted (a client or a pipeline; -1 takes one back)."""
+    client.incrby(SUBMITTED_KEY, n)
 
 
 def record_finished(client: redis.Redis, job_id: str, succeeded: bool, finished_at: float | None = None) -> None:
@@ -109,18 +110,6 @@ def _finished(sender, succeeded: bool, result=None) -> None:
         record_finished(_own_client(), sender.request.id, succeeded)
     except redis.RedisError as exc:
         # A metric must never fail a job whose result is already stored.
-        log.warning("could not record job metrics: %s", exc)
-
-
-@signals.after_task_publish.connect
-def _on_publish(sender=None, **_):
-    # Fires in the process that queued the job (the API), once the message is in
-    # Redis: a job that could not be queued, or an idempotent replay, is not counted.
-    if sender != CLASSIFY_TASK:
-        return
-    try:
-        record_submitted(_own_client())
-    except redis.RedisError as exc:
         log.warning("could not record job metrics: %s", exc)
 
 
