@@ -254,7 +254,11 @@ task_reject_on_worker_lost = True
 # With micro-batching a worker must hold up to INFERQ_BATCH_SIZE unacknowledged
 # messages to batch them; without it (the default), one.
 worker_prefetch_multiplier = SETTINGS.batch_size
-task_track_started = True
+# No STARTED state: it cost every job a read and a write of its result key and
+# one more wake-up of its long-polls. The worker records who started a job in
+# the same round trip as its delivery count (tasks/deliveries.py), and the API
+# answers "running" from that; Flower still sees task-started events.
+task_track_started = False
 result_expires = SETTINGS.result_ttl_seconds
 task_time_limit = SETTINGS.hard_time_limit
 task_soft_time_limit = SETTINGS.soft_time_limit

@@ -16,6 +16,7 @@ from redis.retry import Retry
 
 from api.results import POLL_SECONDS, ResultListener
 from tasks import metrics
+from tasks.deliveries import RUNNING_KEY
 
 JOB_KEY = "inferq:job:{}"
 """Per job: when it was queued and how many texts it has; expires with its result."""
@@ -80,19 +81,29 @@ class JobStore:
         return json.loads(raw) if raw else None
 
     def record_and_meta(self, job_id: str) -> tuple[dict | None, dict[str, Any]]:
-        """The record and Celery's state of a job, in one round trip."""
-        raw_record, raw_meta = self.redis.mget(JOB_KEY.format(job_id), self._meta_key(job_id))
-        return (json.loads(raw_record) if raw_record else None), self._decode(raw_meta)
+        """The record and the state of a job, in one round trip."""
+        raw_record, raw_meta, running_on = self.redis.mget(
+            JOB_KEY.format(job_id), self._meta_key(job_id), RUNNING_KEY.format(job_id))
+        return (json.loads(raw_record) if raw_record else None), self._state(raw_meta, running_on)
 
     def meta(self, job_id: str) -> dict[str, Any]:
-        """Celery's stored state of the job (PENDING when it has none yet)."""
+        """The job's state: Celery's stored result, else STARTED if a worker took it, else PENDING."""
         # Read through our own client rather than backend.get_task_meta: the
         # backend retries while Redis is away (result_backend_always_retry, which
         # workers need), and a poll must fail within the 503 bound instead.
-        return self._decode(self.redis.get(self._meta_key(job_id)))
+        return self._state(*self.redis.mget(self._meta_key(job_id), RUNNING_KEY.format(job_id)))
 
     def _meta_key(self, job_id: str) -> str:
         return self.celery_app.backend.get_key_for_task(job_id)
+
+    def _state(self, raw_meta, running_on=None) -> dict[str, Any]:
+        if raw_meta is not None:
+            return self._decode(raw_meta)
+        if running_on is not None:
+            # No result yet, but a worker started it (tasks/deliveries.py). A job
+            # whose worker died stays "running" until another worker finishes it.
+            return {"status": "STARTED", "result": {"hostname": running_on.decode()}}
+        return {"status": "PENDING", "result": None}
 
     def _decode(self, raw) -> dict[str, Any]:
         if raw is None:

@@ -21,6 +21,13 @@ log = logging.getLogger(__name__)
 DELIVERIES_KEY = "inferq:deliveries:{}"
 """Per job: how many times a worker has started it; expires with the job's result."""
 
+RUNNING_KEY = "inferq:running:{}"
+"""Per job: the worker that started it last (the API's "running" status); expires with the job's result.
+
+Written in the same round trip as the delivery count. It replaces Celery's
+STARTED state (task_track_started), which cost every job a read and a write
+of the result key and woke every long-poll once more (celeryconfig.py)."""
+
 
 class PoisonJob(Exception):
     """A job was started too many times without finishing: it is failed, not retried."""
@@ -40,22 +47,23 @@ def _redis() -> redis.Redis:
     return _client
 
 
-def count(job_id: str) -> int:
-    """Record one more delivery of job_id and return how many there have been."""
+def count(job_id: str, worker: str) -> int:
+    """Record one more delivery of job_id, on worker, and return how many there have been."""
     key = DELIVERIES_KEY.format(job_id)
     with _redis().pipeline() as pipe:
         pipe.incr(key)
         pipe.expire(key, SETTINGS.result_ttl_seconds)
-        deliveries, _ = pipe.execute()
+        pipe.set(RUNNING_KEY.format(job_id), worker, ex=SETTINGS.result_ttl_seconds)
+        deliveries, _, _ = pipe.execute()
     return int(deliveries)
 
 
-def admit(job_id: str | None) -> int:
+def admit(job_id: str | None, worker: str) -> int:
     """Count this delivery; raise PoisonJob if the job has used up its deliveries."""
     if not job_id:  # called eagerly, outside a worker: nothing to guard
         return 0
     try:
-        deliveries = count(job_id)
+        deliveries = count(job_id, worker)
     except redis.RedisError as exc:
         # Redis is away: that says nothing about the job. Give it back to the
         # queue instead of failing it (a failure would be acknowledged, and its

@@ -12,7 +12,7 @@ CLASSIFY_TASK = "inferq.classify"
 
 def admit(job_id: str | None, texts: list[str]) -> None:
     """Checks every job passes before inference, alone or in a batch."""
-    deliveries.admit(job_id)  # poison-job guard (issue 6)
+    deliveries.admit(job_id, worker.hostname())  # poison-job guard (issue 6), and "running"
     faults.inject(texts)  # test-only, off unless INFERQ_TEST_FAULTS=1
 
 

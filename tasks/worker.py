@@ -53,6 +53,11 @@ def current_model() -> LoadedModel:
     return _state["model"] or load_model()
 
 
+def hostname() -> str:
+    """This worker's Celery hostname (name@host) once it is ready, else the machine's."""
+    return _state["hostname"]
+
+
 def identity() -> dict:
     """Who ran a job: the worker, its process and how often it loaded the model."""
     _state["jobs"] += 1

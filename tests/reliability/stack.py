@@ -103,6 +103,11 @@ class Stack:
         raw = self.client.get(META_KEY.format(job_id))
         return json.loads(raw) if raw else None
 
+    def holder(self, job_id: str) -> str | None:
+        """The worker (name, without @host) that started the job last, if any (tasks/deliveries.py)."""
+        raw = self.client.get(f"inferq:running:{job_id}")
+        return raw.decode().split("@")[0] if raw else None
+
     def statuses(self, job_ids) -> dict[str, str]:
         """Each job's Celery state (PENDING when nothing is stored), read in one round trip."""
         job_ids = list(job_ids)
