@@ -26,8 +26,17 @@ def redis_url(inventory: Inventory, secrets: Secrets, worker: bool = False) -> s
     return f"redis://{login}@{orchestrator.private_ip}:{inventory.redis_port}/0"
 
 
-def redis_conf(inventory: Inventory, host: Host, secrets: Secrets, data_dir: str) -> str:
-    """redis.conf for the orchestrator: private address, password, AOF, never evicting queued jobs."""
+def redis_conf(inventory: Inventory, host: Host, secrets: Secrets, data_dir: str,
+               appendfsync: str | None = None) -> str:
+    """redis.conf for the orchestrator: private address, password, AOF, never evicting queued jobs.
+
+    appendfsync: the AOF fsync policy; by default INFERQ_REDIS_APPENDFSYNC where
+    fab runs (README "Guarantees" for the trade-off), as for the local stack.
+    """
+    if appendfsync is None:
+        from celeryconfig import SETTINGS
+
+        appendfsync = SETTINGS.redis_appendfsync
     return "\n".join([
         # The private address for the workers, loopback for the API and for an admin on the host.
         f"bind {host.private_ip} 127.0.0.1",
@@ -36,7 +45,7 @@ def redis_conf(inventory: Inventory, host: Host, secrets: Secrets, data_dir: str
         f"requirepass {secrets.redis_password}",
         f"user {WORKER_REDIS_USER} on >{secrets.worker_redis_password} {WORKER_ACL}",
         "appendonly yes",
-        "appendfsync everysec",
+        f"appendfsync {appendfsync}",
         'save ""',
         # A full Redis must refuse new jobs, never drop queued ones.
         "maxmemory-policy noeviction",

@@ -34,6 +34,9 @@ def test_workers_reach_redis_on_the_orchestrators_private_address(tmp_path):
     conf = config_files.redis_conf(lab_inventory(), lab_inventory().orchestrator, made, "/data")
     assert "bind 172.31.0.10 127.0.0.1\n" in conf and "maxmemory-policy noeviction\n" in conf
     assert f"user inferq-worker on >{made.worker_redis_password} {config_files.WORKER_ACL}\n" in conf
+    assert "appendfsync everysec\n" in conf  # the default of INFERQ_REDIS_APPENDFSYNC
+    always = config_files.redis_conf(lab_inventory(), lab_inventory().orchestrator, made, "/data", "always")
+    assert "appendfsync always\n" in always
 
 
 def test_secrets_from_before_the_worker_user_gain_one_and_keep_the_rest(tmp_path):
