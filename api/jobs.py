@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from datetime import datetime, timezone
 
@@ -48,10 +49,10 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
             existing = idempotency.lookup(store.redis, idem_key, owner, body)
             if existing:
                 return existing, False
-        job_id = uuid.uuid4().hex
+        job_id, queued_at = uuid.uuid4().hex, time.time()
         # Record first (one round trip with the queue-depth check): a worker may
         # finish the job before this request returns, and a poll must find it.
-        depth = store.create(job_id, len(texts), owner, config["INFERQ_QUEUE"])
+        depth = store.create(job_id, len(texts), owner, config["INFERQ_QUEUE"], queued_at)
         try:
             admission.admit(depth, config["INFERQ_MAX_QUEUE_DEPTH"], config["INFERQ_RETRY_AFTER"])
             if idem_key:
@@ -60,7 +61,9 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
                     store.forget(job_id)
                     return winner, False
             try:
-                classify_job.apply_async(args=[texts], task_id=job_id)
+                # queued_at travels with the job so the worker can observe its
+                # end-to-end latency without reading the record back.
+                classify_job.apply_async(args=[texts], kwargs={"queued_at": queued_at}, task_id=job_id)
             except Exception:
                 if idem_key:
                     idempotency.release(store.redis, idem_key, owner)

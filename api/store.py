@@ -51,14 +51,14 @@ class JobStore:
         self.listener = ResultListener(celery_app.conf.result_backend,
                                        celery_app.backend.task_keyprefix, socket_timeout)
 
-    def create(self, job_id: str, n_texts: int, owner: str | None, queue: str) -> int:
+    def create(self, job_id: str, n_texts: int, owner: str | None, queue: str, queued_at: float) -> int:
         """Record a job the API is about to enqueue and count it submitted; return the queue depth.
 
         One round trip: the queue length (admission control), the record (owner:
         its API key's fingerprint) and the submitted counter go in one pipeline.
         A caller that then refuses or fails to enqueue the job calls forget().
         """
-        record = {"queued_at": time.time(), "texts": n_texts}
+        record = {"queued_at": queued_at, "texts": n_texts}
         if owner is not None:
             record["owner"] = owner
         pipe = self.redis.pipeline(transaction=False)

@@ -41,6 +41,9 @@ if SETTINGS.batch_size > 1:
         return run_batch(classify_job, requests, admit)
 else:
     @app.task(name=CLASSIFY_TASK)
-    def classify_job(texts: list[str]) -> dict:
-        """Classify a job's texts; the result says which model, which worker and when."""
+    def classify_job(texts: list[str], queued_at: float | None = None) -> dict:
+        """Classify a job's texts; the result says which model, which worker and when.
+
+        queued_at: when the API accepted the job (for the latency metric, tasks/metrics.py).
+        """
         return run(classify_job.request.id, texts)

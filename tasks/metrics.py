@@ -51,11 +51,17 @@ def record_submitted(client: redis.Redis, n: int = 1) -> None:
     client.incrby(SUBMITTED_KEY, n)
 
 
-def record_finished(client: redis.Redis, job_id: str, succeeded: bool, finished_at: float | None = None) -> None:
-    """Count a finished job and, when its submission time is known, observe its end-to-end latency."""
+def record_finished(client: redis.Redis, job_id: str, succeeded: bool, finished_at: float | None = None,
+                    queued_at: float | None = None) -> None:
+    """Count a finished job and, when its submission time is known, observe its end-to-end latency.
+
+    queued_at comes with the job's message; a message without it (queued by an
+    older API) costs one more round trip to read it from the job's record.
+    """
     finished_at = finished_at or time.time()
-    raw = client.get(JOB_KEY.format(job_id))
-    queued_at = json.loads(raw).get("queued_at") if raw else None
+    if queued_at is None:
+        raw = client.get(JOB_KEY.format(job_id))
+        queued_at = json.loads(raw).get("queued_at") if raw else None
     pipe = client.pipeline(transaction=True)
     pipe.incr(SUCCEEDED_KEY if succeeded else FAILED_KEY)
     if queued_at:
@@ -101,16 +107,20 @@ def _own_client() -> redis.Redis:
     return _client[0]
 
 
+def finished(job_id: str, succeeded: bool, queued_at: float | None) -> None:
+    """Record a finished job from a worker; a metric must never fail a job whose result is stored."""
+    try:
+        record_finished(_own_client(), job_id, succeeded, queued_at=queued_at)
+    except redis.RedisError as exc:
+        log.warning("could not record job metrics: %s", exc)
+
+
 def _finished(sender, succeeded: bool, result=None) -> None:
-    # One job per task; a batch task (issue 5's INFERQ_BATCH_SIZE > 1) returns a
-    # count, not a job's result, and its jobs are not counted here.
+    # One job per task; a batch task (INFERQ_BATCH_SIZE > 1) returns a count, not
+    # a job's result: tasks/batching.py records each of its jobs itself.
     if getattr(sender, "name", None) != CLASSIFY_TASK or (succeeded and not isinstance(result, dict)):
         return
-    try:
-        record_finished(_own_client(), sender.request.id, succeeded)
-    except redis.RedisError as exc:
-        # A metric must never fail a job whose result is already stored.
-        log.warning("could not record job metrics: %s", exc)
+    finished(sender.request.id, succeeded, (sender.request.kwargs or {}).get("queued_at"))
 
 
 @signals.task_success.connect

@@ -8,6 +8,7 @@ from celery import Celery
 
 from celeryconfig import SETTINGS
 from stack import processes
+from tasks import metrics
 from tasks.faults import SLEEP_PREFIX
 from tasks.inference import classify
 from tasks.model import load
@@ -44,6 +45,7 @@ def _result(redis_client, job_id: str, timeout: float = 60) -> dict:
 def test_waiting_jobs_run_in_batches_each_with_its_own_result(client_app, redis_server, redis_client,
                                                                service_env, tiny_model, tmp_path):
     jobs = [[SLEEP_PREFIX + "2"]] + [[f"job {i} " * (i + 1), "second text", "x " * (40 - i)] for i in range(1, 9)]
+    completed_before = int(redis_client.get(metrics.SUCCEEDED_KEY) or 0)
     # Queued before the worker starts: it finds them all waiting, as under load.
     sent = [client_app.send_task("inferq.classify", args=[texts], queue=QUEUE) for texts in jobs]
     env = {**service_env, "INFERQ_QUEUE": QUEUE, "INFERQ_BATCH_SIZE": str(BATCH), "INFERQ_TEST_FAULTS": "1"}
@@ -57,6 +59,10 @@ def test_waiting_jobs_run_in_batches_each_with_its_own_result(client_app, redis_
         # Every message is acknowledged once its result is stored (celery-batches acks after the batch returns).
         processes.wait_until(lambda: redis_client.hlen("unacked") == 0 and redis_client.llen(QUEUE) == 0,
                              10, "all acknowledged")
+        # Each batched job counts as completed in the API's metrics, as a lone job does.
+        processes.wait_until(
+            lambda: int(redis_client.get(metrics.SUCCEEDED_KEY) or 0) - completed_before == len(jobs),
+            10, "batched jobs counted")
     finally:
         processes.stop(worker)
     loaded = load(str(tiny_model), "", SETTINGS.precision)
