@@ -13,6 +13,12 @@ registers before it reads the job's state, so a result stored between the
 read and the wait still wakes it. While the listener is not connected (Redis
 restarting), waiters fall back to re-reading every POLL_SECONDS, and every
 waiter is woken when it (re)connects, so nothing published meanwhile is missed.
+
+The trade-off: every API process receives every result's message, whether or
+not one of its requests waits for it, so Redis sends each result once per API
+process. For the few gunicorn processes of one orchestrator that is far less
+than a connection per long-poll; an API scaled out to many hosts would want
+per-job channels subscribed on one shared connection instead.
 """
 from __future__ import annotations
 
