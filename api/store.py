@@ -75,13 +75,8 @@ class JobStore:
         metrics.record_submitted(pipe, -1)
         pipe.execute()
 
-    def record(self, job_id: str) -> dict | None:
-        """The API's record of a job, or None if it never issued the id or it expired."""
-        raw = self.redis.get(JOB_KEY.format(job_id))
-        return json.loads(raw) if raw else None
-
     def record_and_meta(self, job_id: str) -> tuple[dict | None, dict[str, Any]]:
-        """The record and the state of a job, in one round trip."""
+        """The API's record of a job (None if it never issued the id or it expired) and its state, in one round trip."""
         raw_record, raw_meta, running_on = self.redis.mget(
             JOB_KEY.format(job_id), self._meta_key(job_id), RUNNING_KEY.format(job_id))
         return (json.loads(raw_record) if raw_record else None), self._state(raw_meta, running_on)
@@ -97,18 +92,14 @@ class JobStore:
         return self.celery_app.backend.get_key_for_task(job_id)
 
     def _state(self, raw_meta, running_on=None) -> dict[str, Any]:
+        """A job's state from its raw result (published or stored) and the worker that started it."""
         if raw_meta is not None:
-            return self._decode(raw_meta)
+            return self.celery_app.backend.decode_result(raw_meta)
         if running_on is not None:
             # No result yet, but a worker started it (tasks/deliveries.py). A job
             # whose worker died stays "running" until another worker finishes it.
             return {"status": "STARTED", "result": {"hostname": running_on.decode()}}
         return {"status": "PENDING", "result": None}
-
-    def _decode(self, raw) -> dict[str, Any]:
-        if raw is None:
-            return {"status": "PENDING", "result": None}
-        return self.celery_app.backend.decode_result(raw)
 
     def wait(self, job_id: str, seconds: float, meta: dict[str, Any] | None = None) -> dict[str, Any]:
         """Return the job's meta once it is finished, or when seconds pass.
@@ -131,7 +122,7 @@ class JobStore:
                 timeout = remaining if self.listener.connected.is_set() else min(remaining, POLL_SECONDS)
                 woken, payload = watch.next(timeout)
                 if payload is not None:
-                    meta = self._decode(payload)
+                    meta = self._state(payload)
                 elif woken or not self.listener.connected.is_set():
                     meta = self.meta(job_id)
         return meta

@@ -46,7 +46,7 @@ def run_batch(task: Any, requests: Sequence[Any], admit: Callable[[str, list[str
         except Exception as exc:  # one bad job fails alone, the batch goes on
             log.error("job %s refused: %r", request.id, exc)
             backend.mark_as_failure(request.id, exc, request=request)
-            metrics.finished(request.id, False, (request.kwargs or {}).get("queued_at"))
+            metrics.finished(request, False)
             continue
         ready.append((request, texts))
     if not ready:
@@ -71,12 +71,12 @@ def run_batch(task: Any, requests: Sequence[Any], admit: Callable[[str, list[str
                 results = outputs[n]
         except Exception as exc:
             backend.mark_as_failure(request.id, exc, request=request)
-            metrics.finished(request.id, False, (request.kwargs or {}).get("queued_at"))
+            metrics.finished(request, False)
             continue
         backend.mark_as_done(request.id, {
             "model": loaded.info, "results": results, "started_at": started_at,
             "finished_at": finished_at, "worker": {**worker.identity(), "batch": len(ready)},
         }, request=request)
-        metrics.finished(request.id, True, (request.kwargs or {}).get("queued_at"))
+        metrics.finished(request, True)
         succeeded += 1
     return succeeded

@@ -107,10 +107,15 @@ def _own_client() -> redis.Redis:
     return _client[0]
 
 
-def finished(job_id: str, succeeded: bool, queued_at: float | None) -> None:
-    """Record a finished job from a worker; a metric must never fail a job whose result is stored."""
+def finished(request, succeeded: bool) -> None:
+    """Record a finished job from a worker; a metric must never fail a job whose result is stored.
+
+    request: the job's Celery request (or celery-batches' per-job request): its
+    id, and the queued_at the API sent in its kwargs.
+    """
+    queued_at = (request.kwargs or {}).get("queued_at")
     try:
-        record_finished(_own_client(), job_id, succeeded, queued_at=queued_at)
+        record_finished(_own_client(), request.id, succeeded, queued_at=queued_at)
     except redis.RedisError as exc:
         log.warning("could not record job metrics: %s", exc)
 
@@ -120,7 +125,7 @@ def _finished(sender, succeeded: bool, result=None) -> None:
     # a job's result: tasks/batching.py records each of its jobs itself.
     if getattr(sender, "name", None) != CLASSIFY_TASK or (succeeded and not isinstance(result, dict)):
         return
-    finished(sender.request.id, succeeded, (sender.request.kwargs or {}).get("queued_at"))
+    finished(sender.request, succeeded)
 
 
 @signals.task_success.connect

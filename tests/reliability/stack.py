@@ -18,6 +18,7 @@ import requests
 
 from stack import processes
 from stack.redis_server import RedisServer, free_port
+from tasks.deliveries import DELIVERIES_KEY, RUNNING_KEY
 
 HOST = socket.gethostname()
 
@@ -105,7 +106,7 @@ class Stack:
 
     def holder(self, job_id: str) -> str | None:
         """The worker (name, without @host) that started the job last, if any (tasks/deliveries.py)."""
-        raw = self.client.get(f"inferq:running:{job_id}")
+        raw = self.client.get(RUNNING_KEY.format(job_id))
         return raw.decode().split("@")[0] if raw else None
 
     def statuses(self, job_ids) -> dict[str, str]:
@@ -131,7 +132,7 @@ class Stack:
     def deliveries(self, job_ids) -> dict[str, int]:
         """How many times a worker started each job (tasks.deliveries)."""
         job_ids = list(job_ids)
-        raw = self.client.mget([f"inferq:deliveries:{j}" for j in job_ids]) if job_ids else []
+        raw = self.client.mget([DELIVERIES_KEY.format(j) for j in job_ids]) if job_ids else []
         return {j: int(r or 0) for j, r in zip(job_ids, raw)}
 
     def consuming_workers(self, timeout: float = 45) -> tuple[set[str], float]:
