@@ -1,6 +1,6 @@
 """inferq's HTTP API: a Flask application factory.
 
-Run it under a WSGI server: ``gunicorn -c python:api.gunicorn_conf 'api:create_app()'``.
+Run it under a WSGI server: ``gunicorn -c python:inferq.api.gunicorn_conf 'inferq.api:create_app()'``.
 The API imports the Celery app to enqueue; it never loads the model.
 """
 from __future__ import annotations
@@ -10,11 +10,11 @@ from flask import Flask
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Create the API: defaults from celeryconfig, then test overrides, then routes."""
-    from celeryconfig import SETTINGS
-    from api import errors, health, jobs, openapi
-    from api.store import JobStore
-    from api.metrics import bp as metrics_bp
-    from tasks import app as celery_app
+    from inferq.celeryconfig import SETTINGS
+    from inferq.api import errors, health, jobs, openapi
+    from inferq.api.store import JobStore
+    from inferq.api.metrics import bp as metrics_bp
+    from inferq.tasks import app as celery_app
 
     app = Flask(__name__)
     app.config.from_mapping(

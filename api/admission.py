@@ -9,7 +9,7 @@ round trip that records the job.
 """
 from __future__ import annotations
 
-from api.errors import ApiError
+from inferq.api.errors import ApiError
 
 
 def admit(depth: int, max_depth: int, retry_after: int) -> None:

@@ -12,7 +12,7 @@ import hmac
 
 from flask import Request, current_app
 
-from api.errors import ApiError
+from inferq.api.errors import ApiError
 
 OWNER_BYTES = 16
 """Bytes of SHA-256 kept as a key's fingerprint: enough to tell keys apart, useless to guess one."""

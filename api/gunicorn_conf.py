@@ -1,9 +1,9 @@
-"""gunicorn settings for the API (``gunicorn -c python:api.gunicorn_conf 'api:create_app()'``).
+"""gunicorn settings for the API (``gunicorn -c python:inferq.api.gunicorn_conf 'inferq.api:create_app()'``).
 
 Threaded workers, because ``GET /jobs/<id>?wait=N`` holds a request open while
 it waits: a sync worker would be blocked for the whole wait.
 """
-from celeryconfig import SETTINGS
+from inferq.celeryconfig import SETTINGS
 
 bind = SETTINGS.api_bind
 worker_class = "gthread"

@@ -14,7 +14,7 @@ import re
 
 import redis
 
-from api.errors import ApiError
+from inferq.api.errors import ApiError
 
 IDEMPOTENCY_KEY = "inferq:idempotency:{}"
 """Per (caller, key): {"job_id", "body"} of the job the key created."""

@@ -10,10 +10,10 @@ import redis
 from flask import Blueprint, current_app, jsonify, request, url_for
 from kombu.exceptions import OperationalError
 
-from api import admission, auth, idempotency, validation
-from api.errors import ApiError
-from api.store import STATUS_OF_STATE, JobStore
-from tasks.jobs import classify_job
+from inferq.api import admission, auth, idempotency, validation
+from inferq.api.errors import ApiError
+from inferq.api.store import STATUS_OF_STATE, JobStore
+from inferq.tasks.jobs import classify_job
 
 bp = Blueprint("jobs", __name__)
 

@@ -14,9 +14,9 @@ from flask import Blueprint, Response, current_app
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from api.errors import ApiError
-from tasks import metrics
-from tasks.worker import WORKERS_KEY
+from inferq.api.errors import ApiError
+from inferq.tasks import metrics
+from inferq.tasks.worker import WORKERS_KEY
 
 bp = Blueprint("metrics", __name__)
 

@@ -14,9 +14,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from api.results import POLL_SECONDS, ResultListener
-from tasks import metrics
-from tasks.deliveries import RUNNING_KEY
+from inferq.api.results import POLL_SECONDS, ResultListener
+from inferq.tasks import metrics
+from inferq.tasks.deliveries import RUNNING_KEY
 
 JOB_KEY = "inferq:job:{}"
 """Per job: when it was queued and how many texts it has; expires with its result."""

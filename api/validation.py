@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Request
 
-from api.errors import ApiError
+from inferq.api.errors import ApiError
 
 
 def _fail(code: str, message: str, status: int = 400) -> ApiError:

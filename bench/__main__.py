@@ -1,6 +1,6 @@
-"""``python -m bench`` is ``inferq-bench``."""
+"""``python -m inferq.bench`` is ``inferq-bench``."""
 import sys
 
-from bench.cli import main
+from inferq.bench.cli import main
 
 sys.exit(main())

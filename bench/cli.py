@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from celeryconfig import PRECISIONS, SETTINGS
+from inferq.celeryconfig import PRECISIONS, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and report."""
-    from bench import report, runner
+    from inferq.bench import report, runner
 
     args = parse(argv)
     plan = SMOKE if args.smoke else QUICK if args.quick else FULL

@@ -1,6 +1,6 @@
 """Raw offline base DistilBERT on a CUDA GPU (fp32, fp16; batch 1 and 64): a reference beside the CPU paths.
 
-Not part of inferq-bench (inferq's workers run on CPU); run ``python -m bench.gpu_raw``
+Not part of inferq-bench (inferq's workers run on CPU); run ``python -m inferq.bench.gpu_raw``
 on a machine with a GPU. Tokenization is inside the timed loop, as a worker would pay it.
 """
 from __future__ import annotations
@@ -30,8 +30,8 @@ def main() -> None:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from bench.workload import texts as workload_texts
-    from tasks.model_builder import build
+    from inferq.bench.workload import texts as workload_texts
+    from inferq.tasks.model_builder import build
 
     path = build("base", ".cache/models/offline-base")
     tokenizer = AutoTokenizer.from_pretrained(path)

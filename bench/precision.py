@@ -4,12 +4,12 @@ from __future__ import annotations
 import multiprocessing
 import time
 
-from celeryconfig import PRECISIONS
+from inferq.celeryconfig import PRECISIONS
 
 
 def _measure(model_dir, cache, precisions, texts, queue):
-    from tasks.inference import classify
-    from tasks.model import load
+    from inferq.tasks.inference import classify
+    from inferq.tasks.model import load
 
     for precision in precisions:
         loaded = load(model_dir, cache, precision, torch_threads=1)

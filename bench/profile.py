@@ -1,6 +1,6 @@
 """Profile inferq at saturation with py-spy: where the API and a worker spend their time.
 
-``python -m bench.profile [--seconds N] [--out DIR]`` starts the services (base
+``python -m inferq.bench.profile [--seconds N] [--out DIR]`` starts the services (base
 model, default precision), drives them at saturation and records the API's
 gunicorn processes and one worker with py-spy (``pip install py-spy``),
 writing collapsed stacks and a summary of the hottest functions.
@@ -16,10 +16,10 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-from bench import loadgen, workload
-from bench.services import Services
-from celeryconfig import SETTINGS
-from tasks.model import resolve
+from inferq.bench import loadgen, workload
+from inferq.bench.services import Services
+from inferq.celeryconfig import SETTINGS
+from inferq.tasks.model import resolve
 
 
 def record(pid: int, seconds: float, out: Path, subprocesses: bool) -> subprocess.Popen:
@@ -49,7 +49,7 @@ def summarize(path: Path, top: int = 25) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the profile and print the summaries."""
-    parser = argparse.ArgumentParser(prog="python -m bench.profile")
+    parser = argparse.ArgumentParser(prog="python -m inferq.bench.profile")
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)

@@ -24,8 +24,8 @@ class RawResult:
 def _run(model_dir, cache, precision, texts, seconds, barrier, queue):
     import psutil
 
-    from tasks.inference import classify
-    from tasks.model import load
+    from inferq.tasks.inference import classify
+    from inferq.tasks.model import load
 
     loaded = load(model_dir, cache, precision, torch_threads=1)
     classify(loaded, texts[:3])  # warm, as a worker does
@@ -63,8 +63,8 @@ def run(model_dir: str, cache: str, precision: str, texts: list[str], processes:
 
 def model_time_ms(model_dir: str, cache: str, precision: str, text: str, repeat: int = 20) -> float:
     """Median time, in this process, of the model on one text: the model's own time for a job."""
-    from tasks.inference import classify
-    from tasks.model import load
+    from inferq.tasks.inference import classify
+    from inferq.tasks.model import load
 
     loaded = load(model_dir, cache, precision, torch_threads=1)
     classify(loaded, [text])

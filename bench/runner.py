@@ -5,10 +5,10 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from celeryconfig import SETTINGS
-from bench import flops, loadgen, precision, raw, seed, workload
-from bench.services import Services
-from tasks.model import resolve
+from inferq.celeryconfig import SETTINGS
+from inferq.bench import flops, loadgen, precision, raw, seed, workload
+from inferq.bench.services import Services
+from inferq.tasks.model import resolve
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def _run_summary(run: loadgen.Run, flops_per_text: float, peak: float) -> dict:
 
 def run(plan, args, tmp: Path) -> dict:
     """Run every stage; return everything measured."""
-    from bench.cli import Progress
+    from inferq.bench.cli import Progress
     from transformers import AutoConfig, AutoTokenizer
 
     mixed = plan.mixed

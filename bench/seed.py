@@ -8,8 +8,8 @@ from pathlib import Path
 
 import requests
 
-from stack import processes
-from stack.redis_server import free_port
+from inferq.stack import processes
+from inferq.stack.redis_server import free_port
 
 SEED_CLIENTS = 5
 """The seed's test script: 5 threads, each sending its requests one after the other."""
@@ -21,7 +21,7 @@ def start(model_dir: str, containers: int, log_dir: Path) -> tuple[str, list]:
     for k in range(containers):
         port = free_port()
         log = log_dir / f"seed-container-{k}.log"
-        proc = processes.spawn([sys.executable, "-m", "bench.seed_model_server", model_dir, str(port)], {}, log)
+        proc = processes.spawn([sys.executable, "-m", "inferq.bench.seed_model_server", model_dir, str(port)], {}, log)
         procs.append(proc)
         urls.append(f"http://127.0.0.1:{port}")
     for proc, url, k in zip(procs, urls, range(containers)):
@@ -29,7 +29,7 @@ def start(model_dir: str, containers: int, log_dir: Path) -> tuple[str, list]:
                              proc, log_dir / f"seed-container-{k}.log")
     port = free_port()
     log = log_dir / "seed-orchestrator.log"
-    orch = processes.spawn([sys.executable, "-m", "bench.seed_orchestrator", str(port), *urls], {}, log)
+    orch = processes.spawn([sys.executable, "-m", "inferq.bench.seed_orchestrator", str(port), *urls], {}, log)
     procs.append(orch)
     base = f"http://127.0.0.1:{port}"
     processes.wait_until(lambda: requests.get(base + "/finished", timeout=1).ok, 60, "seed orchestrator", orch, log)

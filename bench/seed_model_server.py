@@ -3,7 +3,7 @@
 As in the course lab: the model is loaded once at start, each POST runs it on
 one text and answers the probabilities. Nothing limits torch's threads, so
 every server uses every core (the oversubscription the seed had).
-Run: ``python -m bench.seed_model_server MODEL_DIR PORT``.
+Run: ``python -m inferq.bench.seed_model_server MODEL_DIR PORT``.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ over HTTP, then releases the lock and the semaphore.
 The one addition (the seed gave its clients no way to learn this): each
 request gets an id, and the forwarding thread records when it finished, which
 ``GET /finished`` returns so the benchmark can compute latency and throughput.
-Run: ``python -m bench.seed_orchestrator PORT CONTAINER_URL...``.
+Run: ``python -m inferq.bench.seed_orchestrator PORT CONTAINER_URL...``.
 """
 from __future__ import annotations
 

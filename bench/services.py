@@ -6,9 +6,9 @@ from pathlib import Path
 
 import psutil
 
-from stack import processes
-from stack.redis_server import RedisServer, free_port
-from tasks.worker import WORKERS_KEY
+from inferq.stack import processes
+from inferq.stack.redis_server import RedisServer, free_port
+from inferq.tasks.worker import WORKERS_KEY
 
 
 class Services:

@@ -14,7 +14,7 @@ from typing import IO
 
 from tqdm import tqdm
 
-from client.api import TERMINAL, ApiRefused, ApiUnreachable, Client
+from inferq.client.api import TERMINAL, ApiRefused, ApiUnreachable, Client
 
 EXIT_FAILED, EXIT_UNREACHABLE, EXIT_NOT_DONE = 1, 3, 4
 
@@ -105,7 +105,7 @@ def cmd_result(client: Client, args) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The command line."""
-    from celeryconfig import SETTINGS
+    from inferq.celeryconfig import SETTINGS
 
     p = argparse.ArgumentParser(prog="inferq", description=__doc__.splitlines()[0])
     p.add_argument("--api", default=SETTINGS.api_url,

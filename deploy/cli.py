@@ -12,9 +12,9 @@ import argparse
 import ipaddress
 import sys
 
-from deploy import settings
-from deploy.errors import DeployError
-from deploy.provision import Options, down, up
+from inferq.deploy import settings
+from inferq.deploy.errors import DeployError
+from inferq.deploy.provision import Options, down, up
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -1,8 +1,8 @@
 """The files a deploy writes on the hosts, rendered from the inventory and the secrets (pure functions)."""
 from __future__ import annotations
 
-from deploy.credentials import Secrets
-from deploy.inventory import Host, Inventory
+from inferq.deploy.credentials import Secrets
+from inferq.deploy.inventory import Host, Inventory
 
 
 WORKER_REDIS_USER = "inferq-worker"
@@ -34,7 +34,7 @@ def redis_conf(inventory: Inventory, host: Host, secrets: Secrets, data_dir: str
     fab runs (README "Guarantees" for the trade-off), as for the local stack.
     """
     if appendfsync is None:
-        from celeryconfig import SETTINGS
+        from inferq.celeryconfig import SETTINGS
 
         appendfsync = SETTINGS.redis_appendfsync
     return "\n".join([

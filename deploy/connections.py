@@ -5,7 +5,7 @@ import shlex
 
 from fabric import Config, Connection
 
-from deploy.inventory import Host, Inventory
+from inferq.deploy.inventory import Host, Inventory
 
 
 def connect(inventory: Inventory, host: Host) -> Connection:

@@ -9,19 +9,11 @@
 The work is in deploy.operations; these wrappers parse options and print.
 """
 import json
-import sys
-from pathlib import Path
 
-# fab puts this directory first on sys.path; its module names (settings,
-# errors ...) must not shadow anything, so import the package from the repo root.
-_HERE = str(Path(__file__).resolve().parent)
-sys.path[:] = [p for p in sys.path if p != _HERE]
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from invoke import Exit, task
 
-from invoke import Exit, task  # noqa: E402
-
-from deploy import credentials, inventory as inv, operations, settings  # noqa: E402
-from deploy.errors import DeployError  # noqa: E402
+from inferq.deploy import credentials, inventory as inv, operations, settings
+from inferq.deploy.errors import DeployError
 
 HELP = {"inventory": f"inventory file (default {settings.INVENTORY})",
         "secrets": f"local secrets directory (default {settings.SECRETS_DIR})"}

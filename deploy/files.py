@@ -8,7 +8,7 @@ from typing import Callable
 
 from fabric import Connection
 
-from deploy.connections import root
+from inferq.deploy.connections import root
 
 
 def put_if_changed(c: Connection, content: str | bytes, path: str, mode: str = "644", owner: str = "root") -> bool:

@@ -6,8 +6,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from deploy.errors import DeployError
-from deploy.settings import API_PORT, FLOWER_PORT, REDIS_PORT, REMOTE_DIR, SSH_PORT, SSH_USER
+from inferq.deploy.errors import DeployError
+from inferq.deploy.settings import API_PORT, FLOWER_PORT, REDIS_PORT, REMOTE_DIR, SSH_PORT, SSH_USER
 
 
 @dataclass

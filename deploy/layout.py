@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from deploy.inventory import Host, Inventory
+from inferq.deploy.inventory import Host, Inventory
 
 REPO = Path(__file__).resolve().parent.parent
 """The project checkout the deploy ships (AWS) or that the hosts share (process runtime)."""

@@ -12,23 +12,23 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fabric import Connection
 
-from deploy import config_files
-from deploy.connections import connect, root
-from deploy.credentials import Secrets
-from deploy.errors import DeployError
-from deploy.inventory import Inventory
-from deploy.layout import Report, layout
-from deploy.orchestrator import deploy_orchestrator, orchestrator_services
-from deploy.services import manager
-from deploy.settings import WAIT_SECONDS
-from deploy.workers import deploy_worker, docker_up, worker_services
+from inferq.deploy import config_files
+from inferq.deploy.connections import connect, root
+from inferq.deploy.credentials import Secrets
+from inferq.deploy.errors import DeployError
+from inferq.deploy.inventory import Inventory
+from inferq.deploy.layout import Report, layout
+from inferq.deploy.orchestrator import deploy_orchestrator, orchestrator_services
+from inferq.deploy.services import manager
+from inferq.deploy.settings import WAIT_SECONDS
+from inferq.deploy.workers import deploy_worker, docker_up, worker_services
 
 
 def on_orchestrator(c: Connection, inventory: Inventory, check: list[str], timeout: float = 0) -> dict:
     """Run a deploy.remote check on the orchestrator with its env file loaded; its JSON answer."""
     where = layout(inventory, inventory.orchestrator)
     command = (f"cd {shlex.quote(where.code)} && set -a && . {where.remote_dir}/etc/orchestrator.env && set +a && "
-               f"{where.bin}/python -m deploy.remote {shlex.join(check)}")
+               f"{where.bin}/python -m inferq.deploy.remote {shlex.join(check)}")
     result = root(c, command, warn=True, timeout=timeout + 120 if timeout else None)
     try:
         answer = json.loads(result.stdout.strip().splitlines()[-1])

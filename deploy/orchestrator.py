@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from fabric import Connection
 
-from deploy import config_files, release
-from deploy.connections import apt_install, root
-from deploy.credentials import Secrets
-from deploy.files import put_if_changed
-from deploy.inventory import Host, Inventory
-from deploy.layout import REPO, Layout, Report, layout
-from deploy.services import Service, manager
+from inferq.deploy import config_files, release
+from inferq.deploy.connections import apt_install, root
+from inferq.deploy.credentials import Secrets
+from inferq.deploy.files import put_if_changed
+from inferq.deploy.inventory import Host, Inventory
+from inferq.deploy.layout import REPO, Layout, Report, layout
+from inferq.deploy.services import Service, manager
 
 
 def orchestrator_services(inventory: Inventory, host: Host, where: Layout) -> list[Service]:
@@ -21,9 +21,9 @@ def orchestrator_services(inventory: Inventory, host: Host, where: Layout) -> li
         Service("redis", ["/usr/bin/redis-server" if aws else "redis-server", f"{where.remote_dir}/etc/redis.conf"],
                 "", where.remote_dir,
                 user="redis" if aws else "root"),
-        Service("api", [f"{where.bin}/gunicorn", "-c", "python:api.gunicorn_conf", "api:create_app()"], env,
+        Service("api", [f"{where.bin}/gunicorn", "-c", "python:inferq.api.gunicorn_conf", "inferq.api:create_app()"], env,
                 where.code, user="inferq" if aws else "root"),
-        Service("flower", [f"{where.bin}/celery", "-A", "tasks", "flower", f"--port={inventory.flower_port}",
+        Service("flower", [f"{where.bin}/celery", "-A", "inferq.tasks", "flower", f"--port={inventory.flower_port}",
                            f"--address={host.private_ip}"], env, where.code, user="inferq" if aws else "root"),
     ]
 

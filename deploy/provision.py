@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from deploy import inventory as inv
-from deploy import settings
-from deploy.aws import images, instances, keypairs, security_groups
-from deploy.aws.security_groups import Rule
-from deploy.aws.tags import tag_value
+from inferq.deploy import inventory as inv
+from inferq.deploy import settings
+from inferq.deploy.aws import images, instances, keypairs, security_groups
+from inferq.deploy.aws.security_groups import Rule
+from inferq.deploy.aws.tags import tag_value
 
 Report = Callable[[str], None]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from fabric import Connection
 
-from deploy.connections import root
-from deploy.files import upload_then
+from inferq.deploy.connections import root
+from inferq.deploy.files import upload_then
 
 PYTORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 """Where pip finds torch 2.13.0's CPU build (constraints.txt pins torch==2.13.0+cpu)."""

@@ -1,8 +1,8 @@
 """Checks the deploy runs on the orchestrator, where Redis and the API are reachable.
 
-    python -m deploy.remote ping --expect worker@worker-1-w1,... [--timeout 120]
-    python -m deploy.remote status --expect ...
-    python -m deploy.remote smoke --api http://127.0.0.1:5000
+    python -m inferq.deploy.remote ping --expect worker@worker-1-w1,... [--timeout 120]
+    python -m inferq.deploy.remote status --expect ...
+    python -m inferq.deploy.remote smoke --api http://127.0.0.1:5000
 
 Run with the orchestrator's env file loaded (it holds REDIS_URL); prints one
 JSON object; exit status 1 when the check fails. Imports nothing of Fabric,
@@ -21,7 +21,7 @@ PING_TIMEOUT = 1.0
 
 def ping(expected: list[str], timeout: float) -> dict:
     """Ping the workers until every expected node answers or timeout passes."""
-    from tasks import app
+    from inferq.tasks import app
 
     deadline = time.monotonic() + timeout
     while True:
@@ -36,7 +36,7 @@ def queue_depth() -> int:
     """Jobs waiting in the queue (not counting the ones workers hold)."""
     import redis
 
-    from celeryconfig import SETTINGS
+    from inferq.celeryconfig import SETTINGS
 
     return redis.Redis.from_url(SETTINGS.broker_url, socket_timeout=5).llen(SETTINGS.queue)
 
@@ -45,7 +45,7 @@ def smoke(api: str, timeout: float) -> dict:
     """Submit one job through the API and wait for its result."""
     import requests
 
-    from celeryconfig import SETTINGS
+    from inferq.celeryconfig import SETTINGS
 
     keys = getattr(SETTINGS, "api_keys", ())
     headers = {"X-API-Key": keys[0]} if keys else {}
@@ -61,7 +61,7 @@ def smoke(api: str, timeout: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one check; print its JSON; 1 if it failed."""
-    parser = argparse.ArgumentParser(prog="python -m deploy.remote")
+    parser = argparse.ArgumentParser(prog="python -m inferq.deploy.remote")
     parser.add_argument("check", choices=["ping", "status", "smoke"])
     parser.add_argument("--expect", default="", help="comma-separated Celery node names")
     parser.add_argument("--api", default="http://127.0.0.1:5000")

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from fabric import Connection
 
-from deploy.connections import root
-from deploy.files import put_if_changed
+from inferq.deploy.connections import root
+from inferq.deploy.files import put_if_changed
 
 STOP_SECONDS = 60
 """How long a stopping service may take (a worker finishing its job) before it is killed."""

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from fabric import Connection
 
-from deploy import config_files, release
-from deploy.connections import apt_install, connect, root
-from deploy.credentials import Secrets
-from deploy.files import put_if_changed
-from deploy.inventory import Host, Inventory
-from deploy.layout import REPO, Layout, Report, layout
-from deploy.services import Service, manager
+from inferq.deploy import config_files, release
+from inferq.deploy.connections import apt_install, connect, root
+from inferq.deploy.credentials import Secrets
+from inferq.deploy.files import put_if_changed
+from inferq.deploy.inventory import Host, Inventory
+from inferq.deploy.layout import REPO, Layout, Report, layout
+from inferq.deploy.services import Service, manager
 
 
 def worker_services(inventory: Inventory, host: Host, where: Layout) -> list[Service]:

@@ -17,12 +17,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from celeryconfig import SETTINGS
-from client.api import ApiUnreachable, Client
-from stack import seed_load
-from stack.processes import BIN, tail
-from stack.readiness import READY_LINE
-from stack.redis_server import free_port
+from inferq.celeryconfig import SETTINGS
+from inferq.client.api import ApiUnreachable, Client
+from inferq.stack import seed_load
+from inferq.stack.processes import BIN, tail
+from inferq.stack.readiness import READY_LINE
+from inferq.stack.redis_server import free_port
 
 STOP_SECONDS = 30.0
 """How long the stack gets to stop after Ctrl-C before it is killed (honcho itself kills after 5 s)."""

@@ -27,7 +27,7 @@ def worker_command(name: str) -> list[str]:
 
 def api_command(bind: str) -> list[str]:
     """The API under gunicorn, as the stack runs it."""
-    return [str(BIN / "gunicorn"), "-c", "python:api.gunicorn_conf", "--bind", bind, "api:create_app()"]
+    return [str(BIN / "gunicorn"), "-c", "python:inferq.api.gunicorn_conf", "--bind", bind, "inferq.api:create_app()"]
 
 
 def spawn(command: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen:

@@ -9,7 +9,7 @@ from typing import Callable
 import redis
 import requests
 
-from tasks.worker import WORKERS_KEY
+from inferq.tasks.worker import WORKERS_KEY
 
 log = logging.getLogger(__name__)
 

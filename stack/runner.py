@@ -24,11 +24,11 @@ from honcho.environ import expand_processes, parse_procfile
 from honcho.manager import Manager
 from honcho.printer import Message, Printer
 
-from celeryconfig import SETTINGS, Settings
-from stack import model_choice, readiness
-from stack.flower_auth import credentials_path, ensure_credentials
-from stack.processes import BIN
-from stack.redis_server import RedisServer, free_port
+from inferq.celeryconfig import SETTINGS, Settings
+from inferq.stack import model_choice, readiness
+from inferq.stack.flower_auth import credentials_path, ensure_credentials
+from inferq.stack.processes import BIN
+from inferq.stack.redis_server import RedisServer, free_port
 
 PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
 """The Procfile at the project root."""

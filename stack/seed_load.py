@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
-from client.api import ApiRefused, Client
+from inferq.client.api import ApiRefused, Client
 
 SEED_THREADS = 5
 SEED_REQUESTS_PER_THREAD = 10

@@ -1,8 +1,8 @@
 """inferq's Celery side: the app, the inference task and model loading.
 
-``celery -A tasks worker`` finds ``tasks.app``. Importing this package is
+``celery -A inferq.tasks worker`` finds ``tasks.app``. Importing this package is
 cheap (no torch, no transformers), so the API imports it to enqueue.
 """
-from tasks.celery_app import app
+from inferq.tasks.celery_app import app
 
 __all__ = ["app"]

@@ -17,8 +17,8 @@ from typing import Any, Callable, Sequence
 
 from celery_batches import Batches
 
-from celeryconfig import SETTINGS
-from tasks import inference, metrics, worker
+from inferq.celeryconfig import SETTINGS
+from inferq.tasks import inference, metrics, worker
 
 log = logging.getLogger(__name__)
 

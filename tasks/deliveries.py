@@ -14,7 +14,7 @@ from celery.exceptions import Reject
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from celeryconfig import SETTINGS
+from inferq.celeryconfig import SETTINGS
 
 log = logging.getLogger(__name__)
 

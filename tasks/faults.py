@@ -12,7 +12,7 @@ import os
 import signal
 import time
 
-from celeryconfig import SETTINGS
+from inferq.celeryconfig import SETTINGS
 
 log = logging.getLogger(__name__)
 

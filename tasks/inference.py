@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from tasks.model import LoadedModel
+from inferq.tasks.model import LoadedModel
 
 MAX_BATCH = 16
 """Texts per forward pass: past this, padding and attention cost more than batching saves on CPU."""

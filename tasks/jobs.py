@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import time
 
-from celeryconfig import SETTINGS
-from tasks.celery_app import app
-from tasks import deliveries, faults, inference, worker
+from inferq.celeryconfig import SETTINGS
+from inferq.tasks.celery_app import app
+from inferq.tasks import deliveries, faults, inference, worker
 
 CLASSIFY_TASK = "inferq.classify"
 
@@ -33,7 +33,7 @@ def run(job_id: str | None, texts: list[str]) -> dict:
 
 
 if SETTINGS.batch_size > 1:
-    from tasks.batching import ClassifyBatches, run_batch
+    from inferq.tasks.batching import ClassifyBatches, run_batch
 
     @app.task(name=CLASSIFY_TASK, base=ClassifyBatches)
     def classify_job(requests) -> int:

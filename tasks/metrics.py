@@ -98,7 +98,7 @@ _client: list[redis.Redis] = []
 
 def _own_client() -> redis.Redis:
     if not _client:
-        from celeryconfig import SETTINGS
+        from inferq.celeryconfig import SETTINGS
 
         _client.append(redis.Redis.from_url(
             SETTINGS.result_backend, socket_timeout=SETTINGS.redis_socket_timeout,

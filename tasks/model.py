@@ -65,7 +65,7 @@ def torch_forward(model: Any) -> Callable[[Any, Any], Any]:
 def resolve(reference: str, cache_dir: str) -> str:
     """Turn INFERQ_MODEL into something from_pretrained accepts, building offline models on demand."""
     if reference.startswith(OFFLINE_PREFIX):
-        from tasks.model_builder import build
+        from inferq.tasks.model_builder import build
 
         size = reference[len(OFFLINE_PREFIX):]
         return str(build(size, Path(cache_dir) / f"offline-{size}"))
@@ -96,7 +96,7 @@ def load(reference: str, cache_dir: str, precision: str = "int8", torch_threads:
     source = resolve(reference, cache_dir)
     if precision.startswith("onnx-"):
         # ONNX Runtime needs neither torch nor transformers in the worker: it stays lean.
-        from tasks.onnx_model import load_onnx
+        from inferq.tasks.onnx_model import load_onnx
 
         return load_onnx(reference, source, cache_dir, precision == "onnx-int8", torch_threads)
     import torch

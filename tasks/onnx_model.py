@@ -12,8 +12,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
-from tasks.model import LoadedModel, ModelUnavailable, describe
-from tasks.onnx_export import cached, export_in_child
+from inferq.tasks.model import LoadedModel, ModelUnavailable, describe
+from inferq.tasks.onnx_export import cached, export_in_child
 
 
 def session_forward(path: str, threads: int) -> tuple[Any, Callable[[Any, Any], Any]]:

@@ -15,8 +15,8 @@ import time
 
 from celery import signals
 
-from celeryconfig import SETTINGS
-from tasks.model import LoadedModel, ModelUnavailable, load
+from inferq.celeryconfig import SETTINGS
+from inferq.tasks.model import LoadedModel, ModelUnavailable, load
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ _heartbeat_stop = threading.Event()
 
 def load_model() -> LoadedModel:
     """Load and warm the configured model in this process, counting loads."""
-    from tasks.inference import classify
+    from inferq.tasks.inference import classify
 
     started = time.perf_counter()
     loaded = load(SETTINGS.model, SETTINGS.model_cache, SETTINGS.precision, SETTINGS.torch_threads)

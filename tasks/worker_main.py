@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 WORKER_ARGS = [
-    "-A", "tasks", "worker",
+    "-A", "inferq.tasks", "worker",
     "--pool=solo", "--concurrency=1",
     # Gossip and mingle cost start-up time and broker traffic and give a
     # queue of identical workers nothing.

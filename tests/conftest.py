@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from stack import processes
-from stack.redis_server import RedisServer, free_port
+from inferq.stack import processes
+from inferq.stack.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_CACHE = ROOT / ".cache" / "models"
@@ -30,7 +30,7 @@ HEARTBEAT_SECONDS = "0.5"
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     """The offline tiny DistilBERT (built once, deterministic, so cached between runs)."""
-    from tasks.model_builder import build
+    from inferq.tasks.model_builder import build
 
     return build("tiny", MODEL_CACHE / "offline-tiny")
 
@@ -62,7 +62,7 @@ def service_env(redis_server, tiny_model) -> dict[str, str]:
 
 def start_workers(env, names, redis_client, log_dir: Path):
     """Start celery workers and wait until each has sent its first heartbeat."""
-    from tasks.worker import WORKERS_KEY
+    from inferq.tasks.worker import WORKERS_KEY
 
     started = []
     for name in names:

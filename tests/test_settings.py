@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from celeryconfig import ConfigError, load_settings
+from inferq.celeryconfig import ConfigError, load_settings
 
 
 def test_defaults_are_usable():
@@ -40,7 +40,7 @@ def test_unsafe_settings_are_refused(env, fragment):
 def test_worker_refuses_to_start_with_a_short_visibility_timeout():
     env = {"INFERQ_VISIBILITY_TIMEOUT": "60", "INFERQ_TASK_TIME_LIMIT": "120", "PATH": "/usr/bin:/bin",
            "REDIS_URL": "redis://127.0.0.1:1/0"}
-    done = subprocess.run([sys.executable, "-m", "tasks.worker_main"], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "inferq.tasks.worker_main"], env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("inferq: invalid configuration: INFERQ_VISIBILITY_TIMEOUT")

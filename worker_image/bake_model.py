@@ -15,7 +15,7 @@ def main(argv: list[str]) -> int:
     """Save SOURCE's tokenizer and model into DIR."""
     source, out_dir = argv
     if source.startswith("offline:"):
-        from tasks.model_builder import build
+        from inferq.tasks.model_builder import build
 
         build(source.partition(":")[2], out_dir)
         return 0

@@ -1,7 +1,7 @@
 """The machine image: looked up by owner and name pattern, never hard-coded (AMI ids differ per region and age)."""
 from __future__ import annotations
 
-from deploy.errors import DeployError, aws_call
+from inferq.deploy.errors import DeployError, aws_call
 
 
 def latest_image(ec2, owner: str, name_pattern: str, architecture: str = "x86_64") -> dict:

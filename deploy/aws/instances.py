@@ -1,9 +1,9 @@
 """EC2 instances: found by their name tag, created one per name, waited for with boto3 waiters."""
 from __future__ import annotations
 
-from deploy.aws.tags import cluster_filter, tag_spec
-from deploy.errors import aws_call
-from deploy.settings import WAIT_SECONDS
+from inferq.deploy.aws.tags import cluster_filter, tag_spec
+from inferq.deploy.errors import aws_call
+from inferq.deploy.settings import WAIT_SECONDS
 
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 """States of an instance that still exists (terminated ones linger in describe for an hour)."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from deploy.aws.tags import cluster_filter, tag_spec
-from deploy.errors import DeployError, aws_call
+from inferq.deploy.aws.tags import cluster_filter, tag_spec
+from inferq.deploy.errors import DeployError, aws_call
 
 
 def find(ec2, cluster: str) -> dict | None:

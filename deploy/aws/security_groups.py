@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from deploy.aws.tags import cluster_filter, tag_spec
-from deploy.errors import DeployError, aws_call
+from inferq.deploy.aws.tags import cluster_filter, tag_spec
+from inferq.deploy.errors import DeployError, aws_call
 
 
 class Rule(NamedTuple):

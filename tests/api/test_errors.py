@@ -48,7 +48,7 @@ CASES = [
 
 def queue_state(redis_client):
     """Queue length and number of job records, once earlier tests' jobs have drained."""
-    from stack.processes import wait_until
+    from inferq.stack.processes import wait_until
 
     wait_until(lambda: redis_client.llen(QUEUE) == 0, 30, "queue to drain")
     return redis_client.llen(QUEUE), len(list(redis_client.scan_iter("inferq:job:*")))

@@ -7,9 +7,9 @@ import time
 import pytest
 import requests
 
-from api.store import JOB_KEY
-from stack.redis_server import RedisServer
-from tasks import metrics
+from inferq.api.store import JOB_KEY
+from inferq.stack.redis_server import RedisServer
+from inferq.tasks import metrics
 
 
 @pytest.fixture()

@@ -14,8 +14,8 @@ import pytest
 import redis
 from celery import Celery
 
-from api.store import JobStore
-from stack.redis_server import RedisServer
+from inferq.api.store import JobStore
+from inferq.stack.redis_server import RedisServer
 
 WAIT = 20.0
 """The long-poll's wait: a waiter that was not woken would take this long."""

@@ -6,12 +6,12 @@ import json
 import pytest
 from celery import Celery
 
-from celeryconfig import SETTINGS
-from stack import processes
-from tasks import metrics
-from tasks.faults import SLEEP_PREFIX
-from tasks.inference import classify
-from tasks.model import load
+from inferq.celeryconfig import SETTINGS
+from inferq.stack import processes
+from inferq.tasks import metrics
+from inferq.tasks.faults import SLEEP_PREFIX
+from inferq.tasks.inference import classify
+from inferq.tasks.model import load
 from tests.conftest import start_workers
 
 QUEUE = "inferq-batch-test"
@@ -92,7 +92,7 @@ def test_a_lone_job_is_not_held_for_a_full_batch(client_app, redis_client, servi
 
 
 def test_batches_close_before_padding_gets_too_costly():
-    from tasks.inference import length_sorted_batches
+    from inferq.tasks.inference import length_sorted_batches
 
     lengths = [10, 11, 12, 40, 41, 9]
     batches = length_sorted_batches(lengths, max_batch=16, max_padding=0.25)

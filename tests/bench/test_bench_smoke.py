@@ -14,7 +14,7 @@ SUMMARY_KEYS = {"workers", "workload", "precision", "raw_tps", "seed_tps", "e2e_
 
 
 def test_smoke_run_writes_results_plots_and_a_json_last_line(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "inferq.bench", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=280)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from bench import workload
-from celeryconfig import PRECISIONS
-from tasks.inference import classify
-from tasks.model import load
+from inferq.bench import workload
+from inferq.celeryconfig import PRECISIONS
+from inferq.tasks.inference import classify
+from inferq.tasks.model import load
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_path_agrees_with_fp32(precision, tiny_model, tmp_path_factory, texts, f
 
 
 def test_onnx_export_is_cached_and_reused(tiny_model, tmp_path):
-    from tasks.onnx_export import cached
+    from inferq.tasks.onnx_export import cached
 
     assert cached(str(tiny_model), str(tmp_path), quantized=True) is None
     load(str(tiny_model), str(tmp_path), "onnx-int8")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from stack import processes
-from stack.readiness import http_ok
-from stack.redis_server import free_port
-from stack.runner import procfile_commands
+from inferq.stack import processes
+from inferq.stack.readiness import http_ok
+from inferq.stack.redis_server import free_port
+from inferq.stack.runner import procfile_commands
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"

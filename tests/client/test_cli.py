@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from stack.processes import BIN
-from stack.redis_server import free_port
+from inferq.stack.processes import BIN
+from inferq.stack.redis_server import free_port
 
 
 def inferq(*args: str, api: str, stdin: str | None = None) -> subprocess.CompletedProcess:

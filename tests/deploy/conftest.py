@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from stack import processes
-from stack.redis_server import free_port
+from inferq.stack import processes
+from inferq.stack.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

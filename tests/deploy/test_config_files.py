@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from deploy import config_files, credentials
-from deploy.inventory import Host, Inventory
+from inferq.deploy import config_files, credentials
+from inferq.deploy.inventory import Host, Inventory
 from tests.deploy.conftest import ROOT, run_command
 
 
@@ -71,8 +71,8 @@ def test_orchestrator_units_pass_systemd_analyze_verify(tmp_path):
     import subprocess
     import sys
 
-    from deploy.layout import Layout
-    from deploy.orchestrator import orchestrator_services
+    from inferq.deploy.layout import Layout
+    from inferq.deploy.orchestrator import orchestrator_services
 
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
@@ -101,7 +101,7 @@ def test_a_release_is_the_projects_files_named_by_their_hash():
     import io
     import tarfile
 
-    from deploy import release
+    from inferq.deploy import release
 
     version, data = release.package(ROOT)
     time.sleep(1.1)  # gzip's header holds a timestamp: a second later must change nothing

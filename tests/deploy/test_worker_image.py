@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from stack.processes import worker_command
+from inferq.stack.processes import worker_command
 from tests.deploy.conftest import BIN, ROOT
 
 DOCKERFILE = ROOT / "worker_image" / "Dockerfile"
@@ -56,7 +56,7 @@ def test_dockerfile_is_slim_non_root_pinned_with_healthcheck_and_the_worker_comm
     assert runs.count("-c /tmp/constraints.txt") == 2  # every pip install is pinned
     assert "bake_model.py" in runs  # the model is baked in at build time
     healthcheck = dict(steps)["HEALTHCHECK"]
-    assert "celery -A tasks inspect ping" in healthcheck
+    assert "celery -A inferq.tasks inspect ping" in healthcheck
     cmd = json.loads(dict(steps)["CMD"])
     # Exactly the command the local stack runs, with the container's hostname in the node name.
     local = worker_command("worker")
@@ -67,7 +67,7 @@ def test_bake_model_builds_a_loadable_model_offline(tmp_path):
     out = tmp_path / "model"
     subprocess.run([sys.executable, str(ROOT / "worker_image" / "bake_model.py"), "offline:tiny", str(out)],
                    check=True, capture_output=True, timeout=120, cwd=ROOT)
-    from tasks.model import load
+    from inferq.tasks.model import load
 
     loaded = load(str(out), str(tmp_path / "cache"), "int8", 1)
     assert loaded.labels == ["NEGATIVE", "POSITIVE"]

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import requests
 
-from stack import processes
-from stack.redis_server import RedisServer, free_port
-from tasks.deliveries import DELIVERIES_KEY, RUNNING_KEY
+from inferq.stack import processes
+from inferq.stack.redis_server import RedisServer, free_port
+from inferq.tasks.deliveries import DELIVERIES_KEY, RUNNING_KEY
 
 HOST = socket.gethostname()
 
@@ -144,7 +144,7 @@ class Stack:
         be in Celery's reconnect back-off (kombu waits 2, 4, 6 ... up to 30 s between
         attempts), which ends by itself; a worker that never fetches again does not.
         """
-        from tasks.faults import SLEEP_PREFIX
+        from inferq.tasks.faults import SLEEP_PREFIX
 
         started = time.monotonic()
         seen: set[str] = set()

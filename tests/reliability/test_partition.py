@@ -6,7 +6,7 @@ import time
 import pytest
 import requests
 
-from tasks.faults import SLEEP_PREFIX
+from inferq.tasks.faults import SLEEP_PREFIX
 from tests.figures import record
 from tests.reliability.proxy import PartitionProxy
 from tests.reliability.stack import HOST, VISIBILITY_TIMEOUT, Stack, submit

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tasks.faults import KILL_WORKER, SLEEP_PREFIX
+from inferq.tasks.faults import KILL_WORKER, SLEEP_PREFIX
 from tests.figures import record
 from tests.reliability.stack import HOST, VISIBILITY_TIMEOUT, log_text, submit
 
@@ -138,7 +138,7 @@ def test_sigterm_gives_in_flight_job_back_at_once(stack):
 
 def test_poison_job_fails_after_bounded_retries(stack):
     """A job that kills every worker running it is failed with its reason; others finish."""
-    from celeryconfig import SETTINGS
+    from inferq.celeryconfig import SETTINGS
 
     max_deliveries = SETTINGS.max_deliveries  # the default (3): workers run with it too
     stack.ensure_workers()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from celeryconfig import ConfigError, load_settings
+from inferq.celeryconfig import ConfigError, load_settings
 
 
 def test_defaults_are_safe():
@@ -33,7 +33,7 @@ def test_bad_values_refused(env):
 
 
 def test_redelivery_scan_follows_the_visibility_timeout():
-    import celeryconfig
+    from inferq import celeryconfig
 
     options = celeryconfig.broker_transport_options
     assert options["unacked_restore_interval"] == max(1, min(10, celeryconfig.SETTINGS.visibility_timeout // 4))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stack.redis_server import free_port
+from inferq.stack.redis_server import free_port
 
 ENV_DROPPED = ("REDIS_URL", "INFERQ_BROKER_URL", "INFERQ_RESULT_BACKEND")
 """Unset, so the stack starts its own Redis as `make run` does by default."""

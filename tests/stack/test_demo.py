@@ -6,7 +6,7 @@ import subprocess
 import psutil
 import pytest
 
-from stack.processes import BIN
+from inferq.stack.processes import BIN
 from tests.stack.conftest import stack_env
 
 pytestmark = pytest.mark.slow

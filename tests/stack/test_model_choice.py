@@ -1,7 +1,7 @@
 """Which model the stack serves: the hub model when it can be had, else the offline base with a banner."""
 from __future__ import annotations
 
-from stack import model_choice
+from inferq.stack import model_choice
 
 
 def test_directory_and_offline_builds_are_kept(tmp_path):

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from celeryconfig import load_settings
-from stack import runner
+from inferq.celeryconfig import load_settings
+from inferq.stack import runner
 
 
 def plan(env: dict, tmp_path, redis_env: dict | None = None):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 import random
 
-from stack import seed_load
-from stack.seed_load import Outcome
+from inferq.stack import seed_load
+from inferq.stack.seed_load import Outcome
 
 
 def test_percentile_interpolates_between_ranks():

@@ -13,9 +13,9 @@ import psutil
 import pytest
 import requests
 
-from stack.flower_auth import credentials_path
-from stack.processes import BIN
-from stack.readiness import READY_LINE
+from inferq.stack.flower_auth import credentials_path
+from inferq.stack.processes import BIN
+from inferq.stack.readiness import READY_LINE
 from tests.stack.conftest import stack_env
 
 pytestmark = pytest.mark.slow

@@ -17,8 +17,8 @@ import pytest
 from kombu import Connection, Queue
 from kombu.transport import redis as kombu_redis
 
-from stack.redis_server import RedisServer
-from tasks import redis_transport
+from inferq.stack.redis_server import RedisServer
+from inferq.tasks import redis_transport
 
 OPTIONS = {"socket_timeout": 0.3, "socket_connect_timeout": 0.3, "ack_retry_seconds": 0.5,
            "visibility_timeout": 2, "unacked_restore_interval": 1}
@@ -109,7 +109,7 @@ def test_kombu_stock_transport_wedges(redis):
 
 
 def test_redis_scheme_resolves_to_our_transport():
-    from tasks import app  # registers the transport, as every inferq process does
+    from inferq.tasks import app  # registers the transport, as every inferq process does
 
     with app.connection_for_read() as connection:
         assert connection.transport_cls == "redis"  # Flower and as_uri() still see redis://
