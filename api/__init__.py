@@ -1,7 +1,8 @@
 """inferq's HTTP API: a Flask application factory.
 
 Run it under a WSGI server: ``gunicorn -c python:inferq.api.gunicorn_conf 'inferq.api:create_app()'``.
-The API imports the Celery app to enqueue; it never loads the model.
+The API sends jobs by task name through the Celery app (contract.py); it never
+imports the workers' code and never loads the model.
 """
 from __future__ import annotations
 
@@ -9,31 +10,32 @@ from flask import Flask
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    """Create the API: defaults from celeryconfig, then test overrides, then routes."""
-    from inferq.celeryconfig import SETTINGS
+    """Create the API: defaults from the API's settings, then test overrides, then routes."""
     from inferq.api import errors, health, jobs, openapi
-    from inferq.api.store import JobStore
     from inferq.api.metrics import bp as metrics_bp
-    from inferq.tasks import app as celery_app
+    from inferq.api.store import JobStore
+    from inferq.settings import Api, current
 
+    settings = current(Api)
     app = Flask(__name__)
     app.config.from_mapping(
-        MAX_CONTENT_LENGTH=SETTINGS.max_body_bytes,
-        INFERQ_MAX_TEXTS=SETTINGS.max_texts,
-        INFERQ_MAX_WAIT_SECONDS=SETTINGS.max_wait_seconds,
-        INFERQ_HEARTBEAT_SECONDS=SETTINGS.heartbeat_seconds,
-        INFERQ_QUEUE=SETTINGS.queue,
-        INFERQ_MAX_QUEUE_DEPTH=SETTINGS.max_queue_depth,
-        INFERQ_RETRY_AFTER=SETTINGS.retry_after_seconds,
-        INFERQ_API_KEYS=SETTINGS.api_keys,
-        JSON_SORT_KEYS=False,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        INFERQ_MAX_TEXTS=settings.max_texts,
+        INFERQ_MAX_WAIT_SECONDS=settings.max_wait_seconds,
+        INFERQ_HEARTBEAT_SECONDS=settings.heartbeat_seconds,
+        INFERQ_QUEUE=settings.queue,
+        INFERQ_MAX_QUEUE_DEPTH=settings.max_queue_depth,
+        INFERQ_RETRY_AFTER=settings.retry_after,
+        INFERQ_API_KEYS=settings.api_keys,
+        INFERQ_REDIS_URL=settings.backend,
+        INFERQ_RESULT_TTL=settings.result_ttl,
+        INFERQ_REDIS_TIMEOUT=settings.redis_timeout,
     )
     if test_config:
         app.config.from_mapping(test_config)
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["inferq.store"] = JobStore(
-        celery_app, SETTINGS.result_ttl_seconds, SETTINGS.redis_socket_timeout
-    )
+        app.config["INFERQ_REDIS_URL"], app.config["INFERQ_RESULT_TTL"], app.config["INFERQ_REDIS_TIMEOUT"])
     errors.register(app)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(health.bp)

@@ -42,7 +42,7 @@ def require_key(request: Request) -> str | None:
     valid = key is not None and any(
         [hmac.compare_digest(key.encode("utf-8", "surrogatepass"), k.encode()) for k in keys]
     )
-    if not valid:
+    if key is None or not valid:
         raise ApiError(401, "unauthorized",
                        "this API needs a key: send it as X-API-Key: <key> or Authorization: Bearer <key>",
                        headers={"WWW-Authenticate": 'Bearer realm="inferq"'})

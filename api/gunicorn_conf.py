@@ -3,12 +3,16 @@
 Threaded workers, because ``GET /jobs/<id>?wait=N`` holds a request open while
 it waits: a sync worker would be blocked for the whole wait.
 """
-from inferq.celeryconfig import SETTINGS
+from inferq import settings
 
-bind = SETTINGS.api_bind
+# gunicorn reads this file first: a setting the API cannot run with stops it here, in one line.
+settings.require(settings.Api, settings.Celery)
+_api = settings.current(settings.Api)
+
+bind = _api.api_bind
 worker_class = "gthread"
-workers = SETTINGS.api_workers
-threads = SETTINGS.api_threads
+workers = _api.api_workers
+threads = _api.api_threads
 timeout = 60
 graceful_timeout = 10
 accesslog = "-"

@@ -6,7 +6,7 @@ import time
 import redis
 from flask import Blueprint, current_app, jsonify
 
-from inferq.tasks.worker import WORKERS_KEY
+from inferq.contract import WORKERS_KEY
 
 bp = Blueprint("health", __name__)
 

@@ -15,9 +15,7 @@ import re
 import redis
 
 from inferq.api.errors import ApiError
-
-IDEMPOTENCY_KEY = "inferq:idempotency:{}"
-"""Per (caller, key): {"job_id", "body"} of the job the key created."""
+from inferq.contract import IDEMPOTENCY_KEY
 
 VALID_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 """Printable ASCII without spaces, at most 255 characters (what clients send: a UUID or similar)."""
@@ -43,7 +41,7 @@ def body_fingerprint(texts: list[str]) -> str:
     return hashlib.sha256(json.dumps(texts, ensure_ascii=True).encode()).hexdigest()
 
 
-def _existing(raw: bytes, body: str) -> str:
+def _existing(raw: bytes | str, body: str) -> str:
     stored = json.loads(raw)
     if stored["body"] != body:
         raise ApiError(409, "idempotency_key_reused",

@@ -4,7 +4,8 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from flask import Blueprint, current_app, jsonify, request, url_for
@@ -13,7 +14,8 @@ from kombu.exceptions import OperationalError
 from inferq.api import admission, auth, idempotency, validation
 from inferq.api.errors import ApiError
 from inferq.api.store import STATUS_OF_STATE, JobStore
-from inferq.tasks.jobs import classify_job
+from inferq.celery_app import app as celery_app
+from inferq.contract import CLASSIFY_TASK, classify_message
 
 bp = Blueprint("jobs", __name__)
 
@@ -63,7 +65,7 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
             try:
                 # queued_at travels with the job so the worker can observe its
                 # end-to-end latency without reading the record back.
-                classify_job.apply_async(args=[texts], kwargs={"queued_at": queued_at}, task_id=job_id)
+                celery_app.send_task(CLASSIFY_TASK, task_id=job_id, **classify_message(texts, queued_at))
             except Exception:
                 if idem_key:
                     idempotency.release(store.redis, idem_key, owner)
@@ -108,7 +110,7 @@ def seed_new_request():
 
 
 def _iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat() if ts else None
+    return datetime.fromtimestamp(ts, UTC).isoformat() if ts else None
 
 
 def _ms(start: float | None, end: float | None) -> float | None:
@@ -118,9 +120,9 @@ def _ms(start: float | None, end: float | None) -> float | None:
 def describe(job_id: str, record: dict, meta: dict) -> dict:
     """The client's view of a job: status, and when done its results and timings."""
     status = STATUS_OF_STATE.get(meta["status"], "queued")
-    body = {"job_id": job_id, "status": status, "texts": record["texts"]}
+    body: dict[str, Any] = {"job_id": job_id, "status": status, "texts": record["texts"]}
     queued_at = record["queued_at"]
-    timings = {"queued_at": _iso(queued_at)}
+    timings: dict[str, Any] = {"queued_at": _iso(queued_at)}
     if status == "succeeded":
         result = meta["result"]
         started, finished = result["started_at"], result["finished_at"]
@@ -143,8 +145,6 @@ def _failure_reason(meta: dict) -> str:
         if isinstance(message, (list, tuple)):
             message = " ".join(map(str, message))
         return f"{result['exc_type']}: {message}"
-    if isinstance(result, BaseException):  # Celery's backend rebuilt the job's exception
-        return f"{type(result).__name__}: {result}"
     return str(result or meta["status"])
 
 

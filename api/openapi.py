@@ -5,6 +5,8 @@ check every answer against it, so it has to say what the API really does.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, current_app, jsonify
 
 bp = Blueprint("openapi", __name__)
@@ -19,8 +21,8 @@ def _errors(*codes: int) -> dict:
         413: "body too large", 415: "unsupported media type", 429: "queue full: retry after `Retry-After` seconds",
         503: "Redis unreachable: retry shortly",
     }
-    answers = {str(c): {"description": descriptions[c], "content": {"application/json": {"schema": _ERROR}}}
-               for c in codes}
+    answers: dict[str, Any] = {
+        str(c): {"description": descriptions[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
     # gunicorn answers these itself, in HTML, before the API runs (api/gunicorn_conf.py).
     answers["400"]["content"]["text/html"] = {"schema": {"type": "string"}}
     answers["400"]["description"] += "; a header field too long for gunicorn: its own HTML page"
@@ -50,7 +52,7 @@ def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool
     idem = {"name": "Idempotency-Key", "in": "header", "required": False,
             "description": "same key and body: the same job; same key, other body: 409",
             "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"}}
-    security = [{"apiKey": []}, {"bearer": []}] if keys_required else []
+    security: list[dict[str, list]] = [{"apiKey": []}, {"bearer": []}] if keys_required else []
     return {
         "openapi": "3.0.3",
         "info": {"title": "inferq", "version": "0.1.0",
@@ -68,18 +70,20 @@ def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool
                 "parameters": [
                     {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}},
                     {"name": "wait", "in": "query", "required": False,
-                     "description": f"hold the request until the job is done or this many seconds pass (cut to {max_wait:g})",
+                     "description": "hold the request until the job is done or this many seconds pass "
+                                    f"(cut to {max_wait:g})",
                      "schema": {"type": "number", "minimum": 0}},
                 ],
-                "responses": {"200": {"description": "the job",
-                                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
+                "responses": {"200": {"description": "the job", "content": {
+                                          "application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
                               **_errors(400, 401, 404, 503)},
             }},
             "/new_request": {"post": {
                 "operationId": "seedNewRequest", "summary": "The seed's route: one text as JSON, plain text or a form",
                 "parameters": [idem],
                 "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": {"type": "object", "required": ["text"], "properties": {"text": text}}},
+                    "application/json": {"schema": {"type": "object", "required": ["text"],
+                                                     "properties": {"text": text}}},
                     "text/plain": {"schema": text},
                     "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["text"],
                                                                       "properties": {"text": text}}},
@@ -92,7 +96,8 @@ def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool
                                 "summary": "Redis answers and a worker sent a heartbeat recently",
                                 "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
             "/metrics": {"get": {"operationId": "metrics", "security": [],
-                                 "summary": "Prometheus metrics: jobs submitted, completed, failed, queue depth, latency",
+                                 "summary": "Prometheus metrics: jobs submitted, completed, failed, queue depth, "
+                                            "latency",
                                  "responses": {"200": {"description": "Prometheus text format",
                                                        "content": {"text/plain": {"schema": {"type": "string"}}}},
                                                "503": {"description": "Redis unreachable"}}}},

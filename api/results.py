@@ -78,7 +78,7 @@ class ResultListener:
         self._watches: dict[str, set[Watch]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._pid = None
+        self._pid: int | None = None
 
     @contextmanager
     def watch(self, job_id: str):

@@ -15,11 +15,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from inferq.api.results import POLL_SECONDS, ResultListener
-from inferq.tasks import metrics
-from inferq.tasks.deliveries import RUNNING_KEY
-
-JOB_KEY = "inferq:job:{}"
-"""Per job: when it was queued and how many texts it has; expires with its result."""
+from inferq.contract import JOB_KEY, RESULT_KEY_PREFIX, RUNNING_KEY, SUBMITTED_KEY, decode_state, result_key
 
 # Celery's states, as the four statuses clients see.
 STATUS_OF_STATE = {
@@ -37,19 +33,17 @@ TERMINAL = {"succeeded", "failed"}
 class JobStore:
     """Read and write job records beside Celery's result backend."""
 
-    def __init__(self, celery_app, ttl_seconds: int, socket_timeout: float):
-        self.celery_app = celery_app
+    def __init__(self, url: str, ttl_seconds: int, socket_timeout: float):
         self.ttl = ttl_seconds
         self.redis = redis.Redis.from_url(
-            celery_app.conf.result_backend,
+            url,
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_timeout,
             # redis-py retries with backoff by default (seconds); the API must
             # answer 503 within 2 s when Redis is away, so fail on the first error.
             retry=Retry(NoBackoff(), 0),
         )
-        self.listener = ResultListener(celery_app.conf.result_backend,
-                                       celery_app.backend.task_keyprefix, socket_timeout)
+        self.listener = ResultListener(url, RESULT_KEY_PREFIX.encode(), socket_timeout)
 
     def create(self, job_id: str, n_texts: int, owner: str | None, queue: str, queued_at: float) -> int:
         """Record a job the API is about to enqueue and count it submitted; return the queue depth.
@@ -58,13 +52,13 @@ class JobStore:
         its API key's fingerprint) and the submitted counter go in one pipeline.
         A caller that then refuses or fails to enqueue the job calls forget().
         """
-        record = {"queued_at": queued_at, "texts": n_texts}
+        record: dict[str, Any] = {"queued_at": queued_at, "texts": n_texts}
         if owner is not None:
             record["owner"] = owner
         pipe = self.redis.pipeline(transaction=False)
         pipe.llen(queue)
         pipe.set(JOB_KEY.format(job_id), json.dumps(record), ex=self.ttl)
-        metrics.record_submitted(pipe)
+        pipe.incr(SUBMITTED_KEY)
         depth, _, _ = pipe.execute()
         return int(depth)
 
@@ -72,29 +66,26 @@ class JobStore:
         """Drop the record (and the count) of a job that was not enqueued after all."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.delete(JOB_KEY.format(job_id))
-        metrics.record_submitted(pipe, -1)
+        pipe.decr(SUBMITTED_KEY)
         pipe.execute()
 
     def record_and_meta(self, job_id: str) -> tuple[dict | None, dict[str, Any]]:
         """The API's record of a job (None if it never issued the id or it expired) and its state, in one round trip."""
         raw_record, raw_meta, running_on = self.redis.mget(
-            JOB_KEY.format(job_id), self._meta_key(job_id), RUNNING_KEY.format(job_id))
+            JOB_KEY.format(job_id), result_key(job_id), RUNNING_KEY.format(job_id))
         return (json.loads(raw_record) if raw_record else None), self._state(raw_meta, running_on)
 
     def meta(self, job_id: str) -> dict[str, Any]:
         """The job's state: Celery's stored result, else STARTED if a worker took it, else PENDING."""
-        # Read through our own client rather than backend.get_task_meta: the
-        # backend retries while Redis is away (result_backend_always_retry, which
-        # workers need), and a poll must fail within the 503 bound instead.
-        return self._state(*self.redis.mget(self._meta_key(job_id), RUNNING_KEY.format(job_id)))
-
-    def _meta_key(self, job_id: str) -> str:
-        return self.celery_app.backend.get_key_for_task(job_id)
+        # Read through our own client rather than Celery's backend: the backend
+        # retries while Redis is away (result_backend_always_retry, which workers
+        # need), and a poll must fail within the 503 bound instead.
+        return self._state(*self.redis.mget(result_key(job_id), RUNNING_KEY.format(job_id)))
 
     def _state(self, raw_meta, running_on=None) -> dict[str, Any]:
         """A job's state from its raw result (published or stored) and the worker that started it."""
         if raw_meta is not None:
-            return self.celery_app.backend.decode_result(raw_meta)
+            return decode_state(raw_meta)
         if running_on is not None:
             # No result yet, but a worker started it (tasks/deliveries.py). A job
             # whose worker died stays "running" until another worker finishes it.

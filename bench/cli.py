@@ -15,9 +15,8 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tqdm import tqdm
-
-from inferq.celeryconfig import PRECISIONS, SETTINGS
+from inferq.bench import report, runner
+from inferq.settings import PRECISIONS, Worker, load
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +53,16 @@ SMOKE = Plan("offline:tiny", 40, 10, 0.3, 1, 1, 3, 10, 4, 20, (1, 4), 8, (0.5,),
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
+    defaults = load(Worker)  # the workers' settings of this environment are the defaults
     parser = argparse.ArgumentParser(prog="inferq-bench", description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="a short run (under 5 minutes here)")
     mode.add_argument("--smoke", action="store_true", help="tiny model, a handful of jobs (for tests)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="W (default: cores)")
     parser.add_argument("--workload", choices=("short", "mixed"), default="short")
-    parser.add_argument("--precision", default=SETTINGS.precision, choices=PRECISIONS,
+    parser.add_argument("--precision", default=defaults.precision, choices=PRECISIONS,
                         help="default: INFERQ_PRECISION")
-    parser.add_argument("--batch-size", type=int, default=SETTINGS.batch_size,
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
                         help="INFERQ_BATCH_SIZE for inferq's workers")
     parser.add_argument("--model", help="INFERQ_MODEL for every path (default offline:base)")
     parser.add_argument("--out", default=str(Path(__file__).parent), help="where RESULTS.md and plots go")
@@ -71,8 +71,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and report."""
-    from inferq.bench import report, runner
-
     args = parse(argv)
     plan = SMOKE if args.smoke else QUICK if args.quick else FULL
     if args.model:
@@ -106,19 +104,3 @@ def machine() -> str:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {platform.system()} {platform.release()}, "
             f"Python {platform.python_version()}, torch {torch.__version__}")
-
-
-class Progress:
-    """One progress bar over the run's steps, with the current stage as its description."""
-
-    def __init__(self, total: int):
-        self.bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True)
-
-    def stage(self, name: str) -> None:
-        self.bar.set_description(name)
-
-    def __call__(self, n: int = 1) -> None:
-        self.bar.update(n)
-
-    def close(self) -> None:
-        self.bar.close()

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
 
 import requests
+
+from inferq.bench.stats import percentile
 
 WAIT_SECONDS = 30
 """Long-poll length per GET: far longer than any job here takes."""
@@ -41,11 +43,8 @@ class Run:
         return len(self.samples) / self.seconds if self.seconds else 0.0
 
     def percentile(self, q: float) -> float:
-        """Latency percentile in ms (q in 0..100)."""
-        values = sorted(s.latency_ms for s in self.samples)
-        if not values:
-            return float("nan")
-        return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+        """Latency percentile in ms (q in 1..99)."""
+        return percentile([s.latency_ms for s in self.samples], q)
 
 
 def one_job(session: requests.Session, base: str, text: str | list[str]) -> Sample:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 
-from inferq.celeryconfig import PRECISIONS
+from inferq.settings import PRECISIONS
 
 
 def _measure(model_dir, cache, precisions, texts, queue):

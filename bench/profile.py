@@ -18,7 +18,7 @@ from pathlib import Path
 
 from inferq.bench import loadgen, workload
 from inferq.bench.services import Services
-from inferq.celeryconfig import SETTINGS
+from inferq.settings import ModelSource, current
 from inferq.tasks.model import resolve
 
 
@@ -57,9 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model_dir = resolve("offline:base", SETTINGS.model_cache)
+    cache = current(ModelSource).model_cache
+    model_dir = resolve("offline:base", cache)
     texts = workload.texts("short", 600)
-    services = Services(out, {"INFERQ_MODEL": model_dir, "INFERQ_MODEL_CACHE": SETTINGS.model_cache})
+    services = Services(out, {"INFERQ_MODEL": model_dir, "INFERQ_MODEL_CACHE": cache})
     try:
         services.start_workers(args.workers)
         jobs = 10_000_000

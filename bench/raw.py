@@ -5,6 +5,8 @@ import multiprocessing
 import time
 from dataclasses import dataclass
 
+from inferq.bench.stats import percentile
+
 
 @dataclass
 class RawResult:
@@ -55,22 +57,7 @@ def run(model_dir: str, cache: str, precision: str, texts: list[str], processes:
         p.join()
     count = sum(o[0] for o in outs)
     elapsed = max(o[1] for o in outs)
-    latencies = sorted(x for o in outs for x in o[2])
+    latencies = [x for o in outs for x in o[2]]
     return RawResult(processes, precision, count, elapsed, count / elapsed,
-                     latencies[len(latencies) // 2] * 1000, max(o[3] for o in outs),
+                     percentile(latencies, 50) * 1000, max(o[3] for o in outs),
                      1000 * sum(o[4] for o in outs) / count)
-
-
-def model_time_ms(model_dir: str, cache: str, precision: str, text: str, repeat: int = 20) -> float:
-    """Median time, in this process, of the model on one text: the model's own time for a job."""
-    from inferq.tasks.inference import classify
-    from inferq.tasks.model import load
-
-    loaded = load(model_dir, cache, precision, torch_threads=1)
-    classify(loaded, [text])
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        classify(loaded, [text])
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2] * 1000

@@ -5,9 +5,11 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from inferq.celeryconfig import SETTINGS
 from inferq.bench import flops, loadgen, precision, raw, seed, workload
+from inferq.bench.progress import Progress
 from inferq.bench.services import Services
+from inferq.bench.stats import percentile
+from inferq.settings import ModelSource, current
 from inferq.tasks.model import resolve
 
 log = logging.getLogger(__name__)
@@ -18,7 +20,8 @@ BULK = 16
 
 def _steps(plan, mixed: bool) -> int:
     return (1 + len(precision.PRECISIONS) + 2 + 1 + (1 if mixed else 0) + seed.SEED_CLIENTS * plan.seed_per_client
-            + plan.idle_jobs + plan.seed_load_jobs + max(1, plan.sweep_jobs // BULK) + plan.saturation_jobs + len(plan.sweep) * plan.sweep_jobs
+            + plan.idle_jobs + plan.seed_load_jobs + max(1, plan.sweep_jobs // BULK) + plan.saturation_jobs
+            + len(plan.sweep) * plan.sweep_jobs
             + len(plan.open_fractions) + (plan.scaling_jobs if mixed else 0)
             + 2 * plan.scaling_jobs)
 
@@ -32,7 +35,6 @@ def _run_summary(run: loadgen.Run, flops_per_text: float, peak: float) -> dict:
 
 def run(plan, args, tmp: Path) -> dict:
     """Run every stage; return everything measured."""
-    from inferq.bench.cli import Progress
     from transformers import AutoConfig, AutoTokenizer
 
     mixed = plan.mixed
@@ -41,7 +43,7 @@ def run(plan, args, tmp: Path) -> dict:
                  "batch_size": args.batch_size, "model": plan.model}
     try:
         progress.stage("building the model")
-        cache = SETTINGS.model_cache
+        cache = current(ModelSource).model_cache
         model_dir = resolve(plan.model, cache)
         texts = workload.texts(args.workload, plan.texts)
         mixed_texts = workload.texts("mixed", plan.texts) if mixed else []
@@ -82,8 +84,7 @@ def run(plan, args, tmp: Path) -> dict:
             for p in procs:
                 seed.processes.stop(p)
         lat = s.pop("latencies_ms")
-        out["seed"] = {**s, "p50_ms": lat[len(lat) // 2], "p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))],
-                       "latencies_ms": lat}
+        out["seed"] = {**s, "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99), "latencies_ms": lat}
 
         progress.stage("inferq: starting")
         services = Services(tmp, {"INFERQ_MODEL": model_dir, "INFERQ_MODEL_CACHE": cache,

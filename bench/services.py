@@ -6,9 +6,9 @@ from pathlib import Path
 
 import psutil
 
+from inferq.contract import WORKERS_KEY
 from inferq.stack import processes
 from inferq.stack.redis_server import RedisServer, free_port
-from inferq.tasks.worker import WORKERS_KEY
 
 
 class Services:
@@ -41,7 +41,7 @@ class Services:
             started.append((name, log, processes.spawn(processes.worker_command(name), env, log)))
         for name, log, proc in started:
             full = f"{name}@{socket.gethostname()}"
-            processes.wait_until(lambda: self.client.zscore(WORKERS_KEY, full) is not None,
+            processes.wait_until(lambda full=full: self.client.zscore(WORKERS_KEY, full) is not None,
                                  600, f"worker {name}", proc, log)
         self.workers = [proc for _, _, proc in started]
 

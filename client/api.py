@@ -54,7 +54,8 @@ class Client:
         except requests.ConnectionError as exc:
             raise ApiUnreachable(f"cannot reach the API at {self.base_url} ({_reason(exc)})") from None
         except requests.Timeout:
-            raise ApiUnreachable(f"the API at {self.base_url} did not answer within {timeout or self.timeout:g}s") from None
+            waited = timeout or self.timeout
+            raise ApiUnreachable(f"the API at {self.base_url} did not answer within {waited:g}s") from None
         try:
             body = response.json()
         except ValueError:

@@ -14,7 +14,7 @@ from typing import IO
 
 from tqdm import tqdm
 
-from inferq.client.api import TERMINAL, ApiRefused, ApiUnreachable, Client
+from inferq.client.api import ApiRefused, ApiUnreachable, Client
 
 EXIT_FAILED, EXIT_UNREACHABLE, EXIT_NOT_DONE = 1, 3, 4
 
@@ -105,12 +105,13 @@ def cmd_result(client: Client, args) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The command line."""
-    from inferq.celeryconfig import SETTINGS
+    from inferq.settings import Client, current
 
+    settings = current(Client)  # the client's own section: no server setting can stop it
     p = argparse.ArgumentParser(prog="inferq", description=__doc__.splitlines()[0])
-    p.add_argument("--api", default=SETTINGS.api_url,
+    p.add_argument("--api", default=settings.url,
                    help="the API's base URL (default: INFERQ_API_URL, else %(default)s)")
-    p.add_argument("--api-key", default=SETTINGS.client_api_key,
+    p.add_argument("--api-key", default=settings.api_key,
                    help="API key to send, when the API requires one (default: INFERQ_API_KEY)")
     p.add_argument("--http-timeout", type=float, default=10.0, help="seconds to wait for each HTTP answer")
     sub = p.add_subparsers(dest="command", required=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 from inferq.deploy.credentials import Secrets
 from inferq.deploy.inventory import Host, Inventory
 
-
 WORKER_REDIS_USER = "inferq-worker"
 """The Redis ACL user the workers log in as; the API and Flower use the default user."""
 
@@ -34,9 +33,9 @@ def redis_conf(inventory: Inventory, host: Host, secrets: Secrets, data_dir: str
     fab runs (README "Guarantees" for the trade-off), as for the local stack.
     """
     if appendfsync is None:
-        from inferq.celeryconfig import SETTINGS
+        from inferq.settings import RedisServer, current
 
-        appendfsync = SETTINGS.redis_appendfsync
+        appendfsync = current(RedisServer).redis_appendfsync
     return "\n".join([
         # The private address for the workers, loopback for the API and for an admin on the host.
         f"bind {host.private_ip} 127.0.0.1",

@@ -1,8 +1,8 @@
 """The deploy tooling's errors: one line each, saying what failed and what to do."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 
 class DeployError(RuntimeError):

@@ -12,7 +12,8 @@ import json
 
 from invoke import Exit, task
 
-from inferq.deploy import credentials, inventory as inv, operations, settings
+from inferq.deploy import credentials, operations, settings
+from inferq.deploy import inventory as inv
 from inferq.deploy.errors import DeployError
 
 HELP = {"inventory": f"inventory file (default {settings.INVENTORY})",

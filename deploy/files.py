@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import shlex
-from typing import Callable
+from collections.abc import Callable
 
 from fabric import Connection
 

@@ -1,9 +1,9 @@
 """Where things are on a host, per runtime."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from inferq.deploy.inventory import Host, Inventory
 

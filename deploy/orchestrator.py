@@ -23,7 +23,7 @@ def orchestrator_services(inventory: Inventory, host: Host, where: Layout) -> li
                 user="redis" if aws else "root"),
         Service("api", [f"{where.bin}/gunicorn", "-c", "python:inferq.api.gunicorn_conf", "inferq.api:create_app()"], env,
                 where.code, user="inferq" if aws else "root"),
-        Service("flower", [f"{where.bin}/celery", "-A", "inferq.tasks", "flower", f"--port={inventory.flower_port}",
+        Service("flower", [f"{where.bin}/celery", "-A", "inferq.celery_app", "flower", f"--port={inventory.flower_port}",
                            f"--address={host.private_ip}"], env, where.code, user="inferq" if aws else "root"),
     ]
 

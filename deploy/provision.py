@@ -6,9 +6,9 @@ reported. Teardown deletes what carries the tag, and nothing else.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from inferq.deploy import inventory as inv
 from inferq.deploy import settings

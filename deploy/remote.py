@@ -21,7 +21,7 @@ PING_TIMEOUT = 1.0
 
 def ping(expected: list[str], timeout: float) -> dict:
     """Ping the workers until every expected node answers or timeout passes."""
-    from inferq.tasks import app
+    from inferq.celery_app import app
 
     deadline = time.monotonic() + timeout
     while True:
@@ -36,18 +36,19 @@ def queue_depth() -> int:
     """Jobs waiting in the queue (not counting the ones workers hold)."""
     import redis
 
-    from inferq.celeryconfig import SETTINGS
+    from inferq.settings import Redis, current
 
-    return redis.Redis.from_url(SETTINGS.broker_url, socket_timeout=5).llen(SETTINGS.queue)
+    settings = current(Redis)
+    return redis.Redis.from_url(settings.broker, socket_timeout=5).llen(settings.queue)
 
 
 def smoke(api: str, timeout: float) -> dict:
     """Submit one job through the API and wait for its result."""
     import requests
 
-    from inferq.celeryconfig import SETTINGS
+    from inferq.settings import ApiKeys, current
 
-    keys = getattr(SETTINGS, "api_keys", ())
+    keys = current(ApiKeys).api_keys
     headers = {"X-API-Key": keys[0]} if keys else {}
     posted = requests.post(f"{api}/jobs", json={"text": "inferq deploy smoke test"}, headers=headers, timeout=10)
     posted.raise_for_status()

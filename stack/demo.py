@@ -17,8 +17,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from inferq.celeryconfig import SETTINGS
+from inferq import settings as inferq_settings
 from inferq.client.api import ApiUnreachable, Client
+from inferq.settings import Stack
 from inferq.stack import seed_load
 from inferq.stack.processes import BIN, tail
 from inferq.stack.readiness import READY_LINE
@@ -73,24 +74,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=seed_load.SEED_REQUESTS_PER_THREAD, help="per thread")
     parser.add_argument("--timeout", type=float, default=300.0, help="longest wait for each job (seconds)")
     args = parser.parse_args(argv)
+    inferq_settings.require(Stack)
+    settings = inferq_settings.current(Stack)
 
-    state = Path(SETTINGS.state_dir).resolve() / "demo"
+    state = Path(settings.state_dir).resolve() / "demo"
     api_bind, flower_bind = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     env = {**os.environ, "INFERQ_STATE_DIR": str(state), "INFERQ_API_BIND": api_bind,
            "INFERQ_FLOWER_BIND": flower_bind, "INFERQ_API_URL": f"http://{api_bind}"}
-    print(f"inferq demo: {SETTINGS.stack_workers} worker(s), the seed's test "
+    print(f"inferq demo: {settings.worker_count} worker(s), the seed's test "
           f"({args.threads} threads x {args.requests} requests); stack log: {state / 'stack.log'}", flush=True)
     process, log_path = start_stack(state, env)
     try:
         try:
-            for line in wait_for_ready(process, log_path, SETTINGS.stack_ready_timeout):
+            for line in wait_for_ready(process, log_path, settings.ready_timeout):
                 print(line, flush=True)
         except RuntimeError as exc:
             print(f"inferq demo: {exc}", file=sys.stderr)
             return 1
         expected = args.threads * args.requests
         # With INFERQ_API_KEYS set the stack's API wants a key: send INFERQ_API_KEY, else the first configured one.
-        client = Client(f"http://{api_bind}", SETTINGS.client_api_key or next(iter(SETTINGS.api_keys), ""))
+        client = Client(f"http://{api_bind}", settings.api_key or next(iter(settings.api_keys), ""))
         try:
             with tqdm(total=expected, unit="job", desc="jobs", file=sys.stderr) as bar:
                 outcomes, elapsed = seed_load.run(client, args.threads, args.requests, args.timeout,

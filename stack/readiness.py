@@ -4,12 +4,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import redis
 import requests
 
-from inferq.tasks.worker import WORKERS_KEY
+from inferq.contract import WORKERS_KEY
 
 log = logging.getLogger(__name__)
 

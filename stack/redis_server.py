@@ -85,7 +85,7 @@ class RedisServer:
         """A client of this server."""
         return redis.Redis(host=self.bind, port=self.port, password=self.password, socket_timeout=2)
 
-    def start(self, timeout: float = 10.0) -> "RedisServer":
+    def start(self, timeout: float = 10.0) -> RedisServer:
         """Start the server and wait until it answers PING; raise RedisUnavailable if it does not."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir / "redis.log", "ab")

@@ -24,7 +24,8 @@ from honcho.environ import expand_processes, parse_procfile
 from honcho.manager import Manager
 from honcho.printer import Message, Printer
 
-from inferq.celeryconfig import SETTINGS, Settings
+from inferq import settings as inferq_settings
+from inferq.settings import Stack
 from inferq.stack import model_choice, readiness
 from inferq.stack.flower_auth import credentials_path, ensure_credentials
 from inferq.stack.processes import BIN
@@ -90,19 +91,19 @@ def start_url(bind: str) -> str:
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
 
 
-def redis_setup(settings: Settings, state: Path) -> tuple[str, dict[str, str]]:
+def redis_setup(settings: Stack, state: Path) -> tuple[str, dict[str, str]]:
     """The Redis URL for every process, and the Procfile environment of our own Redis (none if external)."""
     if settings.external_redis:
-        return settings.redis_url, {}
+        return settings.broker, {}
     # A fresh password and port each run; the data (AOF) stays under the state dir across runs.
     server = RedisServer(state / "redis", port=free_port(),
-                         appendfsync=getattr(settings, "redis_appendfsync", "everysec"))
+                         appendfsync=settings.redis_appendfsync)
     server.data_dir.mkdir(parents=True, exist_ok=True)
     command = server.command()  # writes redis.conf, mode 600: it holds the password
     return server.url, {"INFERQ_REDIS_SERVER": command[0], "INFERQ_REDIS_CONF": command[1]}
 
 
-def build_manager(settings: Settings, model: str, redis_url: str, redis_env: dict[str, str],
+def build_manager(settings: Stack, model: str, redis_url: str, redis_env: dict[str, str],
                   flower_auth: tuple[str, str], procfile: Path) -> tuple[Manager, list[str]]:
     """A honcho Manager with every Procfile line to run, and the worker hostnames it will start."""
     processes = procfile_commands(procfile)
@@ -121,7 +122,7 @@ def build_manager(settings: Settings, model: str, redis_url: str, redis_env: dic
     manager = StackManager(Printer(sys.stdout))
     hostname = socket.gethostname()
     workers = []
-    for params in expand_processes(processes, concurrency={"worker": settings.stack_workers}, env=base):
+    for params in expand_processes(processes, concurrency={"worker": settings.worker_count}, env=base):
         env = dict(params.env)
         if params.name.startswith("flower."):
             env.update(FLOWER_BASIC_AUTH=":".join(flower_auth), FLOWER_ADDRESS=flower_host,
@@ -133,9 +134,9 @@ def build_manager(settings: Settings, model: str, redis_url: str, redis_env: dic
     return manager, workers
 
 
-def ready_message(settings: Settings, model: str, n_workers: int) -> str:
+def ready_message(settings: Stack, model: str, n_workers: int) -> str:
     """What the stack prints once every part is ready."""
-    api, flower = settings.api_url, start_url(settings.flower_bind)
+    api, flower = settings.url, start_url(settings.flower_bind)
     return "\n".join([
         f"{readiness.READY_LINE}: {n_workers} worker(s) ready, model {model}",
         f"  API      {api}    try: inferq submit 'what a lovely day' --wait 10",
@@ -145,7 +146,7 @@ def ready_message(settings: Settings, model: str, n_workers: int) -> str:
     ])
 
 
-def watch(manager: Manager, settings: Settings, model: str, redis_url: str, workers: list[str],
+def watch(manager: Manager, settings: Stack, model: str, redis_url: str, workers: list[str],
           stop: threading.Event, failed: threading.Event) -> None:
     """Say when the stack is ready; if it never gets there, stop it."""
     def say(text: str) -> None:
@@ -157,12 +158,12 @@ def watch(manager: Manager, settings: Settings, model: str, redis_url: str, work
         return
     client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
     since = time.time() - 2
-    ok = readiness.wait_ready(client, workers, settings.api_url, start_url(settings.flower_bind), since,
-                              settings.stack_ready_timeout, stop, say)
+    ok = readiness.wait_ready(client, workers, settings.url, start_url(settings.flower_bind), since,
+                              settings.ready_timeout, stop, say)
     if ok:
         say(ready_message(settings, model, len(workers)))
     elif not stop.is_set():
-        say(f"the stack was not ready within {settings.stack_ready_timeout:g}s "
+        say(f"the stack was not ready within {settings.ready_timeout:g}s "
             "(INFERQ_STACK_READY_TIMEOUT); stopping it: see the lines above")
         failed.set()
         os.kill(os.getpid(), signal.SIGTERM)
@@ -192,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="inferq-stack", description=__doc__.splitlines()[0])
     parser.add_argument("--procfile", type=Path, default=PROCFILE, help="Procfile to run (default: %(default)s)")
     args = parser.parse_args(argv)
-    settings = SETTINGS
+    inferq_settings.require(Stack)
+    settings = inferq_settings.current(Stack)
     state = Path(settings.state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
     lock = lock_state(state)  # noqa: F841 (held until exit)
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     print(model_choice.banner(choice, model_choice.prepare(choice, settings.model_cache)), flush=True)
     redis_url, redis_env = redis_setup(settings, state)
     print(f"Redis: {'external (REDIS_URL)' if not redis_env else 'our own, data in ' + str(state / 'redis')}; "
-          f"{settings.stack_workers} worker(s); state in {state}", flush=True)
+          f"{settings.worker_count} worker(s); state in {state}", flush=True)
     manager, workers = build_manager(settings, choice.reference, redis_url, redis_env,
                                      ensure_credentials(state), args.procfile)
     stop, failed = threading.Event(), threading.Event()

@@ -12,9 +12,10 @@ import string
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
+from inferq.bench.stats import percentile
 from inferq.client.api import ApiRefused, Client
 
 SEED_THREADS = 5
@@ -80,17 +81,6 @@ def run(client: Client, threads: int = SEED_THREADS, per_thread: int = SEED_REQU
     return outcomes, time.perf_counter() - started
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0-100) by linear interpolation between closest ranks."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 def summary(outcomes: list[Outcome], expected: int, elapsed: float, threads: int, per_thread: int) -> str:
     """The demo's summary, as printed."""
     counts = Counter(o.status for o in outcomes)
@@ -108,12 +98,13 @@ def summary(outcomes: list[Outcome], expected: int, elapsed: float, threads: int
         f"  lost              {lost} (refused {counts['refused']}, unfinished {counts['lost']})",
         f"  wall time         {elapsed:.2f} s (first request sent to last result received)",
         f"  throughput        {len(succeeded) / elapsed:.1f} jobs/s" if elapsed > 0 else "  throughput        -",
-        "  latency           p50 {:.1f} ms, p95 {:.1f} ms, p99 {:.1f} ms (submitted to result stored)".format(
-            percentile(latencies, 50), percentile(latencies, 95), percentile(latencies, 99)),
+        "  latency           " + ", ".join(f"p{q} {percentile(latencies, q):.1f} ms" for q in (50, 95, 99))
+        + " (submitted to result stored)",
         "  jobs per worker   " + (", ".join(f"{w} {n}" for w, n in sorted(per_worker.items())) or "-"),
     ]
     if model:
-        lines.append(f"  model             {model.get('name')} ({model.get('precision')}, {model.get('weights')} weights)")
+        lines.append(f"  model             {model.get('name')} "
+                     f"({model.get('precision')}, {model.get('weights')} weights)")
         if model.get("warning"):
             lines.append(f"  WARNING           {model['warning']}")
     return "\n".join(lines)

@@ -1,8 +1,8 @@
-"""inferq's Celery side: the app, the inference task and model loading.
+"""inferq's workers: the inference task, model loading, and what else a worker process does.
 
-``celery -A inferq.tasks worker`` finds ``tasks.app``. Importing this package is
-cheap (no torch, no transformers), so the API imports it to enqueue.
+A worker runs ``celery -A inferq.tasks.app worker`` (the ``inferq-worker``
+command). Only workers import this package: the API sends jobs by task name
+(contract.py) and Flower needs only the app (celery_app.py). Importing the
+package itself does nothing, so ``inferq-worker`` can check its settings
+before anything reads them.
 """
-from inferq.tasks.celery_app import app
-
-__all__ = ["app"]

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from celery_batches import Batches
 
-from inferq.celeryconfig import SETTINGS
+from inferq.settings import Worker, current
 from inferq.tasks import inference, metrics, worker
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,8 @@ log = logging.getLogger(__name__)
 class ClassifyBatches(Batches):
     """The classify task as a batch task: flush at B messages or after the wait bound."""
 
-    flush_every = SETTINGS.batch_size
-    flush_interval = SETTINGS.batch_wait_ms / 1000.0
+    flush_every = current(Worker).batch_size
+    flush_interval = current(Worker).batch_wait_ms / 1000.0
 
 
 def texts_of(request: Any) -> list[str]:

@@ -14,19 +14,14 @@ from celery.exceptions import Reject
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from inferq.celeryconfig import SETTINGS
+from inferq.contract import DELIVERIES_KEY, RUNNING_KEY
+from inferq.settings import Worker, current
 
 log = logging.getLogger(__name__)
 
-DELIVERIES_KEY = "inferq:deliveries:{}"
-"""Per job: how many times a worker has started it; expires with the job's result."""
-
-RUNNING_KEY = "inferq:running:{}"
-"""Per job: the worker that started it last (the API's "running" status); expires with the job's result.
-
-Written in the same round trip as the delivery count. It replaces Celery's
-STARTED state (task_track_started), which cost every job a read and a write
-of the result key and woke every long-poll once more (celeryconfig.py)."""
+# RUNNING_KEY is written in the same round trip as the delivery count. It
+# replaces Celery's STARTED state (task_track_started), which cost every job a
+# read and a write of the result key and woke every long-poll once more.
 
 
 class PoisonJob(Exception):
@@ -39,9 +34,10 @@ _client: redis.Redis | None = None
 def _redis() -> redis.Redis:
     global _client
     if _client is None:
+        settings = current(Worker)
         _client = redis.Redis.from_url(
-            SETTINGS.broker_url, socket_timeout=SETTINGS.redis_socket_timeout,
-            socket_connect_timeout=SETTINGS.redis_socket_timeout,
+            settings.broker, socket_timeout=settings.redis_timeout,
+            socket_connect_timeout=settings.redis_timeout,
             retry=Retry(NoBackoff(), 0),  # fail fast; admit() gives the job back
         )
     return _client
@@ -49,11 +45,11 @@ def _redis() -> redis.Redis:
 
 def count(job_id: str, worker: str) -> int:
     """Record one more delivery of job_id, on worker, and return how many there have been."""
-    key = DELIVERIES_KEY.format(job_id)
+    key, ttl = DELIVERIES_KEY.format(job_id), current(Worker).result_ttl
     with _redis().pipeline() as pipe:
         pipe.incr(key)
-        pipe.expire(key, SETTINGS.result_ttl_seconds)
-        pipe.set(RUNNING_KEY.format(job_id), worker, ex=SETTINGS.result_ttl_seconds)
+        pipe.expire(key, ttl)
+        pipe.set(RUNNING_KEY.format(job_id), worker, ex=ttl)
         deliveries, _, _ = pipe.execute()
     return int(deliveries)
 
@@ -70,15 +66,16 @@ def admit(job_id: str | None, worker: str) -> int:
         # record could not even be stored); Redis restores it if this cannot.
         log.warning("cannot count deliveries of job %s (%s); giving it back", job_id, type(exc).__name__)
         raise Reject(f"Redis unreachable: {type(exc).__name__}", requeue=True) from None
-    if deliveries > SETTINGS.max_deliveries:
+    max_deliveries = current(Worker).max_deliveries
+    if deliveries > max_deliveries:
         log.error("job %s delivered %d times without finishing; failing it as a poison job",
                   job_id, deliveries)
         raise PoisonJob(
             f"the job was started {deliveries - 1} times and never finished: its worker died "
-            f"or lost Redis each time (INFERQ_MAX_DELIVERIES={SETTINGS.max_deliveries}); "
+            f"or lost Redis each time (INFERQ_MAX_DELIVERIES={max_deliveries}); "
             "it is not retried again"
         )
     if deliveries > 1:
         log.warning("job %s redelivered (delivery %d of at most %d)",
-                    job_id, deliveries, SETTINGS.max_deliveries)
+                    job_id, deliveries, max_deliveries)
     return deliveries

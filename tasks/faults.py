@@ -12,7 +12,7 @@ import os
 import signal
 import time
 
-from inferq.celeryconfig import SETTINGS
+from inferq.settings import Worker, current
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ KILL_WORKER = "inferq-test-kill-worker"
 
 def inject(texts: list[str]) -> None:
     """Act on test fault texts, if fault injection is enabled; otherwise do nothing."""
-    if not SETTINGS.test_faults:
+    if not current(Worker).test_faults:
         return
     for text in texts:
         if text == KILL_WORKER:

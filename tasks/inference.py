@@ -1,9 +1,10 @@
 """Classify texts with a loaded model: a plain function, testable without a broker."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-from inferq.tasks.model import LoadedModel
+from inferq.contract import TextResult
+from inferq.tasks.loaded_model import LoadedModel
 
 MAX_BATCH = 16
 """Texts per forward pass: past this, padding and attention cost more than batching saves on CPU."""
@@ -46,7 +47,7 @@ def softmax(logits):
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def classify(loaded: LoadedModel, texts: Sequence[str], max_batch: int = MAX_BATCH) -> list[dict]:
+def classify(loaded: LoadedModel, texts: Sequence[str], max_batch: int = MAX_BATCH) -> list[TextResult]:
     """Return, in input order, each text's label and class probabilities (summing to 1)."""
     import numpy as np
 
@@ -55,7 +56,7 @@ def classify(loaded: LoadedModel, texts: Sequence[str], max_batch: int = MAX_BAT
     # Tokenize once without padding to learn lengths; texts past the model's
     # limit are truncated, not rejected.
     encoded = loaded.encode(list(texts))
-    results: list[dict | None] = [None] * len(texts)
+    results: list[TextResult | None] = [None] * len(texts)
     for batch in length_sorted_batches([len(ids) for ids in encoded], max_batch, MAX_PADDING):
         width = max(len(encoded[i]) for i in batch)
         input_ids = np.full((len(batch), width), loaded.pad_id, dtype=np.int64)
@@ -75,7 +76,7 @@ def classify(loaded: LoadedModel, texts: Sequence[str], max_batch: int = MAX_BAT
 
 
 def classify_jobs(loaded: LoadedModel, jobs: Sequence[Sequence[str]],
-                  max_batch: int = MAX_BATCH) -> list[list[dict]]:
+                  max_batch: int = MAX_BATCH) -> list[list[TextResult]]:
     """Classify several jobs' texts in shared forward passes; return each job's results, in order."""
     flat = [text for texts in jobs for text in texts]
     results = classify(loaded, flat, max_batch)

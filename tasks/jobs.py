@@ -1,22 +1,29 @@
-"""The inference task: unpack the message, call the plain function, report."""
+"""The inference task: unpack the message, call the plain function, report.
+
+The task has one contract whatever the batching setting (contract.py): the
+name CLASSIFY_TASK, the message of classify_message, and a JobResult stored
+per job. INFERQ_BATCH_SIZE only chooses how the worker runs it: one job per
+call, or several waiting jobs in one forward pass (tasks/batching.py).
+"""
 from __future__ import annotations
 
 import time
 
-from inferq.celeryconfig import SETTINGS
-from inferq.tasks.celery_app import app
-from inferq.tasks import deliveries, faults, inference, worker
+from celery import signals
 
-CLASSIFY_TASK = "inferq.classify"
+from inferq import contract
+from inferq.celery_app import app
+from inferq.settings import Worker, current
+from inferq.tasks import deliveries, faults, inference, metrics, worker
 
 
 def admit(job_id: str | None, texts: list[str]) -> None:
     """Checks every job passes before inference, alone or in a batch."""
-    deliveries.admit(job_id, worker.hostname())  # poison-job guard (issue 6), and "running"
+    deliveries.admit(job_id, worker.hostname())  # poison-job guard, and "running"
     faults.inject(texts)  # test-only, off unless INFERQ_TEST_FAULTS=1
 
 
-def run(job_id: str | None, texts: list[str]) -> dict:
+def run(job_id: str | None, texts: list[str]) -> contract.JobResult:
     """Classify one job's texts; the result says which model, which worker and when."""
     admit(job_id, texts)
     loaded = worker.current_model()
@@ -32,18 +39,29 @@ def run(job_id: str | None, texts: list[str]) -> dict:
     }
 
 
-if SETTINGS.batch_size > 1:
+if current(Worker).batch_size > 1:
     from inferq.tasks.batching import ClassifyBatches, run_batch
 
-    @app.task(name=CLASSIFY_TASK, base=ClassifyBatches)
+    @app.task(name=contract.CLASSIFY_TASK, base=ClassifyBatches)
     def classify_job(requests) -> int:
-        """Classify up to INFERQ_BATCH_SIZE waiting jobs together, storing each job's result."""
+        """Classify up to INFERQ_BATCH_SIZE waiting jobs together, storing (and counting) each job's result."""
         return run_batch(classify_job, requests, admit)
 else:
-    @app.task(name=CLASSIFY_TASK)
-    def classify_job(texts: list[str], queued_at: float | None = None) -> dict:
+    @app.task(name=contract.CLASSIFY_TASK)
+    def classify_job(texts: list[str], queued_at: float | None = None) -> contract.JobResult:
         """Classify a job's texts; the result says which model, which worker and when.
 
         queued_at: when the API accepted the job (for the latency metric, tasks/metrics.py).
         """
         return run(classify_job.request.id, texts)
+
+    # Counted once the result is stored: Celery sends these signals after storing it.
+    @signals.task_success.connect
+    def _count_success(sender=None, **_):
+        if sender.name == contract.CLASSIFY_TASK:
+            metrics.finished(sender.request, True)
+
+    @signals.task_failure.connect
+    def _count_failure(sender=None, **_):
+        if sender.name == contract.CLASSIFY_TASK:
+            metrics.finished(sender.request, False)

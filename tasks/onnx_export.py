@@ -74,7 +74,8 @@ def cached(source: str, cache_dir: str, quantized: bool) -> Path | None:
 
 def export_in_child(source: str, cache_dir: str, quantized: bool) -> Path:
     """Export in a child process (torch and transformers stay out of this one); return model.onnx."""
-    command = [sys.executable, "-m", "inferq.tasks.onnx_export", source, cache_dir or "", *(["--int8"] if quantized else [])]
+    command = [sys.executable, "-m", "inferq.tasks.onnx_export", source, cache_dir or "",
+               *(["--int8"] if quantized else [])]
     done = subprocess.run(command, capture_output=True, text=True, timeout=EXPORT_TIMEOUT)
     path = cached(source, cache_dir, quantized)
     if done.returncode != 0 or path is None:

@@ -8,11 +8,12 @@ model's own size.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
-from inferq.tasks.model import LoadedModel, ModelUnavailable, describe
+from inferq.tasks.loaded_model import LoadedModel, ModelUnavailable, describe
 from inferq.tasks.onnx_export import cached, export_in_child
 
 

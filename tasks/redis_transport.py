@@ -83,7 +83,7 @@ class Channel(kombu_redis.Channel):
     #: message to the visibility timeout (transport option ``ack_retry_seconds``).
     ack_retry_seconds = 5.0
 
-    from_transport_options = kombu_redis.Channel.from_transport_options + ("ack_retry_seconds",)
+    from_transport_options = (*kombu_redis.Channel.from_transport_options, "ack_retry_seconds")  # type: ignore[assignment]
 
 
 class Transport(kombu_redis.Transport):

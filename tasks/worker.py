@@ -12,20 +12,33 @@ import os
 import socket
 import threading
 import time
+from dataclasses import dataclass, field
 
 from celery import signals
 
-from inferq.celeryconfig import SETTINGS
-from inferq.tasks.model import LoadedModel, ModelUnavailable, load
+from inferq.contract import WORKERS_KEY, WorkerInfo
+from inferq.settings import Worker, current
+from inferq.tasks.loaded_model import LoadedModel, ModelUnavailable
+from inferq.tasks.model import load
 
 log = logging.getLogger(__name__)
 
-WORKERS_KEY = "inferq:workers"
-"""Sorted set: worker hostname -> time of its last heartbeat."""
-
 WARMUP_TEXT = "warm up the model before the first job"
 
-_state = {"model": None, "loads": 0, "jobs": 0, "hostname": socket.gethostname()}
+
+
+@dataclass
+class _ProcessState:
+    """What this worker process holds: its model, counters, name and heartbeat thread."""
+
+    model: LoadedModel | None = None
+    loads: int = 0
+    jobs: int = 0
+    hostname: str = field(default_factory=socket.gethostname)
+    heartbeat: threading.Thread | None = None
+
+
+_state = _ProcessState()
 _heartbeat_stop = threading.Event()
 
 
@@ -33,15 +46,16 @@ def load_model() -> LoadedModel:
     """Load and warm the configured model in this process, counting loads."""
     from inferq.tasks.inference import classify
 
+    settings = current(Worker)
     started = time.perf_counter()
-    loaded = load(SETTINGS.model, SETTINGS.model_cache, SETTINGS.precision, SETTINGS.torch_threads)
+    loaded = load(settings.model, settings.model_cache, settings.precision, settings.torch_threads)
     classify(loaded, [WARMUP_TEXT])  # first call pays one-off allocation costs
-    _state["model"] = loaded
-    _state["loads"] += 1
+    _state.model = loaded
+    _state.loads += 1
     log.info(
         "model %s (%s) loaded and warmed in %.2fs, pid %d, %d torch thread(s)",
-        loaded.info["name"], SETTINGS.precision, time.perf_counter() - started,
-        os.getpid(), SETTINGS.torch_threads,
+        loaded.info["name"], settings.precision, time.perf_counter() - started,
+        os.getpid(), settings.torch_threads,
     )
     if "warning" in loaded.info:
         log.warning("%s", loaded.info["warning"])
@@ -50,23 +64,18 @@ def load_model() -> LoadedModel:
 
 def current_model() -> LoadedModel:
     """The model of this process (loaded now if the pool sent no init signal)."""
-    return _state["model"] or load_model()
+    return _state.model or load_model()
 
 
 def hostname() -> str:
     """This worker's Celery hostname (name@host) once it is ready, else the machine's."""
-    return _state["hostname"]
+    return _state.hostname
 
 
-def identity() -> dict:
+def identity() -> WorkerInfo:
     """Who ran a job: the worker, its process and how often it loaded the model."""
-    _state["jobs"] += 1
-    return {
-        "hostname": _state["hostname"],
-        "pid": os.getpid(),
-        "model_loads": _state["loads"],
-        "jobs_done": _state["jobs"],
-    }
+    _state.jobs += 1
+    return {"hostname": _state.hostname, "pid": os.getpid(), "model_loads": _state.loads, "jobs_done": _state.jobs}
 
 
 @signals.worker_process_init.connect
@@ -83,16 +92,15 @@ def _load_on_process_init(**_):
 def _beat(hostname: str) -> None:
     import redis
 
-    client = redis.Redis.from_url(
-        SETTINGS.broker_url, socket_timeout=SETTINGS.redis_socket_timeout,
-        socket_connect_timeout=SETTINGS.redis_socket_timeout,
-    )
+    settings = current(Worker)
+    client = redis.Redis.from_url(settings.broker, socket_timeout=settings.redis_timeout,
+                                  socket_connect_timeout=settings.redis_timeout)
     while not _heartbeat_stop.is_set():
         try:
             client.zadd(WORKERS_KEY, {hostname: time.time()})
         except redis.RedisError as exc:
             log.warning("heartbeat to Redis failed: %s", exc)
-        _heartbeat_stop.wait(SETTINGS.heartbeat_seconds)
+        _heartbeat_stop.wait(settings.heartbeat_seconds)
     try:
         client.zrem(WORKERS_KEY, hostname)
     except redis.RedisError:
@@ -103,17 +111,17 @@ def _beat(hostname: str) -> None:
 def _start_heartbeat(sender=None, **_):
     # worker_ready fires once the consumer is running: from then on /readyz
     # may count this worker as consuming.
-    hostname = getattr(sender, "hostname", None) or _state["hostname"]
-    _state["hostname"] = hostname
+    hostname = getattr(sender, "hostname", None) or _state.hostname
+    _state.hostname = hostname
     thread = threading.Thread(target=_beat, args=(hostname,), name="inferq-heartbeat", daemon=True)
     thread.start()
-    _state["heartbeat"] = thread
+    _state.heartbeat = thread
 
 
 @signals.worker_shutdown.connect
 def _stop_heartbeat(**_):
     # Deregister at once, so /readyz stops counting a worker that is leaving.
     _heartbeat_stop.set()
-    thread = _state.get("heartbeat")
+    thread = _state.heartbeat
     if thread is not None:
-        thread.join(timeout=SETTINGS.redis_socket_timeout + 0.5)
+        thread.join(timeout=current(Worker).redis_timeout + 0.5)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import sys
 
+from inferq import settings
+
 WORKER_ARGS = [
-    "-A", "inferq.tasks", "worker",
+    "-A", "inferq.tasks.app", "worker",
     "--pool=solo", "--concurrency=1",
     # Gossip and mingle cost start-up time and broker traffic and give a
     # queue of identical workers nothing.
@@ -21,7 +23,8 @@ WORKER_ARGS = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Start one Celery worker process with inferq's flags."""
+    """Check the worker's settings, then start one Celery worker process with inferq's flags."""
+    settings.require(settings.Worker)
     from celery.__main__ import main as celery_main
 
     extra = sys.argv[1:] if argv is None else argv

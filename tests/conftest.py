@@ -62,7 +62,7 @@ def service_env(redis_server, tiny_model) -> dict[str, str]:
 
 def start_workers(env, names, redis_client, log_dir: Path):
     """Start celery workers and wait until each has sent its first heartbeat."""
-    from inferq.tasks.worker import WORKERS_KEY
+    from inferq.contract import WORKERS_KEY
 
     started = []
     for name in names:
@@ -70,7 +70,7 @@ def start_workers(env, names, redis_client, log_dir: Path):
         process = processes.spawn(processes.worker_command(name), env, log)
         started.append(process)
         full_name = f"{name}@{socket.gethostname()}"
-        processes.wait_until(lambda: redis_client.zscore(WORKERS_KEY, full_name) is not None,
+        processes.wait_until(lambda full_name=full_name: redis_client.zscore(WORKERS_KEY, full_name) is not None,
                              60, f"worker {name}", process, log)
     return started
 

@@ -1,46 +1,97 @@
-"""Settings: defaults, validation, and a clear refusal at start-up."""
+"""Settings: typed sections, defaults, validation, and a clear refusal at each process's start."""
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from inferq.celeryconfig import ConfigError, load_settings
+from inferq import settings
+from inferq.settings import Api, Celery, Client, ConfigError, Redis, Stack, Worker, load
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
 
 
 def test_defaults_are_usable():
-    settings = load_settings({})
-    assert settings.torch_threads == 1
-    assert settings.model == "distilbert-base-uncased-finetuned-sst-2-english"
-    assert settings.visibility_timeout > settings.hard_time_limit
-    assert settings.broker_url == settings.result_backend == settings.redis_url
+    worker = load(Worker, {})
+    assert worker.torch_threads == 1
+    assert worker.model == "distilbert-base-uncased-finetuned-sst-2-english"
+    assert worker.visibility_timeout > worker.task_time_limit
+    assert worker.soft_time_limit == worker.task_time_limit - 30
+    assert worker.broker == worker.backend == settings.LOCAL_REDIS_URL
 
 
 def test_redis_url_feeds_broker_and_results_unless_overridden():
-    settings = load_settings({"REDIS_URL": "redis://h:1/2", "INFERQ_RESULT_BACKEND": "redis://r:3/4"})
-    assert settings.broker_url == "redis://h:1/2"
-    assert settings.result_backend == "redis://r:3/4"
+    redis = load(Redis, {"REDIS_URL": "redis://h:1/2", "INFERQ_RESULT_BACKEND": "redis://r:3/4"})
+    assert redis.broker == "redis://h:1/2"
+    assert redis.backend == "redis://r:3/4"
 
 
 @pytest.mark.parametrize("env,fragment", [
     ({"INFERQ_VISIBILITY_TIMEOUT": "300", "INFERQ_TASK_TIME_LIMIT": "300"}, "must be longer than"),
     ({"INFERQ_VISIBILITY_TIMEOUT": "10"}, "INFERQ_VISIBILITY_TIMEOUT=10s"),
-    ({"INFERQ_TORCH_THREADS": "two"}, "not an integer"),
+    ({"INFERQ_TORCH_THREADS": "two"}, "INFERQ_TORCH_THREADS='two' is not an integer"),
     ({"INFERQ_TORCH_THREADS": "0"}, "at least 1"),
     ({"INFERQ_PRECISION": "fp8"}, "not one of"),
     ({"INFERQ_TASK_SOFT_TIME_LIMIT": "400", "INFERQ_TASK_TIME_LIMIT": "300"}, "exceeds"),
     ({"INFERQ_RESULT_TTL": "10"}, "could expire while it runs"),
 ])
-def test_unsafe_settings_are_refused(env, fragment):
+def test_unsafe_worker_settings_are_refused(env, fragment):
     with pytest.raises(ConfigError, match=fragment):
-        load_settings(env)
+        load(Worker, env)
 
 
-def test_worker_refuses_to_start_with_a_short_visibility_timeout():
-    env = {"INFERQ_VISIBILITY_TIMEOUT": "60", "INFERQ_TASK_TIME_LIMIT": "120", "PATH": "/usr/bin:/bin",
-           "REDIS_URL": "redis://127.0.0.1:1/0"}
-    done = subprocess.run([sys.executable, "-m", "inferq.tasks.worker_main"], env=env, capture_output=True,
-                          text=True, timeout=60)
+def test_a_worker_only_problem_is_no_problem_for_other_processes():
+    env = {"INFERQ_VISIBILITY_TIMEOUT": "10"}
+    for section in (Redis, Celery, Api, Client, Stack):
+        load(section, env)  # no ConfigError: only the worker checks its time limits
+
+
+def test_one_vocabulary_for_booleans():
+    assert load(Stack, {"HF_HUB_OFFLINE": "on"}).hub_offline
+    assert not load(Stack, {"HF_HUB_OFFLINE": "0"}).hub_offline
+    with pytest.raises(ConfigError, match="HF_HUB_OFFLINE='maybe' is not one of 1, true, yes, on, 0"):
+        load(Stack, {"HF_HUB_OFFLINE": "maybe"})
+
+
+def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "REDIS_URL": "redis://127.0.0.1:1/0", **env}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_worker_refuses_to_start_with_a_short_visibility_timeout_in_one_line():
+    done = run([sys.executable, "-m", "inferq.tasks.worker_main"],
+               {"INFERQ_VISIBILITY_TIMEOUT": "60", "INFERQ_TASK_TIME_LIMIT": "120"})
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1].startswith("inferq: invalid configuration: INFERQ_VISIBILITY_TIMEOUT")
+    assert done.stderr.strip().splitlines() == [
+        "inferq: invalid configuration: INFERQ_VISIBILITY_TIMEOUT=60s must be longer than "
+        "INFERQ_TASK_TIME_LIMIT=120s, or a running job is redelivered to another worker; "
+        "raise the visibility timeout or lower the limit"]
+
+
+def test_api_refuses_to_start_with_a_bad_setting_in_one_line():
+    # gunicorn reads its config module first; the API's settings are checked there.
+    done = run([str(BIN / "gunicorn"), "-c", "python:inferq.api.gunicorn_conf", "--check-config",
+                "inferq.api:create_app()"], {"INFERQ_MAX_TEXTS": "0"})
+    assert done.returncode != 0
+    assert "inferq: invalid configuration: INFERQ_MAX_TEXTS=0 must be at least 1" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_client_is_never_stopped_by_a_server_only_setting():
+    done = run([str(BIN / "inferq"), "--help"], {"INFERQ_VISIBILITY_TIMEOUT": "10", "INFERQ_MAX_TEXTS": "0"})
+    assert done.returncode == 0, done.stderr
+    assert "submit-file" in done.stdout
+
+
+def test_importing_settings_and_celery_config_never_exits():
+    done = run([sys.executable, "-c", "import inferq.settings, inferq.celeryconfig; print('imported')"],
+               {"INFERQ_VISIBILITY_TIMEOUT": "10"})
+    assert done.returncode == 0 and done.stdout.strip() == "imported", done.stderr
+
+
+def test_docs_settings_page_is_the_generated_table():
+    page = (ROOT / "docs" / "settings.md").read_text()
+    assert page.strip() == settings.markdown().strip(), "regenerate it: python -m inferq.settings > docs/settings.md"

@@ -51,7 +51,8 @@ def test_submit_one_text_and_fetch_its_result(http, api_url, tiny_model):
 
 
 def test_bulk_job_returns_results_in_input_order(http, api_url, tiny_model):
-    from inferq.celeryconfig import SETTINGS
+    from inferq.settings import Worker
+    from inferq.settings import load as load_settings
     from inferq.tasks.inference import classify
     from inferq.tasks.model import load
 
@@ -59,7 +60,7 @@ def test_bulk_job_returns_results_in_input_order(http, api_url, tiny_model):
     texts = ["word " * 60, "short", "a medium length sentence here", "x " * 300, "two words"]
     job = wait_done(http, api_url, submit(http, api_url, {"texts": texts}).json()["job_id"])
     assert job["status"] == "succeeded" and job["texts"] == len(texts)
-    expected = classify(load(str(tiny_model), "", SETTINGS.precision), texts)  # the workers' default
+    expected = classify(load(str(tiny_model), "", load_settings(Worker, {}).precision), texts)  # the workers' default
     for got, want in zip(job["results"], expected, strict=True):
         for label, p in want["probabilities"].items():
             assert got["probabilities"][label] == pytest.approx(p, abs=1e-4)

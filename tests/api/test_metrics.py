@@ -1,15 +1,14 @@
 """/metrics: counters kept in Redis (right across gunicorn's processes and the workers) and the latency histogram."""
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
-import requests
 
-from inferq.api.store import JOB_KEY
+from inferq import contract
+from inferq.api.metrics import read
 from inferq.stack.redis_server import RedisServer
-from inferq.tasks import metrics
+from inferq.tasks.metrics import record_finished
 
 
 @pytest.fixture()
@@ -29,20 +28,29 @@ def samples(text: str) -> dict[str, float]:
     return out
 
 
-def test_worker_and_api_read_the_same_job_record_key():
-    assert metrics.JOB_KEY == JOB_KEY
+def test_celery_and_kombu_keys_are_the_ones_the_contract_names():
+    from kombu.transport.redis import Channel
+
+    from inferq.celery_app import app
+
+    assert app.backend.get_key_for_task("abc").decode() == contract.result_key("abc")
+    assert Channel.keyprefix_queue == contract.BINDING_KEY.replace("{}", "%s")
+    options = app.conf.broker_transport_options
+    assert (options["unacked_key"], options["unacked_index_key"], options["unacked_mutex_key"]) == (
+        contract.UNACKED_KEY, contract.UNACKED_INDEX_KEY, contract.UNACKED_MUTEX_KEY)
 
 
 def test_histogram_buckets_are_cumulative_and_failures_counted(fresh_redis):
-    for job_id, queued_at in (("a", 100.0), ("b", 100.0), ("c", 100.0)):
-        fresh_redis.set(JOB_KEY.format(job_id), json.dumps({"queued_at": queued_at, "texts": 1}))
-    metrics.record_submitted(fresh_redis)
-    metrics.record_finished(fresh_redis, "a", True, finished_at=100.02)   # 20 ms
-    metrics.record_finished(fresh_redis, "b", True, finished_at=103.0)    # 3 s
-    metrics.record_finished(fresh_redis, "c", False, finished_at=1100.0)  # past the last bound
-    metrics.record_finished(fresh_redis, "no-record", True)               # counted, no latency known
-    values = metrics.read(fresh_redis)
+    fresh_redis.incr(contract.SUBMITTED_KEY)
+    record_finished(fresh_redis, True, queued_at=100.0, finished_at=100.02)   # 20 ms
+    record_finished(fresh_redis, True, queued_at=100.0, finished_at=103.0)    # 3 s
+    record_finished(fresh_redis, False, queued_at=100.0, finished_at=1100.0)  # past the last bound
+    record_finished(fresh_redis, True, queued_at=None)                        # counted, no latency known
+    fresh_redis.rpush("q", "a job", "another")
+    fresh_redis.zadd(contract.WORKERS_KEY, {"w1@h": 50.0, "w2@h": 10.0})
+    values = read(fresh_redis, "q", fresh_after=20.0)
     assert (values["submitted"], values["succeeded"], values["failed"]) == (1, 3, 1)
+    assert (values["queue_depth"], values["workers"]) == (2, 1)
     buckets = dict(values["latency_buckets"])
     assert buckets["0.01"] == 0 and buckets["0.025"] == 1 and buckets["2.5"] == 1 and buckets["5.0"] == 2
     assert buckets["300.0"] == 2 and buckets["+Inf"] == 3 == values["latency_count"]

@@ -63,7 +63,7 @@ def settle(store: JobStore, waiting: int = 1, timeout: float = 5) -> None:
 
 
 def test_waiters_share_one_subscription_and_wake_on_the_stored_result(server, backend_app):
-    store = JobStore(backend_app, ttl_seconds=60, socket_timeout=0.5)
+    store = JobStore(server.url, ttl_seconds=60, socket_timeout=0.5)
     jobs = [uuid.uuid4().hex for _ in range(5)]
     waiters = [wait_in_thread(store, job_id) for job_id in jobs]
     settle(store, waiting=len(jobs))
@@ -80,7 +80,7 @@ def test_waiters_share_one_subscription_and_wake_on_the_stored_result(server, ba
 
 
 def test_a_result_stored_before_the_wait_returns_at_once(server, backend_app):
-    store = JobStore(backend_app, ttl_seconds=60, socket_timeout=0.5)
+    store = JobStore(server.url, ttl_seconds=60, socket_timeout=0.5)
     job_id = uuid.uuid4().hex
     backend_app.backend.store_result(job_id, {"done": True}, "SUCCESS")
     meta = store.wait(job_id, WAIT)
@@ -88,7 +88,7 @@ def test_a_result_stored_before_the_wait_returns_at_once(server, backend_app):
 
 
 def test_redis_lost_mid_wait_fails_fast_and_the_listener_comes_back(server, backend_app):
-    store = JobStore(backend_app, ttl_seconds=60, socket_timeout=0.5)
+    store = JobStore(server.url, ttl_seconds=60, socket_timeout=0.5)
     thread, outcome = wait_in_thread(store, uuid.uuid4().hex)
     settle(store)
     server.kill()

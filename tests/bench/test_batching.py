@@ -6,9 +6,10 @@ import json
 import pytest
 from celery import Celery
 
-from inferq.celeryconfig import SETTINGS
+from inferq import contract
+from inferq.settings import Worker
+from inferq.settings import load as load_settings
 from inferq.stack import processes
-from inferq.tasks import metrics
 from inferq.tasks.faults import SLEEP_PREFIX
 from inferq.tasks.inference import classify
 from inferq.tasks.model import load
@@ -29,15 +30,11 @@ def client_app(redis_server):
     app.close()
 
 
-def _meta_key(job_id: str) -> str:
-    return f"celery-task-meta-{job_id}"
-
-
 def _result(redis_client, job_id: str, timeout: float = 60) -> dict:
     # Read the stored result straight from Redis: AsyncResult.get would leave a
     # result subscription behind that outlives the session's Redis.
-    processes.wait_until(lambda: redis_client.exists(_meta_key(job_id)), timeout, f"result of {job_id}")
-    meta = json.loads(redis_client.get(_meta_key(job_id)))
+    processes.wait_until(lambda: redis_client.exists(contract.result_key(job_id)), timeout, f"result of {job_id}")
+    meta = json.loads(redis_client.get(contract.result_key(job_id)))
     assert meta["status"] == "SUCCESS", meta
     return meta["result"]
 
@@ -45,27 +42,27 @@ def _result(redis_client, job_id: str, timeout: float = 60) -> dict:
 def test_waiting_jobs_run_in_batches_each_with_its_own_result(client_app, redis_server, redis_client,
                                                                service_env, tiny_model, tmp_path):
     jobs = [[SLEEP_PREFIX + "2"]] + [[f"job {i} " * (i + 1), "second text", "x " * (40 - i)] for i in range(1, 9)]
-    completed_before = int(redis_client.get(metrics.SUCCEEDED_KEY) or 0)
+    completed_before = int(redis_client.get(contract.SUCCEEDED_KEY) or 0)
     # Queued before the worker starts: it finds them all waiting, as under load.
-    sent = [client_app.send_task("inferq.classify", args=[texts], queue=QUEUE) for texts in jobs]
+    sent = [client_app.send_task(contract.CLASSIFY_TASK, args=[texts], queue=QUEUE) for texts in jobs]
     env = {**service_env, "INFERQ_QUEUE": QUEUE, "INFERQ_BATCH_SIZE": str(BATCH), "INFERQ_TEST_FAULTS": "1"}
     [worker] = start_workers(env, ["batcher"], redis_client, tmp_path)
     try:
         # The first batch is held by the sleeping job: its messages are taken but not acknowledged,
         # and no result is stored yet.
-        processes.wait_until(lambda: redis_client.hlen("unacked") >= BATCH, 30, "batch taken")
-        assert not any(redis_client.exists(_meta_key(r.id)) for r in sent)
+        processes.wait_until(lambda: redis_client.hlen(contract.UNACKED_KEY) >= BATCH, 30, "batch taken")
+        assert not any(redis_client.exists(contract.result_key(r.id)) for r in sent)
         got = [_result(redis_client, r.id) for r in sent]
         # Every message is acknowledged once its result is stored (celery-batches acks after the batch returns).
-        processes.wait_until(lambda: redis_client.hlen("unacked") == 0 and redis_client.llen(QUEUE) == 0,
+        processes.wait_until(lambda: redis_client.hlen(contract.UNACKED_KEY) == 0 and redis_client.llen(QUEUE) == 0,
                              10, "all acknowledged")
         # Each batched job counts as completed in the API's metrics, as a lone job does.
         processes.wait_until(
-            lambda: int(redis_client.get(metrics.SUCCEEDED_KEY) or 0) - completed_before == len(jobs),
+            lambda: int(redis_client.get(contract.SUCCEEDED_KEY) or 0) - completed_before == len(jobs),
             10, "batched jobs counted")
     finally:
         processes.stop(worker)
-    loaded = load(str(tiny_model), "", SETTINGS.precision)
+    loaded = load(str(tiny_model), "", load_settings(Worker, {}).precision)
     for texts, result in zip(jobs, got, strict=True):
         want = classify(loaded, texts)
         assert len(result["results"]) == len(texts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from inferq.bench import workload
-from inferq.celeryconfig import PRECISIONS
+from inferq.settings import PRECISIONS
 from inferq.tasks.inference import classify
 from inferq.tasks.model import load
 

@@ -85,7 +85,7 @@ class Lab:
         sh(*self.exec_prefix(namespace), "ip", "addr", "add", f"{address}/24", "dev", "eth0")
         sh(*self.exec_prefix(namespace), "ip", "link", "set", "eth0", "up")
 
-    def up(self) -> "Lab":
+    def up(self) -> Lab:
         """Create the network, the key, and an sshd per host; wait until each listens."""
         self._namespace(self.lan)
         sh(*self.exec_prefix(self.lan), "ip", "link", "add", "br0", "type", "bridge")

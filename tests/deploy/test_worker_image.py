@@ -29,7 +29,7 @@ def compose_check(path: Path) -> subprocess.CompletedProcess:
 
 def instructions(text: str) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    joined = re.sub(r"\\\n\s*", " ", "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#")))
+    joined = re.sub(r"\\\n\s*", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
     return [tuple(line.strip().split(" ", 1)) for line in joined.splitlines() if line.strip()]
 
 
@@ -56,7 +56,7 @@ def test_dockerfile_is_slim_non_root_pinned_with_healthcheck_and_the_worker_comm
     assert runs.count("-c /tmp/constraints.txt") == 2  # every pip install is pinned
     assert "bake_model.py" in runs  # the model is baked in at build time
     healthcheck = dict(steps)["HEALTHCHECK"]
-    assert "celery -A inferq.tasks inspect ping" in healthcheck
+    assert "celery -A inferq.celery_app inspect ping" in healthcheck
     cmd = json.loads(dict(steps)["CMD"])
     # Exactly the command the local stack runs, with the container's hostname in the node name.
     local = worker_command("worker")
@@ -88,7 +88,7 @@ def test_compose_runs_two_single_threaded_workers_with_limits_and_the_env_file()
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     assert sorted(services) == ["worker-1", "worker-2"]
     hostnames = set()
-    for name, service in services.items():
+    for service in services.values():
         assert service["environment"]["INFERQ_TORCH_THREADS"] == "1"
         assert service["restart"] == "unless-stopped"
         assert service["mem_limit"]

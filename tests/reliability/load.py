@@ -1,7 +1,6 @@
 """Load generators for fault tests: submit through the API and remember what was accepted."""
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ class Load:
     _stop: threading.Event = field(default_factory=threading.Event)
     _workers: list[threading.Thread] = field(default_factory=list)
 
-    def start(self) -> "Load":
+    def start(self) -> Load:
         for i in range(self.threads):
             t = threading.Thread(target=self._run, args=(i,), daemon=True)
             t.start()
@@ -66,10 +65,3 @@ def one_submit(session: requests.Session, base: str, text: str) -> Outcome:
     job_id = response.json().get("job_id") if response.status_code == 202 else None
     return Outcome(sent, response.status_code, time.monotonic() - sent, job_id,
                    response.headers.get("Retry-After"))
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0-100) of values."""
-    if len(values) < 2:
-        return values[0] if values else float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]

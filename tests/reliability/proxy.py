@@ -25,7 +25,7 @@ class PartitionProxy:
         self.pairs: list[tuple[socket.socket, socket.socket | None]] = []
         self.thread = threading.Thread(target=self._accept_loop, daemon=True)
 
-    def start(self) -> "PartitionProxy":
+    def start(self) -> PartitionProxy:
         self.thread.start()
         return self
 

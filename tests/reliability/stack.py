@@ -16,9 +16,9 @@ from pathlib import Path
 
 import requests
 
+from inferq.contract import DELIVERIES_KEY, RUNNING_KEY, WORKERS_KEY, result_key
 from inferq.stack import processes
 from inferq.stack.redis_server import RedisServer, free_port
-from inferq.tasks.deliveries import DELIVERIES_KEY, RUNNING_KEY
 
 HOST = socket.gethostname()
 
@@ -34,8 +34,6 @@ FAULT_ENV = {
     "INFERQ_MAX_TEXTS": "8",
     "INFERQ_API_WORKERS": "2",
 }
-
-META_KEY = "celery-task-meta-{}"
 
 
 class Stack:
@@ -72,7 +70,7 @@ class Stack:
             self.workers[name] = processes.spawn(processes.worker_command(name), env, self.log(name))
         client = self.client
         for name in names:
-            processes.wait_until(lambda: client.zscore("inferq:workers", f"{name}@{HOST}") is not None,
+            processes.wait_until(lambda name=name: client.zscore(WORKERS_KEY, f"{name}@{HOST}") is not None,
                                  timeout, f"worker {name}", self.workers[name], self.log(name))
 
     def ensure_workers(self) -> None:
@@ -80,7 +78,7 @@ class Stack:
         dead = [n for n, p in self.workers.items() if p.poll() is not None]
         if dead:
             for name in dead:
-                self.client.zrem("inferq:workers", f"{name}@{HOST}")
+                self.client.zrem(WORKERS_KEY, f"{name}@{HOST}")
             self.start_workers(dead)
 
     def start_api(self, **extra: str) -> str:
@@ -101,7 +99,7 @@ class Stack:
 
     def meta(self, job_id: str) -> dict | None:
         """Celery's stored meta of a job, straight from Redis."""
-        raw = self.client.get(META_KEY.format(job_id))
+        raw = self.client.get(result_key(job_id))
         return json.loads(raw) if raw else None
 
     def holder(self, job_id: str) -> str | None:
@@ -116,7 +114,7 @@ class Stack:
         out = {}
         for i in range(0, len(job_ids), 500):
             chunk = job_ids[i:i + 500]
-            for job_id, raw in zip(chunk, client.mget([META_KEY.format(j) for j in chunk])):
+            for job_id, raw in zip(chunk, client.mget([result_key(j) for j in chunk])):
                 out[job_id] = json.loads(raw)["status"] if raw else "PENDING"
         return out
 

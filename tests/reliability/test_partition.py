@@ -6,10 +6,11 @@ import time
 import pytest
 import requests
 
+from inferq.contract import WORKERS_KEY, result_key
 from inferq.tasks.faults import SLEEP_PREFIX
 from tests.figures import record
 from tests.reliability.proxy import PartitionProxy
-from tests.reliability.stack import HOST, VISIBILITY_TIMEOUT, Stack, submit
+from tests.reliability.stack import HOST, Stack, submit
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,7 @@ def partitioned(tiny_model, tmp_path_factory):
 
 
 def heartbeat_age(stack) -> float:
-    score = stack.client.zscore("inferq:workers", f"w3@{HOST}")
+    score = stack.client.zscore(WORKERS_KEY, f"w3@{HOST}")
     return time.time() - score if score else float("inf")
 
 
@@ -75,7 +76,7 @@ def test_partition_worker_from_redis_for_30s(partitioned):
     states = {**stack.statuses(ids)}
     lost = [j for j, s in states.items() if s != "SUCCESS"]
     deliveries = stack.deliveries(ids)
-    stored = sum(1 for j in ids if stack.client.exists(f"celery-task-meta-{j}"))
+    stored = sum(1 for j in ids if stack.client.exists(result_key(j)))
     record("partition a worker from Redis", partition_s=PARTITION_SECONDS, accepted=len(ids),
            processed_during_partition=processed_during, heartbeat_age_at_heal_s=beat_age_at_heal,
            heartbeat_back_after_heal_s=reconnected, backlog_done_after_heal_s=drained,

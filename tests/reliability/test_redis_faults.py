@@ -9,8 +9,9 @@ import time
 import pytest
 import requests
 
+from inferq.bench.stats import percentile
 from tests.figures import record
-from tests.reliability.load import Load, one_submit, percentile
+from tests.reliability.load import Load, one_submit
 from tests.reliability.stack import VISIBILITY_TIMEOUT
 
 pytestmark = pytest.mark.slow
@@ -49,7 +50,8 @@ def crash_and_restart(stack, mode: str) -> dict:
         accepted_last_second_before_kill=len(last_second), succeeded=len(ids) - len(lost), lost=len(lost),
         lost_before_kill=sum(o in before_kill for o in lost),
         run_more_than_once=sum(d > 1 for d in deliveries.values()),
-        refused_503=sum(o.status == 503 for o in outcomes), errors_5xx_other=sum(o.status >= 500 and o.status != 503 for o in outcomes),
+        refused_503=sum(o.status == 503 for o in outcomes),
+        errors_5xx_other=sum(o.status >= 500 and o.status != 503 for o in outcomes),
         no_answer=sum(o.status == 0 for o in outcomes),
         submit_p50_ms=1000 * percentile([o.seconds for o in accepted], 50),
         first_accept_after_restart_s=first_ok - restarted_at,

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from inferq.contract import result_key
 from inferq.tasks.faults import KILL_WORKER, SLEEP_PREFIX
 from tests.figures import record
 from tests.reliability.stack import HOST, VISIBILITY_TIMEOUT, log_text, submit
@@ -76,13 +77,12 @@ def test_sigkill_worker_during_1000_jobs(stack):
     assert "at" in killed, "w1 never held a job to be killed"
     states = stack.wait_done(accepted, timeout=VISIBILITY_TIMEOUT + 30)
     elapsed = time.monotonic() - started
-    recovered_at = time.monotonic()
     succeeded = sum(s == "SUCCESS" for s in states.values())
     lost = [j for j, s in states.items() if s != "SUCCESS"]
     deliveries = stack.deliveries(accepted)
     redelivered = [j for j, d in deliveries.items() if d > 1]
     # Results are keyed by job id: one stored result per job, however often it ran.
-    stored = sum(1 for j in accepted if stack.client.exists(f"celery-task-meta-{j}"))
+    stored = sum(1 for j in accepted if stack.client.exists(result_key(j)))
     # When did the killed worker's job finish elsewhere? (its result records the time)
     finished = [stack.meta(j)["result"]["finished_at"] for j in killed["jobs"]]
     kill_wall = time.time() - (time.monotonic() - killed["at"])
@@ -138,9 +138,9 @@ def test_sigterm_gives_in_flight_job_back_at_once(stack):
 
 def test_poison_job_fails_after_bounded_retries(stack):
     """A job that kills every worker running it is failed with its reason; others finish."""
-    from inferq.celeryconfig import SETTINGS
+    from inferq.settings import Worker, load
 
-    max_deliveries = SETTINGS.max_deliveries  # the default (3): workers run with it too
+    max_deliveries = load(Worker, {}).max_deliveries  # the default (3): workers run with it too
     stack.ensure_workers()
     stop = threading.Event()
 

@@ -1,4 +1,4 @@
-"""Flower, started as the stack starts it (``celery -A inferq.tasks flower`` with FLOWER_BASIC_AUTH), needs its login."""
+"""Flower, started as the stack starts it (`celery -A inferq.celery_app flower`, FLOWER_BASIC_AUTH), needs its login."""
 from __future__ import annotations
 
 import secrets
@@ -22,7 +22,7 @@ def test_flower_requires_basic_auth(secure):
     log = secure.log("flower")
     env = secure.service_env(FLOWER_BASIC_AUTH=f"inferq:{password}", FLOWER_ADDRESS="127.0.0.1",
                              FLOWER_PORT=str(port))
-    flower = processes.spawn([str(processes.BIN / "celery"), "-A", "inferq.tasks", "flower"], env, log)
+    flower = processes.spawn([str(processes.BIN / "celery"), "-A", "inferq.celery_app", "flower"], env, log)
     base = f"http://127.0.0.1:{port}"
     try:
         processes.wait_until(lambda: requests.get(base + "/healthcheck", timeout=1).status_code in (200, 401),

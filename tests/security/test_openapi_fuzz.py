@@ -87,8 +87,8 @@ def test_generated_requests(api_schema, secure, mode):
 # Raw bodies the document cannot describe: not UTF-8, deeply nested, huge,
 # control characters, wrong types, wrong content types.
 _scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20))
-_json_values = st.recursive(_scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
-                            max_leaves=20)
+_json_values = st.recursive(
+    _scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=20)
 _bodies = st.one_of(
     st.binary(max_size=300),  # mostly not UTF-8, not JSON
     st.builds(lambda b: b"\xff\xfe" + b, st.binary(max_size=50)),
@@ -114,7 +114,8 @@ def http_session():
 
 
 @given(path=st.sampled_from(["/jobs", "/new_request"]), body=_bodies, content_type=_content_types)
-@settings(max_examples=RAW_EXAMPLES, deadline=None, database=None, derandomize=IN_CI, suppress_health_check=list(HealthCheck))
+@settings(max_examples=RAW_EXAMPLES, deadline=None, database=None, derandomize=IN_CI,
+          suppress_health_check=list(HealthCheck))
 def test_raw_bodies(secure, http_session, path, body, content_type):
     before = secure.client.llen(FUZZ_QUEUE)
     send = lambda: http_session.post(secure.api + path, data=body,  # noqa: E731

@@ -3,38 +3,40 @@ from __future__ import annotations
 
 import pytest
 
-from inferq.celeryconfig import ConfigError, load_settings
+from inferq.settings import Api, ApiKeys, ConfigError, RedisServer, Worker, load
 
 
 def test_defaults_are_safe():
-    settings = load_settings({})
-    assert settings.test_faults is False  # fault injection is never on unless asked for
-    assert settings.api_keys == ()
-    assert settings.redis_appendfsync == "everysec"
-    assert settings.max_deliveries == 3 and settings.max_queue_depth == 10000
+    assert load(Worker, {}).test_faults is False  # fault injection is never on unless asked for
+    assert load(ApiKeys, {}).api_keys == ()
+    assert load(RedisServer, {}).redis_appendfsync == "everysec"
+    assert load(Worker, {}).max_deliveries == 3 and load(Api, {}).max_queue_depth == 10000
 
 
 def test_short_api_key_refused_without_echoing_it():
     with pytest.raises(ConfigError) as info:
-        load_settings({"INFERQ_API_KEYS": "a-long-enough-key-123,tiny"})
+        load(Api, {"INFERQ_API_KEYS": "a-long-enough-key-123,tiny"})
     assert "tiny" not in str(info.value) and "a-long-enough" not in str(info.value)
 
 
 def test_api_keys_parsed():
-    settings = load_settings({"INFERQ_API_KEYS": " k" + "1" * 20 + " , k" + "2" * 20})
-    assert settings.api_keys == ("k" + "1" * 20, "k" + "2" * 20)
+    one, two = "k" + "1" * 20, "k" + "2" * 20
+    assert load(Api, {"INFERQ_API_KEYS": f" {one} , {two}"}).api_keys == (one, two)
 
 
-@pytest.mark.parametrize("env", [{"INFERQ_REDIS_APPENDFSYNC": "sometimes"}, {"INFERQ_TEST_FAULTS": "maybe"},
-                                 {"INFERQ_MAX_DELIVERIES": "0"}, {"INFERQ_MAX_QUEUE_DEPTH": "0"}])
-def test_bad_values_refused(env):
+@pytest.mark.parametrize("section,env", [(RedisServer, {"INFERQ_REDIS_APPENDFSYNC": "sometimes"}),
+                                         (Worker, {"INFERQ_TEST_FAULTS": "maybe"}),
+                                         (Worker, {"INFERQ_MAX_DELIVERIES": "0"}),
+                                         (Api, {"INFERQ_MAX_QUEUE_DEPTH": "0"})])
+def test_bad_values_refused(section, env):
     with pytest.raises(ConfigError):
-        load_settings(env)
+        load(section, env)
 
 
 def test_redelivery_scan_follows_the_visibility_timeout():
     from inferq import celeryconfig
+    from inferq.settings import Celery, current
 
     options = celeryconfig.broker_transport_options
-    assert options["unacked_restore_interval"] == max(1, min(10, celeryconfig.SETTINGS.visibility_timeout // 4))
+    assert options["unacked_restore_interval"] == max(1, min(10, current(Celery).visibility_timeout // 4))
     assert celeryconfig.accept_content == ["json"] and celeryconfig.task_acks_late

@@ -5,7 +5,8 @@ from inferq.stack import model_choice
 
 
 def test_directory_and_offline_builds_are_kept(tmp_path):
-    assert model_choice.choose(str(tmp_path), offline=True) == model_choice.ModelChoice(str(tmp_path), False, "configured")
+    kept = model_choice.ModelChoice(str(tmp_path), False, "configured")
+    assert model_choice.choose(str(tmp_path), offline=True) == kept
     assert not model_choice.choose("offline:tiny", offline=False).fallback
 
 
@@ -31,6 +32,7 @@ def test_hub_model_kept_when_cached_or_reachable(monkeypatch):
 def test_hub_probe_is_bounded_without_a_network():
     # Nothing listens on port 1 of loopback: the probe says no, quickly, instead of hanging.
     import time
+
     from huggingface_hub import constants
 
     original = constants.ENDPOINT

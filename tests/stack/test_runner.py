@@ -6,12 +6,12 @@ from dataclasses import replace
 
 import pytest
 
-from inferq.celeryconfig import load_settings
+from inferq.settings import Stack, load
 from inferq.stack import runner
 
 
 def plan(env: dict, tmp_path, redis_env: dict | None = None):
-    settings = replace(load_settings(env), state_dir=str(tmp_path))
+    settings = replace(load(Stack, env), state_dir=str(tmp_path))
     manager, workers = runner.build_manager(settings, "offline:tiny", "redis://:pw@127.0.0.1:1/0",
                                             {"INFERQ_REDIS_SERVER": "redis-server", "INFERQ_REDIS_CONF": "x"}
                                             if redis_env is None else redis_env,
@@ -55,8 +55,8 @@ def test_one_state_dir_one_stack(tmp_path):
 
 
 def test_settings_of_the_stack():
-    settings = load_settings({"INFERQ_API_BIND": "0.0.0.0:8000", "REDIS_URL": "redis://h:1/0"})
-    assert settings.api_url == "http://127.0.0.1:8000" and settings.external_redis
-    assert not load_settings({}).external_redis
-    assert load_settings({"HF_HUB_OFFLINE": "1"}).hub_offline and not load_settings({}).hub_offline
-    assert load_settings({"INFERQ_API_URL": "http://api:5000/"}).api_url == "http://api:5000"
+    settings = load(Stack, {"INFERQ_API_BIND": "0.0.0.0:8000", "REDIS_URL": "redis://h:1/0"})
+    assert settings.url == "http://127.0.0.1:8000" and settings.external_redis
+    assert not load(Stack, {}).external_redis
+    assert load(Stack, {"HF_HUB_OFFLINE": "1"}).hub_offline and not load(Stack, {}).hub_offline
+    assert load(Stack, {"INFERQ_API_URL": "http://api:5000/"}).url == "http://api:5000"

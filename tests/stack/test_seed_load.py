@@ -4,14 +4,15 @@ from __future__ import annotations
 import math
 import random
 
+from inferq.bench.stats import percentile
 from inferq.stack import seed_load
 from inferq.stack.seed_load import Outcome
 
 
 def test_percentile_interpolates_between_ranks():
-    assert seed_load.percentile([10, 20, 30, 40], 50) == 25
-    assert seed_load.percentile([5], 99) == 5
-    assert math.isnan(seed_load.percentile([], 50))
+    assert percentile([10, 20, 30, 40], 50) == 25
+    assert percentile([5], 99) == 5
+    assert math.isnan(percentile([], 50))
 
 
 def test_seed_texts_look_like_the_seeds():

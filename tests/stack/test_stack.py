@@ -150,7 +150,7 @@ def test_a_service_that_dies_takes_the_stack_down_with_nothing_left(tiny_model, 
     with socket.socket() as taken:  # the API's port is busy: gunicorn cannot bind and exits
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        env["INFERQ_API_BIND"] = "127.0.0.1:%d" % taken.getsockname()[1]
+        env["INFERQ_API_BIND"] = f"127.0.0.1:{taken.getsockname()[1]}"
         stack = subprocess.Popen([str(BIN / "inferq-stack")], env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         pids: set[int] = set()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -20,8 +22,13 @@ from kombu.transport import redis as kombu_redis
 from inferq.stack.redis_server import RedisServer
 from inferq.tasks import redis_transport
 
+# As celeryconfig.py sets them: every poll scans for messages past the visibility timeout
+# (kombu's default throttle scans one poll in ten: about every 5 s here, which made the
+# redelivery below miss its bound under load), and the scan's lock expires after half
+# the timeout, so a lock restored from the AOF cannot hold the message for 300 s.
 OPTIONS = {"socket_timeout": 0.3, "socket_connect_timeout": 0.3, "ack_retry_seconds": 0.5,
-           "visibility_timeout": 2, "unacked_restore_interval": 1}
+           "visibility_timeout": 2, "unacked_restore_interval": 1, "unacked_restore_throttle": 1,
+           "unacked_mutex_expire": 1}
 
 
 @pytest.fixture
@@ -109,8 +116,14 @@ def test_kombu_stock_transport_wedges(redis):
 
 
 def test_redis_scheme_resolves_to_our_transport():
-    from inferq.tasks import app  # registers the transport, as every inferq process does
-
-    with app.connection_for_read() as connection:
-        assert connection.transport_cls == "redis"  # Flower and as_uri() still see redis://
-        assert isinstance(connection.transport, redis_transport.Transport)
+    # In a fresh interpreter, as a worker starts: kombu caches the transport a scheme
+    # resolves to, so a test process that used stock kombu earlier would prove nothing.
+    probe = ("from inferq.tasks.app import app\n"
+             "from inferq.tasks import redis_transport\n"
+             "with app.connection_for_read() as connection:\n"
+             "    print(connection.transport_cls, isinstance(connection.transport, redis_transport.Transport))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "REDIS_URL": "redis://127.0.0.1:1/0"}, cwd="/")
+    assert done.returncode == 0, done.stderr
+    # Flower and as_uri() still see redis://, and the worker gets our transport.
+    assert done.stdout.split() == ["redis", "True"]

@@ -1,0 +1,115 @@
+"""The contract between the API and the workers: the task, its message, its result, and every Redis key.
+
+The API imports this module and the settings, never ``tasks``: it enqueues by task
+name, reads results and records by key, and needs neither the model code nor the
+worker's dependencies. The workers import it too, so each name is written once.
+Celery's and kombu's own keys are here as well: celeryconfig.py sets kombu's from
+these names, and a test checks that Celery's result keys are what is written here.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, TypedDict
+
+# --- the task ---
+
+CLASSIFY_TASK = "inferq.classify"
+"""The one task: classify a job's texts."""
+
+
+class ClassifyMessage(TypedDict):
+    """What the API sends: Celery's args and kwargs of CLASSIFY_TASK."""
+
+    args: list[list[str]]  # [texts]
+    kwargs: dict[str, float]  # {"queued_at": unix seconds}: the latency metric needs no read of the record
+
+
+def classify_message(texts: list[str], queued_at: float) -> ClassifyMessage:
+    """The message of one job."""
+    return {"args": [texts], "kwargs": {"queued_at": queued_at}}
+
+
+class TextResult(TypedDict):
+    """One text's answer."""
+
+    label: str
+    probabilities: dict[str, float]  # label -> probability, summing to 1, in the model's label order
+
+
+class WorkerInfo(TypedDict, total=False):
+    """Who ran a job."""
+
+    hostname: str
+    pid: int
+    model_loads: int
+    jobs_done: int
+    batch: int  # jobs that shared the forward pass (micro-batching)
+
+
+class JobResult(TypedDict):
+    """What a worker stores for a finished job (Celery's result of CLASSIFY_TASK)."""
+
+    model: dict[str, Any]  # name, precision, weights ("pretrained" or "random"), warning
+    results: list[TextResult]  # in the job's text order
+    started_at: float
+    finished_at: float
+    worker: WorkerInfo
+
+
+# --- inferq's Redis keys ---
+
+JOB_KEY = "inferq:job:{}"
+"""Per job (string, JSON): the API's record, {"queued_at", "texts", "owner"?}; expires with the result.
+Celery reports any unknown id as PENDING: an id without a record is one the API never issued."""
+
+DELIVERIES_KEY = "inferq:deliveries:{}"
+"""Per job (integer): how many times a worker has started it (the poison-job guard)."""
+
+RUNNING_KEY = "inferq:running:{}"
+"""Per job (string): the worker that started it last (the API's "running" status)."""
+
+WORKERS_KEY = "inferq:workers"
+"""Sorted set: worker hostname -> time of its last heartbeat (/readyz, /metrics)."""
+
+IDEMPOTENCY_KEY = "inferq:idempotency:{}"
+"""Per (API key, Idempotency-Key) digest (string, JSON): {"job_id", "body"} of the job it created."""
+
+METRICS_PREFIX = "inferq:metrics:"
+SUBMITTED_KEY = METRICS_PREFIX + "submitted"
+"""Counter: jobs the API accepted."""
+SUCCEEDED_KEY = METRICS_PREFIX + "succeeded"
+"""Counter: jobs whose result a worker stored."""
+FAILED_KEY = METRICS_PREFIX + "failed"
+"""Counter: jobs that ended failed."""
+LATENCY_KEY = METRICS_PREFIX + "latency"
+"""Hash: per bucket upper bound (seconds as text, "+Inf" last) the jobs in it, plus "sum" and "count"."""
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+"""Latency bucket bounds in seconds: from a tiny model's milliseconds to a backlog's minutes."""
+
+# --- Celery's and kombu's keys ---
+
+RESULT_KEY_PREFIX = "celery-task-meta-"
+"""Celery's Redis result backend: a job's state under RESULT_KEY_PREFIX + id, published on a channel of that name."""
+
+UNACKED_KEY = "unacked"
+"""kombu's hash of messages taken by a worker and not yet acknowledged (delivery tag -> message)."""
+
+UNACKED_INDEX_KEY = "unacked_index"
+"""kombu's sorted set of those delivery tags by time taken: what the visibility-timeout scan reads."""
+
+UNACKED_MUTEX_KEY = "unacked_mutex"
+"""kombu's lock around that scan."""
+
+BINDING_KEY = "_kombu.binding.{}"
+"""kombu's routing table of an exchange; a queue's waiting jobs are the Redis list named after the queue."""
+
+
+def result_key(job_id: str) -> str:
+    """The key (and channel) of a job's state in Celery's result backend."""
+    return RESULT_KEY_PREFIX + job_id
+
+
+def decode_state(raw: bytes) -> dict[str, Any]:
+    """A job's state as Celery stored or published it: {"status", "result", ...} (JSON: no pickle)."""
+    return json.loads(raw)

@@ -1,0 +1,328 @@
+"""inferq's settings: typed, one section per kind of process, read from the environment.
+
+Each process reads the sections it uses when it starts (``settings.require(settings.Worker)``
+in the worker's main, ``settings.Api`` in the API's ...), and a value it cannot run with stops
+it with one line naming the variable. Importing this module reads nothing and never exits, so
+the command-line client is never stopped by a server-only setting.
+
+Decision: a small parser of our own rather than pydantic-settings. Every setting is one flat
+value from one environment variable; this keeps the client's install to requests and tqdm,
+gives one spelling for booleans, errors that name the variable as the user wrote it, and
+sections that tests load from a plain mapping. ``python -m inferq.settings`` prints the table
+that docs/settings.md holds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+PROJECT_DIR = Path(__file__).resolve().parent
+"""The checkout (editable install): where the local stack keeps its state and model cache by default."""
+
+LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
+"""The Redis every process uses when REDIS_URL is not set."""
+
+DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
+"""What users with a network get: the SST-2 sentiment model from the hub."""
+
+PRECISIONS = ("fp32", "int8", "onnx-fp32", "onnx-int8")
+"""Inference paths a worker can run: torch fp32 or int8 (dynamic quantization), ONNX Runtime fp32 or int8."""
+
+APPENDFSYNC_MODES = ("always", "everysec", "no")
+"""Redis AOF fsync policies: what a host crash can lose (docs/operations.md, "Guarantees")."""
+
+MIN_API_KEY_LENGTH = 16
+"""Shorter API keys can be guessed; refuse them at start-up."""
+
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+"""The one vocabulary of boolean settings (Hugging Face's HF_HUB_OFFLINE=1 included)."""
+
+
+class ConfigError(ValueError):
+    """A setting has a value inferq cannot run with; str() is the one line to show."""
+
+
+def setting(env: str, default: Any, doc: str, minimum: float | None = None,
+            choices: tuple[str, ...] = ()) -> Any:
+    """Declare a section's field: its environment variable, default, meaning and bounds."""
+    return field(default=default, metadata={"env": env, "doc": doc, "minimum": minimum, "choices": choices})
+
+
+@dataclass(frozen=True)
+class Section:
+    """A group of settings one kind of process reads; subclasses add fields and checks."""
+
+    def check(self) -> None:
+        """Refuse combinations of values that would lose or duplicate work (per section)."""
+
+
+@dataclass(frozen=True)
+class Redis(Section):
+    """Where the queue is: every server process (API, worker, Flower, the stack) connects to it."""
+
+    redis_url: str = setting("REDIS_URL", "", f"The Redis holding queue, results and job records (unset: "
+                                              f"{LOCAL_REDIS_URL}; the local stack then starts its own).")
+    broker_url: str = setting("INFERQ_BROKER_URL", "", "Celery's broker, when it is not REDIS_URL.")
+    result_backend: str = setting("INFERQ_RESULT_BACKEND", "", "Celery's result backend, when it is not REDIS_URL.")
+    queue: str = setting("INFERQ_QUEUE", "inferq", "The queue's name (a Redis list of that name).")
+    redis_timeout: float = setting("INFERQ_REDIS_TIMEOUT", 1.5, "Seconds a Redis call may take before the "
+                                   "API answers 503 or a worker retries.", minimum=0.1)
+    result_ttl: int = setting("INFERQ_RESULT_TTL", 24 * 3600, "Seconds a job's record and result are kept.",
+                              minimum=1)
+    heartbeat_seconds: float = setting("INFERQ_HEARTBEAT_SECONDS", 2.0, "How often a worker says it is alive "
+                                       "(/readyz counts workers seen in the last three beats).", minimum=0.1)
+
+    @property
+    def broker(self) -> str:
+        """The broker URL every process uses."""
+        return self.broker_url or self.redis_url or LOCAL_REDIS_URL
+
+    @property
+    def backend(self) -> str:
+        """The result backend URL every process uses."""
+        return self.result_backend or self.redis_url or LOCAL_REDIS_URL
+
+
+@dataclass(frozen=True)
+class Celery(Redis):
+    """Celery's own settings (celeryconfig.py): how jobs are delivered, bounded and batched."""
+
+    task_time_limit: int = setting("INFERQ_TASK_TIME_LIMIT", 300, "Seconds a job may run before its worker "
+                                   "process is killed.", minimum=1)
+    task_soft_time_limit: int = setting("INFERQ_TASK_SOFT_TIME_LIMIT", 0, "Seconds before the job is asked to "
+                                        "stop (0: 30 s under the hard limit).", minimum=0)
+    visibility_timeout: int = setting("INFERQ_VISIBILITY_TIMEOUT", 3600, "Seconds before Redis gives a taken, "
+                                      "unacknowledged job to another worker (must exceed the time limit).",
+                                      minimum=1)
+    batch_size: int = setting("INFERQ_BATCH_SIZE", 1, "Jobs a worker may run as one forward pass "
+                              "(1: one job at a time).", minimum=1)
+    batch_wait_ms: float = setting("INFERQ_BATCH_WAIT_MS", 10.0, "Longest wait for a batch to fill.", minimum=0)
+
+    @property
+    def soft_time_limit(self) -> int:
+        """The soft limit in force: as set, else 30 s under the hard limit."""
+        hard = self.task_time_limit
+        return self.task_soft_time_limit or (hard - 30 if hard > 30 else hard)
+
+
+@dataclass(frozen=True)
+class ModelSource(Section):
+    """Which model to serve, and where built or exported models are cached."""
+
+    model: str = setting("INFERQ_MODEL", DEFAULT_MODEL, "A hub id, a model directory, or offline:tiny / "
+                         "offline:base (built here, random weights).")
+    model_cache: str = setting("INFERQ_MODEL_CACHE", str(PROJECT_DIR / ".cache" / "models"),
+                               "Where offline builds and ONNX exports are kept.")
+
+
+@dataclass(frozen=True)
+class Worker(Celery, ModelSource):
+    """A worker process: the model it runs, how, and when it gives up on a job."""
+
+    precision: str = setting("INFERQ_PRECISION", "onnx-int8", "The inference path (docs/performance.md).",
+                             choices=PRECISIONS)
+    torch_threads: int = setting("INFERQ_TORCH_THREADS", 1, "Threads of one worker's inference (one per "
+                                 "worker process: more oversubscribes the cores).", minimum=1)
+    max_deliveries: int = setting("INFERQ_MAX_DELIVERIES", 3, "Starts of a job that never finishes before it "
+                                  "is failed as a poison job.", minimum=1)
+    test_faults: bool = setting("INFERQ_TEST_FAULTS", False, "Test only: texts that make a job sleep or kill "
+                                "its worker (tasks/faults.py). Never in a deployment.")
+
+    def check(self) -> None:
+        """Refuse time limits that would redeliver a running job or expire it while it runs."""
+        hard, soft = self.task_time_limit, self.soft_time_limit
+        if soft > hard:
+            raise ConfigError(f"INFERQ_TASK_SOFT_TIME_LIMIT={soft} exceeds INFERQ_TASK_TIME_LIMIT={hard}")
+        # Redis redelivers an unacknowledged message after the visibility timeout: if that
+        # came before the hard limit, a job still running would go to a second worker.
+        if self.visibility_timeout <= hard:
+            raise ConfigError(
+                f"INFERQ_VISIBILITY_TIMEOUT={self.visibility_timeout}s must be longer than "
+                f"INFERQ_TASK_TIME_LIMIT={hard}s, or a running job is redelivered to another worker; "
+                "raise the visibility timeout or lower the limit")
+        if self.result_ttl < hard:
+            raise ConfigError(f"INFERQ_RESULT_TTL={self.result_ttl}s is shorter than INFERQ_TASK_TIME_LIMIT="
+                              f"{hard}s: a job could expire while it runs")
+
+
+@dataclass(frozen=True)
+class ApiKeys(Section):
+    """The keys the API accepts."""
+
+    api_keys: tuple[str, ...] = setting("INFERQ_API_KEYS", (), "Comma-separated API keys (at least "
+                                        f"{MIN_API_KEY_LENGTH} characters each); unset: no key needed.")
+
+    def check(self) -> None:
+        """Refuse keys short enough to guess (never echoing one: start-up errors reach logs)."""
+        short = [k for k in self.api_keys if len(k) < MIN_API_KEY_LENGTH]
+        if short:
+            raise ConfigError(f"INFERQ_API_KEYS has {len(short)} key(s) shorter than {MIN_API_KEY_LENGTH} characters")
+
+
+@dataclass(frozen=True)
+class ApiAddress(Section):
+    """Where the API listens."""
+
+    api_bind: str = setting("INFERQ_API_BIND", "127.0.0.1:5000", "host:port gunicorn listens on.")
+
+
+@dataclass(frozen=True)
+class Api(Redis, ApiKeys, ApiAddress):
+    """The HTTP API: where it listens and what it accepts."""
+
+    api_workers: int = setting("INFERQ_API_WORKERS", 2, "gunicorn worker processes.", minimum=1)
+    api_threads: int = setting("INFERQ_API_THREADS", 32, "Threads per gunicorn worker (long-polls hold one).",
+                               minimum=1)
+    max_texts: int = setting("INFERQ_MAX_TEXTS", 256, "Texts one job may carry.", minimum=1)
+    max_body_bytes: int = setting("INFERQ_MAX_BODY_BYTES", 1024 * 1024, "Largest request body (413 past it).",
+                                  minimum=1)
+    max_wait_seconds: float = setting("INFERQ_MAX_WAIT_SECONDS", 30.0, "Longest ?wait= a request may hold.",
+                                      minimum=0)
+    max_queue_depth: int = setting("INFERQ_MAX_QUEUE_DEPTH", 10000, "Waiting jobs past which submits get 429.",
+                                   minimum=1)
+    retry_after: int = setting("INFERQ_RETRY_AFTER", 2, "Retry-After seconds of a 429.", minimum=1)
+
+
+@dataclass(frozen=True)
+class Client(ApiAddress):
+    """The command-line client: which API to talk to, with which key."""
+
+    api_url: str = setting("INFERQ_API_URL", "", "The API's URL (unset: from INFERQ_API_BIND).")
+    api_key: str = setting("INFERQ_API_KEY", "", "The key the client sends (the API checks INFERQ_API_KEYS).")
+
+    @property
+    def url(self) -> str:
+        """The API's base URL: as set, else the bind address (every interface: loopback)."""
+        if self.api_url:
+            return self.api_url.rstrip("/")
+        host, _, port = self.api_bind.rpartition(":")
+        if host in ("", "0.0.0.0", "::", "[::]"):
+            host = "127.0.0.1"
+        return f"http://{host}:{port}"
+
+
+@dataclass(frozen=True)
+class RedisServer(Section):
+    """A Redis inferq runs itself (the local stack's, the orchestrator's)."""
+
+    redis_appendfsync: str = setting("INFERQ_REDIS_APPENDFSYNC", "everysec", "AOF fsync policy: what a host "
+                                     "crash can lose (docs/operations.md).", choices=APPENDFSYNC_MODES)
+
+
+@dataclass(frozen=True)
+class Stack(Redis, ModelSource, ApiKeys, Client, RedisServer):
+    """The local stack (make run, make demo): its services, ports and state."""
+
+    state_dir: str = setting("INFERQ_STATE_DIR", str(PROJECT_DIR / "state"), "Where the stack keeps Redis's "
+                             "data, logs and Flower's login.")
+    workers: int = setting("WORKERS", 0, "Worker processes (0: one per core).", minimum=0)
+    flower_bind: str = setting("INFERQ_FLOWER_BIND", "127.0.0.1:5555", "host:port Flower listens on.")
+    ready_timeout: float = setting("INFERQ_STACK_READY_TIMEOUT", 600.0, "Seconds the stack may take to be "
+                                   "ready before it gives up.", minimum=1)
+    hf_hub_offline: bool = setting("HF_HUB_OFFLINE", False, "Hugging Face's own: never ask the hub.")
+    transformers_offline: bool = setting("TRANSFORMERS_OFFLINE", False, "The same, transformers' older name.")
+
+    @property
+    def worker_count(self) -> int:
+        """Workers to start: as set, else one per core."""
+        return self.workers or os.cpu_count() or 1
+
+    @property
+    def external_redis(self) -> bool:
+        """REDIS_URL (or INFERQ_BROKER_URL) set means "use that Redis": the stack starts none."""
+        return bool(self.redis_url or self.broker_url)
+
+    @property
+    def hub_offline(self) -> bool:
+        """The hub must not be asked."""
+        return self.hf_hub_offline or self.transformers_offline
+
+
+S = TypeVar("S", bound=Section)
+
+
+def _parse(kind: Any, raw: str, meta: Mapping[str, Any]) -> Any:
+    """One environment value as the field's type, within its bounds."""
+    env, minimum, choices = meta["env"], meta["minimum"], meta["choices"]
+    if kind is bool:
+        if raw.lower() not in TRUE + FALSE:
+            raise ConfigError(f"{env}={raw!r} is not one of {', '.join(TRUE + FALSE)}")
+        return raw.lower() in TRUE
+    if kind in (int, float):
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ConfigError(f"{env}={raw!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{env}={value} must be at least {minimum:g}")
+        return value
+    if kind == tuple[str, ...]:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if choices and raw.lower() not in choices:
+        raise ConfigError(f"{env}={raw!r} is not one of {', '.join(choices)}")
+    return raw.lower() if choices else raw
+
+
+def load(section: type[S], environ: Mapping[str, str] | None = None) -> S:
+    """Read a section from environ (default: this process's environment); raise ConfigError if unusable."""
+    env = os.environ if environ is None else environ
+    hints = typing.get_type_hints(section)
+    values = {}
+    for item in dataclasses.fields(section):
+        raw = (env.get(item.metadata["env"]) or "").strip()
+        if raw:  # unset and empty both mean "the default"
+            values[item.name] = _parse(hints[item.name], raw, item.metadata)
+    loaded = section(**values)
+    for klass in type(loaded).__mro__:  # every section's own checks, once each
+        if "check" in vars(klass):
+            vars(klass)["check"](loaded)
+    return loaded
+
+
+_current: dict[type[Section], Section] = {}
+
+
+def current(section: type[S]) -> S:
+    """This process's settings of a section, read once (raises ConfigError)."""
+    if section not in _current:
+        _current[section] = load(section)
+    return typing.cast(S, _current[section])
+
+
+def require(*sections: type[Section]) -> None:
+    """At a process's start: read its sections, or stop it with one line saying what to fix."""
+    try:
+        for section in sections:
+            current(section)
+    except ConfigError as exc:
+        sys.stderr.write(f"inferq: invalid configuration: {exc}\n")
+        raise SystemExit(2) from None
+
+
+def markdown() -> str:
+    """The settings table of docs/settings.md, one block per section."""
+    out = ["# Settings", "", "Every setting is an environment variable, read by the processes of the sections "
+           "that list it (`settings.py`). Empty means unset.", ""]
+    for section in (Redis, Celery, ModelSource, Worker, ApiKeys, ApiAddress, Api, Client, RedisServer, Stack):
+        own = [f for f in dataclasses.fields(section) if f.name in section.__annotations__]
+        if not own:
+            continue
+        out += [f"## {section.__name__}", "", section.__doc__ or "", "",
+                "| variable | default | meaning |", "| --- | --- | --- |"]
+        for item in own:
+            default = item.default
+            shown = "" if default in ("", ()) else str(default).replace(str(PROJECT_DIR), ".")
+            cell = f"`{shown}`" if shown else "(unset)"
+            out.append(f"| `{item.metadata['env']}` | {cell} | {item.metadata['doc']} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(markdown())
