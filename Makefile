@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.inferq-installed
 
-.PHONY: venv test clean system-deps run demo
+.PHONY: venv test lint clean system-deps run demo
 
 # The virtual environment, rebuilt when the dependencies change.
 # constraints.txt pins every version (torch 2.13.0, the CPU build pip finds locally).
@@ -19,8 +19,17 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 system-deps:
 	scripts/system-deps.sh
 
-# The test suite: starts its own Redis, workers and API; needs nothing running.
-test: system-deps venv
+# Static checks: ruff everywhere; mypy on the API, the workers, the contract and the settings.
+# mypy cannot follow an editable install's import hook, so it reads the checkout through a
+# link named inferq (setup.cfg maps the repository to the inferq package the same way).
+lint: venv
+	$(VENV)/bin/ruff check .
+	mkdir -p .cache/mypy-path && ln -sfn ../.. .cache/mypy-path/inferq
+	MYPYPATH=.cache/mypy-path $(VENV)/bin/mypy -p inferq.api -p inferq.tasks -m inferq.contract -m inferq.settings
+
+# The test suite: the static checks, then the tests; they start their own Redis, workers and
+# API and need nothing running.
+test: system-deps venv lint
 	$(PY) -m pytest
 
 # The whole stack in the foreground: its own Redis (else the one in REDIS_URL), the API on

@@ -1,1 +1,4 @@
-"""Deploying inferq to AWS: boto3 provisioning (``deploy.aws``, ``inferq-provision``) and Fabric configuration (``fab -r deploy``)."""
+"""Deploying inferq to AWS.
+
+boto3 provisioning (``deploy.aws``, ``inferq-provision``), then Fabric configuration (``fab -r deploy``).
+"""

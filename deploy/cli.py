@@ -20,23 +20,27 @@ from inferq.deploy.provision import Options, down, up
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(prog="inferq-provision", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cluster", default=settings.CLUSTER, help="value of the inferq:cluster tag (default %(default)s)")
+    parser.add_argument("--cluster", default=settings.CLUSTER,
+                        help="value of the inferq:cluster tag (default %(default)s)")
     parser.add_argument("--region", default=None, help=f"AWS region (default: boto3's, else {settings.REGION})")
-    parser.add_argument("--secrets-dir", default=settings.SECRETS_DIR, help="where the private key goes (default %(default)s)")
+    parser.add_argument("--secrets-dir", default=settings.SECRETS_DIR,
+                        help="where the private key goes (default %(default)s)")
     parser.add_argument("--inventory", default=settings.INVENTORY, help="inventory file to write (default %(default)s)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     commands = parser.add_subparsers(dest="command", required=True)
     make = commands.add_parser("up", help="create or find everything, wait, write the inventory")
     make.add_argument("--admin-cidr", required=True, type=cidr,
                       help="the only addresses allowed to SSH and Flower, e.g. your IP/32")
-    make.add_argument("--api-cidr", default=settings.API_CIDR, type=cidr, help="who may reach the API (default %(default)s)")
+    make.add_argument("--api-cidr", default=settings.API_CIDR, type=cidr,
+                      help="who may reach the API (default %(default)s)")
     make.add_argument("--workers", type=int, default=settings.WORKERS, help="worker instances (default %(default)s)")
     make.add_argument("--orchestrator-type", default=settings.ORCHESTRATOR_TYPE, help="(default %(default)s)")
     make.add_argument("--worker-type", default=settings.WORKER_TYPE, help="(default %(default)s)")
     make.add_argument("--ami-owner", default=settings.AMI_OWNER, help="(default %(default)s, Canonical)")
     make.add_argument("--ami-name", default=settings.AMI_NAME, help="AMI name pattern (default %(default)s)")
     for sub in (make, commands.add_parser("down", help="delete everything tagged with the cluster")):
-        sub.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS, help="print the plan; change nothing")
+        sub.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS,
+                         help="print the plan; change nothing")
     return parser.parse_args(argv)
 
 

@@ -22,7 +22,8 @@ def aws_call(what: str) -> Iterator[None]:
         yield
     except ClientError as exc:
         error = exc.response.get("Error", {})
-        raise AwsError(f"{what} failed: {error.get('Code', 'Unknown')}: {error.get('Message', '')}".rstrip(": ")) from None
+        detail = f"{error.get('Code', 'Unknown')}: {error.get('Message', '')}".rstrip(": ")
+        raise AwsError(f"{what} failed: {detail}") from None
     except WaiterError as exc:
         reason = exc.last_response.get("Error", {}).get("Code") if exc.last_response else None
         raise AwsError(f"{what} failed: waiter gave up ({reason or exc.kwargs.get('reason', 'timeout')})") from None

@@ -94,7 +94,8 @@ def logs(inventory: Inventory, lines: int, report: Report) -> None:
                 for service in orchestrator_services(inventory, host, where):
                     report(f"== {host.name} {service.name}\n{services.logs(c, service, lines)}")
             elif inventory.runtime == "docker":
-                text = root(c, f"cd {where.remote_dir} && docker compose logs --no-color --tail {int(lines)}", warn=True)
+                text = root(c, f"cd {where.remote_dir} && docker compose logs --no-color --tail {int(lines)}",
+                            warn=True)
                 report(f"== {host.name}\n{text.stdout}")
             else:
                 for service in worker_services(inventory, host, where):
@@ -116,8 +117,8 @@ def rolling_update(inventory: Inventory, secrets: Secrets, report: Report, wait_
         restarted = time.monotonic()
         names = [n for n in config_files.worker_names(inventory) if n.startswith(f"worker@{host.name}-")]
         with connect(inventory, inventory.orchestrator) as c:
-            pinged = on_orchestrator(c, inventory, ["ping", "--expect", ",".join(names), "--timeout", str(wait_seconds)],
-                                     wait_seconds)
+            check = ["ping", "--expect", ",".join(names), "--timeout", str(wait_seconds)]
+            pinged = on_orchestrator(c, inventory, check, wait_seconds)
         if pinged["missing"]:
             raise DeployError(f"{host.name} did not come back ({', '.join(pinged['missing'])}); rollout stopped")
         report(f"{host.name}: updated, {len(names)} worker(s) answer a Celery ping "

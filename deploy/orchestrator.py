@@ -21,10 +21,11 @@ def orchestrator_services(inventory: Inventory, host: Host, where: Layout) -> li
         Service("redis", ["/usr/bin/redis-server" if aws else "redis-server", f"{where.remote_dir}/etc/redis.conf"],
                 "", where.remote_dir,
                 user="redis" if aws else "root"),
-        Service("api", [f"{where.bin}/gunicorn", "-c", "python:inferq.api.gunicorn_conf", "inferq.api:create_app()"], env,
-                where.code, user="inferq" if aws else "root"),
-        Service("flower", [f"{where.bin}/celery", "-A", "inferq.celery_app", "flower", f"--port={inventory.flower_port}",
-                           f"--address={host.private_ip}"], env, where.code, user="inferq" if aws else "root"),
+        Service("api", [f"{where.bin}/gunicorn", "-c", "python:inferq.api.gunicorn_conf", "inferq.api:create_app()"],
+                env, where.code, user="inferq" if aws else "root"),
+        Service("flower", [f"{where.bin}/celery", "-A", "inferq.celery_app", "flower",
+                           f"--port={inventory.flower_port}", f"--address={host.private_ip}"],
+                env, where.code, user="inferq" if aws else "root"),
     ]
 
 
@@ -55,7 +56,8 @@ def deploy_orchestrator(c: Connection, inventory: Inventory, secrets: Secrets, r
     data_dir = f"{where.remote_dir}/redis"
     root(c, f"install -d -m 700 -o {'redis' if aws else 'root'} {data_dir}")
     redis_conf = config_files.redis_conf(inventory, host, secrets, data_dir)
-    conf_changed = put_if_changed(c, redis_conf, f"{where.remote_dir}/etc/redis.conf", "600", "redis" if aws else "root")
+    conf_changed = put_if_changed(c, redis_conf, f"{where.remote_dir}/etc/redis.conf", "600",
+                                  "redis" if aws else "root")
     env_changed = put_if_changed(c, config_files.orchestrator_env(inventory, secrets),
                                  f"{where.remote_dir}/etc/orchestrator.env", "600")
     changes += conf_changed + env_changed

@@ -100,7 +100,8 @@ def ensure_instances(ec2, options: Options, key_name: str, groups: dict, dry_run
     image = images.latest_image(ec2, options.ami_owner, options.ami_name) if missing else None
     for role, name in missing:
         itype = options.orchestrator_type if role == "orchestrator" else options.worker_type
-        report(f"{'would launch' if dry_run else 'launch'} {name} ({itype}, {image['ImageId']} {image.get('Name', '')})")
+        verb = "would launch" if dry_run else "launch"
+        report(f"{verb} {name} ({itype}, {image['ImageId']} {image.get('Name', '')})")
     if stopped:
         report(f"{'would start' if dry_run else 'start'} stopped instances {', '.join(stopped)}")
     if dry_run:

@@ -23,7 +23,8 @@ def deploy_worker(inventory: Inventory, host: Host, secrets: Secrets, report: Re
     """Write the worker env and start the host's two workers (compose, or processes). Return changes made."""
     where = layout(inventory, host)
     with connect(inventory, host) as c:
-        env_changed = put_if_changed(c, config_files.worker_env(inventory, secrets), f"{where.remote_dir}/worker.env", "600")
+        env_changed = put_if_changed(c, config_files.worker_env(inventory, secrets),
+                                     f"{where.remote_dir}/worker.env", "600")
         changes = int(env_changed)
         if inventory.runtime == "docker":
             changes += docker_up(c, inventory, host, where)

@@ -72,5 +72,6 @@ def run_command(command: str, env: dict[str, str], cwd: Path, check: bool = True
     full_env = {**os.environ, **env, "PATH": f"{BIN}:{os.environ['PATH']}"}
     result = subprocess.run(command, shell=True, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=240)
     if check and result.returncode != 0:
-        raise AssertionError(f"{command!r} exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+        raise AssertionError(f"{command!r} exited {result.returncode}\n"
+                             f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
     return result

@@ -210,8 +210,8 @@ def test_an_unreachable_host_is_one_line(cluster, tmp_path):
     inventory["hosts"][2]["ssh_port"] = 2222  # nothing listens there
     broken = tmp_path / "inventory.json"
     broken.write_text(json.dumps(inventory))
-    result = run_command(" ".join(cluster.lab.exec_prefix(cluster.lab.admin)) + f" fab -r deploy status --inventory {broken}",
-                         {}, ROOT, check=False)
+    admin = " ".join(cluster.lab.exec_prefix(cluster.lab.admin))
+    result = run_command(f"{admin} fab -r deploy status --inventory {broken}", {}, ROOT, check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "fab: SSH failed: [Errno None] Unable to connect to port 2222 on 10.231.0.13; "
