@@ -15,9 +15,11 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-# Debian packages (redis-server, chromium, sshd ...) installed when missing.
+# Debian packages (redis-server, chromium, sshd ...) installed when missing, and the
+# container engine the worker-image tests build and run the image with (podman).
 system-deps:
 	scripts/system-deps.sh
+	scripts/container-engine.sh
 
 # The test suite: starts its own Redis, workers and API; needs nothing running.
 test: system-deps venv

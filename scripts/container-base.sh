@@ -52,6 +52,6 @@ ENV PATH=/usr/local/python/bin:\$PATH \\
 CMD ["python3"]
 EOF
   echo "container-base: building $PYTHON" >&2
-  "$ENGINE" build --format docker -q -t "$PYTHON" "$work/context" >/dev/null
+  "$ENGINE" build -q -t "$PYTHON" "$work/context" >/dev/null
 fi
 echo "$PYTHON"

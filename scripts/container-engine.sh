@@ -2,10 +2,11 @@
 # The container engine the worker-image tests run on: podman (with a `docker`
 # command in front of it), installed and configured when missing. Idempotent.
 #
-# Two of podman's defaults fail on hosts like ours (docs in README "The worker
-# image"): crun may not raise RLIMIT_NOFILE, and crun refuses cgroups in hybrid
-# mode. One containers.conf fixes both (runc, cgroupfs, limits within the hard
-# ones). It is written only where there is none, or where it is ours.
+# Two of podman's defaults fail on hosts like ours (README "The worker image"):
+# crun may not raise RLIMIT_NOFILE, and crun refuses cgroups in hybrid mode; and
+# podman builds drop HEALTHCHECK unless told to use Docker's image format. One
+# containers.conf fixes all three (runc, cgroupfs, limits within the hard ones,
+# BUILDAH_FORMAT=docker). It is written only where there is none, or where it is ours.
 set -euo pipefail
 
 CONF=/etc/containers/containers.conf
@@ -49,6 +50,8 @@ wanted="$MARK
 default_ulimits = [\"nofile=${nofile}:${nofile}\", \"nproc=${nproc}:${nproc}\"]
 
 [engine]
+# Builds in Docker's image format: the OCI format has no HEALTHCHECK, and podman drops it.
+env = [\"BUILDAH_FORMAT=docker\"]
 runtime = \"runc\"
 cgroup_manager = \"cgroupfs\"
 events_logger = \"file\"

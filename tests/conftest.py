@@ -116,3 +116,14 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("measured figures")
         for line in figures.LINES:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def container_base() -> str:
+    """The container engine, installed and configured if needed, and the local base image; the base's name."""
+    from tests.worker_image import engine
+
+    try:
+        return engine.prepare()
+    except engine.EngineUnavailable as exc:
+        engine.refuse(str(exc))
