@@ -127,3 +127,15 @@ def container_base() -> str:
         return engine.prepare()
     except engine.EngineUnavailable as exc:
         engine.refuse(str(exc))
+
+
+@pytest.fixture(scope="session")
+def worker_image(container_base):
+    """worker_image/Dockerfile built from this checkout, once per session (tests/worker_image/engine.py).
+
+    Built here, where the package mirrors are reachable: the deploy tests' own
+    build, inside a network namespace without a way out, then finds every layer cached.
+    """
+    from tests.worker_image import engine
+
+    return engine.build_test_image(container_base)

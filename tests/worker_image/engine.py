@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,21 @@ BIN = Path(sys.executable).parent
 TEST_MODEL = "offline:base"
 """The model the tests bake: base-size DistilBERT (random weights), so the image costs what a real one does."""
 
+TEST_TAG = "localhost/inferq-worker:test"
+"""The tests' own tag: `fab deploy` tags by release, so neither removes the other's image."""
+
 DOCKER = "/usr/bin/docker"
 """Debian's podman-docker: a `docker` command that runs podman (a Docker CLI without a daemon may come first on PATH)."""
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """The worker image the tests built: tag, id, and what the build cost."""
+
+    tag: str
+    id: str
+    build_s: float
+    size_mb: float
 
 
 class EngineUnavailable(RuntimeError):
@@ -94,6 +108,17 @@ def build(tag: str, base: str, context: Path = ROOT, **overrides: str) -> tuple[
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, timeout=3600, cwd=ROOT)
     return done, time.monotonic() - started
+
+
+def build_test_image(base: str) -> BuiltImage:
+    """Build worker_image/Dockerfile from this checkout as TEST_TAG (layers cached between runs), or fail saying why."""
+    done, seconds = build(TEST_TAG, base)
+    if done.returncode != 0:
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        reason = next((line for line in lines if line.startswith("inferq-build:")), "\n".join(lines[-20:]))
+        pytest.fail(f"the worker image does not build: {reason}")
+    inspected = podman("image", "inspect", "--format", "{{.Id}} {{.Size}}", TEST_TAG).stdout.split()
+    return BuiltImage(TEST_TAG, inspected[0], seconds, int(inspected[1]) / 1e6)
 
 
 def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
