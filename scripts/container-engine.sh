@@ -20,6 +20,7 @@ NEEDED=(
   "fuse-overlayfs fuse-overlayfs"
   "debootstrap debootstrap"
   "iptables iptables"
+  "zstd zstd"
   "/usr/libexec/podman/catatonit catatonit"
   "/usr/bin/docker podman-docker"
 )
