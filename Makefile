@@ -17,9 +17,10 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 
 # Debian packages (redis-server, chromium, sshd ...) installed when missing, and the
 # container engine the worker-image tests build and run the image with (podman).
+# Without it the image tests skip, saying why; in CI (CI=true) they must run, so it fails here.
 system-deps:
 	scripts/system-deps.sh
-	scripts/container-engine.sh
+	scripts/container-engine.sh || [ "$$CI" != true ]
 
 # The test suite: starts its own Redis, workers and API; needs nothing running.
 test: system-deps venv
