@@ -41,6 +41,7 @@ class Containers:
         self.history = f"{where.remote_dir}/images.log"
 
     def services(self) -> list[str]:
+        """The compose services of this host's workers, in order."""
         return [nodes.service(i) for i in range(1, self.inventory.containers_per_worker + 1)]
 
     def container(self, c: Connection, service: str) -> dict | None:
@@ -56,7 +57,8 @@ class Containers:
 
     def configure(self, c: Connection, image: images.Image) -> bool:
         """Write the compose file and its .env (image, host); True if either changed."""
-        compose_file = put_if_changed(c, (REPO / "docker-compose.yml").read_text(), f"{self.where.remote_dir}/docker-compose.yml")
+        compose_file = put_if_changed(c, (REPO / "docker-compose.yml").read_text(),
+                                      f"{self.where.remote_dir}/docker-compose.yml")
         dotenv = put_if_changed(c, config_files.compose_dotenv(self.host, image.tag), f"{self.where.remote_dir}/.env")
         return compose_file or dotenv
 

@@ -52,6 +52,7 @@ class Image:
 
     @property
     def short(self) -> str:
+        """The id as docker prints it in lists."""
         return self.id[:12]
 
 
@@ -119,9 +120,9 @@ class Archive:
         with self._lock:
             if not self.path.exists():
                 partial = self.path.with_suffix(".partial")
-                saved = subprocess.run(["bash", "-o", "pipefail", "-c",
-                                        f"{self.docker} save {shlex.quote(self.image.tag)} | {COMPRESS} > {shlex.quote(str(partial))}"],
-                                       capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+                pipeline = f"{self.docker} save {shlex.quote(self.image.tag)} | {COMPRESS} > {shlex.quote(str(partial))}"
+                saved = subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], capture_output=True, text=True,
+                                       timeout=BUILD_TIMEOUT)
                 if saved.returncode != 0:
                     raise DeployError(f"`docker save {self.image.tag}` failed here: {saved.stderr.strip()[-300:]}")
                 partial.rename(self.path)

@@ -45,7 +45,7 @@ def on_orchestrator(c: Connection, runtime: Runtime, inventory: Inventory, check
 
 
 def waiter(runtime: Runtime, inventory: Inventory, wait_seconds: float) -> Wait:
-    """wait(nodes, failed): ping rounds through the orchestrator until the nodes answer, failed() says why not, or time is up."""
+    """wait(nodes, failed): ping rounds via the orchestrator until the nodes answer, failed() says why not, or time is up."""
     def wait(names: list[str], failed: Callable[[], str | None]) -> str | None:
         deadline = time.monotonic() + wait_seconds
         with connect(inventory, inventory.orchestrator) as c:

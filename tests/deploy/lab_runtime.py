@@ -106,6 +106,7 @@ class ProcessWorkers:
         self.prefix = ["env", *(f"{k}={v}" for k, v in sorted(env.items()))] if env else []
 
     def services(self) -> list[Service]:
+        """The host's worker services, named and ordered as the compose file's."""
         return [Service(nodes.service(i), [*self.prefix, *nodes.worker_command(self.where.bin, self.host, i)],
                         f"{self.where.remote_dir}/worker.env", self.where.code)
                 for i in range(1, self.inventory.containers_per_worker + 1)]
@@ -158,9 +159,11 @@ class LabRuntime(Runtime):
         return Layout(host.remote_dir, self.python, self.code_dir)
 
     def service_manager(self, where: Layout) -> Processes:
+        """Plain processes: the hosts have no systemd."""
         return Processes(where.remote_dir)
 
     def user(self, service: str) -> str:
+        """Everything runs as the login user, root: the hosts share this machine's users."""
         return "root"
 
     def prepare_orchestrator(self, c: Connection, inventory: Inventory, host: Host, where: Layout) -> int:
@@ -168,14 +171,14 @@ class LabRuntime(Runtime):
 
     def prepare_worker(self, c: Connection, inventory: Inventory, host: Host) -> int:
         """Never installs anything on this machine: scripts/container-engine.sh must have run."""
-        if host.name in self.container_hosts and root(
-                c, f"command -v zstd >/dev/null && {self.docker} version >/dev/null 2>&1 && {self.compose} version >/dev/null 2>&1",
-                warn=True).failed:
+        tools = f"command -v zstd && {self.docker} version && {self.compose} version"
+        if host.name in self.container_hosts and root(c, f"({tools}) >/dev/null 2>&1", warn=True).failed:
             raise DeployError(f"{host.name}: `{self.docker}` or `{self.compose}` does not run; "
                               "run scripts/container-engine.sh and `make venv`")
         return 0
 
     def workers(self, inventory: Inventory, host: Host):
+        """Containers on container_hosts, processes elsewhere."""
         where = self.layout(inventory, host)
         if host.name in self.container_hosts:
             return Containers(inventory, host, where, self.docker, self.compose, self.keep_images)
