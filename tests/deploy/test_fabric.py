@@ -176,3 +176,21 @@ def test_no_secret_was_printed(cluster):
     assert printed
     for value in cluster.secret_values():
         assert value not in printed
+
+
+def test_old_releases_are_pruned_but_the_current_one_stays(cluster):
+    import os
+
+    remote = cluster.tmp / "hosts" / "orchestrator" / "prune-check"
+    for age, name in enumerate(["r5", "r4", "r3", "r2", "r1"]):  # r1 newest
+        (remote / "releases" / name).mkdir(parents=True)
+        os.utime(remote / "releases" / name, (1_000_000 + age * 100, 1_000_000 + age * 100))
+    (remote / "current").symlink_to(remote / "releases" / "r4")  # an older release is the current one
+    probe = ("import sys; from deploy import connections, inventory, release\n"
+             "cluster = inventory.read(sys.argv[1])\n"
+             "with connections.connect(cluster, cluster.orchestrator) as c:\n"
+             "    print(' '.join(p.rsplit('/', 1)[1] for p in release.prune(c, sys.argv[2], 3)))\n")
+    removed = cluster.in_admin(sys.executable, "-c", probe, str(cluster.inventory), str(remote))
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.split() == ["r3", "r5"]
+    assert sorted(p.name for p in (remote / "releases").iterdir()) == ["r1", "r2", "r4"]

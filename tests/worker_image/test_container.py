@@ -164,16 +164,16 @@ def test_sigterm_gives_the_job_back_and_the_container_exits_0(cluster):
         job_id = submit(http, cluster.api, f"{SLEEP_PREFIX}3").json()["job_id"]
     holder = running_on(cluster, job_id)
     container = cluster.compose.of_node(holder)
-    sent = time.monotonic()
-    podman("stop", container)  # SIGTERM, as compose sends when it replaces a container
-    stopped = time.monotonic() - sent
+    # SIGTERM, as compose sends when it replaces a container; SIGKILL only after the
+    # container's stop timeout, which would show as exit code 137.
+    podman("stop", container)
     exit_code = int(podman("inspect", "--format", "{{.State.ExitCode}}", container).stdout)
     states = cluster.wait_done([job_id], timeout=VISIBILITY_TIMEOUT + 30)
     meta = cluster.meta(job_id)
     logs = podman("logs", container).stdout + podman("logs", container).stderr
     podman("start", container)
     wait_ready(cluster, [holder])
-    assert exit_code == 0 and stopped < 10, (exit_code, stopped)
+    assert exit_code == 0, exit_code
     assert states[job_id] == "SUCCESS" and meta["result"]["worker"]["hostname"] != holder, meta
     assert "giving them back to the queue" in logs
 
