@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import shlex
 import subprocess
 import tarfile
@@ -155,6 +156,24 @@ def ship(c: Connection, docker: str, archive: Archive, image: Image) -> bool:
     if have != image.id:
         raise DeployError(f"on {c.host}: {image.tag} loaded as {have}, not {image.id}: refusing to run another image")
     return True
+
+
+def prune_local(docker: str, keep: int, current: str) -> list[str]:
+    """Remove all but the newest `keep` release images built here (never `current`); return their tags.
+
+    Only tags the deploy made (inferq-worker:<12 hex digits>) are touched: other
+    tags of the repository are someone's own.
+    """
+    listed = subprocess.run([*shlex.split(docker), "images", "--format", "{{.Repository}}:{{.Tag}} {{.CreatedAt}}"],
+                            capture_output=True, text=True, timeout=60).stdout.splitlines()
+    ours = [line.split(" ", 1) for line in listed
+            if re.fullmatch(rf"(.*/)?{IMAGE_NAME}:[0-9a-f]{{12}}", line.split(" ", 1)[0])]
+    # Newest first: CreatedAt begins with the date and time, which sort as text.
+    tags = [tag for tag, _ in sorted(ours, key=lambda pair: pair[1], reverse=True) if not same(tag, current)]
+    old = tags[max(0, keep - 1):]
+    for tag in old:
+        subprocess.run([*shlex.split(docker), "rmi", tag], capture_output=True, timeout=120)
+    return old
 
 
 def same(tag: str, other: str) -> bool:

@@ -75,6 +75,8 @@ def deploy(inventory: Inventory, secrets: Secrets, report: Report, wait_seconds:
         archive = Archive(runtime.docker, image, scratch) if image else None
         changes += sum(pool.map(lambda h: deploy_worker(runtime, inventory, h, secrets, image, archive, wait,
                                                         report), workers))
+    if image:
+        runtime.prune_images(image, report)
     expected = nodes.worker_nodes(inventory)
     with connect(inventory, inventory.orchestrator) as c:
         pinged = on_orchestrator(c, runtime, inventory,
@@ -154,6 +156,8 @@ def rolling_update(inventory: Inventory, secrets: Secrets, report: Report, wait_
             deploy_worker(runtime, inventory, host, secrets, image, archive, wait, report, restart_unchanged=True)
             report(f"{host.name}: updated, {len(nodes.host_nodes(inventory, host))} worker(s) answer a Celery ping "
                    f"({time.monotonic() - started:.1f}s)")
+    if image:
+        runtime.prune_images(image, report)
 
 
 def submit(inventory: Inventory, secrets: Secrets, text: str, wait: float = 30) -> dict:

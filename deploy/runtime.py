@@ -89,6 +89,12 @@ class Runtime:
             raise DeployError(f"no image {tag} here: build it, or pick one of `{self.docker} images {IMAGE_NAME}`")
         return images.Image(tag, found)
 
+    def prune_images(self, image: images.Image, report: Report) -> None:
+        """Remove release images built here before the last few (image, now running, stays)."""
+        removed = images.prune_local(self.docker, self.keep_images, image.tag)
+        if removed:
+            report(f"pruned here: {', '.join(removed)}")
+
     def build_image(self, report: Report) -> images.Image:
         """Build this release's worker image on this machine (reused if built before)."""
         return images.build(self.docker, REPO, self.build_args, self.build_contexts, report)

@@ -131,9 +131,20 @@ def test_a_release_failing_its_health_check_is_rolled_back(cluster, test_images)
     assert json.loads(cluster.fab(SUBMIT).stdout)["status"] == "succeeded"
 
 
-def test_going_back_to_the_release_image_ships_nothing_and_prunes_the_rest(cluster, release_image, test_images):
+def test_going_back_to_the_release_image_ships_nothing_and_prunes_the_rest(cluster, release_image, test_images,
+                                                                           container_base, tmp_path):
     tag, image_id = release_image
+    # Two older release images here, built a second apart: the newer one stays (keep_images 2), the older goes.
+    older = [f"localhost/inferq-worker:{n:012x}" for n in (0xa1, 0xa2)]
+    for n, old in enumerate(older):
+        (tmp_path / "Dockerfile").write_text(f"FROM {container_base}\nLABEL inferq.test=older-{n}\n")
+        engine.podman("build", "-q", "-t", old, str(tmp_path))
+        time.sleep(1.1)
     out = cluster.fab(UPDATE, extra=f" --image {tag}").stdout
+    here = {line.split()[0] for line in engine.podman("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.splitlines()}
+    engine.podman("rmi", "-f", *older, check=False)
+    assert "pruned here: " in out and older[0] in out and older[1] not in out, out
+    assert older[1] in here and older[0] not in here and f"localhost/{tag}" in here
     assert "loaded" not in out  # the host still had it
     assert {c["image"] for c in cluster.containers().values()} == {image_id}
     # The host keeps the last two images it ran (the lab's keep_images): the broken one never ran.
