@@ -15,9 +15,12 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-# Debian packages (redis-server, chromium, sshd ...) installed when missing.
+# Debian packages (redis-server, chromium, sshd ...) installed when missing, and the
+# container engine the worker-image tests build and run the image with (podman).
+# Without it the image tests skip, saying why; in CI (CI=true) they must run, so it fails here.
 system-deps:
 	scripts/system-deps.sh
+	scripts/container-engine.sh || [ "$$CI" != true ]
 
 # Static checks: ruff everywhere; mypy on the API, the workers, the contract and the settings.
 # mypy cannot follow an editable install's import hook, so it reads the checkout through a

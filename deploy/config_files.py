@@ -89,8 +89,3 @@ def compose_dotenv(host: Host, image: str) -> str:
     """compose's .env: which image, and the host name the containers' Celery node names use."""
     return env_file({"INFERQ_IMAGE": image, "INFERQ_HOST": host.name})
 
-
-def worker_names(inventory: Inventory) -> list[str]:
-    """Celery node names of every worker: worker@<host>-w<i>, as the containers' hostnames make them."""
-    return [f"worker@{host.name}-w{i}" for host in inventory.workers
-            for i in range(1, inventory.containers_per_worker + 1)]

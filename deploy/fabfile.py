@@ -1,10 +1,10 @@
 """Fabric tasks for an inferq cluster: ``fab -r deploy <task> [--inventory ...]``.
 
-    fab -r deploy deploy     # configure everything, wait for the workers, run a smoke job
-    fab -r deploy status     # workers online, queue depth, containers per host
+    fab -r deploy deploy     # configure everything, build and ship the worker image, wait for the workers, smoke job
+    fab -r deploy status     # workers online, queue depth, containers and their image per host
     fab -r deploy submit --text "what a lovely day"
     fab -r deploy logs [--lines 50]
-    fab -r deploy update     # roll the current code out one worker host at a time
+    fab -r deploy update [--image TAG]   # orchestrator, then one worker host and one container at a time
 
 The work is in deploy.operations; these wrappers parse options and print.
 """
@@ -46,7 +46,7 @@ def _run(action):
 
 @task(help=HELP)
 def deploy(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR):
-    """Configure the orchestrator and the workers; wait for every worker; run one smoke job."""
+    """Configure the orchestrator; build the worker image once and run it on every worker host; smoke job."""
     def action():
         cluster, made = _load(inventory, secrets)
         operations.deploy(cluster, made, print)
@@ -55,7 +55,7 @@ def deploy(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR):
 
 @task(help=HELP)
 def status(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR):
-    """Workers online, queue depth, and each worker host's containers."""
+    """Workers online, queue depth, and each worker host's containers with the image each runs."""
     _run(lambda: operations.status(inv.read(inventory), print))
 
 
@@ -65,12 +65,13 @@ def logs(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR, lines=50
     _run(lambda: operations.logs(inv.read(inventory), int(lines), print))
 
 
-@task(help=HELP)
-def update(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR):
-    """Roll the current version out to the workers, one host at a time."""
+@task(help={**HELP, "image": "roll out this image, already built here, instead of building the release's "
+                            "(to go back to an earlier one, say)"})
+def update(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR, image=None):
+    """Update the orchestrator, then the workers one host and one container at a time; roll back on failure."""
     def action():
         cluster, made = _load(inventory, secrets)
-        operations.rolling_update(cluster, made, print)
+        operations.rolling_update(cluster, made, print, image_tag=image)
     _run(action)
 
 

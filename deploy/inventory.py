@@ -27,10 +27,10 @@ class Host:
 class Inventory:
     """The cluster as the Fabric tasks see it.
 
-    runtime "docker" is AWS: systemd services on the orchestrator, `docker compose`
-    on the workers, code installed on the hosts. runtime "process" starts the same
-    commands as plain processes with the code and venv already at code_dir/python
-    (the network-namespace hosts of the tests share this machine's filesystem).
+    runtime names how services run on the hosts (deploy.runtime): "docker" is
+    AWS (systemd services on the orchestrator, the worker image under `docker
+    compose` on the workers); "module:Class" names another Runtime, built with
+    runtime_options (the tests' network-namespace lab names its own).
     """
 
     cluster: str
@@ -38,13 +38,12 @@ class Inventory:
     key_file: str
     ssh_user: str = SSH_USER
     runtime: str = "docker"
+    runtime_options: dict = field(default_factory=dict)
     region: str = ""
     api_port: int = API_PORT
     flower_port: int = FLOWER_PORT
     redis_port: int = REDIS_PORT
     containers_per_worker: int = 2
-    code_dir: str = ""
-    python: str = ""
     env: dict = field(default_factory=dict)
 
     @property

@@ -1,14 +1,12 @@
-"""Where things are on a host, per runtime."""
+"""Where things are on a host (each runtime says where, deploy.runtime)."""
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from inferq.deploy.inventory import Host, Inventory
-
 REPO = Path(__file__).resolve().parent.parent
-"""The project checkout the deploy ships (AWS) or that the hosts share (process runtime)."""
+"""The project checkout the deploy packs into releases and builds the worker image from."""
 
 Report = Callable[[str], None]
 
@@ -24,10 +22,3 @@ class Layout:
     @property
     def bin(self) -> str:
         return f"{self.python}/bin"
-
-
-def layout(inventory: Inventory, host: Host) -> Layout:
-    """AWS hosts get a venv and the release under remote_dir; process hosts use the shared checkout."""
-    if inventory.runtime == "process":
-        return Layout(host.remote_dir, inventory.python, inventory.code_dir)
-    return Layout(host.remote_dir, f"{host.remote_dir}/venv", f"{host.remote_dir}/current")

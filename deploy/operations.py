@@ -1,32 +1,39 @@
 """What the Fabric tasks do: plain functions over the inventory (fabfile.py only parses arguments).
 
 Every step is guarded (files written only when they differ, services
-restarted only when their inputs changed), so each operation can run twice.
+restarted only when their inputs changed, containers replaced only when their
+image or configuration did), so each operation can run twice. The runtime is
+chosen once per operation, from the inventory (deploy.runtime).
 """
 from __future__ import annotations
 
 import json
 import shlex
+import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from fabric import Connection
 
-from inferq.deploy import config_files
+from inferq.deploy import nodes
 from inferq.deploy.connections import connect, root
+from inferq.deploy.containers import Wait
 from inferq.deploy.credentials import Secrets
 from inferq.deploy.errors import DeployError
+from inferq.deploy.image import Archive
 from inferq.deploy.inventory import Inventory
-from inferq.deploy.layout import Report, layout
+from inferq.deploy.layout import Report
 from inferq.deploy.orchestrator import deploy_orchestrator, orchestrator_services
-from inferq.deploy.services import manager
-from inferq.deploy.settings import WAIT_SECONDS
-from inferq.deploy.workers import deploy_worker, docker_up, worker_services
+from inferq.deploy.runtime import Runtime, load
+from inferq.deploy.settings import PING_ROUND_SECONDS, WAIT_SECONDS
+from inferq.deploy.workers import deploy_worker
 
 
-def on_orchestrator(c: Connection, inventory: Inventory, check: list[str], timeout: float = 0) -> dict:
+def on_orchestrator(c: Connection, runtime: Runtime, inventory: Inventory, check: list[str],
+                    timeout: float = 0) -> dict:
     """Run a deploy.remote check on the orchestrator with its env file loaded; its JSON answer."""
-    where = layout(inventory, inventory.orchestrator)
+    where = runtime.layout(inventory, inventory.orchestrator)
     command = (f"cd {shlex.quote(where.code)} && set -a && . {where.remote_dir}/etc/orchestrator.env && set +a && "
                f"{where.bin}/python -m inferq.deploy.remote {shlex.join(check)}")
     result = root(c, command, warn=True, timeout=timeout + 120 if timeout else None)
@@ -38,22 +45,48 @@ def on_orchestrator(c: Connection, inventory: Inventory, check: list[str], timeo
     return answer
 
 
+def waiter(runtime: Runtime, inventory: Inventory, wait_seconds: float) -> Wait:
+    """wait(nodes, failed): ping the nodes via the orchestrator until they answer, failed() says why, or time out."""
+    def wait(names: list[str], failed: Callable[[], str | None]) -> str | None:
+        deadline = time.monotonic() + wait_seconds
+        with connect(inventory, inventory.orchestrator) as c:
+            while True:
+                check = ["ping", "--expect", ",".join(names), "--timeout", str(PING_ROUND_SECONDS)]
+                pinged = on_orchestrator(c, runtime, inventory, check, PING_ROUND_SECONDS)
+                if not pinged["missing"]:
+                    return None
+                reason = failed()
+                if reason:
+                    return reason
+                if time.monotonic() > deadline:
+                    return f"no Celery ping answer from {', '.join(pinged['missing'])} within {wait_seconds:.0f}s"
+    return wait
+
+
 def deploy(inventory: Inventory, secrets: Secrets, report: Report, wait_seconds: float = WAIT_SECONDS) -> int:
     """Configure the whole cluster, wait for every worker's ping, run a smoke job. Return changes made."""
+    runtime = load(inventory)
     with connect(inventory, inventory.orchestrator) as c:
-        changes = deploy_orchestrator(c, inventory, secrets, report)
+        changes = deploy_orchestrator(c, runtime, inventory, secrets, report)
+    image = runtime.build_image(report) if runtime.needs_image(inventory) else None
+    wait = waiter(runtime, inventory, wait_seconds)
     workers = inventory.workers
-    with ThreadPoolExecutor(max_workers=max(1, len(workers))) as pool:
-        changes += sum(pool.map(lambda h: deploy_worker(inventory, h, secrets, report), workers))
-    expected = config_files.worker_names(inventory)
+    with tempfile.TemporaryDirectory(prefix="inferq-image-") as scratch, \
+            ThreadPoolExecutor(max_workers=max(1, len(workers))) as pool:
+        archive = Archive(runtime.docker, image, scratch) if image else None
+        changes += sum(pool.map(lambda h: deploy_worker(runtime, inventory, h, secrets, image, archive, wait,
+                                                        report), workers))
+    if image:
+        runtime.prune_images(image, report)
+    expected = nodes.worker_nodes(inventory)
     with connect(inventory, inventory.orchestrator) as c:
-        pinged = on_orchestrator(c, inventory, ["ping", "--expect", ",".join(expected), "--timeout", str(wait_seconds)],
-                                 wait_seconds)
+        pinged = on_orchestrator(c, runtime, inventory,
+                                 ["ping", "--expect", ",".join(expected), "--timeout", str(wait_seconds)], wait_seconds)
         if pinged["missing"]:
             raise DeployError(f"workers not answering a Celery ping after {wait_seconds:.0f}s: "
                               f"{', '.join(pinged['missing'])}; see `fab -r deploy logs`")
         report(f"{len(expected)} worker(s) answer a Celery ping")
-        smoke = on_orchestrator(c, inventory, ["smoke", "--api", f"http://127.0.0.1:{inventory.api_port}"], 60)
+        smoke = on_orchestrator(c, runtime, inventory, ["smoke", "--api", f"http://127.0.0.1:{inventory.api_port}"], 60)
     if smoke["status"] != "succeeded":
         raise DeployError(f"smoke job {smoke.get('job_id')} ended {smoke.get('status')}")
     report(f"smoke job {smoke['job_id']} succeeded on {smoke['worker']}")
@@ -62,67 +95,71 @@ def deploy(inventory: Inventory, secrets: Secrets, report: Report, wait_seconds:
 
 
 def status(inventory: Inventory, report: Report) -> dict:
-    """Workers online, queue depth, and each worker host's containers (or processes)."""
+    """Workers online, queue depth, and each worker host's workers with the image each runs."""
+    runtime = load(inventory)
     with connect(inventory, inventory.orchestrator) as c:
-        answer = on_orchestrator(c, inventory, ["status", "--expect", ",".join(config_files.worker_names(inventory))])
+        answer = on_orchestrator(c, runtime, inventory, ["status", "--expect", ",".join(nodes.worker_nodes(inventory))])
     report(f"workers online: {len(answer['online'])} ({', '.join(answer['online']) or 'none'})")
     if answer["missing"]:
         report(f"workers missing: {', '.join(answer['missing'])}")
     report(f"queue depth: {answer['queue_depth']}")
     answer["hosts"] = {}
     for host in inventory.workers:
-        where = layout(inventory, host)
         with connect(inventory, host) as c:
-            if inventory.runtime == "docker":
-                lines = root(c, f"cd {where.remote_dir} && docker compose ps --format "
-                                "'{{.Service}} {{.State}} {{.Health}}'", warn=True).stdout.split("\n")
-            else:
-                services = manager(inventory.runtime, where.remote_dir)
-                lines = [f"{s.name} {services.state(c, s)}" for s in worker_services(inventory, host, where)]
-        answer["hosts"][host.name] = [line for line in lines if line.strip()]
-        report(f"{host.name}: " + "; ".join(answer["hosts"][host.name]))
+            found = runtime.workers(inventory, host).status(c)
+        answer["hosts"][host.name] = found
+        report(f"{host.name}: " + "; ".join(
+            f"{w['service']} {w['state']}"
+            + (f" image {w['image'][:12]} ({w['tags'] or 'untagged'})" if w["image"] else "")
+            for w in found))
+    images = {w["image"] for found in answer["hosts"].values() for w in found if w["image"]}
+    if len(images) == 1:
+        report(f"image: every container runs {images.pop()[:12]}")
+    elif images:
+        report(f"image: containers run {len(images)} different images ({', '.join(sorted(i[:12] for i in images))})")
     return answer
 
 
 def logs(inventory: Inventory, lines: int, report: Report) -> None:
     """The last lines of every service's log, host by host."""
+    runtime = load(inventory)
     for host in inventory.hosts:
-        where = layout(inventory, host)
-        services = manager(inventory.runtime, where.remote_dir)
+        where = runtime.layout(inventory, host)
         with connect(inventory, host) as c:
             if host.role == "orchestrator":
-                for service in orchestrator_services(inventory, host, where):
-                    report(f"== {host.name} {service.name}\n{services.logs(c, service, lines)}")
-            elif inventory.runtime == "docker":
-                text = root(c, f"cd {where.remote_dir} && docker compose logs --no-color --tail {int(lines)}",
-                            warn=True)
-                report(f"== {host.name}\n{text.stdout}")
+                services = runtime.service_manager(where)
+                found = [(s.name, services.logs(c, s, lines))
+                         for s in orchestrator_services(runtime, inventory, host, where)]
             else:
-                for service in worker_services(inventory, host, where):
-                    report(f"== {host.name} {service.name}\n{services.logs(c, service, lines)}")
+                found = runtime.workers(inventory, host).logs(c, lines)
+        for name, text in found:
+            report(f"== {host.name} {name}\n{text}")
 
 
-def rolling_update(inventory: Inventory, secrets: Secrets, report: Report, wait_seconds: float = WAIT_SECONDS) -> None:
-    """Roll the current version out one worker host at a time, each back on the Celery ping before the next."""
-    for host in inventory.workers:
-        started = time.monotonic()
-        where = layout(inventory, host)
-        with connect(inventory, host) as c:
-            if inventory.runtime == "docker":
-                docker_up(c, inventory, host, where)  # a new release means a new image tag: compose recreates
-            else:
-                services = manager(inventory.runtime, where.remote_dir)
-                # SIGTERM: each worker finishes the job it holds; the other hosts keep serving meanwhile.
-                services.restart(c, *worker_services(inventory, host, where))
-        restarted = time.monotonic()
-        names = [n for n in config_files.worker_names(inventory) if n.startswith(f"worker@{host.name}-")]
-        with connect(inventory, inventory.orchestrator) as c:
-            check = ["ping", "--expect", ",".join(names), "--timeout", str(wait_seconds)]
-            pinged = on_orchestrator(c, inventory, check, wait_seconds)
-        if pinged["missing"]:
-            raise DeployError(f"{host.name} did not come back ({', '.join(pinged['missing'])}); rollout stopped")
-        report(f"{host.name}: updated, {len(names)} worker(s) answer a Celery ping "
-               f"({time.monotonic() - started:.1f}s, restart {restarted - started:.1f}s)")
+def rolling_update(inventory: Inventory, secrets: Secrets, report: Report, wait_seconds: float = WAIT_SECONDS,
+                   image_tag: str | None = None) -> None:
+    """Update the orchestrator's services, then the workers one host and one worker at a time.
+
+    The release's image is built once (or image_tag, already built here, is
+    used); a host whose new workers fail their health check goes back to the
+    image it ran, and the update stops there.
+    """
+    runtime = load(inventory)
+    with connect(inventory, inventory.orchestrator) as c:
+        deploy_orchestrator(c, runtime, inventory, secrets, report)
+    image = None
+    if runtime.needs_image(inventory):
+        image = runtime.existing_image(image_tag) if image_tag else runtime.build_image(report)
+    wait = waiter(runtime, inventory, wait_seconds)
+    with tempfile.TemporaryDirectory(prefix="inferq-image-") as scratch:
+        archive = Archive(runtime.docker, image, scratch) if image else None
+        for host in inventory.workers:
+            started = time.monotonic()
+            deploy_worker(runtime, inventory, host, secrets, image, archive, wait, report, restart_unchanged=True)
+            report(f"{host.name}: updated, {len(nodes.host_nodes(inventory, host))} worker(s) answer a Celery ping "
+                   f"({time.monotonic() - started:.1f}s)")
+    if image:
+        runtime.prune_images(image, report)
 
 
 def submit(inventory: Inventory, secrets: Secrets, text: str, wait: float = 30) -> dict:
@@ -136,3 +173,4 @@ def submit(inventory: Inventory, secrets: Secrets, text: str, wait: float = 30) 
         raise DeployError(f"the API answered {posted.status_code}: {posted.text[:200]}")
     job_id = posted.json()["job_id"]
     return requests.get(f"{base}/jobs/{job_id}", params={"wait": wait}, headers=headers, timeout=wait + 10).json()
+

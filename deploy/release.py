@@ -50,3 +50,14 @@ def install(c: Connection, remote_dir: str, version: str, data: bytes, with_venv
                 f"-c {target}/constraints.txt {target}", timeout=1800)
     root(c, f"ln -sfn {target} {remote_dir}/current && touch {target}/.installed")
     return True
+
+
+def prune(c: Connection, remote_dir: str, keep: int) -> list[str]:
+    """Remove all but the newest `keep` releases under remote_dir/releases (never the current one)."""
+    current = root(c, f"readlink -f {remote_dir}/current", warn=True).stdout.strip()
+    listed = root(c, f"ls -1dt {remote_dir}/releases/*/ 2>/dev/null", warn=True).stdout.split()
+    others = [path.rstrip("/") for path in listed if path.rstrip("/") != current]
+    old = others[max(0, keep - 1):]
+    if old:
+        root(c, "rm -rf " + " ".join(old))
+    return old

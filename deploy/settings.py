@@ -65,3 +65,15 @@ REMOTE_DIR = "/opt/inferq"
 
 WAIT_SECONDS = 600
 """How long a waiter or the Fabric readiness check waits before giving up."""
+
+IMAGE_NAME = "inferq-worker"
+"""Repository name of the worker image; its tag names the release and build arguments it was built from."""
+
+KEEP_IMAGES = 3
+"""Worker images each host keeps (the running one among them): enough to roll back twice."""
+
+KEEP_RELEASES = 3
+"""Releases the orchestrator keeps under remote_dir/releases (the current one among them)."""
+
+PING_ROUND_SECONDS = 5
+"""How long one Celery ping round waits before the deploy looks at the containers again."""

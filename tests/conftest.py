@@ -116,3 +116,26 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("measured figures")
         for line in figures.LINES:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def container_base() -> str:
+    """The container engine, installed and configured if needed, and the local base image; the base's name."""
+    from tests.worker_image import engine
+
+    try:
+        return engine.prepare()
+    except engine.EngineUnavailable as exc:
+        engine.refuse(str(exc))
+
+
+@pytest.fixture(scope="session")
+def worker_image(container_base):
+    """worker_image/Dockerfile built from this checkout, once per session (tests/worker_image/engine.py).
+
+    Built here, where the package mirrors are reachable: the deploy tests' own
+    build, inside a network namespace without a way out, then finds every layer cached.
+    """
+    from tests.worker_image import engine
+
+    return engine.build_test_image(container_base)

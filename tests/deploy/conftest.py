@@ -12,6 +12,7 @@ import requests
 
 from inferq.stack import processes
 from inferq.stack.redis_server import free_port
+from tests.deploy.commands import DEPLOY
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -67,11 +68,37 @@ def ec2(aws_env):
                         aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
-def run_command(command: str, env: dict[str, str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a README command line in a shell, with the venv's scripts first on PATH."""
-    full_env = {**os.environ, **env, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    result = subprocess.run(command, shell=True, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=240)
+def run_command(command: str, env: dict[str, str], cwd: Path, check: bool = True,
+                timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run a README command line in a shell, with the venv's scripts first on PATH.
+
+    PYTHONPATH is the checkout: fab imports the lab's runtime, tests.deploy.lab_runtime,
+    which lives with the tests and is not installed.
+    """
+    full_env = {**os.environ, **env, "PATH": f"{BIN}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(command, shell=True, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{command!r} exited {result.returncode}\n"
                              f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
     return result
+
+
+@pytest.fixture(scope="package")
+def cluster(tmp_path_factory, tiny_model, container_base, worker_image):
+    """The lab with the cluster deployed once by `fab deploy` (tests/deploy/cluster.py)."""
+    from tests.deploy.cluster import Cluster, refuse
+    from tests.deploy.netns import LabUnavailable, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        refuse(reason)
+    made = Cluster(tmp_path_factory.mktemp("lab"), tiny_model, container_base)
+    try:
+        try:
+            made.lab.up()
+        except LabUnavailable as exc:
+            refuse(str(exc))
+        made.first = made.fab(DEPLOY)
+        yield made
+    finally:
+        made.down()

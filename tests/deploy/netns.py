@@ -56,8 +56,10 @@ class LabHost:
 class Lab:
     """The namespaces, the bridge and the sshd processes; down() removes all of it."""
 
-    def __init__(self, workdir: Path, names: list[str]):
+    def __init__(self, workdir: Path, names: list[str], host_env: dict[str, dict[str, str]] | None = None):
         self.workdir = workdir
+        # Per host: variables every SSH session there gets (sshd's SetEnv), e.g. its own container store.
+        self.host_env = host_env or {}
         self.prefix = f"iq{os.getpid() % 100000}"
         self.lan = f"{self.prefix}-lan"
         self.admin = f"{self.prefix}-admin"
@@ -68,7 +70,14 @@ class Lab:
 
     def exec_prefix(self, namespace: str) -> list[str]:
         """Command prefix running something inside a namespace."""
-        return ["ip", "netns", "exec", namespace]
+        # nsenter, not `ip netns exec`: that one also remounts /sys in a mount namespace of
+        # its own, which hides /sys/fs/cgroup, and then no container can start on the host.
+        return ["nsenter", f"--net=/run/netns/{namespace}"]
+
+    def on_host(self, name: str) -> list[str]:
+        """Command prefix running something as a session on that host would: its namespace and its variables."""
+        host = next(h for h in self.hosts if h.name == name)
+        return [*self.exec_prefix(host.namespace), "env", *(f"{k}={v}" for k, v in self.host_env.get(name, {}).items())]
 
     def _namespace(self, name: str) -> None:
         sh("ip", "netns", "add", name)
@@ -111,7 +120,9 @@ class Lab:
             f"PidFile {self.workdir / f'sshd-{host.name}.pid'}",
             f"AuthorizedKeysFile {self.workdir / 'authorized_keys'}",
             "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-            "UsePAM no", "StrictModes no", "Subsystem sftp internal-sftp", "",
+            "UsePAM no", "StrictModes no", "Subsystem sftp internal-sftp",
+            *([f"SetEnv {' '.join(f'{k}={v}' for k, v in self.host_env[host.name].items())}"]
+              if self.host_env.get(host.name) else []), "",
         ]))
         log = open(self.workdir / f"sshd-{host.name}.log", "ab")
         # Its own UTS namespace: the host gets its own hostname, as a machine would.

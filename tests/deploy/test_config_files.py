@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from inferq.deploy import config_files, credentials
+from inferq.deploy import config_files, credentials, nodes
 from inferq.deploy.inventory import Host, Inventory
 from tests.deploy.conftest import ROOT, run_command
 
@@ -48,7 +48,7 @@ def test_secrets_from_before_the_worker_user_gain_one_and_keep_the_rest(tmp_path
     assert again.redis_password == made.redis_password and again.worker_redis_password
     assert credentials.load_or_create(tmp_path, "c") == again
     assert path.stat().st_mode & 0o777 == 0o600
-    assert config_files.worker_names(lab_inventory()) == [
+    assert nodes.worker_nodes(lab_inventory()) == [
         "worker@worker-1-w1", "worker@worker-1-w2", "worker@worker-2-w1", "worker@worker-2-w2"]
 
 
@@ -73,20 +73,20 @@ def test_orchestrator_units_pass_systemd_analyze_verify(tmp_path):
 
     from inferq.deploy.layout import Layout
     from inferq.deploy.orchestrator import orchestrator_services
+    from inferq.deploy.runtime import Runtime
 
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         if os.environ.get("CI") == "true":
             pytest.fail("systemd-analyze missing (scripts/system-deps.sh installs systemd)")
         pytest.skip("systemd-analyze missing (Debian package systemd)")
-    inventory = lab_inventory()
-    inventory.runtime = "docker"  # the AWS units: Redis as user redis, the API and Flower as inferq
+    inventory = lab_inventory()  # the AWS runtime's units: Redis as user redis, the API and Flower as inferq
     # Paths that exist here (this venv and checkout) stand in for /opt/inferq/venv and /opt/inferq/current.
     where = Layout(str(tmp_path), sys.prefix, str(ROOT))
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "orchestrator.env").write_text("")
     units = []
-    for service in orchestrator_services(inventory, inventory.orchestrator, where):
+    for service in orchestrator_services(Runtime(), inventory, inventory.orchestrator, where):
         units.append(tmp_path / f"inferq-{service.name}.service")
         units[-1].write_text(service.unit())
     result = subprocess.run([analyze, "verify", *map(str, units)], capture_output=True, text=True, timeout=60)
@@ -110,3 +110,34 @@ def test_a_release_is_the_projects_files_named_by_their_hash():
     for needed in ("worker_image/Dockerfile", "docker-compose.yml", "constraints.txt", "setup.cfg", "deploy/remote.py"):
         assert needed in names
     assert not [n for n in names if n.startswith((".venv/", ".git/", "secrets/", "state/"))]
+
+
+def test_the_runtime_is_chosen_once_from_the_inventory():
+    from inferq.deploy.errors import DeployError
+    from inferq.deploy.runtime import Runtime, load
+    from tests.deploy.lab_runtime import LabRuntime
+
+    aws = load(lab_inventory())
+    assert type(aws) is Runtime and aws.docker == "docker" and aws.compose == "docker compose"
+    inventory = lab_inventory()
+    inventory.runtime = "tests.deploy.lab_runtime:LabRuntime"
+    inventory.runtime_options = {"code_dir": "/src", "python": "/venv", "container_hosts": ["worker-1"]}
+    lab = load(inventory)
+    assert isinstance(lab, LabRuntime) and lab.layout(inventory, inventory.workers[0]).code == "/src"
+    assert lab.workers(inventory, inventory.workers[0]).uses_image  # worker-1: containers
+    assert not lab.workers(inventory, inventory.workers[1]).uses_image  # worker-2: processes
+    inventory.runtime = "nowhere:Runtime"
+    with pytest.raises(DeployError, match=r"^unknown runtime 'nowhere:Runtime'"):
+        load(inventory)
+    inventory.runtime, inventory.runtime_options = "docker", {"colour": "blue"}
+    with pytest.raises(DeployError, match="does not take these runtime_options"):
+        load(inventory)
+
+
+def test_an_image_tag_names_the_release_and_its_build_arguments():
+    from inferq.deploy.image import same, tag_for
+
+    tag = tag_for("abc", {"MODEL": "offline:base"})
+    assert tag == tag_for("abc", {"MODEL": "offline:base"}) and tag.startswith("inferq-worker:")
+    assert tag != tag_for("abd", {"MODEL": "offline:base"}) != tag_for("abc", {"MODEL": "offline:tiny"})
+    assert same("localhost/" + tag, tag) and not same(tag, tag_for("abd", {}))

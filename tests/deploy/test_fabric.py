@@ -1,87 +1,26 @@
-"""The Fabric tasks over real SSH, against sshd hosts in network namespaces (process runtime).
+"""The Fabric tasks over real SSH, against sshd hosts in network namespaces (tests/deploy/cluster.py).
 
-One orchestrator and two worker hosts; the README's fab commands run in the
-lab's admin namespace. Needs root: outside CI these tests skip with the
-reason; with CI=true they fail instead.
+One orchestrator and two worker hosts (worker-1's workers are containers,
+worker-2's processes); the README's fab commands run in the lab's admin
+namespace. test_fabric_containers.py goes on with the container host.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
 import stat
-import subprocess
 import sys
 
 import pytest
 
-from tests.deploy.commands import DEPLOY, FAB_PATHS, LOGS, STATUS, SUBMIT, UPDATE
+from tests.deploy.cluster import CONTAINER_HOST, HOSTS
+from tests.deploy.commands import DEPLOY, LOGS, STATUS, SUBMIT, UPDATE
 from tests.deploy.conftest import ROOT, run_command
-from tests.deploy.netns import Lab, LabUnavailable, unavailable_reason
 
-HOSTS = ["orchestrator", "worker-1", "worker-2"]
+PROCESS_HOSTS = [h for h in HOSTS if h != CONTAINER_HOST]
 
-
-def refuse(reason: str):
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run the SSH deploy tests: {reason}")
-    pytest.skip(reason)
-
-
-class Cluster:
-    """The lab, its inventory and secrets, and a way to run commands in its admin namespace."""
-
-    def __init__(self, lab: Lab, tmp, tiny_model):
-        self.lab, self.tmp = lab, tmp
-        self.inventory = tmp / "inventory.json"
-        self.secrets = tmp / "secrets"
-        hosts = [{"name": h.name, "role": "orchestrator" if h.name == "orchestrator" else "worker",
-                  "public_ip": h.address, "private_ip": h.address, "instance_id": f"netns:{h.namespace}",
-                  "remote_dir": str(tmp / "hosts" / h.name)} for h in lab.hosts]
-        self.inventory.write_text(json.dumps({
-            "cluster": "lab", "hosts": hosts, "key_file": str(lab.key), "ssh_user": "root", "runtime": "process",
-            "code_dir": str(ROOT), "python": sys.prefix, "containers_per_worker": 2,
-            "env": {"INFERQ_MODEL": str(tiny_model), "INFERQ_HEARTBEAT_SECONDS": "0.5"},
-        }))
-        self.outputs: list[str] = []
-
-    def fab(self, template: str, check: bool = True) -> subprocess.CompletedProcess:
-        command = (template + FAB_PATHS).format(inventory=self.inventory, secrets=self.secrets)
-        result = run_command(" ".join(self.lab.exec_prefix(self.lab.admin)) + " " + command, {}, ROOT, check=check)
-        self.outputs.append(result.stdout + result.stderr)
-        return result
-
-    def in_admin(self, *command: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*self.lab.exec_prefix(self.lab.admin), *command], capture_output=True, text=True,
-                              timeout=60)
-
-    def pids(self, host: str) -> dict[str, str]:
-        run = self.tmp / "hosts" / host / "run"
-        return {p.stem: p.read_text().strip() for p in sorted(run.glob("*.pid"))}
-
-    def secret_values(self) -> list[str]:
-        data = json.loads((self.secrets / "lab" / "cluster-secrets.json").read_text())
-        return [v for k, v in data.items() if k != "flower_user"]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory, tiny_model):
-    """The lab with the cluster deployed once by `fab deploy`."""
-    reason = unavailable_reason()
-    if reason:
-        refuse(reason)
-    tmp = tmp_path_factory.mktemp("lab")
-    lab = Lab(tmp, HOSTS)
-    try:
-        try:
-            lab.up()
-        except LabUnavailable as exc:
-            refuse(str(exc))
-        made = Cluster(lab, tmp, tiny_model)
-        made.first = made.fab(DEPLOY)
-        yield made
-    finally:
-        lab.down()
+# The first test sets the cluster up: the image build (cached layers) and its shipping take minutes.
+pytestmark = pytest.mark.timeout(1200)
 
 
 def test_deploy_configures_every_host_and_runs_a_smoke_job(cluster):
@@ -90,8 +29,10 @@ def test_deploy_configures_every_host_and_runs_a_smoke_job(cluster):
     smoke = re.search(r"smoke job \S+ succeeded on (\S+)", out)
     assert smoke and re.fullmatch(r"worker@worker-[12]-w[12]", smoke.group(1)), out
     assert set(cluster.pids("orchestrator")) == {"redis", "api", "flower"}
-    for worker in ("worker-1", "worker-2"):
-        assert set(cluster.pids(worker)) == {"worker-1", "worker-2"}
+    assert set(cluster.pids("worker-2")) == {"worker-1", "worker-2"}
+    containers = cluster.containers()
+    assert sorted(containers) == ["worker-1", "worker-2"], containers
+    assert {c["state"] for c in containers.values()} == {"running"}
 
 
 def test_redis_is_configured_with_password_aof_private_bind_and_noeviction(cluster):
@@ -173,10 +114,14 @@ def test_a_job_submitted_to_the_api_is_done_on_a_worker_host(cluster):
     assert re.fullmatch(r"worker@worker-[12]-w[12]", job["worker"]["hostname"])
 
 
-def test_status_reports_workers_queue_and_processes(cluster):
+def test_status_reports_workers_queue_processes_and_the_image_per_host(cluster):
     out = cluster.fab(STATUS).stdout
     assert "workers online: 4" in out and "queue depth: 0" in out
     assert re.search(r"worker-2: worker-1 running \(pid \d+\); worker-2 running \(pid \d+\)", out), out
+    image = r"image ([0-9a-f]{12}) \(localhost/inferq-worker:[0-9a-f]{12}\)"
+    found = re.search(rf"worker-1: worker-1 running {image}; worker-2 running {image}", out)
+    assert found and found.group(1) == found.group(2), out
+    assert f"image: every container runs {found.group(1)}" in out
 
 
 def test_logs_shows_each_service(cluster):
@@ -186,22 +131,30 @@ def test_logs_shows_each_service(cluster):
 
 
 def test_a_second_deploy_changes_nothing_and_breaks_nothing(cluster):
-    before = {host: cluster.pids(host) for host in HOSTS}
+    before = {host: cluster.pids(host) for host in PROCESS_HOSTS}
+    containers = cluster.containers()
     out = cluster.fab(DEPLOY).stdout
     assert "deploy done: 0 change(s)" in out, out
-    assert {host: cluster.pids(host) for host in HOSTS} == before
+    assert {host: cluster.pids(host) for host in PROCESS_HOSTS} == before
+    assert cluster.containers() == containers  # the image is built, shipped and run once
+    assert "already built" in out and "loaded" not in out
     assert "smoke job" in out and "succeeded" in out
 
 
-def test_rolling_update_replaces_workers_host_by_host(cluster):
-    before = {host: cluster.pids(host) for host in ("worker-1", "worker-2")}
+def test_rolling_update_goes_host_by_host_and_worker_by_worker(cluster):
+    before = cluster.pids("worker-2")
+    containers = cluster.containers()
     orchestrator = cluster.pids("orchestrator")
     out = cluster.fab(UPDATE).stdout
     assert out.index("worker-1: updated") < out.index("worker-2: updated")
-    for host, pids in before.items():
-        after = cluster.pids(host)
-        assert set(after) == set(pids) and all(after[name] != pid for name, pid in pids.items())
-    assert cluster.pids("orchestrator") == orchestrator
+    # Processes have no version to compare: each is restarted, one at a time.
+    assert out.index("worker-2: worker-1 restarted") < out.index("worker-2: worker-2 restarted")
+    after = cluster.pids("worker-2")
+    assert set(after) == set(before) and all(after[name] != pid for name, pid in before.items())
+    # Containers are replaced for a new image or configuration only (test_fabric_containers.py).
+    assert cluster.containers() == containers
+    # The orchestrator's services restart when their inputs change; this release changed none.
+    assert "orchestrator: api unchanged" in out and cluster.pids("orchestrator") == orchestrator
     assert json.loads(cluster.fab(SUBMIT).stdout)["status"] == "succeeded"
 
 
@@ -223,3 +176,21 @@ def test_no_secret_was_printed(cluster):
     assert printed
     for value in cluster.secret_values():
         assert value not in printed
+
+
+def test_old_releases_are_pruned_but_the_current_one_stays(cluster):
+    import os
+
+    remote = cluster.tmp / "hosts" / "orchestrator" / "prune-check"
+    for age, name in enumerate(["r5", "r4", "r3", "r2", "r1"]):  # r1 newest
+        (remote / "releases" / name).mkdir(parents=True)
+        os.utime(remote / "releases" / name, (1_000_000 + age * 100, 1_000_000 + age * 100))
+    (remote / "current").symlink_to(remote / "releases" / "r4")  # an older release is the current one
+    probe = ("import sys; from deploy import connections, inventory, release\n"
+             "cluster = inventory.read(sys.argv[1])\n"
+             "with connections.connect(cluster, cluster.orchestrator) as c:\n"
+             "    print(' '.join(p.rsplit('/', 1)[1] for p in release.prune(c, sys.argv[2], 3)))\n")
+    removed = cluster.in_admin(sys.executable, "-c", probe, str(cluster.inventory), str(remote))
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.split() == ["r3", "r5"]
+    assert sorted(p.name for p in (remote / "releases").iterdir()) == ["r1", "r2", "r4"]

@@ -1,0 +1,127 @@
+"""The Fabric test cluster: an orchestrator and two worker hosts in network namespaces, and its inventory.
+
+worker-1 runs its workers as containers of the worker image that `fab deploy`
+builds here and ships to it over SSH; its container store is its own (sshd
+gives its sessions CONTAINERS_STORAGE_CONF), so the image arrives there as it
+would on another machine. worker-2 and the orchestrator run processes of this
+checkout (tests/deploy/lab_runtime.py). Needs root: outside CI these tests
+skip with the reason; with CI=true they fail instead.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.commands import FAB_PATHS
+from tests.deploy.conftest import BIN, ROOT, run_command
+from tests.deploy.netns import Lab
+from tests.worker_image import engine
+
+HOSTS = ["orchestrator", "worker-1", "worker-2"]
+CONTAINER_HOST = "worker-1"
+"""The host whose workers are containers; the others run processes."""
+
+KEEP_IMAGES = 2
+"""Images the container host keeps (fewer than the default 3, so a test sees one pruned)."""
+
+FAB_TIMEOUT = 900
+"""Seconds a fab command may take here: a deploy builds the image (cached layers) and ships about 0.8 GB."""
+
+
+def refuse(reason: str):
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run the SSH deploy tests: {reason}")
+    pytest.skip(reason)
+
+
+class Cluster:
+    """The lab, its inventory and secrets, and a way to run commands in its admin namespace."""
+
+    def __init__(self, tmp: Path, tiny_model: Path, base_image: str):
+        self.tmp = tmp
+        self.store = tmp / "hosts" / CONTAINER_HOST / "containers"
+        self.store.mkdir(parents=True)
+        (self.store / "storage.conf").write_text(
+            f'[storage]\ndriver = "overlay"\ngraphroot = "{self.store}/storage"\nrunroot = "{self.store}/run"\n')
+        self.store_env = {"CONTAINERS_STORAGE_CONF": str(self.store / "storage.conf")}
+        self.lab = Lab(tmp, HOSTS, host_env={CONTAINER_HOST: self.store_env})
+        self.inventory = tmp / "inventory.json"
+        self.secrets = tmp / "secrets"
+        build_args, build_contexts = engine.build_options(base_image)
+        hosts = [{"name": h.name, "role": "orchestrator" if h.name == "orchestrator" else "worker",
+                  "public_ip": h.address, "private_ip": h.address, "instance_id": f"netns:{h.namespace}",
+                  "remote_dir": str(tmp / "hosts" / h.name)} for h in self.lab.hosts]
+        self.inventory.write_text(json.dumps({
+            "cluster": "lab", "hosts": hosts, "key_file": str(self.lab.key), "ssh_user": "root",
+            "runtime": "tests.deploy.lab_runtime:LabRuntime",
+            "runtime_options": {
+                "code_dir": str(ROOT), "python": sys.prefix, "container_hosts": [CONTAINER_HOST],
+                # The process workers' model; the containers serve the one baked into the image.
+                "process_env": {"INFERQ_MODEL": str(tiny_model)},
+                "docker": engine.DOCKER, "compose": str(BIN / "podman-compose"), "keep_images": KEEP_IMAGES,
+                "build_args": build_args, "build_contexts": build_contexts,
+            },
+            "containers_per_worker": 2,
+            "env": {"INFERQ_HEARTBEAT_SECONDS": "0.5", "INFERQ_TEST_FAULTS": "1"},
+        }))
+        self.outputs: list[str] = []
+
+    def fab(self, template: str, check: bool = True, extra: str = "") -> subprocess.CompletedProcess:
+        command = (template + FAB_PATHS).format(inventory=self.inventory, secrets=self.secrets) + extra
+        result = run_command(" ".join(self.lab.exec_prefix(self.lab.admin)) + " " + command, {}, ROOT, check=check,
+                             timeout=FAB_TIMEOUT)
+        self.outputs.append(result.stdout + result.stderr)
+        return result
+
+    def in_admin(self, *command: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*self.lab.exec_prefix(self.lab.admin), *command], capture_output=True, text=True,
+                              timeout=300)
+
+    def on_container_host(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run a command as a session on the container host would (its namespace, its container store)."""
+        done = subprocess.run([*self.lab.on_host(CONTAINER_HOST), *command], capture_output=True, text=True,
+                              timeout=300)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{' '.join(command)} on {CONTAINER_HOST}: {done.stderr[-800:]}")
+        return done
+
+    def containers(self) -> dict[str, dict]:
+        """The container host's compose containers by service: id and image id."""
+        found = {}
+        for line in self.on_container_host("podman", "ps", "-a", "--filter", "label=com.docker.compose.project=inferq",
+                                           "--format", "{{.ID}}").stdout.split():
+            service, state, image = self.on_container_host(
+                "podman", "inspect", "--format",
+                '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.Image}}',
+                line).stdout.split()
+            found[service] = {"id": line, "state": state, "image": image}
+        return found
+
+    def images(self) -> set[str]:
+        """Tags of the worker images in the container host's store."""
+        return {tag for tag in self.on_container_host("podman", "images", "--format", "{{.Repository}}:{{.Tag}}")
+                .stdout.split() if "inferq-worker" in tag}
+
+    def pids(self, host: str) -> dict[str, str]:
+        run = self.tmp / "hosts" / host / "run"
+        return {p.stem: p.read_text().strip() for p in sorted(run.glob("*.pid"))}
+
+    def secret_values(self) -> list[str]:
+        data = json.loads((self.secrets / "lab" / "cluster-secrets.json").read_text())
+        return [v for k, v in data.items() if k != "flower_user"]
+
+    def down(self) -> None:
+        """Remove the container host's containers and store, then the lab."""
+        if self.lab.namespaces:
+            # In its namespace: the containers' network teardown happens where their network is.
+            self.on_container_host("podman", "rm", "-af", "-t", "5", check=False)
+            self.on_container_host("podman", "pod", "rm", "-af", check=False)
+            self.on_container_host("podman", "rmi", "-af", check=False)
+        self.lab.down()
+        shutil.rmtree(self.store, ignore_errors=True)

@@ -1,0 +1,185 @@
+"""The tests' runtime: network-namespace hosts that share this machine's filesystem and have no systemd.
+
+The inventory of tests/deploy/test_fabric.py names it ("runtime":
+"tests.deploy.lab_runtime:LabRuntime"). Services run as plain supervised
+processes of this checkout and venv (Processes), as the AWS runtime's systemd
+units would run them. The hosts in container_hosts run their workers the AWS
+way instead: the worker image, built once by `fab deploy` and shipped over SSH,
+under compose, through a `docker` command (Debian's podman-docker) and
+podman-compose; their container store is the host's own (tests/deploy/netns.py).
+"""
+from __future__ import annotations
+
+import shlex
+
+from fabric import Connection
+
+from inferq.deploy import nodes
+from inferq.deploy.connections import root
+from inferq.deploy.containers import Containers, Wait
+from inferq.deploy.errors import DeployError
+from inferq.deploy.files import put_if_changed
+from inferq.deploy.image import Archive, Image
+from inferq.deploy.inventory import Host, Inventory
+from inferq.deploy.layout import Layout, Report
+from inferq.deploy.runtime import Runtime
+from inferq.deploy.services import STOP_SECONDS, Service
+
+
+class Processes:
+    """Services as plain background processes with pid files (hosts without systemd, as in the tests).
+
+    The process runs the unit's command with the unit's env file, as the
+    login user; its output goes to remote_dir/log/NAME.log.
+    """
+
+    def __init__(self, remote_dir: str):
+        self.remote_dir = remote_dir
+
+    def unit_path(self, service: Service) -> str:
+        return f"{self.remote_dir}/units/{service.name}.service"
+
+    def _pid(self, service: Service) -> str:
+        return f"{self.remote_dir}/run/{service.name}.pid"
+
+    def running_pid(self, c: Connection, service: Service) -> str | None:
+        """The service's pid if its process is alive."""
+        pid_file = self._pid(service)
+        result = root(c, f"test -f {pid_file} && pid=$(cat {pid_file}) && kill -0 $pid && echo $pid", warn=True)
+        return result.stdout.strip() if result.ok and result.stdout.strip() else None
+
+    def start(self, c: Connection, service: Service) -> None:
+        """Start the service's process in its own session, detached from the SSH channel."""
+        log = f"{self.remote_dir}/log/{service.name}.log"
+        source = f"set -a; . {shlex.quote(service.env_file)}; set +a; " if service.env_file else ""
+        inner = f"{source}exec {shlex.join(service.command)}"
+        root(c, f"mkdir -p {self.remote_dir}/run {self.remote_dir}/log && cd {shlex.quote(service.workdir)} && "
+                f"(nohup setsid sh -c {shlex.quote(inner)} >>{log} 2>&1 </dev/null & echo $! > {self._pid(service)})")
+
+    def stop(self, c: Connection, *services: Service) -> None:
+        """SIGTERM all at once (a worker finishes its job), SIGKILL whatever lives after STOP_SECONDS."""
+        running = [(s, pid) for s in services if (pid := self.running_pid(c, s))]
+        if not running:
+            return
+        pids = " ".join(pid for _, pid in running)
+        pid_files = " ".join(self._pid(s) for s, _ in running)
+        # Wait until every one is gone (kill -0 with several pids fails as soon as any one is).
+        alive = f"alive=; for p in {pids}; do kill -0 $p 2>/dev/null && alive=1; done; [ -z \"$alive\" ]"
+        root(c, f"kill -TERM {pids}; for i in $(seq {STOP_SECONDS * 10}); do {alive} && break; sleep 0.1; done; "
+                f"kill -KILL {pids} 2>/dev/null; rm -f {pid_files}", warn=True)
+
+    def ensure(self, c: Connection, service: Service, inputs_changed: bool) -> str:
+        """Write the unit; (re)start only if needed. Return 'restarted', 'started' or 'unchanged'."""
+        changed = put_if_changed(c, service.unit(), self.unit_path(service)) or inputs_changed
+        running = self.running_pid(c, service)
+        if running and not changed:
+            return "unchanged"
+        self.stop(c, service)
+        self.start(c, service)
+        return "restarted" if running else "started"
+
+    def restart(self, c: Connection, *services: Service) -> None:
+        """Replace the services' processes (stopped together, then started)."""
+        self.stop(c, *services)
+        for service in services:
+            self.start(c, service)
+
+    def state(self, c: Connection, service: Service) -> str:
+        """'running (pid N)' or 'stopped'."""
+        pid = self.running_pid(c, service)
+        return f"running (pid {pid})" if pid else "stopped"
+
+    def logs(self, c: Connection, service: Service, lines: int) -> str:
+        """The service's last log lines."""
+        return root(c, f"tail -n {int(lines)} {self.remote_dir}/log/{service.name}.log", warn=True).stdout
+
+
+class ProcessWorkers:
+    """A host's workers as processes: the image's command with the node name spelled out, named like the services."""
+
+    uses_image = False
+
+    def __init__(self, inventory: Inventory, host: Host, where: Layout, env: dict[str, str]):
+        self.inventory, self.host, self.where = inventory, host, where
+        self.manager = Processes(where.remote_dir)
+        # What the image would carry (its baked model, say): variables set before the env file is read.
+        self.prefix = ["env", *(f"{k}={v}" for k, v in sorted(env.items()))] if env else []
+
+    def services(self) -> list[Service]:
+        """The host's worker services, named and ordered as the compose file's."""
+        return [Service(nodes.service(i), [*self.prefix, *nodes.worker_command(self.where.bin, self.host, i)],
+                        f"{self.where.remote_dir}/worker.env", self.where.code)
+                for i in range(1, self.inventory.containers_per_worker + 1)]
+
+    def deploy(self, c: Connection, archive: Archive | None, image: Image | None, env_changed: bool,
+               restart_unchanged: bool, wait: Wait, report: Report) -> int:
+        """Start or restart the workers one at a time, each back on the Celery ping before the next."""
+        changes = 0
+        for index, service in enumerate(self.services(), start=1):
+            if restart_unchanged:
+                self.manager.restart(c, service)
+                outcome = "restarted"
+            else:
+                outcome = self.manager.ensure(c, service, env_changed)
+            if outcome == "unchanged":
+                continue
+            changes += 1
+            reason = wait([nodes.node(self.host, index)],
+                          lambda service=service: None if self.manager.running_pid(c, service) else "process exited")
+            if reason:
+                raise DeployError(f"{self.host.name}: {service.name} did not come back ({reason})")
+            report(f"{self.host.name}: {service.name} {outcome}")
+        return changes
+
+    def status(self, c: Connection) -> list[dict]:
+        """Each worker's state (processes run no image)."""
+        return [{"service": s.name, "state": self.manager.state(c, s), "image": None, "tags": ""}
+                for s in self.services()]
+
+    def logs(self, c: Connection, lines: int) -> list[tuple[str, str]]:
+        """Each worker and the last lines of its log."""
+        return [(s.name, self.manager.logs(c, s, lines)) for s in self.services()]
+
+
+class LabRuntime(Runtime):
+    """Processes of this checkout on every host, except container_hosts' workers: the worker image under compose."""
+
+    redis_server = "redis-server"
+    """The process runtime finds it on PATH (the system's, or the one tests/conftest.py found)."""
+
+    def __init__(self, code_dir: str, python: str, container_hosts: list[str] | None = None,
+                 process_env: dict[str, str] | None = None, **options):
+        super().__init__(**options)
+        self.code_dir, self.python = code_dir, python
+        self.container_hosts = set(container_hosts or [])
+        self.process_env = dict(process_env or {})
+
+    def layout(self, inventory: Inventory, host: Host) -> Layout:
+        """The hosts share this machine's filesystem: this checkout, this venv."""
+        return Layout(host.remote_dir, self.python, self.code_dir)
+
+    def service_manager(self, where: Layout) -> Processes:
+        """Plain processes: the hosts have no systemd."""
+        return Processes(where.remote_dir)
+
+    def user(self, service: str) -> str:
+        """Everything runs as the login user, root: the hosts share this machine's users."""
+        return "root"
+
+    def prepare_orchestrator(self, c: Connection, inventory: Inventory, host: Host, where: Layout) -> int:
+        return 0  # nothing to install: the checkout and venv are already here
+
+    def prepare_worker(self, c: Connection, inventory: Inventory, host: Host) -> int:
+        """Never installs anything on this machine: scripts/container-engine.sh must have run."""
+        tools = f"command -v zstd && {self.docker} version && {self.compose} version"
+        if host.name in self.container_hosts and root(c, f"({tools}) >/dev/null 2>&1", warn=True).failed:
+            raise DeployError(f"{host.name}: `{self.docker}` or `{self.compose}` does not run; "
+                              "run scripts/container-engine.sh and `make venv`")
+        return 0
+
+    def workers(self, inventory: Inventory, host: Host):
+        """Containers on container_hosts, processes elsewhere."""
+        where = self.layout(inventory, host)
+        if host.name in self.container_hosts:
+            return Containers(inventory, host, where, self.docker, self.compose, self.keep_images)
+        return ProcessWorkers(inventory, host, where, self.process_env)
