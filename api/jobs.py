@@ -100,7 +100,7 @@ def seed_new_request():
     """The seed's route, kept for its clients: 200 once queued; with ?wait=N, the result if done by then."""
     owner = auth.require_key(request)
     idem_key = idempotency.parse(request.headers.get("Idempotency-Key"))
-    wait = validation.wait_seconds(request.args.get("wait"), current_app.config["INFERQ_MAX_WAIT_SECONDS"])
+    wait = validation.single_wait(request.args.getlist("wait"), current_app.config["INFERQ_MAX_WAIT_SECONDS"])
     text = validation.text_from_seed_request(request)
     job_id, created = enqueue([text], owner, idem_key)
     if wait <= 0:

@@ -78,16 +78,17 @@ def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool
             "/new_request": {"post": {
                 "operationId": "seedNewRequest",
                 "summary": "The seed's route: one text; 200 once queued, or with ?wait=N the result if done by then",
-                "description": "A body without a Content-Type is taken as UTF-8 text, as application/octet-stream is.",
+                # Not in the content map: any UTF-8 is a text, so no schema can say what is invalid.
+                "description": "A body without a Content-Type, or sent as application/octet-stream, is taken "
+                               "as the text itself (UTF-8): what the seed's clients send.",
                 "parameters": [idem, {
-                    "name": "wait", "in": "query", "required": False,
+                    "name": "wait", "in": "query", "required": False, "allowEmptyValue": True,  # wait=: no wait
                     "description": "hold the request until the job is done or this many seconds pass "
                                    f"(cut to {max_wait:g}); done: the result in the seed's container shape",
                     "schema": {"type": "number", "minimum": 0}}],
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": {"type": "object", "required": ["text"], "properties": {"text": text}}},
                     "text/plain": {"schema": text},
-                    "application/octet-stream": {"schema": text},
                     "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["text"],
                                                                       "properties": {"text": text}}},
                 }},

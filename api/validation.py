@@ -123,3 +123,10 @@ def wait_seconds(raw: str | None, max_wait: float) -> float:
     if not value >= 0:  # also rejects nan
         raise _fail("invalid_wait", f"wait must be between 0 and {max_wait:g} seconds")
     return min(value, max_wait)
+
+
+def single_wait(values: list[str], max_wait: float) -> float:
+    """Parse the ?wait values of a request, refusing more than one."""
+    if len(values) > 1:
+        raise _fail("invalid_wait", f"wait is given {len(values)} times; give it once")
+    return wait_seconds(values[0] if values else None, max_wait)

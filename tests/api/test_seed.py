@@ -93,3 +93,8 @@ def test_bad_wait_is_refused_before_anything_is_queued(http, api_url, redis_clie
     response = http.post(f"{api_url}/new_request?wait=soon", data=b"Request number 3")
     assert response.status_code == 400 and response.json()["error"] == "invalid_wait"
     assert len(list(redis_client.scan_iter("inferq:job:*"))) == before
+
+
+def test_wait_given_twice_is_refused(http, api_url):
+    response = http.post(f"{api_url}/new_request?wait=&wait=5", data=b"Request number 3")
+    assert response.status_code == 400 and response.json()["error"] == "invalid_wait"
