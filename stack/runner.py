@@ -12,8 +12,9 @@ each line under its service's name (stack/log_tail.py), and kept in
 ``<state>/logs``.
 
 Why supervisord: honcho, which ran the Procfile before, stops everything when
-any process exits and has no restart policy (upstream declined one, and this
-module used to override its private ``_killall`` to stop Redis last).
+any process exits, by design, and has no restart option (a --respawn pull
+request was closed unmerged); this module also had to override its private
+``_killall`` to stop Redis last.
 supervisord is the long-kept standard for exactly this: restart on exit,
 bounded retries at start with a FATAL state, priority-ordered shutdown,
 process-group signals, an RPC interface to read states, pure Python from

@@ -1,6 +1,8 @@
 """The seed's route, POST /new_request, as the seed's own clients use it: 200, its message, then a result."""
 from __future__ import annotations
 
+import uuid
+
 import pytest
 import requests
 
@@ -98,3 +100,12 @@ def test_bad_wait_is_refused_before_anything_is_queued(http, api_url, redis_clie
 def test_wait_given_twice_is_refused(http, api_url):
     response = http.post(f"{api_url}/new_request?wait=&wait=5", data=b"Request number 3")
     assert response.status_code == 400 and response.json()["error"] == "invalid_wait"
+
+
+def test_idempotency_key_replays_the_same_job_with_200(http, api_url):
+    headers = {"Idempotency-Key": f"seed-client-{uuid.uuid4().hex}"}
+    first = http.post(f"{api_url}/new_request", data=b"Request number 3", headers=headers)
+    again = http.post(f"{api_url}/new_request?wait=20", data=b"Request number 3", headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert again.headers["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first.headers
+    assert again.json()["job_id"] == first.json()["job_id"] and again.json()["input_text"] == "Request number 3"
