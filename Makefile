@@ -35,8 +35,9 @@ lint: venv
 test: system-deps venv lint
 	$(PY) -m pytest
 
-# The whole stack in the foreground: its own Redis (else the one in REDIS_URL), the API on
-# :5000, WORKERS workers (default: one per core), Flower on :5555. Ctrl-C stops all of it.
+# The whole stack in the foreground under supervisord: its own Redis (else the one in REDIS_URL),
+# the API on :5000, WORKERS workers (default: one per core), Flower on :5555. A service that
+# dies is restarted; Ctrl-C stops all of it.
 run: venv
 	$(VENV)/bin/inferq-stack
 

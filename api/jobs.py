@@ -11,7 +11,7 @@ import redis
 from flask import Blueprint, current_app, jsonify, request, url_for
 from kombu.exceptions import OperationalError
 
-from inferq.api import admission, auth, idempotency, validation
+from inferq.api import admission, auth, idempotency, seed, validation
 from inferq.api.errors import ApiError
 from inferq.api.store import STATUS_OF_STATE, JobStore
 from inferq.celery_app import app as celery_app
@@ -21,9 +21,6 @@ bp = Blueprint("jobs", __name__)
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 """Job ids are uuid4 hex: anything else cannot be one the API issued."""
-
-SEED_ACK = "Request received and enqueued"
-"""What the seed's orchestrator answered; its clients may look for it."""
 
 UNAVAILABLE = (redis.RedisError, OperationalError, ConnectionError, TimeoutError)
 
@@ -102,11 +99,24 @@ def submit_job():
 
 @bp.post("/new_request")
 def seed_new_request():
-    """The seed's route, kept for its clients: one text as JSON, plain text or a form."""
+    """The seed's route, kept for its clients: 200 once queued; with ?wait=N, the result if done by then."""
     owner = auth.require_key(request)
     idem_key = idempotency.parse(request.headers.get("Idempotency-Key"))
+    wait = validation.single_wait(request.args.getlist("wait"), current_app.config["INFERQ_MAX_WAIT_SECONDS"])
     text = validation.text_from_seed_request(request)
-    return _accepted(enqueue([text], owner, idem_key), message=SEED_ACK)
+    job_id, created = enqueue([text], owner, idem_key)
+    if wait <= 0:
+        return seed.acknowledgement(job_id, created)
+    try:
+        meta = _store().wait(job_id, wait)
+    except UNAVAILABLE:
+        # The job is queued; only the wait for it failed: say so as without ?wait.
+        return seed.acknowledgement(job_id, created)
+    status = STATUS_OF_STATE.get(meta["status"], "queued")
+    if status == "succeeded":
+        return seed.container_result(job_id, text, meta["result"]["results"][0], created)
+    error = {"code": "job_failed", "message": _failure_reason(meta)} if status == "failed" else None
+    return seed.acknowledgement(job_id, created, status, error)
 
 
 def _iso(ts: float | None) -> str | None:

@@ -79,8 +79,16 @@ def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool
                               **_errors(400, 401, 404, 503)},
             }},
             "/new_request": {"post": {
-                "operationId": "seedNewRequest", "summary": "The seed's route: one text as JSON, plain text or a form",
-                "parameters": [idem],
+                "operationId": "seedNewRequest",
+                "summary": "The seed's route: one text; 200 once queued, or with ?wait=N the result if done by then",
+                # Not in the content map: any UTF-8 is a text, so no schema can say what is invalid.
+                "description": "A body without a Content-Type, or sent as application/octet-stream, is taken "
+                               "as the text itself (UTF-8): what the seed's clients send.",
+                "parameters": [idem, {
+                    "name": "wait", "in": "query", "required": False, "allowEmptyValue": True,  # wait=: no wait
+                    "description": "hold the request until the job is done or this many seconds pass "
+                                   f"(cut to {max_wait:g}); done: the result in the seed's container shape",
+                    "schema": {"type": "number", "minimum": 0}}],
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": {"type": "object", "required": ["text"],
                                                      "properties": {"text": text}}},
@@ -88,7 +96,13 @@ def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool
                     "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["text"],
                                                                       "properties": {"text": text}}},
                 }},
-                "responses": {"202": accepted, **_errors(400, 401, 409, 413, 415, 429, 503)},
+                "responses": {"200": {
+                    "description": "queued (the seed's message, the job id and its status URL); with ?wait=N and "
+                                   "the job done in time, its result as the seed's model containers answered",
+                    "headers": {"Location": {"schema": {"type": "string"}}},
+                    "content": {"application/json": {"schema": {"anyOf": [
+                        {"$ref": "#/components/schemas/SeedAccepted"}, {"$ref": "#/components/schemas/SeedResult"}]}}},
+                }, **_errors(400, 401, 409, 413, 415, 429, 503)},
             }},
             "/healthz": {"get": {"operationId": "healthz", "summary": "the API process is up", "security": [],
                                  "responses": {"200": {"description": "up"}}}},
@@ -112,6 +126,18 @@ def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool
                              "properties": {"job_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
                                             "status": {"type": "string", "enum": ["queued"]},
                                             "message": {"type": "string"}}},
+                "SeedAccepted": {"type": "object", "required": ["message", "job_id", "status", "status_url"],
+                                 "properties": {"message": {"type": "string"},
+                                                "job_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                                                "status": {"type": "string", "enum": ["queued", "running", "failed"]},
+                                                "status_url": {"type": "string"},
+                                                "error": {"$ref": "#/components/schemas/Error"}}},
+                "SeedResult": {"type": "object", "required": ["input_text", "probabilities", "label", "job_id"],
+                               "properties": {"input_text": {"type": "string"},
+                                              "probabilities": {"type": "array", "items": {"type": "number"},
+                                                                "description": "in the order of the model's labels"},
+                                              "label": {"type": "string"},
+                                              "job_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}},
                 "Job": {"type": "object", "required": ["job_id", "status", "texts", "timings"],
                         "properties": {
                             "job_id": {"type": "string"},

@@ -74,8 +74,22 @@ def texts_from_job(body: Any, max_texts: int) -> list[str]:
     return [check_text(t, f"texts[{i}]") for i, t in enumerate(texts)]
 
 
+RAW_TEXT_TYPES = ("", "application/octet-stream")
+"""Bodies the seed's clients send as raw bytes or a str (requests sets no Content-Type): UTF-8 text."""
+
+
+def _decoded_body(request: Request, charset: str, what: str) -> str:
+    try:
+        text = request.get_data(cache=True).decode(charset)
+    except (UnicodeDecodeError, LookupError):
+        raise _fail("invalid_text", f"{what} cannot be decoded as {charset}; send the text as UTF-8") from None
+    if not text:
+        raise _fail("missing_text", f"{what} is empty; send the text to classify")
+    return check_text(text, "the body")
+
+
 def text_from_seed_request(request: Request) -> str:
-    """Read the seed's /new_request body: JSON {"text"}, a text/plain body, or a form field."""
+    """Read the seed's /new_request body: JSON {"text"}, plain text, a form field, or raw UTF-8 bytes."""
     mimetype = request.mimetype
     if mimetype == "application/json":
         body = read_json(request)
@@ -83,21 +97,17 @@ def text_from_seed_request(request: Request) -> str:
             raise _fail("missing_text", 'send {"text": "..."} as JSON')
         return check_text(body["text"], "text")
     if mimetype == "text/plain":
-        try:
-            text = request.get_data(cache=True).decode(request.mimetype_params.get("charset", "utf-8"))
-        except (UnicodeDecodeError, LookupError):
-            raise _fail("invalid_text", "the text/plain body is not valid in its charset (UTF-8 by default)") from None
-        if not text:
-            raise _fail("missing_text", "the text/plain body is empty; send the text to classify")
-        return check_text(text, "the body")
+        return _decoded_body(request, request.mimetype_params.get("charset", "utf-8"), "the text/plain body")
+    if mimetype in RAW_TEXT_TYPES:
+        return _decoded_body(request, "utf-8", f"the body ({mimetype or 'no content type'}, taken as text)")
     if mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         if "text" not in request.form:
             raise _fail("missing_text", "the form has no text field; send text=...")
         return check_text(request.form["text"], "the text field")
     raise _fail(
         "unsupported_media_type",
-        "send application/json, text/plain or a form with a text field, "
-        f"not {mimetype or 'no content type'}",
+        "send application/json, text/plain, a form with a text field, or the text itself "
+        f"(no content type or application/octet-stream), not {mimetype}",
         status=415,
     )
 
@@ -113,3 +123,10 @@ def wait_seconds(raw: str | None, max_wait: float) -> float:
     if not value >= 0:  # also rejects nan
         raise _fail("invalid_wait", f"wait must be between 0 and {max_wait:g} seconds")
     return min(value, max_wait)
+
+
+def single_wait(values: list[str], max_wait: float) -> float:
+    """Parse the ?wait values of a request, refusing more than one."""
+    if len(values) > 1:
+        raise _fail("invalid_wait", f"wait is given {len(values)} times; give it once")
+    return wait_seconds(values[0] if values else None, max_wait)

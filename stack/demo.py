@@ -26,7 +26,7 @@ from inferq.stack.readiness import READY_LINE
 from inferq.stack.redis_server import free_port
 
 STOP_SECONDS = 30.0
-"""How long the stack gets to stop after Ctrl-C before it is killed (honcho itself kills after 5 s)."""
+"""How long the stack gets to stop after Ctrl-C before it is killed (supervisord SIGKILLs a service after 15 s)."""
 
 
 def start_stack(state: Path, env: dict[str, str]) -> tuple[subprocess.Popen, Path]:

@@ -1,82 +1,54 @@
-"""``inferq-stack`` (``make run``): the whole system in the foreground, under honcho.
+"""``inferq-stack`` (``make run``): the whole system in the foreground, under supervisord.
 
 Redis (ours, unless REDIS_URL names one), the API under gunicorn, WORKERS
-Celery workers and Flower run as the lines of the project's Procfile. honcho
-multiplexes their output, and on Ctrl-C (or when any of them dies) stops every
-one of them: each runs in its own process group, which honcho signals whole,
-SIGTERM first (Redis last) and SIGKILL STOP_GRACE_SECONDS later.
+Celery workers and Flower run as the lines of the project's Procfile, as
+supervisord programs (stack/supervisor_config.py). supervisord restarts a
+service that dies, whatever killed it, and logs each exit with its cause;
+one that keeps dying at start is given up on, and then the stack stops with
+one line saying which and why (stack/supervision.py). Ctrl-C (or SIGTERM)
+stops the services first, each as a whole process group, then Redis, and
+inferq-stack exits 0. Every service's output is printed here, one stream,
+each line under its service's name (stack/log_tail.py), and kept in
+``<state>/logs``.
+
+Why supervisord: honcho, which ran the Procfile before, stops everything when
+any process exits, by design, and has no restart option (a --respawn pull
+request was closed unmerged); this module also had to override its private
+``_killall`` to stop Redis last.
+supervisord is the long-kept standard for exactly this: restart on exit,
+bounded retries at start with a FATAL state, priority-ordered shutdown,
+process-group signals, an RPC interface to read states, pure Python from
+PyPI. circus would do too, but brings ZeroMQ and tornado for features the
+stack does not need.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
-import honcho.manager
 import redis
-from honcho.environ import expand_processes, parse_procfile
-from honcho.manager import Manager
-from honcho.printer import Message, Printer
 
 from inferq import settings as inferq_settings
 from inferq.settings import Stack
 from inferq.stack import model_choice, readiness
 from inferq.stack.flower_auth import credentials_path, ensure_credentials
+from inferq.stack.log_tail import LogTail, Printer
 from inferq.stack.processes import BIN
 from inferq.stack.redis_server import RedisServer, free_port
-
-PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
-"""The Procfile at the project root."""
-
-SIGINT_EXIT, SIGTERM_EXIT = 130, 143
-"""What honcho returns when it stopped everything because it got SIGINT or SIGTERM."""
+from inferq.stack.supervision import Supervisor, clear_logs, private_file, watch_for_give_up
+from inferq.stack.supervisor_config import PROCFILE, Plan, procfile_commands, render
 
 STACK_NAME = "stack"
-"""The name the runner's own lines carry in honcho's output."""
-
-
-STOP_GRACE_SECONDS = 15
-"""How long the services get to stop after SIGTERM before honcho sends SIGKILL (honcho's own default: 5)."""
-
-
-class StackManager(Manager):
-    """honcho's Manager, stopping our Redis only once every other service is gone.
-
-    honcho signals all processes at once; workers and the API that lose Redis
-    mid-shutdown keep reconnecting until they are killed. Stopping Redis last
-    lets them deregister and close cleanly, and Redis then flushes its AOF.
-    """
-
-    LAST = "redis."
-
-    def _killall(self, force=False):
-        if force:
-            return super()._killall(force=True)
-        for name, entry in self._processes.items():
-            if "returncode" not in entry and not name.startswith(self.LAST):
-                self._system_print(f"sending SIGTERM to {name} (pid {entry['pid']})\n")
-                self._procmgr.terminate(entry["pid"])
-        threading.Thread(target=self._stop_last, name="stop-redis-last", daemon=True).start()
-
-    def _stop_last(self):
-        while any("returncode" not in entry for name, entry in self._processes.items()
-                  if not name.startswith(self.LAST)):
-            time.sleep(0.1)
-        for name, entry in self._processes.items():
-            if "returncode" not in entry and name.startswith(self.LAST):
-                self._system_print(f"sending SIGTERM to {name} (pid {entry['pid']}): the others have stopped\n")
-                self._procmgr.terminate(entry["pid"])
-
-
-def procfile_commands(procfile: Path = PROCFILE) -> dict[str, str]:
-    """The Procfile's commands by process type (tests run single lines of it)."""
-    return dict(parse_procfile(procfile.read_text()).processes)
+"""The name the runner's own lines carry in the output."""
 
 
 def bind_parts(bind: str) -> tuple[str, int]:
@@ -103,14 +75,9 @@ def redis_setup(settings: Stack, state: Path) -> tuple[str, dict[str, str]]:
     return server.url, {"INFERQ_REDIS_SERVER": command[0], "INFERQ_REDIS_CONF": command[1]}
 
 
-def build_manager(settings: Stack, model: str, redis_url: str, redis_env: dict[str, str],
-                  flower_auth: tuple[str, str], procfile: Path) -> tuple[Manager, list[str]]:
-    """A honcho Manager with every Procfile line to run, and the worker hostnames it will start."""
-    processes = procfile_commands(procfile)
-    if not redis_env:
-        processes.pop("redis", None)
-    flower_host, flower_port = bind_parts(settings.flower_bind)
-    base = {
+def service_env(settings: Stack, model: str, redis_url: str, redis_env: dict[str, str]) -> dict[str, str]:
+    """The environment supervisord starts with, which every service inherits."""
+    return {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONUNBUFFERED": "1",  # lines show as they are printed, not when a buffer fills
@@ -118,20 +85,27 @@ def build_manager(settings: Stack, model: str, redis_url: str, redis_env: dict[s
         "INFERQ_MODEL": model,
         **redis_env,
     }
-    honcho.manager.KILL_WAIT = STOP_GRACE_SECONDS  # read by Manager.loop at each check
-    manager = StackManager(Printer(sys.stdout))
+
+
+def build_plan(settings: Stack, state: Path, redis_env: dict[str, str], flower_auth: tuple[str, str],
+               procfile: Path, rpc_dir: Path) -> tuple[Plan, list[str]]:
+    """What supervisord runs (every Procfile line; no Redis when external), and the worker hostnames it will start."""
+    commands = procfile_commands(procfile)
+    if not redis_env:
+        commands.pop("redis", None)
+    flower_host, flower_port = bind_parts(settings.flower_bind)
+    plan = Plan(
+        commands=commands, workers=settings.worker_count, cwd=procfile.parent,
+        log_dir=state / "logs", pid_file=state / "supervisor" / "supervisord.pid",
+        # A short private directory: a Unix socket's path is limited to about 100 bytes.
+        socket=rpc_dir / "supervisor.sock", rpc_user="inferq", rpc_password=secrets.token_urlsafe(18),
+        # Only Flower gets its login, through its environment: never a command line.
+        flower_env={"FLOWER_BASIC_AUTH": ":".join(flower_auth), "FLOWER_ADDRESS": flower_host,
+                    "FLOWER_PORT": str(flower_port)},
+    )
     hostname = socket.gethostname()
-    workers = []
-    for params in expand_processes(processes, concurrency={"worker": settings.worker_count}, env=base):
-        env = dict(params.env)
-        if params.name.startswith("flower."):
-            env.update(FLOWER_BASIC_AUTH=":".join(flower_auth), FLOWER_ADDRESS=flower_host,
-                       FLOWER_PORT=str(flower_port))
-        if params.name.startswith("worker."):
-            workers.append(f"w{params.name.split('.', 1)[1]}@{hostname}")
-        manager.add_process(params.name, params.cmd, quiet=params.quiet, env=env,
-                            cwd=str(procfile.parent))
-    return manager, workers
+    workers = [f"w{i}@{hostname}" for i in range(1, settings.worker_count + 1)] if "worker" in commands else []
+    return plan, workers
 
 
 def ready_message(settings: Stack, model: str, n_workers: int) -> str:
@@ -146,16 +120,9 @@ def ready_message(settings: Stack, model: str, n_workers: int) -> str:
     ])
 
 
-def watch(manager: Manager, settings: Stack, model: str, redis_url: str, workers: list[str],
-          stop: threading.Event, failed: threading.Event) -> None:
-    """Say when the stack is ready; if it never gets there, stop it."""
-    def say(text: str) -> None:
-        manager.events.put(Message(type="line", data=text, time=datetime.now(), name=STACK_NAME, colour=None))
-
-    # Let honcho fork its process runners first: forking while this thread
-    # holds a socket or a lock would copy them into every child.
-    if stop.wait(1.0):
-        return
+def watch_ready(say, settings: Stack, model: str, redis_url: str, workers: list[str],
+                stop: threading.Event, on_failure) -> None:
+    """Say when the stack is ready; if it never gets there, call on_failure with the reason."""
     client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
     since = time.time() - 2
     ok = readiness.wait_ready(client, workers, settings.url, start_url(settings.flower_bind), since,
@@ -163,10 +130,8 @@ def watch(manager: Manager, settings: Stack, model: str, redis_url: str, workers
     if ok:
         say(ready_message(settings, model, len(workers)))
     elif not stop.is_set():
-        say(f"the stack was not ready within {settings.ready_timeout:g}s "
-            "(INFERQ_STACK_READY_TIMEOUT); stopping it: see the lines above")
-        failed.set()
-        os.kill(os.getpid(), signal.SIGTERM)
+        on_failure(f"the stack was not ready within {settings.ready_timeout:g}s "
+                   "(INFERQ_STACK_READY_TIMEOUT); stopping it: see the lines above")
 
 
 def lock_state(state: Path):
@@ -203,22 +168,63 @@ def main(argv: list[str] | None = None) -> int:
     print(model_choice.banner(choice, model_choice.prepare(choice, settings.model_cache)), flush=True)
     redis_url, redis_env = redis_setup(settings, state)
     print(f"Redis: {'external (REDIS_URL)' if not redis_env else 'our own, data in ' + str(state / 'redis')}; "
-          f"{settings.worker_count} worker(s); state in {state}", flush=True)
-    manager, workers = build_manager(settings, choice.reference, redis_url, redis_env,
-                                     ensure_credentials(state), args.procfile)
-    stop, failed = threading.Event(), threading.Event()
-    watcher = threading.Thread(target=watch, name="readiness", daemon=True,
-                               args=(manager, settings, choice.reference, redis_url, workers, stop, failed))
-    watcher.start()
+          f"{settings.worker_count} worker(s); state in {state}; logs in {state / 'logs'}", flush=True)
+    rpc_dir = Path(tempfile.mkdtemp(prefix="inferq-stack-"))
     try:
-        manager.loop()
+        return run(settings, state, choice.reference, redis_url, redis_env, args.procfile, rpc_dir)
+    finally:
+        shutil.rmtree(rpc_dir, ignore_errors=True)
+
+
+def run(settings: Stack, state: Path, model: str, redis_url: str, redis_env: dict[str, str],
+        procfile: Path, rpc_dir: Path) -> int:
+    """Start supervisord with the plan, print the stream, and stop it all on a signal or a failure."""
+    plan, workers = build_plan(settings, state, redis_env, ensure_credentials(state), procfile, rpc_dir)
+    clear_logs(plan.log_dir)
+    conf = private_file(state / "supervisor" / "supervisord.conf", render(plan))
+    printer = Printer(width=max(len(name) for name in [STACK_NAME, "supervisord", *plan.process_names()]))
+    say = lambda text: printer.line(STACK_NAME, text)  # noqa: E731
+    supervisor = Supervisor(conf, plan, service_env(settings, model, redis_url, redis_env))
+    stop, failed, requested = threading.Event(), threading.Event(), threading.Event()
+
+    def fail(reason: str) -> None:
+        if not failed.is_set() and not requested.is_set():
+            failed.set()
+            say(reason)
+            supervisor.stop()
+
+    def on_signal(signum, _frame) -> None:
+        # Ctrl-C in a terminal reaches supervisord as well; a signal sent to this
+        # process alone (the demo, a test, kill) is passed on.
+        requested.set()
+        supervisor.stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    supervisor.start()  # before any thread: nothing is forked while a thread holds a lock
+    if requested.is_set():  # a signal came while it was starting
+        supervisor.stop()
+    threads = [
+        threading.Thread(target=LogTail(plan.log_dir, printer).follow, args=(stop,), name="log-tail"),
+        threading.Thread(target=watch_for_give_up, args=(supervisor, stop, fail), name="give-up", daemon=True),
+        threading.Thread(target=watch_ready, args=(say, settings, model, redis_url, workers, stop, fail),
+                         name="readiness", daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        code = supervisor.wait()
     finally:
         stop.set()
+        threads[0].join(timeout=5)  # the last lines of every log
     if failed.is_set():
         return 1
-    # Ctrl-C (or SIGTERM) is how this foreground stack is meant to stop: a clean exit.
-    # Any other code is that of a service that died and took the stack down.
-    return 0 if manager.returncode in (SIGINT_EXIT, SIGTERM_EXIT) else manager.returncode or 0
+    if requested.is_set():
+        say("stopped: every service has exited")
+        return 0
+    # supervisord exited by itself: a configuration it refused, or a signal sent to it alone.
+    say(f"supervisord exited with {code}")
+    return code or 0
 
 
 if __name__ == "__main__":

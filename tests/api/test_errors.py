@@ -43,6 +43,14 @@ CASES = [
      "invalid_text"),
     ("seed: too large", "/new_request", dict(data=b"x" * (MAX_BODY + 1), headers={"Content-Type": "text/plain"}),
      413, "body_too_large"),
+    ("seed: raw bytes not utf-8", "/new_request", dict(data=b"Request number \xff"), 400, "invalid_text"),
+    ("seed: octet-stream not utf-8", "/new_request",
+     dict(data=b"\xc3\x28", headers={"Content-Type": "application/octet-stream"}), 400, "invalid_text"),
+    ("seed: empty raw body", "/new_request", dict(data=b""), 400, "missing_text"),
+    ("seed: blank raw body", "/new_request", dict(data=b" \n "), 400, "empty_text"),
+    ("seed: raw body too large", "/new_request", dict(data=b"x" * (MAX_BODY + 1)), 413, "body_too_large"),
+    ("seed: octet-stream too large", "/new_request",
+     dict(data=b"x" * (MAX_BODY + 1), headers={"Content-Type": "application/octet-stream"}), 413, "body_too_large"),
 ]
 
 

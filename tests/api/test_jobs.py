@@ -104,23 +104,6 @@ def test_model_is_loaded_once_per_worker_process(http, api_url):
     assert max(len(done) for done in jobs_by_pid.values()) > 1
 
 
-@pytest.mark.parametrize("kind", ["json", "plain", "form"])
-def test_seed_route_accepts_its_three_body_forms(http, api_url, kind):
-    text = f"a seed client sends {kind}"
-    if kind == "json":
-        response = http.post(f"{api_url}/new_request", json={"text": text})
-    elif kind == "plain":
-        response = http.post(f"{api_url}/new_request", data=text.encode(),
-                             headers={"Content-Type": "text/plain; charset=utf-8"})
-    else:
-        response = http.post(f"{api_url}/new_request", data={"text": text})
-    assert response.status_code == 202, response.text
-    body = response.json()
-    assert body["message"] == "Request received and enqueued"
-    assert response.headers["Location"] == f"/jobs/{body['job_id']}"
-    assert wait_done(http, api_url, body["job_id"])["status"] == "succeeded"
-
-
 def test_healthz_and_readyz(http, api_url):
     assert http.get(f"{api_url}/healthz").json() == {"status": "ok"}
     ready = http.get(f"{api_url}/readyz")

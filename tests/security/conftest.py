@@ -1,7 +1,7 @@
 """Fixtures of the security tests: one private stack for the package.
 
 - ``secure.api``: an API publishing to a queue no worker consumes (``fuzz``), so
-  the fuzz tests can read the queue length exactly;
+  the fuzz tests can read the queue length exactly (its waits are cut to 0.2 s);
 - ``secure.keyed_api``: an API that requires API keys (``KEYS``);
 - one worker (w1) on the ordinary queue, for the broker tests.
 """
@@ -25,7 +25,9 @@ def secure(tiny_model, tmp_path_factory):
     s.start_redis()
     try:
         s.start_workers(["w1"])
-        s.api = s.start_api(INFERQ_QUEUE=FUZZ_QUEUE, INFERQ_MAX_BODY_BYTES="65536")
+        # No worker consumes the fuzz queue: a generated ?wait=N on POST /new_request
+        # would hold every such request for the whole wait, so waits are cut short.
+        s.api = s.start_api(INFERQ_QUEUE=FUZZ_QUEUE, INFERQ_MAX_BODY_BYTES="65536", INFERQ_MAX_WAIT_SECONDS="0.2")
         s.keyed_api = s.start_api(INFERQ_API_KEYS=",".join(KEYS))
         yield s
     finally:

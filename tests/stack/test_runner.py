@@ -1,47 +1,82 @@
-"""inferq-stack's plan, without starting anything: the Procfile's processes, their environment, the state lock."""
+"""inferq-stack's plan and supervisord configuration, without starting anything; the state lock; the log stream."""
 from __future__ import annotations
 
+import configparser
+import io
 import socket
+import stat
 from dataclasses import replace
 
 import pytest
 
 from inferq.settings import Stack, load
-from inferq.stack import runner
+from inferq.stack import runner, supervision
+from inferq.stack.log_tail import LogTail, Printer, last_line
+from inferq.stack.supervisor_config import REDIS_PRIORITY, SERVICES_GROUP, SERVICES_PRIORITY, render
+
+REDIS_ENV = {"INFERQ_REDIS_SERVER": "redis-server", "INFERQ_REDIS_CONF": "x"}
 
 
 def plan(env: dict, tmp_path, redis_env: dict | None = None):
     settings = replace(load(Stack, env), state_dir=str(tmp_path))
-    manager, workers = runner.build_manager(settings, "offline:tiny", "redis://:pw@127.0.0.1:1/0",
-                                            {"INFERQ_REDIS_SERVER": "redis-server", "INFERQ_REDIS_CONF": "x"}
-                                            if redis_env is None else redis_env,
-                                            ("inferq", "s3cret-pass"), runner.PROCFILE)
-    return {name: entry["obj"] for name, entry in manager._processes.items()}, workers
+    return runner.build_plan(settings, tmp_path, REDIS_ENV if redis_env is None else redis_env,
+                             ("inferq", "s3cret-pass"), runner.PROCFILE, tmp_path / "rpc")
+
+
+def config(plan_) -> configparser.RawConfigParser:
+    parsed = configparser.RawConfigParser()
+    parsed.read_string(render(plan_))
+    return parsed
 
 
 def test_workers_setting_starts_that_many_named_workers(tmp_path):
-    processes, workers = plan({"WORKERS": "10"}, tmp_path)
-    assert sorted(processes) == sorted(["redis.1", "api.1", "flower.1", *(f"worker.{i}" for i in range(1, 11))])
+    p, workers = plan({"WORKERS": "10"}, tmp_path)
+    assert p.process_names() == ["redis", "api", "flower", *(f"worker.{i}" for i in range(1, 11))]
     assert workers == [f"w{i}@{socket.gethostname()}" for i in range(1, 11)]
-    assert 'w${HONCHO_PROCESS_NAME#worker.}@%h' in processes["worker.3"].cmd
-    assert processes["worker.3"].env["HONCHO_PROCESS_NAME"] == "worker.3"
+    worker = config(p)["program:worker"]
+    assert worker["numprocs"] == "10" and worker["numprocs_start"] == "1"
+    assert worker["process_name"] == "worker.%(process_num)d"
+    # supervisord names each worker.N in SUPERVISOR_PROCESS_NAME; the Procfile line makes it wN@host.
+    assert 'w${SUPERVISOR_PROCESS_NAME#worker.}@%%h' in worker["command"]
+
+
+def test_every_service_is_restarted_and_given_up_on_after_failed_starts(tmp_path):
+    p, _ = plan({"WORKERS": "2"}, tmp_path)
+    parsed = config(p)
+    for name in ("redis", "api", "worker", "flower"):
+        program = parsed[f"program:{name}"]
+        assert program["autorestart"] == "true" and program["startretries"] == "3"
+        assert int(program["startsecs"]) >= 2
+        assert program["stopasgroup"] == program["killasgroup"] == "true"
+        assert program["command"].startswith("/bin/sh -c ")
+    # Redis starts first and stops last: alone in the lowest priority; the rest in one group above it.
+    assert parsed["program:redis"]["priority"] == str(REDIS_PRIORITY)
+    group = parsed[f"group:{SERVICES_GROUP}"]
+    assert group["programs"].split(",") == ["api", "worker", "flower"] and group["priority"] == str(SERVICES_PRIORITY)
+    assert REDIS_PRIORITY < SERVICES_PRIORITY
 
 
 def test_flower_password_goes_to_flower_only_and_never_on_a_command_line(tmp_path):
-    processes, _ = plan({"WORKERS": "2", "INFERQ_FLOWER_BIND": "127.0.0.1:5999"}, tmp_path)
-    flower = processes["flower.1"]
-    assert flower.env["FLOWER_BASIC_AUTH"] == "inferq:s3cret-pass" and flower.env["FLOWER_PORT"] == "5999"
-    for name, process in processes.items():
-        assert "s3cret-pass" not in process.cmd
-        if name != "flower.1":
-            assert "FLOWER_BASIC_AUTH" not in process.env
-        assert process.env["REDIS_URL"] == "redis://:pw@127.0.0.1:1/0"
-        assert process.env["INFERQ_MODEL"] == "offline:tiny"
+    p, _ = plan({"WORKERS": "2", "INFERQ_FLOWER_BIND": "127.0.0.1:5999"}, tmp_path)
+    parsed = config(p)
+    flower = parsed["program:flower"]["environment"]
+    assert 'FLOWER_BASIC_AUTH="inferq:s3cret-pass"' in flower and 'FLOWER_PORT="5999"' in flower
+    for section in parsed.sections():
+        if section.startswith("program:"):
+            assert "s3cret-pass" not in parsed[section]["command"]
+            if section != "program:flower":
+                assert "environment" not in parsed[section]
+
+
+def test_config_file_is_private(tmp_path):
+    path = supervision.private_file(tmp_path / "supervisor" / "supervisord.conf", render(plan({}, tmp_path)[0]))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_external_redis_starts_no_redis(tmp_path):
-    processes, _ = plan({"WORKERS": "1"}, tmp_path, redis_env={})
-    assert "redis.1" not in processes
+    p, _ = plan({"WORKERS": "1"}, tmp_path, redis_env={})
+    assert "redis" not in p.process_names()
+    assert "program:redis" not in config(p).sections()
 
 
 def test_one_state_dir_one_stack(tmp_path):
@@ -60,3 +95,39 @@ def test_settings_of_the_stack():
     assert not load(Stack, {}).external_redis
     assert load(Stack, {"HF_HUB_OFFLINE": "1"}).hub_offline and not load(Stack, {}).hub_offline
     assert load(Stack, {"INFERQ_API_URL": "http://api:5000/"}).url == "http://api:5000"
+
+
+def test_log_tail_prints_whole_lines_under_their_service_across_rotation(tmp_path):
+    out = io.StringIO()
+    tail = LogTail(tmp_path, Printer(out, width=11))
+    api = tmp_path / "api.log"
+    api.write_text("first line\nhalf of a li")
+    (tmp_path / "supervisord.log").write_text("2026-11-28 05:20:18,123 WARN exited: worker.1 (terminated by "
+                                              "SIGKILL; not expected)\n")
+    tail.poll()
+    with open(api, "a") as f:
+        f.write("ne\n")
+    tail.poll()
+    api.rename(tmp_path / "api.log.1")  # what supervisord's rotation does
+    api.write_text("after rotation\n")
+    tail.poll(final=True)
+    lines = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()]
+    assert lines == [
+        "api         | first line",
+        "supervisord | WARN exited: worker.1 (terminated by SIGKILL; not expected)",
+        "api         | half of a line",
+        "api         | after rotation",
+    ]
+    assert last_line(tmp_path / "api.log") == "after rotation"
+
+
+def test_give_up_line_says_which_service_why_and_where(tmp_path):
+    (tmp_path / "supervisord.log").write_text(
+        "2026-11-28 05:20:18,123 WARN exited: api (exit status 1; not expected)\n"
+        "2026-11-28 05:20:19,123 INFO gave up: api entered FATAL state, too many start retries too quickly\n")
+    (tmp_path / "api.log").write_text("[ERROR] Connection in use: ('127.0.0.1', 5000)\n"
+                                      "[ERROR] Can't connect to ('127.0.0.1', 5000)\n")
+    line = supervision.give_up_line({"name": "api", "exitstatus": 0, "spawnerr": "Exited too quickly"}, tmp_path)
+    assert "\n" not in line
+    assert line.startswith("giving up: api died 4 times in a row within 15s of starting (last: exit status 1)")
+    assert "Can't connect to ('127.0.0.1', 5000)" in line and str(tmp_path / "api.log") in line
