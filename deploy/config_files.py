@@ -30,7 +30,7 @@ def redis_conf(inventory: Inventory, host: Host, secrets: Secrets, data_dir: str
     """redis.conf for the orchestrator: private address, password, AOF, never evicting queued jobs.
 
     appendfsync: the AOF fsync policy; by default INFERQ_REDIS_APPENDFSYNC where
-    fab runs (README "Guarantees" for the trade-off), as for the local stack.
+    fab runs (docs/operations.md, "Guarantees", for the trade-off), as for the local stack.
     """
     if appendfsync is None:
         from inferq.settings import RedisServer, current

@@ -1,7 +1,7 @@
 """The worker image: built once per release on the operator's machine, shipped to each host over SSH.
 
 Shipping is `docker save | zstd` here, once, sent through the SSH connection
-the deploy already holds into `zstd -d | docker load` on each host (README "The
+the deploy already holds into `zstd -d | docker load` on each host (docs/deploy.md, "The
 worker image": why not a registry). A host that already holds the image id
 gets nothing; a host that loaded it must report the same id, or the deploy stops.
 """

@@ -2,7 +2,7 @@
 # The container engine the worker-image tests run on: podman (with a `docker`
 # command in front of it), installed and configured when missing. Idempotent.
 #
-# Two of podman's defaults fail on hosts like ours (README "The worker image"):
+# Two of podman's defaults fail on hosts like ours (docs/deploy.md, "The worker image"):
 # crun may not raise RLIMIT_NOFILE, and crun refuses cgroups in hybrid mode; and
 # podman builds drop HEALTHCHECK unless told to use Docker's image format. One
 # containers.conf fixes all three (runc, cgroupfs, limits within the hard ones,

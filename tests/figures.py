@@ -3,7 +3,7 @@
 Each test calls ``record("what", key=value, ...)``: the line goes straight to
 the terminal (``sys.__stdout__``, past pytest's capture) and is repeated in the
 terminal summary (``tests/conftest.py``), so CI logs carry the figures the
-README quotes.
+docs quote.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from tests.conftest import ROOT
 SUMMARY_KEYS = {"workers", "workload", "precision", "raw_tps", "seed_tps", "e2e_tps", "e2e_over_raw",
                 "e2e_over_seed", "p50_ms", "p99_ms", "seed_p50_ms", "idle_overhead_ms", "rss_mb",
                 "raw_mfu", "e2e_mfu", "peak_gflops"}
-"""The keys the last line must have (README "Performance")."""
+"""The keys the last line must have (docs/performance.md)."""
 
 
 def test_smoke_run_writes_results_plots_and_a_json_last_line(tmp_path):

@@ -1,4 +1,4 @@
-"""The README's deploy commands, as the tests run them (tests/deploy/test_readme.py keeps them equal)."""
+"""The deploy commands of docs/deploy.md, as the tests run them (tests/deploy/test_readme.py keeps them equal)."""
 
 ADMIN_CIDR = "203.0.113.7/32"
 UP = f"inferq-provision up --admin-cidr {ADMIN_CIDR}"

@@ -1,4 +1,4 @@
-"""The README's deploy commands are exactly the ones the deploy tests run."""
+"""The deploy page's commands (docs/deploy.md) are exactly the ones the deploy tests run."""
 from __future__ import annotations
 
 import re
@@ -6,10 +6,13 @@ import re
 from tests.deploy import commands
 from tests.deploy.conftest import ROOT
 
+DEPLOY_PAGE = ROOT / "docs" / "deploy.md"
 
-def readme_deploy_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    section = text.split("\n## Deploy to AWS\n", 1)[1].split("\n## ", 1)[0]
+
+def documented_deploy_commands() -> list[str]:
+    """The inferq-provision and fab lines of the deploy page's first section, in order."""
+    text = DEPLOY_PAGE.read_text()
+    section = text.split("\n## ", 1)[0]
     found = []
     for block in re.findall(r"```sh\n(.*?)```", section, flags=re.S):
         for line in block.splitlines():
@@ -19,5 +22,5 @@ def readme_deploy_commands() -> list[str]:
     return found
 
 
-def test_readme_lists_the_tested_commands_in_order():
-    assert readme_deploy_commands() == commands.ALL
+def test_the_deploy_page_lists_the_tested_commands_in_order():
+    assert documented_deploy_commands() == commands.ALL
