@@ -8,10 +8,14 @@ the cluster, and the name the deploy waits for in a Celery ping.
 """
 from __future__ import annotations
 
+from inferq import commands
 from inferq.deploy.inventory import Host, Inventory
 
-WORKER_COMMAND = ["inferq-worker", "--hostname=worker@%h"]
-"""The worker image's CMD, and every other runtime's worker command (%h: the worker's hostname)."""
+NODE = "worker@%h"
+"""A container worker's Celery node name (%h: its hostname, <host>-w<i>)."""
+
+WORKER_COMMAND = commands.worker(NODE)
+"""The worker image's CMD, and every other runtime's worker command."""
 
 
 def service(index: int) -> str:
@@ -26,7 +30,7 @@ def hostname(host: Host, index: int) -> str:
 
 def node(host: Host, index: int) -> str:
     """The Celery node name of a host's index-th worker."""
-    return WORKER_COMMAND[1].split("=", 1)[1].replace("%h", hostname(host, index))
+    return NODE.replace("%h", hostname(host, index))
 
 
 def host_nodes(inventory: Inventory, host: Host) -> list[str]:
@@ -41,4 +45,4 @@ def worker_nodes(inventory: Inventory) -> list[str]:
 
 def worker_command(bin_dir: str, host: Host, index: int) -> list[str]:
     """The worker command with the node name spelled out, for a runtime that runs it outside a container."""
-    return [f"{bin_dir}/{WORKER_COMMAND[0]}", f"--hostname={node(host, index)}"]
+    return commands.worker(node(host, index), bin_dir)

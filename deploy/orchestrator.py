@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from fabric import Connection
 
+from inferq import commands
 from inferq.deploy import config_files
 from inferq.deploy.connections import root
 from inferq.deploy.credentials import Secrets
@@ -19,11 +20,9 @@ def orchestrator_services(runtime: Runtime, inventory: Inventory, host: Host, wh
     return [
         Service("redis", [runtime.redis_server, f"{where.remote_dir}/etc/redis.conf"], "", where.remote_dir,
                 user=runtime.user("redis")),
-        Service("api", [f"{where.bin}/gunicorn", "-c", "python:inferq.api.gunicorn_conf", "inferq.api:create_app()"],
-                env, where.code, user=runtime.user("api")),
-        Service("flower", [f"{where.bin}/celery", "-A", "inferq.celery_app", "flower",
-                           f"--port={inventory.flower_port}", f"--address={host.private_ip}"],
-                env, where.code, user=runtime.user("flower")),
+        Service("api", commands.api(where.bin), env, where.code, user=runtime.user("api")),
+        Service("flower", commands.flower(where.bin, host.private_ip, inventory.flower_port), env, where.code,
+                user=runtime.user("flower")),
     ]
 
 

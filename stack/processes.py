@@ -1,8 +1,8 @@
 """Start inferq's own processes (workers, API) as children, and wait for them.
 
 Tests and benchmarks use these; the foreground stack runs the same commands
-from its Procfile. Each process gets its settings through the environment,
-as celeryconfig reads them.
+(commands.py) under supervisord. Each process gets its settings through the
+environment, as settings.py reads them.
 """
 from __future__ import annotations
 
@@ -16,18 +16,20 @@ from pathlib import Path
 
 import requests
 
+from inferq import commands
+
 BIN = Path(sys.executable).parent
 """Console scripts of the environment inferq is installed in."""
 
 
 def worker_command(name: str) -> list[str]:
-    """The worker command: the same one the stack and the container run."""
-    return [str(BIN / "inferq-worker"), f"--hostname={name}@%h"]
+    """The worker command the stack and the container run, as worker name@this host."""
+    return commands.worker(f"{name}@%h", str(BIN))
 
 
 def api_command(bind: str) -> list[str]:
-    """The API under gunicorn, as the stack runs it."""
-    return [str(BIN / "gunicorn"), "-c", "python:inferq.api.gunicorn_conf", "--bind", bind, "inferq.api:create_app()"]
+    """The API under gunicorn, as the stack runs it, on bind."""
+    return commands.api(str(BIN), bind)
 
 
 def spawn(command: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen:

@@ -1,8 +1,8 @@
 """``inferq-stack`` (``make run``): the whole system in the foreground, under supervisord.
 
 Redis (ours, unless REDIS_URL names one), the API under gunicorn, WORKERS
-Celery workers and Flower run as the lines of the project's Procfile, as
-supervisord programs (stack/supervisor_config.py). supervisord restarts a
+Celery workers and Flower run as supervisord programs, each the command line
+commands.py gives it (stack/supervisor_config.py). supervisord restarts a
 service that dies, whatever killed it, and logs each exit with its cause;
 one that keeps dying at start is given up on, and then the stack stops with
 one line saying which and why (stack/supervision.py). Ctrl-C (or SIGTERM)
@@ -11,7 +11,7 @@ inferq-stack exits 0. Every service's output is printed here, one stream,
 each line under its service's name (stack/log_tail.py), and kept in
 ``<state>/logs``.
 
-Why supervisord: honcho, which ran the Procfile before, stops everything when
+Why supervisord: honcho, which ran the stack before, stops everything when
 any process exits, by design, and has no restart option (a --respawn pull
 request was closed unmerged); this module also had to override its private
 ``_killall`` to stop Redis last.
@@ -38,6 +38,7 @@ from pathlib import Path
 import redis
 
 from inferq import settings as inferq_settings
+from inferq.commands import local_worker_node
 from inferq.settings import Stack
 from inferq.stack import model_choice, readiness
 from inferq.stack.flower_auth import credentials_path, ensure_credentials
@@ -45,7 +46,7 @@ from inferq.stack.log_tail import LogTail, Printer
 from inferq.stack.processes import BIN
 from inferq.stack.redis_server import RedisServer, free_port
 from inferq.stack.supervision import Supervisor, clear_logs, private_file, watch_for_give_up
-from inferq.stack.supervisor_config import PROCFILE, Plan, procfile_commands, render
+from inferq.stack.supervisor_config import Plan, render, stack_commands
 
 STACK_NAME = "stack"
 """The name the runner's own lines carry in the output."""
@@ -63,19 +64,18 @@ def start_url(bind: str) -> str:
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
 
 
-def redis_setup(settings: Stack, state: Path) -> tuple[str, dict[str, str]]:
-    """The Redis URL for every process, and the Procfile environment of our own Redis (none if external)."""
+def redis_setup(settings: Stack, state: Path) -> tuple[str, list[str]]:
+    """The Redis URL for every process, and our own Redis's command (none if external)."""
     if settings.external_redis:
-        return settings.broker, {}
+        return settings.broker, []
     # A fresh password and port each run; the data (AOF) stays under the state dir across runs.
     server = RedisServer(state / "redis", port=free_port(),
                          appendfsync=settings.redis_appendfsync)
     server.data_dir.mkdir(parents=True, exist_ok=True)
-    command = server.command()  # writes redis.conf, mode 600: it holds the password
-    return server.url, {"INFERQ_REDIS_SERVER": command[0], "INFERQ_REDIS_CONF": command[1]}
+    return server.url, server.command()  # writes redis.conf, mode 600: it holds the password
 
 
-def service_env(settings: Stack, model: str, redis_url: str, redis_env: dict[str, str]) -> dict[str, str]:
+def service_env(model: str, redis_url: str) -> dict[str, str]:
     """The environment supervisord starts with, which every service inherits."""
     return {
         **os.environ,
@@ -83,19 +83,17 @@ def service_env(settings: Stack, model: str, redis_url: str, redis_env: dict[str
         "PYTHONUNBUFFERED": "1",  # lines show as they are printed, not when a buffer fills
         "REDIS_URL": redis_url,
         "INFERQ_MODEL": model,
-        **redis_env,
     }
 
 
-def build_plan(settings: Stack, state: Path, redis_env: dict[str, str], flower_auth: tuple[str, str],
-               procfile: Path, rpc_dir: Path) -> tuple[Plan, list[str]]:
-    """What supervisord runs (every Procfile line; no Redis when external), and the worker hostnames it will start."""
-    commands = procfile_commands(procfile)
-    if not redis_env:
-        commands.pop("redis", None)
+def build_plan(settings: Stack, state: Path, redis_command: list[str], flower_auth: tuple[str, str],
+               rpc_dir: Path) -> tuple[Plan, list[str]]:
+    """What supervisord runs (every service; no Redis when external), and the worker hostnames it will start."""
+    commands = stack_commands(str(BIN), redis_command)
     flower_host, flower_port = bind_parts(settings.flower_bind)
     plan = Plan(
-        commands=commands, workers=settings.worker_count, cwd=procfile.parent,
+        # The services run where the stack was started: a relative INFERQ_MODEL means what it meant there.
+        commands=commands, workers=settings.worker_count, cwd=Path.cwd(),
         log_dir=state / "logs", pid_file=state / "supervisor" / "supervisord.pid",
         # A short private directory: a Unix socket's path is limited to about 100 bytes.
         socket=rpc_dir / "supervisor.sock", rpc_user="inferq", rpc_password=secrets.token_urlsafe(18),
@@ -104,7 +102,7 @@ def build_plan(settings: Stack, state: Path, redis_env: dict[str, str], flower_a
                     "FLOWER_PORT": str(flower_port)},
     )
     hostname = socket.gethostname()
-    workers = [f"w{i}@{hostname}" for i in range(1, settings.worker_count + 1)] if "worker" in commands else []
+    workers = [local_worker_node(i, hostname) for i in range(1, settings.worker_count + 1)]
     return plan, workers
 
 
@@ -156,8 +154,7 @@ def lock_state(state: Path):
 def main(argv: list[str] | None = None) -> int:
     """Run the whole stack in the foreground until Ctrl-C."""
     parser = argparse.ArgumentParser(prog="inferq-stack", description=__doc__.splitlines()[0])
-    parser.add_argument("--procfile", type=Path, default=PROCFILE, help="Procfile to run (default: %(default)s)")
-    args = parser.parse_args(argv)
+    parser.parse_args(argv)
     inferq_settings.require(Stack)
     settings = inferq_settings.current(Stack)
     state = Path(settings.state_dir).resolve()
@@ -166,25 +163,25 @@ def main(argv: list[str] | None = None) -> int:
 
     choice = model_choice.choose(settings.model, settings.hub_offline)
     print(model_choice.banner(choice, model_choice.prepare(choice, settings.model_cache)), flush=True)
-    redis_url, redis_env = redis_setup(settings, state)
-    print(f"Redis: {'external (REDIS_URL)' if not redis_env else 'our own, data in ' + str(state / 'redis')}; "
+    redis_url, redis_command = redis_setup(settings, state)
+    print(f"Redis: {'external (REDIS_URL)' if not redis_command else 'our own, data in ' + str(state / 'redis')}; "
           f"{settings.worker_count} worker(s); state in {state}; logs in {state / 'logs'}", flush=True)
     rpc_dir = Path(tempfile.mkdtemp(prefix="inferq-stack-"))
     try:
-        return run(settings, state, choice.reference, redis_url, redis_env, args.procfile, rpc_dir)
+        return run(settings, state, choice.reference, redis_url, redis_command, rpc_dir)
     finally:
         shutil.rmtree(rpc_dir, ignore_errors=True)
 
 
-def run(settings: Stack, state: Path, model: str, redis_url: str, redis_env: dict[str, str],
-        procfile: Path, rpc_dir: Path) -> int:
+def run(settings: Stack, state: Path, model: str, redis_url: str, redis_command: list[str],
+        rpc_dir: Path) -> int:
     """Start supervisord with the plan, print the stream, and stop it all on a signal or a failure."""
-    plan, workers = build_plan(settings, state, redis_env, ensure_credentials(state), procfile, rpc_dir)
+    plan, workers = build_plan(settings, state, redis_command, ensure_credentials(state), rpc_dir)
     clear_logs(plan.log_dir)
     conf = private_file(state / "supervisor" / "supervisord.conf", render(plan))
     printer = Printer(width=max(len(name) for name in [STACK_NAME, "supervisord", *plan.process_names()]))
     say = lambda text: printer.line(STACK_NAME, text)  # noqa: E731
-    supervisor = Supervisor(conf, plan, service_env(settings, model, redis_url, redis_env))
+    supervisor = Supervisor(conf, plan, service_env(model, redis_url))
     stop, failed, requested = threading.Event(), threading.Event(), threading.Event()
 
     def fail(reason: str) -> None:

@@ -1,6 +1,6 @@
-"""The local stack as a supervisord configuration: one program per Procfile line, and how each is kept alive.
+"""The local stack as a supervisord configuration: one program per service, and how each is kept alive.
 
-The Procfile says what runs; this module says how supervisord supervises it:
+commands.py says what each service runs; this module says how supervisord supervises it:
 every service is restarted whenever it exits, and one that exits within its
 start time more than START_RETRIES times in a row is given up on (FATAL),
 which stops the whole stack (stack/supervision.py). Stopping goes by group:
@@ -10,13 +10,11 @@ while they close and Redis flushes its AOF last.
 from __future__ import annotations
 
 import getpass
-import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
-"""The Procfile at the project root."""
+from inferq import commands
 
 START_SECONDS = {"redis": 2, "api": 15, "flower": 10, "worker": 30}
 """How long each service must stay up after a start before a death counts as a crash, not a failed start.
@@ -42,24 +40,25 @@ REDIS_PRIORITY, SERVICES_PRIORITY = 100, 200
 SERVICES_GROUP = "services"
 """The group of every service but Redis: stopped together, before Redis."""
 
-_LINE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")
+WORKER_INDEX = "{process_num}"
+"""Where a worker's command takes its number: supervisord writes each numbered process's own."""
 
 
-def procfile_commands(procfile: Path = PROCFILE) -> dict[str, str]:
-    """The Procfile's commands by process type (tests run single lines of it)."""
-    commands = {}
-    for line in procfile.read_text().splitlines():
-        match = _LINE.match(line.strip())
-        if match and not line.lstrip().startswith("#"):
-            commands[match.group(1)] = match.group(2)
-    return commands
+def stack_commands(bin_dir: str, redis_command: list[str]) -> dict[str, list[str]]:
+    """The stack's services by name, as argument lists (commands.py); Redis only when the stack runs its own."""
+    services = {
+        "api": commands.api(bin_dir),
+        "worker": commands.worker(commands.local_worker_node(WORKER_INDEX), bin_dir),
+        "flower": commands.flower(bin_dir),
+    }
+    return {"redis": redis_command, **services} if redis_command else services
 
 
 @dataclass(frozen=True)
 class Plan:
     """What the stack runs and where it keeps its files."""
 
-    commands: dict[str, str]
+    commands: dict[str, list[str]]
     workers: int
     cwd: Path
     log_dir: Path
@@ -93,8 +92,8 @@ def _env(values: dict[str, str]) -> str:
 def _program(plan: Plan, name: str) -> list[str]:
     lines = [
         f"[program:{name}]",
-        # No shell unless asked for: the Procfile's lines are shell lines (exec replaces the shell).
-        f"command=/bin/sh -c {_value(shlex.quote(plan.commands[name]))}",
+        # No shell: supervisord splits the line as shlex does. A worker's number is supervisord's own.
+        "command=" + _value(shlex.join(plan.commands[name])).replace(WORKER_INDEX, "%(process_num)d"),
         f"directory={_value(str(plan.cwd))}",
         "autostart=true",
         # Any exit while the stack runs is a death to repair, even exit 0 (a worker told to stop).

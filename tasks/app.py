@@ -9,6 +9,6 @@ from inferq.tasks import redis_transport
 redis_transport.register()
 
 from inferq.celery_app import app  # noqa: E402
-from inferq.tasks import jobs, shutdown, worker  # noqa: E402,F401  (the task; model loading, heartbeat, SIGTERM)
+from inferq.tasks import jobs, recovery, shutdown, worker  # noqa: E402,F401  (task; orphans; model, heartbeat; SIGTERM)
 
 __all__ = ["app"]

@@ -1,4 +1,4 @@
-"""Flower as the stack runs it (its Procfile line, basic auth), and a headless Debian Chromium."""
+"""Flower as the stack runs it (its command line, basic auth), and a headless Debian Chromium."""
 from __future__ import annotations
 
 import os
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from inferq import commands
 from inferq.stack import processes
 from inferq.stack.readiness import http_ok
 from inferq.stack.redis_server import free_port
-from inferq.stack.runner import procfile_commands
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
@@ -28,12 +28,12 @@ FLOWER_AUTH = ("inferq", "browser-test-password")
 
 @pytest.fixture(scope="module")
 def flower_url(service_env, workers, tmp_path_factory) -> str:
-    """Flower on a free port, started with the Procfile's own line, behind basic auth."""
+    """Flower on a free port, started with the stack's own command line, behind basic auth."""
     port = free_port()
     env = {**service_env, "PATH": f"{processes.BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "FLOWER_BASIC_AUTH": ":".join(FLOWER_AUTH), "FLOWER_ADDRESS": "127.0.0.1", "FLOWER_PORT": str(port)}
     log = tmp_path_factory.mktemp("flower") / "flower.log"
-    process = processes.spawn(["/bin/sh", "-c", procfile_commands()["flower"]], env, log)
+    process = processes.spawn(commands.flower(str(processes.BIN)), env, log)
     url = f"http://127.0.0.1:{port}"
     processes.wait_until(lambda: http_ok(url + "/healthcheck"), 30, "Flower", process, log)
     yield url

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import configparser
 import io
+import shlex
 import socket
 import stat
 from dataclasses import replace
@@ -14,13 +15,13 @@ from inferq.stack import runner, supervision
 from inferq.stack.log_tail import LogTail, Printer, last_line
 from inferq.stack.supervisor_config import REDIS_PRIORITY, SERVICES_GROUP, SERVICES_PRIORITY, render
 
-REDIS_ENV = {"INFERQ_REDIS_SERVER": "redis-server", "INFERQ_REDIS_CONF": "x"}
+REDIS_COMMAND = ["/usr/bin/redis-server", "/state/redis/redis.conf"]
 
 
-def plan(env: dict, tmp_path, redis_env: dict | None = None):
+def plan(env: dict, tmp_path, redis_command: list[str] | None = None):
     settings = replace(load(Stack, env), state_dir=str(tmp_path))
-    return runner.build_plan(settings, tmp_path, REDIS_ENV if redis_env is None else redis_env,
-                             ("inferq", "s3cret-pass"), runner.PROCFILE, tmp_path / "rpc")
+    return runner.build_plan(settings, tmp_path, REDIS_COMMAND if redis_command is None else redis_command,
+                             ("inferq", "s3cret-pass"), tmp_path / "rpc")
 
 
 def config(plan_) -> configparser.RawConfigParser:
@@ -36,8 +37,10 @@ def test_workers_setting_starts_that_many_named_workers(tmp_path):
     worker = config(p)["program:worker"]
     assert worker["numprocs"] == "10" and worker["numprocs_start"] == "1"
     assert worker["process_name"] == "worker.%(process_num)d"
-    # supervisord names each worker.N in SUPERVISOR_PROCESS_NAME; the Procfile line makes it wN@host.
-    assert 'w${SUPERVISOR_PROCESS_NAME#worker.}@%%h' in worker["command"]
+    # supervisord gives each numbered process its number: worker.N runs as wN@<its host>, and
+    # Celery's %h reaches the worker as written (supervisord reads %% as %).
+    program, node = shlex.split(worker["command"])
+    assert program.endswith("/inferq-worker") and node == "--hostname=w%(process_num)d@%%h"
 
 
 def test_every_service_is_restarted_and_given_up_on_after_failed_starts(tmp_path):
@@ -48,7 +51,7 @@ def test_every_service_is_restarted_and_given_up_on_after_failed_starts(tmp_path
         assert program["autorestart"] == "true" and program["startretries"] == "3"
         assert int(program["startsecs"]) >= 2
         assert program["stopasgroup"] == program["killasgroup"] == "true"
-        assert program["command"].startswith("/bin/sh -c ")
+        assert "/bin/sh" not in program["command"]  # no shell between supervisord and the service
     # Redis starts first and stops last: alone in the lowest priority; the rest in one group above it.
     assert parsed["program:redis"]["priority"] == str(REDIS_PRIORITY)
     group = parsed[f"group:{SERVICES_GROUP}"]
@@ -74,7 +77,7 @@ def test_config_file_is_private(tmp_path):
 
 
 def test_external_redis_starts_no_redis(tmp_path):
-    p, _ = plan({"WORKERS": "1"}, tmp_path, redis_env={})
+    p, _ = plan({"WORKERS": "1"}, tmp_path, redis_command=[])
     assert "redis" not in p.process_names()
     assert "program:redis" not in config(p).sections()
 

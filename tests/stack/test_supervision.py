@@ -126,7 +126,7 @@ def test_sigkill_a_worker_at_20_percent_of_300_jobs(stack):
     while sum(s == "SUCCESS" for s in stack.statuses(ids).values()) < KILL_AT * JOBS:
         time.sleep(0.05)
     # Kill w1 while it runs a job (it is between two jobs only for moments): that job must not be lost.
-    victim, in_flight = stack.service_pid(r"--hostname w1@"), []
+    victim, in_flight = stack.service_pid(r"--hostname=w1@"), []
     deadline = time.monotonic() + 30
     while not in_flight and time.monotonic() < deadline:
         in_flight = running_on(stack, ids, "w1@")
@@ -139,7 +139,7 @@ def test_sigkill_a_worker_at_20_percent_of_300_jobs(stack):
     back_s = None
     while back_s is None and time.monotonic() < killed_at + WORKERS_BACK_BOUND + 30:
         fresh = [s for s in probe.samples if s[0] >= killed_at + 3 * HEARTBEAT]
-        if fresh and fresh[-1][2] == 2 and stack.find_service(r"--hostname w1@") not in (None, victim):
+        if fresh and fresh[-1][2] == 2 and stack.find_service(r"--hostname=w1@") not in (None, victim):
             back_s = fresh[-1][0] - killed_at
         time.sleep(0.1)
     states = stack.wait_done(ids, timeout=VISIBILITY_TIMEOUT + 60)
