@@ -14,6 +14,7 @@ from invoke import Exit, task
 
 from inferq.deploy import credentials, operations, settings
 from inferq.deploy import inventory as inv
+from inferq.deploy import logs as deploy_logs
 from inferq.deploy.errors import DeployError
 
 HELP = {"inventory": f"inventory file (default {settings.INVENTORY})",
@@ -21,7 +22,7 @@ HELP = {"inventory": f"inventory file (default {settings.INVENTORY})",
 
 
 def _load(inventory, secrets_dir):
-    cluster = inv.read(inventory)
+    cluster = inv.read_ready(inventory)
     return cluster, credentials.load_or_create(secrets_dir, cluster.cluster)
 
 
@@ -30,6 +31,7 @@ def _run(action):
     from invoke.exceptions import UnexpectedExit
     from paramiko import SSHException
 
+    deploy_logs.to_stdout()  # retries are reported as they happen, on stdout with the progress
     try:
         return action()
     except DeployError as exc:
@@ -56,13 +58,13 @@ def deploy(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR):
 @task(help=HELP)
 def status(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR):
     """Workers online, queue depth, and each worker host's containers with the image each runs."""
-    _run(lambda: operations.status(inv.read(inventory), print))
+    _run(lambda: operations.status(inv.read_ready(inventory), print))
 
 
 @task(help={**HELP, "lines": "lines per service (default 50)"})
 def logs(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR, lines=50):
     """The last log lines of every service on every host."""
-    _run(lambda: operations.logs(inv.read(inventory), int(lines), print))
+    _run(lambda: operations.logs(inv.read_ready(inventory), int(lines), print))
 
 
 @task(help={**HELP, "image": "roll out this image, already built here, instead of building the release's "
