@@ -51,14 +51,14 @@ def deploy(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR):
     """Configure the orchestrator; build the worker image once and run it on every worker host; smoke job."""
     def action():
         cluster, made = _load(inventory, secrets)
-        operations.deploy(cluster, made, print)
+        operations.deploy(cluster, made, secrets, print)
     _run(action)
 
 
 @task(help=HELP)
 def status(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR):
     """Workers online, queue depth, and each worker host's containers with the image each runs."""
-    _run(lambda: operations.status(inv.read_ready(inventory), print))
+    _run(lambda: operations.status(inv.read_ready(inventory), secrets, print))
 
 
 @task(help={**HELP, "lines": "lines per service (default 50)"})
@@ -73,7 +73,7 @@ def update(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR, image=
     """Update the orchestrator, then the workers one host and one container at a time; roll back on failure."""
     def action():
         cluster, made = _load(inventory, secrets)
-        operations.rolling_update(cluster, made, print, image_tag=image)
+        operations.rolling_update(cluster, made, secrets, print, image_tag=image)
     _run(action)
 
 
@@ -82,5 +82,5 @@ def submit(c, text, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR):
     """Submit one text to the cluster's API and print the finished job."""
     def action():
         cluster, made = _load(inventory, secrets)
-        print(json.dumps(operations.submit(cluster, made, text), indent=2))
+        print(json.dumps(operations.submit(cluster, made, secrets, text), indent=2))
     _run(action)
