@@ -1,12 +1,14 @@
 """Fabric tasks for an inferq cluster: ``fab -r deploy <task> [--inventory ...]``.
 
     fab -r deploy deploy     # configure everything, build and ship the worker image, wait for the workers, smoke job
-    fab -r deploy status     # workers online, queue depth, containers and their image per host
-    fab -r deploy submit --text "what a lovely day"
+    fab -r deploy status     # the API's address and certificate, workers online, queue depth, containers per host
+    fab -r deploy submit --text "what a lovely day"   # through the public API: TLS, the certificate pinned
     fab -r deploy logs [--lines 50]
     fab -r deploy update [--image TAG]   # orchestrator, then one worker host and one container at a time
 
-The work is in deploy.operations; these wrappers parse options and print.
+The work is in deploy.operations; these wrappers parse options and print. Every
+SSH connection checks the host's key against the known_hosts file beside the
+inventory; a torn-down cluster's inventory is refused.
 """
 import json
 
@@ -57,7 +59,7 @@ def deploy(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR):
 
 @task(help=HELP)
 def status(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR):
-    """Workers online, queue depth, and each worker host's containers with the image each runs."""
+    """The API's address and certificate, workers online, queue depth, each worker host's containers and images."""
     _run(lambda: operations.status(inv.read_ready(inventory), secrets, print))
 
 
