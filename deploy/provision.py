@@ -126,10 +126,11 @@ def checks(aws: Aws, options: Options, found: Survey) -> preflight.Checks:
                 ec2.create_security_group(GroupName=f"{options.cluster}-{role}", Description="inferq pre-flight",
                                           VpcId=found.vpc_id, DryRun=True,
                                           TagSpecifications=tag_spec("security-group", options.cluster, role, role))))
-    # Rules go onto the cluster's groups, or (not made yet) onto the VPC's default group in this dry run.
+    # Rules go onto the cluster's groups, or (not made yet) onto the VPC's default group in this dry run; the
+    # rule is one no group has (TEST-NET-1, port 9), so the answer is about the permission, not a duplicate.
     target = next((g["GroupId"] for g in found.groups.values() if g), None) or security_groups.default_group(
         ec2, found.vpc_id)
-    rule = Rule(settings.SSH_PORT, options.admin_cidr or "203.0.113.7/32", "pre-flight").permission()
+    rule = Rule(9, "192.0.2.1/32", "inferq pre-flight").permission()
     todo.add("ec2:AuthorizeSecurityGroupIngress", "allowing ingress", lambda: ec2.authorize_security_group_ingress(
         GroupId=target, IpPermissions=[rule], DryRun=True))
     for role in sorted({role for role, _ in found.missing}):
