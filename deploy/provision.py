@@ -10,20 +10,19 @@ read-only calls are made and the plan is reported. Teardown is deploy.teardown.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from inferq.deploy import host_keys, preflight, settings
 from inferq.deploy import inventory as inv
-from inferq.deploy.aws import images, instances, keypairs, quotas, security_groups
+from inferq.deploy.aws import instances, keypairs, quotas, security_groups
 from inferq.deploy.aws.clients import Aws
 from inferq.deploy.aws.security_groups import Rule
 from inferq.deploy.aws.tags import tag_spec, tag_value
 from inferq.deploy.errors import DeployError
+from inferq.deploy.survey import ROLES, Survey, survey
 
 Report = Callable[[str], None]
-ROLES = {"worker": "workers", "orchestrator": "orchestrator"}
-"""Instance role -> the role of its security group."""
 
 
 @dataclass(frozen=True)
@@ -65,25 +64,6 @@ class Options:
         return self.ami_owner, self.ami_name
 
 
-@dataclass
-class Survey:
-    """What the cluster already has (read-only lookups), and what `up` would add."""
-
-    key: dict | None
-    vpc_id: str
-    groups: dict[str, dict | None]
-    instances: dict[str, dict]
-    missing: list[tuple[str, str]]
-    stopped: list[str]
-    images: dict[str, dict] = field(default_factory=dict)
-    surplus: list[str] = field(default_factory=list)
-
-
-def host_names(workers: int) -> list[tuple[str, str]]:
-    """(role, name) of every instance: one orchestrator, then worker-1..N."""
-    return [("orchestrator", "orchestrator")] + [("worker", f"worker-{i}") for i in range(1, workers + 1)]
-
-
 def orchestrator_rules(options: Options, worker_group: str) -> list[Rule]:
     """Who may reach the orchestrator: the API (TLS) from api_cidr, SSH from the admin, Redis from workers only."""
     return [
@@ -96,21 +76,6 @@ def orchestrator_rules(options: Options, worker_group: str) -> list[Rule]:
 def worker_rules(options: Options) -> list[Rule]:
     """Workers accept SSH from the admin and nothing else (they only connect out, to Redis)."""
     return [Rule(settings.SSH_PORT, options.admin_cidr, "SSH from the admin")]
-
-
-def survey(ec2, options: Options) -> Survey:
-    """Look everything up by tag; nothing is changed."""
-    existing = {tag_value(i, settings.NAME_TAG_KEY): i for i in instances.find(ec2, options.cluster)}
-    wanted = host_names(options.workers)
-    found = Survey(
-        key=keypairs.find(ec2, options.cluster), vpc_id=security_groups.default_vpc(ec2),
-        groups={role: security_groups.find(ec2, options.cluster, role) for role in ROLES.values()},
-        instances=existing, missing=[(role, name) for role, name in wanted if name not in existing],
-        stopped=[i["InstanceId"] for i in existing.values() if i["State"]["Name"] in ("stopped", "stopping")])
-    for role in sorted({role for role, _ in found.missing}):
-        found.images[role] = images.latest_image(ec2, *options.image(role))
-    found.surplus = sorted(set(existing) - {name for _, name in wanted})
-    return found
 
 
 def checks(aws: Aws, options: Options, found: Survey) -> preflight.Checks:
