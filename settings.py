@@ -187,6 +187,16 @@ class Api(Redis, ApiKeys, ApiAddress):
     max_queue_depth: int = setting("INFERQ_MAX_QUEUE_DEPTH", 10000, "Waiting jobs past which submits get 429.",
                                    minimum=1)
     retry_after: int = setting("INFERQ_RETRY_AFTER", 2, "Retry-After seconds of a 429.", minimum=1)
+    redis_memory_high: float = setting("INFERQ_REDIS_MEMORY_HIGH", 0.8, "Share of Redis's maxmemory past which "
+                                       "submits get 429, before Redis itself refuses writes (the rest is room for "
+                                       "the results of jobs already accepted); 1: only Redis's own limit.",
+                                       minimum=0.05)
+
+    def check(self) -> None:
+        """Refuse a memory threshold past Redis's own limit."""
+        if self.redis_memory_high > 1:
+            raise ConfigError(f"INFERQ_REDIS_MEMORY_HIGH={self.redis_memory_high:g} must be at most 1 "
+                              "(a share of Redis's maxmemory)")
 
 
 @dataclass(frozen=True)
@@ -195,6 +205,9 @@ class Client(ApiAddress):
 
     api_url: str = setting("INFERQ_API_URL", "", "The API's URL (unset: from INFERQ_API_BIND).")
     api_key: str = setting("INFERQ_API_KEY", "", "The key the client sends (the API checks INFERQ_API_KEYS).")
+    api_cert_sha256: str = setting("INFERQ_API_CERT_SHA256", "", "SHA-256 fingerprint of the API's TLS "
+                                   "certificate, the only one accepted (a deployed cluster's self-signed one: "
+                                   "`fab -r deploy status` prints it).")
 
     @property
     def url(self) -> str:

@@ -26,6 +26,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         INFERQ_QUEUE=settings.queue,
         INFERQ_MAX_QUEUE_DEPTH=settings.max_queue_depth,
         INFERQ_RETRY_AFTER=settings.retry_after,
+        INFERQ_REDIS_MEMORY_HIGH=settings.redis_memory_high,
         INFERQ_API_KEYS=settings.api_keys,
         INFERQ_REDIS_URL=settings.backend,
         INFERQ_RESULT_TTL=settings.result_ttl,

@@ -24,6 +24,9 @@ JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
 UNAVAILABLE = (redis.RedisError, OperationalError, ConnectionError, TimeoutError)
 
+FULL = redis.exceptions.OutOfMemoryError
+"""Redis refused a write at its maxmemory: the queue is full, not down (admission should have said so first)."""
+
 
 def _store() -> JobStore:
     return current_app.extensions["inferq.store"]
@@ -38,7 +41,7 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
     """Record the job, then queue it; if it is refused or queueing fails, drop the record.
 
     Returns (job_id, created): with an Idempotency-Key seen before, the earlier
-    job and False. Past the queue cap, 429 (admission control).
+    job and False. Past the queue cap or Redis's memory threshold, 429 (admission control).
     """
     store = _store()
     config = current_app.config
@@ -51,9 +54,11 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
         job_id, queued_at = uuid.uuid4().hex, time.time()
         # Record first (one round trip with the queue-depth check): a worker may
         # finish the job before this request returns, and a poll must find it.
-        depth = store.create(job_id, len(texts), owner, config["INFERQ_QUEUE"], queued_at)
+        load = store.create(job_id, len(texts), owner, config["INFERQ_QUEUE"], queued_at)
         try:
-            admission.admit(depth, config["INFERQ_MAX_QUEUE_DEPTH"], config["INFERQ_RETRY_AFTER"])
+            admission.admit(load.depth, config["INFERQ_MAX_QUEUE_DEPTH"], config["INFERQ_RETRY_AFTER"])
+            admission.admit_memory(load.used_memory, load.maxmemory, config["INFERQ_REDIS_MEMORY_HIGH"],
+                                   config["INFERQ_RETRY_AFTER"])
             if idem_key:
                 winner = idempotency.claim(store.redis, idem_key, owner, body, job_id, store.ttl)
                 if winner != job_id:
@@ -70,6 +75,11 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
         except BaseException:
             store.forget(job_id)
             raise
+    except FULL:
+        current_app.logger.warning("Redis refused a write: it is at its maxmemory")
+        raise ApiError(429, "queue_full", "the job queue's memory is full; retry after "
+                       f"{config['INFERQ_RETRY_AFTER']}s",
+                       headers={"Retry-After": str(config["INFERQ_RETRY_AFTER"])}) from None
     except UNAVAILABLE:
         current_app.logger.warning("cannot reach Redis to enqueue a job")
         raise _redis_down() from None

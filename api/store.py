@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from redis.backoff import NoBackoff
@@ -30,6 +30,14 @@ STATUS_OF_STATE = {
 TERMINAL = {"succeeded", "failed"}
 
 
+class Load(NamedTuple):
+    """What admission control needs, read with the record: the queue's depth and Redis's memory."""
+
+    depth: int
+    used_memory: int
+    maxmemory: int  # 0: no limit
+
+
 class JobStore:
     """Read and write job records beside Celery's result backend."""
 
@@ -45,22 +53,24 @@ class JobStore:
         )
         self.listener = ResultListener(url, RESULT_KEY_PREFIX.encode(), socket_timeout)
 
-    def create(self, job_id: str, n_texts: int, owner: str | None, queue: str, queued_at: float) -> int:
-        """Record a job the API is about to enqueue and count it submitted; return the queue depth.
+    def create(self, job_id: str, n_texts: int, owner: str | None, queue: str, queued_at: float) -> Load:
+        """Record a job the API is about to enqueue and count it submitted; return the queue's depth and memory.
 
-        One round trip: the queue length (admission control), the record (owner:
-        its API key's fingerprint) and the submitted counter go in one pipeline.
-        A caller that then refuses or fails to enqueue the job calls forget().
+        One round trip: the queue length and Redis's memory (admission control),
+        the record (owner: its API key's fingerprint) and the submitted counter go
+        in one pipeline. A caller that then refuses or fails to enqueue the job
+        calls forget().
         """
         record: dict[str, Any] = {"queued_at": queued_at, "texts": n_texts}
         if owner is not None:
             record["owner"] = owner
         pipe = self.redis.pipeline(transaction=False)
         pipe.llen(queue)
+        pipe.info("memory")
         pipe.set(JOB_KEY.format(job_id), json.dumps(record), ex=self.ttl)
         pipe.incr(SUBMITTED_KEY)
-        depth, _, _ = pipe.execute()
-        return int(depth)
+        depth, memory, _, _ = pipe.execute()
+        return Load(int(depth), int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0)))
 
     def forget(self, job_id: str) -> None:
         """Drop the record (and the count) of a job that was not enqueued after all."""

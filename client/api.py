@@ -9,6 +9,8 @@ import time
 
 import requests
 
+from inferq.client import pinning
+
 TERMINAL = ("succeeded", "failed")
 """Statuses after which a job never changes."""
 
@@ -35,16 +37,20 @@ class ApiRefused(Exception):
 class Client:
     """inferq's API at base_url; safe to share between threads (one HTTP session per thread)."""
 
-    def __init__(self, base_url: str, api_key: str = "", timeout: float = 10.0):
+    def __init__(self, base_url: str, api_key: str = "", timeout: float = 10.0, cert_sha256: str = ""):
+        # cert_sha256: the API's certificate fingerprint, pinned (a deployed cluster's self-signed one).
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.headers = {"X-API-Key": api_key} if api_key else {}
+        self.cert_sha256 = pinning.normalize(cert_sha256) if cert_sha256 else ""
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
         if not hasattr(self._local, "session"):
             self._local.session = requests.Session()
             self._local.session.headers.update(self.headers)
+            if self.cert_sha256:
+                pinning.pin(self._local.session, self.cert_sha256)
         return self._local.session
 
     def _request(self, method: str, path: str, timeout: float | None = None, **kwargs) -> dict:
@@ -110,6 +116,10 @@ def _seconds(raw: str | None) -> float | None:
 
 def _reason(exc: requests.ConnectionError) -> str:
     text = str(exc)
+    if "Fingerprints did not match" in text:
+        return "its TLS certificate is not the pinned one: check INFERQ_API_CERT_SHA256, and who answers there"
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return "its TLS certificate is not one a CA vouches for: pin it with INFERQ_API_CERT_SHA256"
     for hint in ("Connection refused", "Name or service not known", "Temporary failure in name resolution",
                  "No route to host", "timed out"):
         if hint in text:

@@ -113,6 +113,9 @@ def parser() -> argparse.ArgumentParser:
                    help="the API's base URL (default: INFERQ_API_URL, else %(default)s)")
     p.add_argument("--api-key", default=settings.api_key,
                    help="API key to send, when the API requires one (default: INFERQ_API_KEY)")
+    p.add_argument("--api-cert-sha256", default=settings.api_cert_sha256, metavar="FINGERPRINT",
+                   help="accept only the TLS certificate with this SHA-256 fingerprint (default: "
+                        "INFERQ_API_CERT_SHA256)")
     p.add_argument("--http-timeout", type=float, default=10.0, help="seconds to wait for each HTTP answer")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -146,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "concurrency", 1) < 1:
         print("inferq: --concurrency must be at least 1", file=sys.stderr)
         return 2
-    client = Client(args.api, args.api_key, timeout=args.http_timeout)
+    try:
+        client = Client(args.api, args.api_key, timeout=args.http_timeout, cert_sha256=args.api_cert_sha256)
+    except ValueError as exc:
+        print(f"inferq: --api-cert-sha256: {exc}", file=sys.stderr)
+        return 2
     try:
         return args.run(client, args)
     except ApiUnreachable as exc:

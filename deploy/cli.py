@@ -3,8 +3,9 @@
     inferq-provision up --admin-cidr 203.0.113.7/32 [--workers 5] [--dry-run]
     inferq-provision down [--dry-run]
 
-boto3 finds credentials and the region the usual way (AWS_PROFILE,
-AWS_DEFAULT_REGION ...; AWS_ENDPOINT_URL points it at another EC2 endpoint).
+boto3 finds credentials the usual way (AWS_PROFILE, AWS_ACCESS_KEY_ID ...;
+AWS_ENDPOINT_URL points it at another endpoint). The region and cluster come
+from the inventory when there is one, else from --region/--cluster, else boto3's.
 """
 from __future__ import annotations
 
@@ -12,36 +13,55 @@ import argparse
 import ipaddress
 import sys
 
-from inferq.deploy import settings
+from inferq.deploy import logs, settings, target
+from inferq.deploy.aws import clients
 from inferq.deploy.errors import DeployError
-from inferq.deploy.provision import Options, down, up
+from inferq.deploy.options import Options
+from inferq.deploy.provision import up
+from inferq.deploy.teardown import down
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(prog="inferq-provision", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cluster", default=settings.CLUSTER,
-                        help="value of the inferq:cluster tag (default %(default)s)")
-    parser.add_argument("--region", default=None, help=f"AWS region (default: boto3's, else {settings.REGION})")
-    parser.add_argument("--secrets-dir", default=settings.SECRETS_DIR,
-                        help="where the private key goes (default %(default)s)")
-    parser.add_argument("--inventory", default=settings.INVENTORY, help="inventory file to write (default %(default)s)")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    add_common(parser, None)
     commands = parser.add_subparsers(dest="command", required=True)
-    make = commands.add_parser("up", help="create or find everything, wait, write the inventory")
+    make = commands.add_parser("up", help="pre-flight, create or find everything, wait, write the inventory")
     make.add_argument("--admin-cidr", required=True, type=cidr,
-                      help="the only addresses allowed to SSH and Flower, e.g. your IP/32")
+                      help="the only addresses allowed to SSH (and through it Flower), e.g. your IP/32")
     make.add_argument("--api-cidr", default=settings.API_CIDR, type=cidr,
-                      help="who may reach the API (default %(default)s)")
+                      help="who may reach the API's TLS port (default %(default)s)")
     make.add_argument("--workers", type=int, default=settings.WORKERS, help="worker instances (default %(default)s)")
     make.add_argument("--orchestrator-type", default=settings.ORCHESTRATOR_TYPE, help="(default %(default)s)")
     make.add_argument("--worker-type", default=settings.WORKER_TYPE, help="(default %(default)s)")
-    make.add_argument("--ami-owner", default=settings.AMI_OWNER, help="(default %(default)s, Canonical)")
-    make.add_argument("--ami-name", default=settings.AMI_NAME, help="AMI name pattern (default %(default)s)")
-    for sub in (make, commands.add_parser("down", help="delete everything tagged with the cluster")):
-        sub.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS,
-                         help="print the plan; change nothing")
+    make.add_argument("--ami-owner", default=settings.AMI_OWNER, help="workers' AMI owner (default %(default)s, "
+                                                                      "Canonical)")
+    make.add_argument("--ami-name", default=settings.AMI_NAME, help="workers' AMI name pattern (default %(default)s)")
+    make.add_argument("--orchestrator-ami-owner", default=settings.ORCHESTRATOR_AMI_OWNER,
+                      help="(default %(default)s, Debian)")
+    make.add_argument("--orchestrator-ami-name", default=settings.ORCHESTRATOR_AMI_NAME,
+                      help="orchestrator's AMI name pattern: its python3 must be "
+                           f"{settings.PYTHON_VERSION} (default %(default)s)")
+    for sub in (make, commands.add_parser("down", help="delete everything tagged with the cluster, in its region")):
+        add_common(sub, argparse.SUPPRESS)  # the same options after the command: `up --region eu-west-1`
     return parser.parse_args(argv)
+
+
+def add_common(parser: argparse.ArgumentParser, suppress: str | None) -> None:
+    """The options `up` and `down` share; suppress: after the command, leave a value given before it alone."""
+    def default(value):
+        return suppress if suppress else value
+
+    parser.add_argument("--cluster", default=default(None),
+                        help=f"value of the inferq:cluster tag (default: the inventory's, else {settings.CLUSTER})")
+    parser.add_argument("--region", default=default(None),
+                        help=f"AWS region (default: the inventory's, else boto3's, else {settings.REGION})")
+    parser.add_argument("--secrets-dir", default=default(settings.SECRETS_DIR),
+                        help=f"where the private key goes (default {settings.SECRETS_DIR})")
+    parser.add_argument("--inventory", default=default(settings.INVENTORY),
+                        help=f"inventory file; the pinned host keys go beside it (default {settings.INVENTORY})")
+    parser.add_argument("--dry-run", action="store_true", default=default(False),
+                        help="pre-flight and print the plan; change nothing")
 
 
 def cidr(value: str) -> str:
@@ -52,32 +72,27 @@ def cidr(value: str) -> str:
         raise argparse.ArgumentTypeError(f"{value!r} is not a CIDR such as 203.0.113.7/32") from None
 
 
-def ec2_client(region: str | None):
-    """An EC2 client; boto3 picks credentials, region and AWS_ENDPOINT_URL from its usual sources."""
-    import boto3
-
-    session = boto3.session.Session()
-    return session.client("ec2", region_name=region or session.region_name or settings.REGION)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Run up or down; AWS failures end as one line on stderr and exit status 1."""
+    """Run up or down; every failure ends as one line on stderr and exit status 1."""
     args = parse_args(argv)
+    logs.to_stdout()  # retries are reported as they happen, beside the progress lines
     try:
-        ec2 = ec2_client(args.region)
-        common = dict(cluster=args.cluster, region=ec2.meta.region_name, secrets_dir=args.secrets_dir,
+        where = target.resolve(args.command, args.cluster, args.region, args.inventory)
+        common = dict(cluster=where.cluster, region=where.region, secrets_dir=args.secrets_dir,
                       inventory=args.inventory)
         if args.command == "up":
             if ipaddress.ip_network(args.admin_cidr).prefixlen == 0:
-                raise DeployError("--admin-cidr must not be the whole Internet: SSH and Flower would be open to all")
+                raise DeployError("--admin-cidr must not be the whole Internet: SSH would be open to all")
             if args.workers < 1:
                 raise DeployError("--workers must be at least 1")
             options = Options(workers=args.workers, orchestrator_type=args.orchestrator_type,
                               worker_type=args.worker_type, admin_cidr=args.admin_cidr, api_cidr=args.api_cidr,
-                              ami_owner=args.ami_owner, ami_name=args.ami_name, **common)
-            up(ec2, options, args.dry_run, print)
+                              ami_owner=args.ami_owner, ami_name=args.ami_name,
+                              orchestrator_ami_owner=args.orchestrator_ami_owner,
+                              orchestrator_ami_name=args.orchestrator_ami_name, **common)
+            up(clients.connect(where.region), options, args.dry_run, print)
         else:
-            down(ec2, Options(**common), args.dry_run, print)
+            down(clients.connect(where.region), Options(**common), args.dry_run, print)
     except DeployError as exc:
         print(f"inferq-provision: {exc}", file=sys.stderr)
         return 1

@@ -25,10 +25,17 @@ def redis_url(inventory: Inventory, secrets: Secrets, worker: bool = False) -> s
     return f"redis://{login}@{orchestrator.private_ip}:{inventory.redis_port}/0"
 
 
-def redis_conf(inventory: Inventory, host: Host, secrets: Secrets, data_dir: str,
-               appendfsync: str | None = None) -> str:
-    """redis.conf for the orchestrator: private address, password, AOF, never evicting queued jobs.
+def maxmemory(mem_total_bytes: int, fraction: float) -> int:
+    """Redis's maxmemory on a host with mem_total_bytes of memory: fraction of it, in whole bytes."""
+    return int(mem_total_bytes * fraction)
 
+
+def redis_conf(inventory: Inventory, host: Host, secrets: Secrets, data_dir: str, memory_limit: int,
+               appendfsync: str | None = None) -> str:
+    """redis.conf for the orchestrator: private address, password, AOF, a memory limit, never evicting queued jobs.
+
+    memory_limit: maxmemory in bytes (maxmemory() of the host's memory); the API
+    refuses new jobs (429) before Redis gets there (INFERQ_REDIS_MEMORY_HIGH).
     appendfsync: the AOF fsync policy; by default INFERQ_REDIS_APPENDFSYNC where
     fab runs (docs/operations.md, "Guarantees", for the trade-off), as for the local stack.
     """
@@ -46,7 +53,9 @@ def redis_conf(inventory: Inventory, host: Host, secrets: Secrets, data_dir: str
         "appendonly yes",
         f"appendfsync {appendfsync}",
         'save ""',
-        # A full Redis must refuse new jobs, never drop queued ones.
+        # Bounded, so a full Redis refuses writes instead of meeting the OOM killer; and it
+        # must refuse, never drop queued jobs. The API says 429 well before (INFERQ_REDIS_MEMORY_HIGH).
+        f"maxmemory {memory_limit}",
         "maxmemory-policy noeviction",
         f'dir "{data_dir}"',
         "daemonize no",
@@ -68,7 +77,8 @@ def orchestrator_env(inventory: Inventory, secrets: Secrets) -> str:
     """Environment of the API and Flower."""
     return env_file({
         "REDIS_URL": redis_url(inventory, secrets),
-        "INFERQ_API_BIND": f"0.0.0.0:{inventory.api_port}",
+        # Loopback only: the world reaches the API through the TLS proxy (deploy.proxy).
+        "INFERQ_API_BIND": f"127.0.0.1:{inventory.api_port}",
         "INFERQ_API_KEYS": secrets.api_key,
         # Flower reads FLOWER_* variables: the login never shows on a command line.
         "FLOWER_BASIC_AUTH": f"{secrets.flower_user}:{secrets.flower_password}",

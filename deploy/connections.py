@@ -1,22 +1,68 @@
-"""SSH connections to the inventory's hosts, and running commands on them as root."""
+"""SSH connections to the inventory's hosts, and running commands on them as root.
+
+Every connection checks the host's key against the known_hosts file beside
+the inventory (deploy.host_keys) and refuses a host that is missing from it or
+shows another key: no key is ever learned from the connection itself.
+"""
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 from fabric import Config, Connection
+from paramiko import BadHostKeyException, RejectPolicy, SSHException
 
+from inferq.deploy import host_keys
+from inferq.deploy.errors import DeployError
 from inferq.deploy.inventory import Host, Inventory
+from inferq.deploy.retry import retrying
+from inferq.deploy.settings import SSH_CONNECT_ATTEMPTS, SSH_RETRY_SECONDS
 
 
 def connect(inventory: Inventory, host: Host) -> Connection:
-    """A Fabric connection to host with the cluster's key (and no agent or other keys)."""
-    # Host keys: first contact trusts and remembers the key for this run
-    # (Fabric's default policy); EC2 hosts are new on every provisioning.
+    """An open Fabric connection to host: the cluster's key only, the host's key pinned; retried while it boots."""
+    pins = Path(inventory.known_hosts) if inventory.known_hosts else None
+    if pins is None or not pins.is_file():
+        raise DeployError(f"no pinned host keys for cluster {inventory.cluster} (known_hosts "
+                          f"{inventory.known_hosts or 'not named in the inventory'}): run `inferq-provision up` "
+                          "to write them; fab never trusts a key on first use")
     config = Config(overrides={"load_ssh_configs": False, "run": {"hide": True}})
-    return Connection(host.public_ip, user=inventory.ssh_user, port=host.ssh_port, config=config,
-                      connect_timeout=20,
-                      connect_kwargs={"key_filename": inventory.key_file, "look_for_keys": False,
-                                      "allow_agent": False})
+    c = Connection(host.public_ip, user=inventory.user(host), port=host.ssh_port, config=config,
+                   connect_timeout=20,
+                   connect_kwargs={"key_filename": inventory.key_file, "look_for_keys": False,
+                                   "allow_agent": False})
+    # Fabric's client would add any key it meets (AutoAddPolicy): pin instead.
+    c.client.set_missing_host_key_policy(RejectPolicy())
+    c.client.get_host_keys().load(str(pins))
+    where = f"{host.name} ({host_keys.host_pattern(host.public_ip, host.ssh_port)})"
+    try:
+        retrying(f"SSH to {where}", c.open, unreachable, SSH_CONNECT_ATTEMPTS, SSH_RETRY_SECONDS,
+                 SSH_RETRY_SECONDS * 8)
+    except BadHostKeyException as exc:
+        raise DeployError(
+            f"{where} presented host key {host_keys.fingerprint(_line(exc.key))}, not the one pinned in {pins} "
+            f"({host_keys.fingerprint(_line(exc.expected_key))}): the host was replaced or someone is in between; "
+            "nothing was sent to it. If you replaced it, run `inferq-provision up` to pin its new key") from None
+    except SSHException as exc:
+        if "not found in known_hosts" in str(exc):
+            raise DeployError(f"{where} has no pinned key in {pins}: run `inferq-provision up` to pin it; "
+                              "nothing was sent to it") from None
+        raise
+    return c
+
+
+def unreachable(exc: BaseException) -> str | None:
+    """Why a connection attempt failed, when waiting may help (refused, timed out, reset): sshd not up yet."""
+    if isinstance(exc, (OSError, EOFError)):
+        return str(exc) or type(exc).__name__
+    if isinstance(exc, SSHException) and not isinstance(exc, BadHostKeyException) and "banner" in str(exc):
+        return str(exc)  # sshd accepted, then closed: it is starting (or refusing too many at once)
+    return None
+
+
+def _line(key) -> str:
+    """A paramiko key as a known_hosts public key."""
+    return f"{key.get_name()} {key.get_base64()}"
 
 
 def root(c: Connection, command: str, **kwargs):

@@ -1,12 +1,14 @@
 """Fabric tasks for an inferq cluster: ``fab -r deploy <task> [--inventory ...]``.
 
     fab -r deploy deploy     # configure everything, build and ship the worker image, wait for the workers, smoke job
-    fab -r deploy status     # workers online, queue depth, containers and their image per host
-    fab -r deploy submit --text "what a lovely day"
+    fab -r deploy status     # the API's address and certificate, workers online, queue depth, containers per host
+    fab -r deploy submit --text "what a lovely day"   # through the public API: TLS, the certificate pinned
     fab -r deploy logs [--lines 50]
     fab -r deploy update [--image TAG]   # orchestrator, then one worker host and one container at a time
 
-The work is in deploy.operations; these wrappers parse options and print.
+The work is in deploy.operations; these wrappers parse options and print. Every
+SSH connection checks the host's key against the known_hosts file beside the
+inventory; a torn-down cluster's inventory is refused.
 """
 import json
 
@@ -14,6 +16,7 @@ from invoke import Exit, task
 
 from inferq.deploy import credentials, operations, settings
 from inferq.deploy import inventory as inv
+from inferq.deploy import logs as deploy_logs
 from inferq.deploy.errors import DeployError
 
 HELP = {"inventory": f"inventory file (default {settings.INVENTORY})",
@@ -21,7 +24,7 @@ HELP = {"inventory": f"inventory file (default {settings.INVENTORY})",
 
 
 def _load(inventory, secrets_dir):
-    cluster = inv.read(inventory)
+    cluster = inv.read_ready(inventory)
     return cluster, credentials.load_or_create(secrets_dir, cluster.cluster)
 
 
@@ -30,6 +33,7 @@ def _run(action):
     from invoke.exceptions import UnexpectedExit
     from paramiko import SSHException
 
+    deploy_logs.to_stdout()  # retries are reported as they happen, on stdout with the progress
     try:
         return action()
     except DeployError as exc:
@@ -49,20 +53,20 @@ def deploy(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR):
     """Configure the orchestrator; build the worker image once and run it on every worker host; smoke job."""
     def action():
         cluster, made = _load(inventory, secrets)
-        operations.deploy(cluster, made, print)
+        operations.deploy(cluster, made, secrets, print)
     _run(action)
 
 
 @task(help=HELP)
 def status(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR):
-    """Workers online, queue depth, and each worker host's containers with the image each runs."""
-    _run(lambda: operations.status(inv.read(inventory), print))
+    """The API's address and certificate, workers online, queue depth, each worker host's containers and images."""
+    _run(lambda: operations.status(inv.read_ready(inventory), secrets, print))
 
 
 @task(help={**HELP, "lines": "lines per service (default 50)"})
 def logs(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR, lines=50):
     """The last log lines of every service on every host."""
-    _run(lambda: operations.logs(inv.read(inventory), int(lines), print))
+    _run(lambda: operations.logs(inv.read_ready(inventory), int(lines), print))
 
 
 @task(help={**HELP, "image": "roll out this image, already built here, instead of building the release's "
@@ -71,7 +75,7 @@ def update(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR, image=
     """Update the orchestrator, then the workers one host and one container at a time; roll back on failure."""
     def action():
         cluster, made = _load(inventory, secrets)
-        operations.rolling_update(cluster, made, print, image_tag=image)
+        operations.rolling_update(cluster, made, secrets, print, image_tag=image)
     _run(action)
 
 
@@ -80,5 +84,5 @@ def submit(c, text, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR):
     """Submit one text to the cluster's API and print the finished job."""
     def action():
         cluster, made = _load(inventory, secrets)
-        print(json.dumps(operations.submit(cluster, made, text), indent=2))
+        print(json.dumps(operations.submit(cluster, made, secrets, text), indent=2))
     _run(action)

@@ -7,7 +7,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from inferq.deploy.errors import DeployError
-from inferq.deploy.settings import API_PORT, FLOWER_PORT, REDIS_PORT, REMOTE_DIR, SSH_PORT, SSH_USER
+from inferq.deploy.settings import (
+    API_PORT,
+    FLOWER_PORT,
+    HTTPS_PORT,
+    REDIS_MEMORY_FRACTION,
+    REDIS_PORT,
+    REMOTE_DIR,
+    SSH_PORT,
+    SSH_USER,
+)
+
+READY, PROVISIONING, TORN_DOWN = "ready", "provisioning", "torn-down"
+"""An inventory's states: written before anything is created, complete, and after `down`."""
 
 
 @dataclass
@@ -21,6 +33,7 @@ class Host:
     instance_id: str = ""
     ssh_port: int = SSH_PORT
     remote_dir: str = REMOTE_DIR
+    ssh_user: str = ""  # empty: the inventory's ssh_user
 
 
 @dataclass
@@ -31,6 +44,8 @@ class Inventory:
     AWS (systemd services on the orchestrator, the worker image under `docker
     compose` on the workers); "module:Class" names another Runtime, built with
     runtime_options (the tests' network-namespace lab names its own).
+    known_hosts: the file of the hosts' pinned SSH keys (OpenSSH's format),
+    beside the inventory; every connection checks the host against it.
     """
 
     cluster: str
@@ -40,9 +55,13 @@ class Inventory:
     runtime: str = "docker"
     runtime_options: dict = field(default_factory=dict)
     region: str = ""
+    state: str = READY
+    known_hosts: str = ""
     api_port: int = API_PORT
+    https_port: int = HTTPS_PORT
     flower_port: int = FLOWER_PORT
     redis_port: int = REDIS_PORT
+    redis_memory_fraction: float = REDIS_MEMORY_FRACTION
     containers_per_worker: int = 2
     env: dict = field(default_factory=dict)
 
@@ -58,6 +77,15 @@ class Inventory:
     def workers(self) -> list[Host]:
         """The worker hosts, in name order."""
         return sorted((h for h in self.hosts if h.role == "worker"), key=lambda h: h.name)
+
+    def user(self, host: Host) -> str:
+        """The login user on host."""
+        return host.ssh_user or self.ssh_user
+
+
+def known_hosts_beside(path: str | os.PathLike) -> Path:
+    """Where the pinned host keys of the inventory at path are kept: state/inventory.json -> state/known_hosts."""
+    return Path(path).with_name("known_hosts")
 
 
 def write(inventory: Inventory, path: str | os.PathLike) -> Path:
@@ -81,3 +109,16 @@ def read(path: str | os.PathLike) -> Inventory:
         raise DeployError(f"no inventory at {path}: run `inferq-provision up` first") from None
     except (ValueError, TypeError, KeyError) as exc:
         raise DeployError(f"{path} is not an inventory inferq wrote: {exc}") from None
+
+
+def read_ready(path: str | os.PathLike) -> Inventory:
+    """The inventory of a cluster that is up; refuse one torn down or never finished (its addresses are not ours)."""
+    inventory = read(path)
+    where = f"cluster {inventory.cluster}" + (f" in {inventory.region}" if inventory.region else "")
+    if inventory.state == TORN_DOWN:
+        raise DeployError(f"{where} was torn down by `inferq-provision down` ({path}); its addresses may be "
+                          "someone else's now: run `inferq-provision up` for a new cluster")
+    if inventory.state != READY:
+        raise DeployError(f"{where} is not ready ({path} says {inventory.state!r}): provisioning did not finish; "
+                          "run `inferq-provision up` again, or `inferq-provision down`")
+    return inventory

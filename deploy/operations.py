@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fabric import Connection
 
-from inferq.deploy import nodes
+from inferq.deploy import nodes, tls
 from inferq.deploy.connections import connect, root
 from inferq.deploy.containers import Wait
 from inferq.deploy.credentials import Secrets
@@ -63,11 +63,12 @@ def waiter(runtime: Runtime, inventory: Inventory, wait_seconds: float) -> Wait:
     return wait
 
 
-def deploy(inventory: Inventory, secrets: Secrets, report: Report, wait_seconds: float = WAIT_SECONDS) -> int:
+def deploy(inventory: Inventory, secrets: Secrets, secrets_dir: str, report: Report,
+           wait_seconds: float = WAIT_SECONDS) -> int:
     """Configure the whole cluster, wait for every worker's ping, run a smoke job. Return changes made."""
     runtime = load(inventory)
     with connect(inventory, inventory.orchestrator) as c:
-        changes = deploy_orchestrator(c, runtime, inventory, secrets, report)
+        changes = deploy_orchestrator(c, runtime, inventory, secrets, secrets_dir, report)
     image = runtime.build_image(report) if runtime.needs_image(inventory) else None
     wait = waiter(runtime, inventory, wait_seconds)
     workers = inventory.workers
@@ -90,13 +91,46 @@ def deploy(inventory: Inventory, secrets: Secrets, report: Report, wait_seconds:
     if smoke["status"] != "succeeded":
         raise DeployError(f"smoke job {smoke.get('job_id')} ended {smoke.get('status')}")
     report(f"smoke job {smoke['job_id']} succeeded on {smoke['worker']}")
+    report(public_api(inventory, secrets_dir))
     report(f"deploy done: {changes} change(s)")
     return changes
 
 
-def status(inventory: Inventory, report: Report) -> dict:
-    """Workers online, queue depth, and each worker host's workers with the image each runs."""
+def api_url(inventory: Inventory) -> str:
+    """The API's public address: TLS on the orchestrator."""
+    host, port = inventory.orchestrator.public_ip, inventory.https_port
+    return f"https://{host}" + ("" if port == 443 else f":{port}")
+
+
+def pinned_session(inventory: Inventory, secrets_dir: str):
+    """An HTTP session that accepts only the cluster's own certificate (deploy.tls)."""
+    import requests
+
+    from inferq.client.pinning import pin
+
+    made = tls.load(secrets_dir, inventory.cluster)
+    if made is None:
+        raise DeployError(f"no certificate of cluster {inventory.cluster} in {secrets_dir}: run `fab -r deploy "
+                          "deploy` first")
+    return pin(requests.Session(), made.sha256), made.sha256
+
+
+def public_api(inventory: Inventory, secrets_dir: str) -> str:
+    """Check the public port answers over TLS with the pinned certificate; the line that says how to reach it."""
+    import requests
+
+    session, sha256 = pinned_session(inventory, secrets_dir)
+    try:
+        session.get(f"{api_url(inventory)}/healthz", timeout=10).raise_for_status()
+    except requests.RequestException as exc:
+        raise DeployError(f"the API's public port does not answer over TLS: {exc}") from None
+    return f"API: {api_url(inventory)} (TLS, certificate SHA-256 {sha256}; INFERQ_API_CERT_SHA256 for the client)"
+
+
+def status(inventory: Inventory, secrets_dir: str, report: Report) -> dict:
+    """The public API, workers online, queue depth, and each worker host's workers with the image each runs."""
     runtime = load(inventory)
+    report(public_api(inventory, secrets_dir))
     with connect(inventory, inventory.orchestrator) as c:
         answer = on_orchestrator(c, runtime, inventory, ["status", "--expect", ",".join(nodes.worker_nodes(inventory))])
     report(f"workers online: {len(answer['online'])} ({', '.join(answer['online']) or 'none'})")
@@ -136,8 +170,8 @@ def logs(inventory: Inventory, lines: int, report: Report) -> None:
             report(f"== {host.name} {name}\n{text}")
 
 
-def rolling_update(inventory: Inventory, secrets: Secrets, report: Report, wait_seconds: float = WAIT_SECONDS,
-                   image_tag: str | None = None) -> None:
+def rolling_update(inventory: Inventory, secrets: Secrets, secrets_dir: str, report: Report,
+                   wait_seconds: float = WAIT_SECONDS, image_tag: str | None = None) -> None:
     """Update the orchestrator's services, then the workers one host and one worker at a time.
 
     The release's image is built once (or image_tag, already built here, is
@@ -146,7 +180,7 @@ def rolling_update(inventory: Inventory, secrets: Secrets, report: Report, wait_
     """
     runtime = load(inventory)
     with connect(inventory, inventory.orchestrator) as c:
-        deploy_orchestrator(c, runtime, inventory, secrets, report)
+        deploy_orchestrator(c, runtime, inventory, secrets, secrets_dir, report)
     image = None
     if runtime.needs_image(inventory):
         image = runtime.existing_image(image_tag) if image_tag else runtime.build_image(report)
@@ -162,15 +196,19 @@ def rolling_update(inventory: Inventory, secrets: Secrets, report: Report, wait_
         runtime.prune_images(image, report)
 
 
-def submit(inventory: Inventory, secrets: Secrets, text: str, wait: float = 30) -> dict:
-    """Submit one text to the orchestrator's public API and wait for its result."""
+def submit(inventory: Inventory, secrets: Secrets, secrets_dir: str, text: str, wait: float = 30) -> dict:
+    """Submit one text to the orchestrator's public API (TLS, the certificate pinned) and wait for its result."""
     import requests
 
-    base = f"http://{inventory.orchestrator.public_ip}:{inventory.api_port}"
-    headers = {"X-API-Key": secrets.api_key}
-    posted = requests.post(f"{base}/jobs", json={"text": text}, headers=headers, timeout=10)
-    if posted.status_code != 202:
-        raise DeployError(f"the API answered {posted.status_code}: {posted.text[:200]}")
-    job_id = posted.json()["job_id"]
-    return requests.get(f"{base}/jobs/{job_id}", params={"wait": wait}, headers=headers, timeout=wait + 10).json()
+    session, _ = pinned_session(inventory, secrets_dir)
+    base = api_url(inventory)
+    session.headers["X-API-Key"] = secrets.api_key
+    try:
+        posted = session.post(f"{base}/jobs", json={"text": text}, timeout=10)
+        if posted.status_code != 202:
+            raise DeployError(f"the API answered {posted.status_code}: {posted.text[:200]}")
+        job_id = posted.json()["job_id"]
+        return session.get(f"{base}/jobs/{job_id}", params={"wait": wait}, timeout=wait + 10).json()
+    except requests.RequestException as exc:
+        raise DeployError(f"the API at {base} did not answer over TLS with the pinned certificate: {exc}") from None
 

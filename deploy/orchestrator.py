@@ -1,10 +1,11 @@
-"""The orchestrator host: Redis (password, AOF, private bind, noeviction), the API and Flower as services."""
+"""The orchestrator host: Redis (password, AOF, private bind, a memory limit), the API and Flower on loopback,
+and nginx, the one public port, in front of the API with TLS."""
 from __future__ import annotations
 
 from fabric import Connection
 
 from inferq import commands
-from inferq.deploy import config_files
+from inferq.deploy import config_files, proxy, tls
 from inferq.deploy.connections import root
 from inferq.deploy.credentials import Secrets
 from inferq.deploy.files import put_if_changed
@@ -15,34 +16,78 @@ from inferq.deploy.services import Service
 
 
 def orchestrator_services(runtime: Runtime, inventory: Inventory, host: Host, where: Layout) -> list[Service]:
-    """Redis, the API under gunicorn, Flower: the local stack's commands."""
+    """Redis, the API under gunicorn, Flower (loopback: reached through SSH), the TLS proxy."""
     env = f"{where.remote_dir}/etc/orchestrator.env"
     return [
         Service("redis", [runtime.redis_server, f"{where.remote_dir}/etc/redis.conf"], "", where.remote_dir,
                 user=runtime.user("redis")),
         Service("api", commands.api(where.bin), env, where.code, user=runtime.user("api")),
-        Service("flower", commands.flower(where.bin, host.private_ip, inventory.flower_port), env, where.code,
+        # Loopback only: Flower is reached through an SSH tunnel (docs/deploy.md).
+        Service("flower", commands.flower(where.bin, "127.0.0.1", inventory.flower_port), env, where.code,
                 user=runtime.user("flower")),
+        # The master binds the public port and reads the key as root; its workers run as runtime.user("proxy").
+        Service("proxy", [runtime.nginx, "-c", f"{where.remote_dir}/etc/nginx.conf", "-g", "daemon off;"], "",
+                where.remote_dir, user="root"),
     ]
 
 
-def deploy_orchestrator(c: Connection, runtime: Runtime, inventory: Inventory, secrets: Secrets,
+def memory_of(c: Connection) -> int:
+    """The host's memory in bytes (MemTotal)."""
+    return int(root(c, "awk '/^MemTotal:/ {print $2}' /proc/meminfo").stdout.strip()) * 1024
+
+
+def write_tls(c: Connection, inventory: Inventory, host: Host, where: Layout, secrets_dir: str) -> bool:
+    """The cluster's certificate (made here once) and its key on the host; True if either changed."""
+    made = tls.load_or_create(secrets_dir, inventory.cluster, sorted({host.public_ip, host.private_ip}))
+    key = put_if_changed(c, made.key_pem, f"{where.remote_dir}/etc/tls/api.key", "600")
+    cert = put_if_changed(c, made.cert_pem, f"{where.remote_dir}/etc/tls/api.crt", "644")
+    return key or cert
+
+
+def write_proxy(c: Connection, runtime: Runtime, inventory: Inventory, where: Layout) -> bool:
+    """nginx.conf, checked by nginx itself before anything restarts; True if it changed."""
+    from inferq.settings import Api, load
+
+    api = load(Api, inventory.env)  # the API's limits as the hosts will have them
+    run_dir = f"{where.remote_dir}/run/proxy"
+    root(c, f"install -d -m 700 -o {runtime.user('proxy')} {run_dir}")
+    conf = proxy.nginx_conf(inventory, run_dir, f"{where.remote_dir}/etc/tls/api.crt",
+                            f"{where.remote_dir}/etc/tls/api.key", runtime.user("proxy"), api.max_body_bytes,
+                            api.max_wait_seconds)
+    changed = put_if_changed(c, conf, f"{where.remote_dir}/etc/nginx.conf")
+    # A configuration nginx rejects stops the deploy here, with the running proxy untouched.
+    root(c, f"{runtime.nginx} -t -q -c {where.remote_dir}/etc/nginx.conf")
+    return changed
+
+
+def deploy_orchestrator(c: Connection, runtime: Runtime, inventory: Inventory, secrets: Secrets, secrets_dir: str,
                         report: Report) -> int:
-    """Configure Redis, the API and Flower; start or restart what changed (a new release too). Return changes."""
+    """Configure Redis, the API, Flower and the proxy; start or restart what changed (a new release too).
+
+    Return the changes made.
+    """
     host = inventory.orchestrator
     where = runtime.layout(inventory, host)
-    changes = runtime.prepare_orchestrator(c, inventory, host, where)
+    prepared = runtime.prepare_orchestrator(c, inventory, host, where)
     data_dir = f"{where.remote_dir}/redis"
     root(c, f"install -d -m 700 -o {runtime.user('redis')} {data_dir}")
-    redis_conf = config_files.redis_conf(inventory, host, secrets, data_dir)
+    limit = config_files.maxmemory(memory_of(c), inventory.redis_memory_fraction)
+    redis_conf = config_files.redis_conf(inventory, host, secrets, data_dir, limit)
     conf_changed = put_if_changed(c, redis_conf, f"{where.remote_dir}/etc/redis.conf", "600", runtime.user("redis"))
     env_changed = put_if_changed(c, config_files.orchestrator_env(inventory, secrets),
                                  f"{where.remote_dir}/etc/orchestrator.env", "600")
-    changes += conf_changed + env_changed
+    tls_changed = write_tls(c, inventory, host, where, secrets_dir)
+    proxy_changed = write_proxy(c, runtime, inventory, where)
+    changes = prepared + conf_changed + env_changed + tls_changed + proxy_changed
+    if conf_changed:
+        report(f"{host.name}: redis maxmemory {limit // 2**20} MiB ({inventory.redis_memory_fraction:g} of the "
+               "host's memory)")
     services = runtime.service_manager(where)
     for service in orchestrator_services(runtime, inventory, host, where):
-        # Redis restarts only for its own configuration; the API and Flower for a new release too.
-        inputs = conf_changed if service.name == "redis" else (env_changed or changes > 0)
+        # Each restarts only for its own inputs: Redis for its configuration, the proxy for its own and the
+        # certificate, the API and Flower for their environment or a new release.
+        inputs = {"redis": conf_changed, "proxy": tls_changed or proxy_changed}.get(
+            service.name, env_changed or prepared > 0)
         outcome = services.ensure(c, service, inputs)
         changes += outcome != "unchanged"
         report(f"{host.name}: {service.name} {outcome}")

@@ -1,58 +1,35 @@
 """Provisioning: create (or find by tag) the key pair, the two security groups and the instances.
 
 Every step looks its resource up by the cluster tag first, so a second run
-creates nothing; with dry_run only read-only calls are made and the plan is
-reported. Teardown deletes what carries the tag, and nothing else.
+creates nothing. Before the first change, a pre-flight (deploy.preflight)
+checks the credentials, every permission (EC2 DryRun) and the vCPU quota, and
+the inventory is written as "provisioning" with its region, so `down` finds
+whatever a failure leaves (all of it tagged at creation). With dry_run only
+read-only calls are made and the plan is reported. Teardown is deploy.teardown.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from inferq.deploy import host_keys, preflight, settings
 from inferq.deploy import inventory as inv
-from inferq.deploy import settings
-from inferq.deploy.aws import images, instances, keypairs, security_groups
+from inferq.deploy.aws import instances, keypairs, quotas, security_groups
+from inferq.deploy.aws.clients import Aws
 from inferq.deploy.aws.security_groups import Rule
-from inferq.deploy.aws.tags import tag_value
+from inferq.deploy.aws.tags import tag_spec, tag_value
+from inferq.deploy.errors import DeployError
+from inferq.deploy.options import Options
+from inferq.deploy.survey import ROLES, Survey, survey
 
 Report = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class Options:
-    """What to provision (defaults in deploy.settings)."""
-
-    cluster: str = settings.CLUSTER
-    region: str = settings.REGION
-    workers: int = settings.WORKERS
-    orchestrator_type: str = settings.ORCHESTRATOR_TYPE
-    worker_type: str = settings.WORKER_TYPE
-    admin_cidr: str = ""
-    api_cidr: str = settings.API_CIDR
-    ami_owner: str = settings.AMI_OWNER
-    ami_name: str = settings.AMI_NAME
-    volume_gb: int = settings.ROOT_VOLUME_GB
-    secrets_dir: str = settings.SECRETS_DIR
-    inventory: str = settings.INVENTORY
-
-    @property
-    def key_file(self) -> Path:
-        """Where the cluster's SSH private key is kept."""
-        return Path(self.secrets_dir) / self.cluster / "ssh-key.pem"
-
-
-def host_names(workers: int) -> list[tuple[str, str]]:
-    """(role, name) of every instance: one orchestrator, then worker-1..N."""
-    return [("orchestrator", "orchestrator")] + [("worker", f"worker-{i}") for i in range(1, workers + 1)]
-
-
 def orchestrator_rules(options: Options, worker_group: str) -> list[Rule]:
-    """Who may reach the orchestrator: the API from api_cidr, SSH and Flower from the admin, Redis from workers only."""
+    """Who may reach the orchestrator: the API (TLS) from api_cidr, SSH from the admin, Redis from workers only."""
     return [
-        Rule(settings.API_PORT, options.api_cidr, "inferq API"),
+        Rule(settings.HTTPS_PORT, options.api_cidr, "inferq API (TLS)"),
         Rule(settings.SSH_PORT, options.admin_cidr, "SSH from the admin"),
-        Rule(settings.FLOWER_PORT, options.admin_cidr, "Flower from the admin"),
         Rule(settings.REDIS_PORT, worker_group, "Redis from the workers"),
     ]
 
@@ -62,12 +39,52 @@ def worker_rules(options: Options) -> list[Rule]:
     return [Rule(settings.SSH_PORT, options.admin_cidr, "SSH from the admin")]
 
 
-def ensure_key(ec2, options: Options, dry_run: bool, report: Report) -> str:
+def checks(aws: Aws, options: Options, found: Survey) -> preflight.Checks:
+    """The DryRun requests of every change `up` would make."""
+    ec2, todo = aws.ec2, preflight.Checks()
+    if found.key is None:
+        todo.add("ec2:CreateKeyPair", "creating the key pair", lambda: ec2.create_key_pair(
+            KeyName=f"{options.cluster}-key", KeyType="ed25519", DryRun=True,
+            TagSpecifications=tag_spec("key-pair", options.cluster, "key", "key")))
+    for role, group in found.groups.items():
+        if group is None:
+            todo.add("ec2:CreateSecurityGroup", f"creating the {role} security group", lambda role=role: (
+                ec2.create_security_group(GroupName=f"{options.cluster}-{role}", Description="inferq pre-flight",
+                                          VpcId=found.vpc_id, DryRun=True,
+                                          TagSpecifications=tag_spec("security-group", options.cluster, role, role))))
+    # Rules go onto the cluster's groups, or (not made yet) onto the VPC's default group in this dry run; the
+    # rule is one no group has (TEST-NET-1, port 9), so the answer is about the permission, not a duplicate.
+    target = next((g["GroupId"] for g in found.groups.values() if g), None) or security_groups.default_group(
+        ec2, found.vpc_id)
+    rule = Rule(9, "192.0.2.1/32", "inferq pre-flight").permission()
+    todo.add("ec2:AuthorizeSecurityGroupIngress", "allowing ingress", lambda: ec2.authorize_security_group_ingress(
+        GroupId=target, IpPermissions=[rule], DryRun=True))
+    for role in sorted({role for role, _ in found.missing}):
+        request = instances.launch_request(options.cluster, role, f"{role}-preflight", found.images[role],
+                                           options.instance_type(role), options.volume_gb,
+                                           key_name=found.key["KeyName"] if found.key else "")
+        todo.add("ec2:RunInstances", f"launching {options.instance_type(role)} instances",
+                 lambda request=request: ec2.run_instances(**request, DryRun=True))
+    if found.stopped:
+        todo.add("ec2:StartInstances", "starting stopped instances",
+                 lambda: ec2.start_instances(InstanceIds=found.stopped, DryRun=True))
+    return todo
+
+
+def vcpus_needed(ec2, options: Options, found: Survey) -> int:
+    """vCPUs the instances `up` would launch or start take from the quota."""
+    types = [options.instance_type(role) for role, _ in found.missing]
+    types += [i["InstanceType"] for i in found.instances.values() if i["InstanceId"] in found.stopped]
+    types = [t for t in types if quotas.standard(t)]
+    sizes = quotas.vcpus(ec2, set(types))
+    return sum(sizes[t] for t in types)
+
+
+def ensure_key(ec2, options: Options, found: Survey, dry_run: bool, report: Report) -> str:
     """The key pair's name, creating it (and saving its private key) if the cluster has none."""
-    pair = keypairs.find(ec2, options.cluster)
-    if pair:
-        keypairs.check_private_key(pair, options.key_file)
-        return pair["KeyName"]
+    if found.key:
+        keypairs.check_private_key(found.key, options.key_file)
+        return found.key["KeyName"]
     name = f"{options.cluster}-key"
     report(f"{'would create' if dry_run else 'create'} key pair {name} (private key to {options.key_file}, mode 600)")
     if not dry_run:
@@ -75,61 +92,68 @@ def ensure_key(ec2, options: Options, dry_run: bool, report: Report) -> str:
     return name
 
 
-def ensure_group(ec2, options: Options, role: str, vpc_id: str, dry_run: bool, report: Report) -> dict:
+def ensure_group(ec2, options: Options, role: str, found: Survey, dry_run: bool, report: Report) -> dict:
     """The security group for role, creating it empty if missing (a placeholder in a dry run)."""
-    group = security_groups.find(ec2, options.cluster, role)
+    group = found.groups[role]
     if group:
         return group
     report(f"{'would create' if dry_run else 'create'} security group {options.cluster}-{role}")
     if dry_run:
         return {"GroupId": f"sg-<new {role}>", "GroupName": f"{options.cluster}-{role}", "IpPermissions": []}
-    group_id = security_groups.create(ec2, options.cluster, role, vpc_id, f"inferq {role} ({options.cluster})")
+    group_id = security_groups.create(ec2, options.cluster, role, found.vpc_id, f"inferq {role} ({options.cluster})")
     return {"GroupId": group_id, "GroupName": f"{options.cluster}-{role}", "IpPermissions": []}
 
 
-def ensure_instances(ec2, options: Options, key_name: str, groups: dict, dry_run: bool, report: Report) -> list[str]:
-    """Launch the instances the cluster lacks, start stopped ones; return every instance id."""
-    existing = {tag_value(i, settings.NAME_TAG_KEY): i for i in instances.find(ec2, options.cluster)}
-    wanted = host_names(options.workers)
-    missing = [(role, name) for role, name in wanted if name not in existing]
-    stopped = [i["InstanceId"] for i in existing.values() if i["State"]["Name"] in ("stopped", "stopping")]
-    surplus = sorted(set(existing) - {name for _, name in wanted})
-    if surplus:
+def ensure_instances(ec2, options: Options, found: Survey, key_name: str, groups: dict, dry_run: bool,
+                     report: Report) -> list[str]:
+    """Launch the instances the cluster lacks (IMDSv2, encrypted, a host key of their own), start stopped ones."""
+    if found.surplus:
         # Never terminate on `up`: fewer --workers than before is a decision for `down` or the console.
-        report(f"note: instances beyond the asked-for {options.workers} workers are left running: {', '.join(surplus)}")
-    image = images.latest_image(ec2, options.ami_owner, options.ami_name) if missing else None
-    for role, name in missing:
-        itype = options.orchestrator_type if role == "orchestrator" else options.worker_type
+        report(f"note: instances beyond the asked-for {options.workers} workers are left running: "
+               f"{', '.join(found.surplus)}")
+    for role, name in found.missing:
+        image = found.images[role]
         verb = "would launch" if dry_run else "launch"
-        report(f"{verb} {name} ({itype}, {image['ImageId']} {image.get('Name', '')})")
-    if stopped:
-        report(f"{'would start' if dry_run else 'start'} stopped instances {', '.join(stopped)}")
+        report(f"{verb} {name} ({options.instance_type(role)}, {image['ImageId']} {image.get('Name', '')}; "
+               "IMDSv2 required, root volume encrypted)")
+    if found.stopped:
+        report(f"{'would start' if dry_run else 'start'} stopped instances {', '.join(found.stopped)}")
+    for name, instance in sorted(found.instances.items()):
+        if instance.get("MetadataOptions", {}).get("HttpTokens") != "required":
+            report(f"{'would require' if dry_run else 'require'} IMDSv2 on {name}")
+            if not dry_run:
+                instances.require_imdsv2(ec2, instance, name)
+    ids = [i["InstanceId"] for i in found.instances.values()]
     if dry_run:
-        return [i["InstanceId"] for i in existing.values()]
-    ids = [i["InstanceId"] for i in existing.values()]
-    for role, name in missing:
-        itype = options.orchestrator_type if role == "orchestrator" else options.worker_type
-        ids.append(instances.launch(ec2, options.cluster, role, name, image, itype, key_name,
-                                    groups[role]["GroupId"], options.volume_gb))
-    if stopped:
-        instances.start(ec2, stopped)
+        return ids
+    for role, name in found.missing:
+        request = instances.launch_request(options.cluster, role, name, found.images[role],
+                                           options.instance_type(role), options.volume_gb,
+                                           host_keys.user_data(host_keys.generate()), key_name,
+                                           groups[ROLES[role]]["GroupId"])
+        ids.append(instances.launch(ec2, request, name))
+    if found.stopped:
+        instances.start(ec2, found.stopped)
     return ids
 
 
-def up(ec2, options: Options, dry_run: bool, report: Report) -> int:
-    """Create or find everything; write the inventory. Return the number of changes (planned, in a dry run)."""
-    changes = []
+def up(aws: Aws, options: Options, dry_run: bool, report: Report) -> int:
+    """Pre-flight, then create or find everything; write the inventory. Return the number of changes."""
+    ec2 = aws.ec2
+    arn = preflight.identity(aws)  # first: with refused credentials, every later call would fail obscurely
+    found = survey(ec2, options)
+    preflight.require(aws, arn, checks(aws, options, found), report)
+    preflight.require_vcpus(aws, vcpus_needed(ec2, options, found), report)
+    changes: list[str] = []
     counting = lambda line: (changes.append(line), report(line))  # noqa: E731
-    key_name = ensure_key(ec2, options, dry_run, counting)
-    vpc_id = security_groups.default_vpc(ec2)
-    groups = {
-        "worker": ensure_group(ec2, options, "workers", vpc_id, dry_run, counting),
-        "orchestrator": ensure_group(ec2, options, "orchestrator", vpc_id, dry_run, counting),
-    }
-    security_groups.converge(ec2, groups["worker"], worker_rules(options), dry_run, counting)
+    if not dry_run:
+        mark_provisioning(options)
+    key_name = ensure_key(ec2, options, found, dry_run, counting)
+    groups = {role: ensure_group(ec2, options, role, found, dry_run, counting) for role in ("workers", "orchestrator")}
+    security_groups.converge(ec2, groups["workers"], worker_rules(options), dry_run, counting)
     security_groups.converge(ec2, groups["orchestrator"],
-                             orchestrator_rules(options, groups["worker"]["GroupId"]), dry_run, counting)
-    ids = ensure_instances(ec2, options, key_name, groups, dry_run, counting)
+                             orchestrator_rules(options, groups["workers"]["GroupId"]), dry_run, counting)
+    ids = ensure_instances(ec2, options, found, key_name, groups, dry_run, counting)
     if dry_run:
         report(f"dry run: {len(changes)} change(s) planned, nothing done")
         return len(changes)
@@ -137,55 +161,50 @@ def up(ec2, options: Options, dry_run: bool, report: Report) -> int:
     instances.wait(ec2, ids, "running")
     # Running is not reachable: wait for EC2's status checks, by then sshd answers.
     instances.wait(ec2, ids, "status_ok")
-    hosts = [host_of(i) for i in instances.describe(ec2, ids)]
-    path = inv.write(inv.Inventory(cluster=options.cluster, hosts=sorted(hosts, key=host_order),
-                                   key_file=str(options.key_file), region=options.region,
+    described = instances.describe(ec2, ids)
+    for volume in instances.unencrypted_volumes(ec2, ids):
+        report(f"note: volume {volume} was made before inferq encrypted root volumes; only `down` and `up` "
+               "replace it")
+    hosts = sorted((host_of(i) for i in described), key=host_order)
+    pins = host_keys.write_known_hosts(options.known_hosts, [
+        (h.public_ip, h.ssh_port, pinned_key(ec2, h)) for h in hosts])
+    path = inv.write(inv.Inventory(cluster=options.cluster, hosts=hosts, key_file=str(options.key_file),
+                                   region=options.region, known_hosts=str(pins),
                                    containers_per_worker=settings.CONTAINERS_PER_WORKER), options.inventory)
-    report(f"{len(changes)} change(s); {len(hosts)} instance(s) running; inventory written to {path}")
+    report(f"{len(changes)} change(s); {len(hosts)} instance(s) running; inventory written to {path}, "
+           f"host keys pinned in {pins}")
     return len(changes)
+
+
+def mark_provisioning(options: Options) -> None:
+    """Before the first change: an inventory naming the cluster and region, unless a complete one does already."""
+    path = Path(options.inventory)
+    if path.exists() and inv.read(path).state == inv.READY:
+        return
+    inv.write(inv.Inventory(cluster=options.cluster, hosts=[], key_file=str(options.key_file),
+                            region=options.region, state=inv.PROVISIONING,
+                            known_hosts=str(options.known_hosts)), path)
+
+
+def pinned_key(ec2, host: inv.Host) -> str:
+    """The host key an instance was given at launch, read back from its user data through the EC2 API."""
+    key = host_keys.public_key_in(instances.user_data(ec2, host.instance_id))
+    if key is None:
+        raise DeployError(f"{host.name} ({host.instance_id}) was launched without a host key inferq can pin; "
+                          "replace it: `inferq-provision down`, then `up`")
+    return key
 
 
 def host_of(instance: dict) -> inv.Host:
     """An inventory host from a described instance."""
-    return inv.Host(name=tag_value(instance, settings.NAME_TAG_KEY), role=tag_value(instance, settings.ROLE_TAG_KEY),
+    role = tag_value(instance, settings.ROLE_TAG_KEY) or ""
+    return inv.Host(name=tag_value(instance, settings.NAME_TAG_KEY) or "", role=role,
                     instance_id=instance["InstanceId"], public_ip=instance.get("PublicIpAddress", ""),
-                    private_ip=instance.get("PrivateIpAddress", ""))
+                    private_ip=instance.get("PrivateIpAddress", ""),
+                    ssh_user=settings.ORCHESTRATOR_SSH_USER if role == "orchestrator" else settings.SSH_USER)
 
 
 def host_order(host: inv.Host) -> tuple:
     """Orchestrator first, then workers by number."""
     number = host.name.rpartition("-")[2]
     return (host.role != "orchestrator", int(number) if number.isdigit() else 0, host.name)
-
-
-def down(ec2, options: Options, dry_run: bool, report: Report) -> int:
-    """Delete the cluster's instances, security groups and key pair (found by tag). Return the count."""
-    doomed = instances.find(ec2, options.cluster)
-    groups = security_groups.find_all(ec2, options.cluster)
-    pair = keypairs.find(ec2, options.cluster)
-    verb = "would delete" if dry_run else "delete"
-    for instance in doomed:
-        report(f"{verb} instance {tag_value(instance, settings.NAME_TAG_KEY)} ({instance['InstanceId']})")
-    for group in groups:
-        report(f"{verb} security group {group['GroupName']} ({group['GroupId']})")
-    if pair:
-        report(f"{verb} key pair {pair['KeyName']}")
-    count = len(doomed) + len(groups) + (1 if pair else 0)
-    if dry_run:
-        report(f"dry run: {count} resource(s) would be deleted, nothing done")
-        return count
-    if doomed:
-        ids = [i["InstanceId"] for i in doomed]
-        instances.terminate(ec2, ids)
-        report(f"waiting for {len(ids)} instance(s) to terminate")
-        # Groups in use by an instance cannot be deleted: wait until none is.
-        instances.wait(ec2, ids, "terminated")
-    for group in groups:
-        security_groups.revoke_all(ec2, group)
-    for group in groups:
-        security_groups.delete(ec2, group)
-    if pair:
-        keypairs.delete(ec2, pair)
-        options.key_file.unlink(missing_ok=True)
-    report(f"deleted {count} resource(s) tagged {settings.TAG_KEY}={options.cluster}")
-    return count

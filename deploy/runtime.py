@@ -1,9 +1,9 @@
 """How services run on the hosts: one Runtime object per cluster, chosen once from the inventory.
 
-The AWS runtime ("docker") runs the orchestrator's Redis, API and Flower as
-systemd units from a release installed in a venv, and each worker host's
-workers as containers of the worker image (built once here, shipped by
-digest) under docker compose. Another runtime subclasses Runtime and is named
+The AWS runtime ("docker") runs the orchestrator's Redis, API, Flower and TLS
+proxy (nginx) as systemd units, the API and Flower from the current release's
+own venv (deploy.release), and each worker host's workers as containers of the
+worker image (built once here, shipped by digest) under docker compose. Another runtime subclasses Runtime and is named
 in the inventory as "module:Class", built with the inventory's runtime_options:
 the tests' network-namespace lab (tests/deploy/lab_runtime.py) is one.
 """
@@ -30,42 +30,63 @@ class Runtime:
     redis_server = "/usr/bin/redis-server"
     """systemd wants an absolute ExecStart (Debian's and Ubuntu's package puts it here)."""
 
+    nginx = "/usr/sbin/nginx"
+    """The TLS proxy in front of the API (Debian's nginx package)."""
+
+    python = "/usr/bin/python3"
+    """The host's Python that builds each release's venv (Debian 12's: 3.11, deploy.settings.PYTHON_VERSION)."""
+
+    packages = "redis-server python3-venv nginx"
+    """What the orchestrator installs from its distribution (the tests install the same, scripts/system-deps.sh)."""
+
     def __init__(self, docker: str = "docker", compose: str = "docker compose",
-                 build_args: dict | None = None, build_contexts: dict | None = None, keep_images: int = KEEP_IMAGES):
+                 build_args: dict | None = None, build_contexts: dict | None = None, keep_images: int = KEEP_IMAGES,
+                 pip_args: list[str] | None = None):
         # docker: the command on the hosts and here (where the image is built); compose: on the hosts.
         self.docker, self.compose, self.keep_images = docker, compose, keep_images
         # worker_image/Dockerfile's ARGs and extra build contexts; empty: its defaults.
         self.build_args, self.build_contexts = dict(build_args or {}), dict(build_contexts or {})
+        # Extra pip options of a release's install (where its packages come from); empty: PyPI.
+        self.pip_args = list(pip_args or [])
 
     def layout(self, inventory: Inventory, host: Host) -> Layout:
-        """The release under remote_dir/current, its venv at remote_dir/venv."""
-        return Layout(host.remote_dir, f"{host.remote_dir}/venv", f"{host.remote_dir}/current")
+        """The release under remote_dir/current, with its own venv inside it."""
+        return Layout(host.remote_dir, f"{host.remote_dir}/current/venv", f"{host.remote_dir}/current")
 
     def service_manager(self, where: Layout):
         """What starts, restarts and reports the orchestrator's services."""
         return Systemd(where.remote_dir)
 
     def user(self, service: str) -> str:
-        """The account a service runs as: redis for Redis, the unprivileged inferq for the rest."""
-        return "redis" if service == "redis" else "inferq"
+        """The account a service runs as: redis for Redis, www-data for nginx's workers, inferq for the rest.
+
+        nginx's master runs as root (it binds port 443 and reads the key) and its
+        workers, which talk to clients, as this user.
+        """
+        return {"redis": "redis", "proxy": "www-data"}.get(service, "inferq")
 
     def prepare_orchestrator(self, c: Connection, inventory: Inventory, host: Host, where: Layout) -> int:
-        """Packages, the service user, this release in the venv (older ones pruned). Return changes made."""
+        """Packages, the service user, this release in a venv of its own (older ones pruned). Return changes made."""
         changes = 0
-        if root(c, "dpkg -s redis-server python3-venv >/dev/null 2>&1", warn=True).failed:
-            apt_install(c, "redis-server python3-venv")
+        if root(c, f"dpkg -s {self.packages} >/dev/null 2>&1", warn=True).failed:
+            apt_install(c, self.packages)
             changes += 1
-        # Debian's own redis-server instance would hold the port; ours is inferq-redis.
-        if root(c, "systemctl is-enabled --quiet redis-server", warn=True).ok:
-            root(c, "systemctl disable --now redis-server")
-            changes += 1
+        # The packages' own instances would hold the ports; ours are inferq-redis and inferq-proxy.
+        for unit in ("redis-server", "nginx"):
+            if root(c, f"systemctl is-enabled --quiet {unit}", warn=True).ok:
+                root(c, f"systemctl disable --now {unit}")
+                changes += 1
         if root(c, "id inferq", warn=True).failed:
             root(c, f"useradd --system --home-dir {where.remote_dir} --shell /usr/sbin/nologin inferq")
             changes += 1
+        return changes + self.install_release(c, where)
+
+    def install_release(self, c: Connection, where: Layout) -> int:
+        """This checkout's release in its own venv, made current if it installs (older ones pruned)."""
         version, data = release.package(REPO)
-        changes += release.install(c, where.remote_dir, version, data, with_venv=True)
+        changed = release.install(c, where.remote_dir, version, data, self.python, self.pip_args)
         release.prune(c, where.remote_dir, KEEP_RELEASES)
-        return changes
+        return int(changed)
 
     def prepare_worker(self, c: Connection, inventory: Inventory, host: Host) -> int:
         """Docker, its compose plugin and zstd (images arrive compressed) on a worker host, when missing."""

@@ -38,24 +38,69 @@ ROOT_VOLUME_GB = 30
 """Root disk: the worker image with torch and a baked model is a few GiB, plus build cache."""
 
 AMI_OWNER = "099720109477"
-"""Canonical's AWS account: the images the AMI lookup trusts."""
+"""Canonical's AWS account: the images the workers' AMI lookup trusts."""
 
 AMI_NAME = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"
-"""Ubuntu 24.04 LTS (systemd, docker.io and docker-compose-v2 packages); the newest match is used."""
+"""The workers: Ubuntu 24.04 LTS (docker.io and docker-compose-v2 packages); the newest match is used."""
 
 SSH_USER = "ubuntu"
 """Login user of the Ubuntu images (passwordless sudo)."""
 
+ORCHESTRATOR_AMI_OWNER = "136693071363"
+"""Debian's AWS account: the images the orchestrator's AMI lookup trusts."""
+
+ORCHESTRATOR_AMI_NAME = "debian-12-amd64-*"
+"""The orchestrator: Debian 12, whose python3 is the 3.11 that constraints.txt is installed and tested with."""
+
+ORCHESTRATOR_SSH_USER = "admin"
+"""Login user of Debian's images (passwordless sudo)."""
+
+PYTHON_VERSION = "3.11"
+"""The Python the pins are tested with (the suite runs on it): the orchestrator's venvs must use it."""
+
 API_PORT = 5000
+"""Where gunicorn listens on the orchestrator: loopback only, behind the TLS proxy."""
+
+HTTPS_PORT = 443
+"""The API's public port: TLS (nginx), the API key required."""
+
 API_CIDR = "0.0.0.0/0"
-"""Who may reach the API port: anyone by default (the one port open to the world)."""
+"""Who may reach the API's public port: anyone by default (the one port open to the world)."""
 
 FLOWER_PORT = 5555
+"""Flower, on the orchestrator's loopback: reached through an SSH tunnel only."""
+
 REDIS_PORT = 6379
 SSH_PORT = 22
 
+REDIS_MEMORY_FRACTION = 0.4
+"""Redis's maxmemory as a share of the orchestrator's memory: the rest is for the API, Flower,
+nginx and the copy-on-write pages of the AOF rewrite's fork (up to Redis's size again)."""
+
+IMDS_HOP_LIMIT = 1
+"""IMDSv2 tokens travel one hop: a worker container (one more hop, its bridge) cannot use the metadata service."""
+
+VCPU_QUOTA_CODE = "L-1216C47A"
+"""Service Quotas' code of "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances", in vCPUs."""
+
+SSH_CONNECT_ATTEMPTS = 5
+"""Connection attempts to a host before giving up (a host still booting refuses for a while)."""
+
+SSH_RETRY_SECONDS = 1.0
+"""First wait between SSH connection attempts; it doubles (1, 2, 4, 8 s: 15 s in all)."""
+
+AWS_RETRY_ATTEMPTS = 8
+"""Tries of an AWS call that fails only until AWS catches up (a group still used by a terminated
+instance's interface: DependencyViolation)."""
+
+AWS_RETRY_SECONDS = 5.0
+"""First wait between those tries; it doubles, up to AWS_RETRY_LONGEST."""
+
+AWS_RETRY_LONGEST = 30.0
+"""Longest wait between two tries (8 tries: about 2.5 minutes in all)."""
+
 INVENTORY = "state/inventory.json"
-"""Where provisioning writes the inventory that the Fabric tasks read."""
+"""Where provisioning writes the inventory that the Fabric tasks read (the pinned host keys go beside it)."""
 
 SECRETS_DIR = "secrets"
 """Local directory (gitignored, mode 700) for the SSH key and generated passwords."""

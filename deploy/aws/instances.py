@@ -1,12 +1,22 @@
-"""EC2 instances: found by their name tag, created one per name, waited for with boto3 waiters."""
+"""EC2 instances: found by their name tag, created one per name, waited for with boto3 waiters.
+
+Every instance requires IMDSv2 (session tokens, one hop) and boots from an
+encrypted root volume; its user data carries its SSH host key (deploy.host_keys).
+"""
 from __future__ import annotations
+
+import base64
 
 from inferq.deploy.aws.tags import cluster_filter, tag_spec
 from inferq.deploy.errors import aws_call
-from inferq.deploy.settings import WAIT_SECONDS
+from inferq.deploy.retry import eventually
+from inferq.deploy.settings import IMDS_HOP_LIMIT, WAIT_SECONDS
 
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 """States of an instance that still exists (terminated ones linger in describe for an hour)."""
+
+METADATA_OPTIONS = {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": IMDS_HOP_LIMIT}
+"""IMDSv2 only: a request without a session token (an SSRF's plain GET) gets nothing."""
 
 
 def find(ec2, cluster: str) -> list[dict]:
@@ -17,19 +27,62 @@ def find(ec2, cluster: str) -> list[dict]:
         return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
 
-def launch(ec2, cluster: str, role: str, name: str, image: dict, instance_type: str,
-           key_name: str, group_id: str, volume_gb: int) -> str:
-    """Launch one tagged instance; return its id."""
-    with aws_call(f"launching instance {name} ({instance_type})"):
-        reply = ec2.run_instances(
-            ImageId=image["ImageId"], InstanceType=instance_type, KeyName=key_name,
-            SecurityGroupIds=[group_id], MinCount=1, MaxCount=1,
-            BlockDeviceMappings=[{"DeviceName": image.get("RootDeviceName", "/dev/sda1"),
-                                  "Ebs": {"VolumeSize": volume_gb, "VolumeType": "gp3",
-                                          "DeleteOnTermination": True}}],
-            TagSpecifications=tag_spec("instance", cluster, role, name) + tag_spec("volume", cluster, role, name),
-        )
+def launch_request(cluster: str, role: str, name: str, image: dict, instance_type: str, volume_gb: int,
+                   user_data: str = "", key_name: str = "", group_id: str = "") -> dict:
+    """RunInstances' arguments for one tagged instance (the pre-flight dry-runs the same request)."""
+    request = dict(
+        ImageId=image["ImageId"], InstanceType=instance_type, MinCount=1, MaxCount=1,
+        MetadataOptions=METADATA_OPTIONS,
+        BlockDeviceMappings=[{"DeviceName": image.get("RootDeviceName", "/dev/sda1"),
+                              "Ebs": {"VolumeSize": volume_gb, "VolumeType": "gp3", "Encrypted": True,
+                                      "DeleteOnTermination": True}}],
+        TagSpecifications=(tag_spec("instance", cluster, role, name) + tag_spec("volume", cluster, role, name)
+                           + tag_spec("network-interface", cluster, role, name)),
+    )
+    if user_data:
+        request["UserData"] = user_data
+    if key_name:
+        request["KeyName"] = key_name
+    if group_id:
+        request["SecurityGroupIds"] = [group_id]
+    return request
+
+
+def launch(ec2, request: dict, name: str) -> str:
+    """Launch one instance from launch_request(); return its id."""
+    what = f"launching instance {name} ({request['InstanceType']})"
+    with aws_call(what):
+        # The key pair and groups made a moment ago may not be visible to RunInstances yet.
+        reply = eventually(what, lambda: ec2.run_instances(**request), "InvalidKeyPair.NotFound",
+                           "InvalidGroup.NotFound")
     return reply["Instances"][0]["InstanceId"]
+
+
+def require_imdsv2(ec2, instance: dict, name: str) -> bool:
+    """Require IMDSv2 on an instance launched without it; True if it had to change."""
+    if instance.get("MetadataOptions", {}).get("HttpTokens") == "required":
+        return False
+    with aws_call(f"requiring IMDSv2 on {name}"):
+        ec2.modify_instance_metadata_options(InstanceId=instance["InstanceId"], HttpTokens="required",
+                                             HttpEndpoint="enabled", HttpPutResponseHopLimit=IMDS_HOP_LIMIT)
+    return True
+
+
+def unencrypted_volumes(ec2, ids: list[str]) -> list[str]:
+    """Ids of the volumes attached to these instances that are not encrypted."""
+    if not ids:
+        return []
+    with aws_call("describing volumes"):
+        volumes = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": ids}])["Volumes"]
+    return [v["VolumeId"] for v in volumes if not v.get("Encrypted")]
+
+
+def user_data(ec2, instance_id: str) -> str:
+    """The user data an instance was launched with ("" if none), through the EC2 API."""
+    with aws_call(f"reading the user data of {instance_id}"):
+        reply = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+    value = reply.get("UserData", {}).get("Value")
+    return base64.b64decode(value).decode() if value else ""
 
 
 def start(ec2, ids: list[str]) -> None:

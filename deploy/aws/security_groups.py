@@ -5,6 +5,7 @@ from typing import NamedTuple
 
 from inferq.deploy.aws.tags import cluster_filter, tag_spec
 from inferq.deploy.errors import DeployError, aws_call
+from inferq.deploy.retry import eventually
 
 
 class Rule(NamedTuple):
@@ -34,6 +35,14 @@ def default_vpc(ec2) -> str:
     if not vpcs:
         raise DeployError("this region has no default VPC; create one with `aws ec2 create-default-vpc`")
     return vpcs[0]["VpcId"]
+
+
+def default_group(ec2, vpc_id: str) -> str:
+    """The id of the VPC's own default group (the pre-flight dry-runs rules against it)."""
+    with aws_call("looking up the VPC's default security group"):
+        groups = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc_id]},
+                                                       {"Name": "group-name", "Values": ["default"]}])
+    return groups["SecurityGroups"][0]["GroupId"]
 
 
 def find(ec2, cluster: str, role: str) -> dict | None:
@@ -86,8 +95,9 @@ def converge(ec2, group: dict, wanted: list[Rule], dry_run: bool, report) -> int
         return len(missing) + len(extra)
     if missing:
         with aws_call(f"authorizing ingress on {name}"):
-            ec2.authorize_security_group_ingress(GroupId=group["GroupId"],
-                                                 IpPermissions=[r.permission() for r in missing])
+            # A group created a moment ago may not be visible to this call yet.
+            eventually(f"authorizing ingress on {name}", lambda: ec2.authorize_security_group_ingress(
+                GroupId=group["GroupId"], IpPermissions=[r.permission() for r in missing]), "InvalidGroup.NotFound")
     revoke = [Rule(port, source).permission() for port, source in extra if port != -1]
     if revoke:
         with aws_call(f"revoking ingress on {name}"):
@@ -105,6 +115,7 @@ def revoke_all(ec2, group: dict) -> None:
 
 
 def delete(ec2, group: dict) -> None:
-    """Delete a security group."""
-    with aws_call(f"deleting security group {group['GroupName']}"):
-        ec2.delete_security_group(GroupId=group["GroupId"])
+    """Delete a security group, waiting out the interfaces of terminated instances that still hold it."""
+    what = f"deleting security group {group['GroupName']}"
+    with aws_call(what):
+        eventually(what, lambda: ec2.delete_security_group(GroupId=group["GroupId"]), "DependencyViolation")

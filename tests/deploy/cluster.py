@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from inferq.deploy import host_keys
 from tests.deploy.commands import FAB_PATHS
 from tests.deploy.conftest import BIN, ROOT, run_command
 from tests.deploy.netns import Lab
+from tests.deploy.wheelhouse import wheelhouse
 from tests.worker_image import engine
 
 HOSTS = ["orchestrator", "worker-1", "worker-2"]
@@ -32,6 +34,16 @@ KEEP_IMAGES = 2
 
 FAB_TIMEOUT = 900
 """Seconds a fab command may take here: a deploy builds the image (cached layers) and ships about 0.8 GB."""
+
+REDIS_MEMORY = 32 * 2**20
+"""About what the lab's Redis may hold: its fraction of this machine's memory is set to come to this,
+so a test can fill it (on AWS the fraction is deploy.settings.REDIS_MEMORY_FRACTION)."""
+
+
+def mem_total() -> int:
+    """This machine's memory in bytes, as the orchestrator's deploy reads it (the lab's hosts share it)."""
+    line = next(x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal:"))
+    return int(line.split()[1]) * 1024
 
 
 def refuse(reason: str):
@@ -52,16 +64,22 @@ class Cluster:
         self.store_env = {"CONTAINERS_STORAGE_CONF": str(self.store / "storage.conf")}
         self.lab = Lab(tmp, HOSTS, host_env={CONTAINER_HOST: self.store_env})
         self.inventory = tmp / "inventory.json"
+        self.known_hosts = tmp / "known_hosts"
         self.secrets = tmp / "secrets"
         build_args, build_contexts = engine.build_options(base_image)
         hosts = [{"name": h.name, "role": "orchestrator" if h.name == "orchestrator" else "worker",
                   "public_ip": h.address, "private_ip": h.address, "instance_id": f"netns:{h.namespace}",
                   "remote_dir": str(tmp / "hosts" / h.name)} for h in self.lab.hosts]
+        # The hosts' keys, pinned as `inferq-provision up` pins them: from where they were made, not from SSH.
+        host_keys.write_known_hosts(self.known_hosts, [(h.address, 22, self.lab.host_keys[h.name].public)
+                                                       for h in self.lab.hosts])
         self.inventory.write_text(json.dumps({
             "cluster": "lab", "hosts": hosts, "key_file": str(self.lab.key), "ssh_user": "root",
+            "known_hosts": str(self.known_hosts), "redis_memory_fraction": REDIS_MEMORY / mem_total(),
             "runtime": "tests.deploy.lab_runtime:LabRuntime",
             "runtime_options": {
                 "code_dir": str(ROOT), "python": sys.prefix, "container_hosts": [CONTAINER_HOST],
+                "pip_args": ["--no-index", "--find-links", str(wheelhouse())],
                 # The process workers' model; the containers serve the one baked into the image.
                 "process_env": {"INFERQ_MODEL": str(tiny_model)},
                 "docker": engine.DOCKER, "compose": str(BIN / "podman-compose"), "keep_images": KEEP_IMAGES,
@@ -111,6 +129,12 @@ class Cluster:
     def pids(self, host: str) -> dict[str, str]:
         run = self.tmp / "hosts" / host / "run"
         return {p.stem: p.read_text().strip() for p in sorted(run.glob("*.pid"))}
+
+    def api_sha256(self) -> str:
+        """The fingerprint of the certificate `fab deploy` made for the API (what clients pin)."""
+        from inferq.deploy import tls
+
+        return tls.load(self.secrets, "lab").sha256
 
     def secret_values(self) -> list[str]:
         data = json.loads((self.secrets / "lab" / "cluster-secrets.json").read_text())

@@ -17,20 +17,30 @@ from tests.deploy.commands import DEPLOY
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
-UBUNTU_IMAGES = [
-    # moto's built-in images stop at Ubuntu 16.04: give it the images the
-    # default lookup must choose between (the newest 24.04 amd64 one wins).
-    {"ami_id": f"ami-0{n:016x}", "name": name, "owner_id": "099720109477", "architecture": arch,
+CANONICAL, DEBIAN = "099720109477", "136693071363"
+
+AMIS = [
+    # moto's built-in images stop at Ubuntu 16.04 and have no Debian 12: give it the images the
+    # default lookups must choose between (the newest 24.04 amd64 one for workers, the newest
+    # Debian 12 amd64 one for the orchestrator).
+    {"ami_id": f"ami-0{n:016x}", "name": name, "owner_id": owner, "architecture": arch,
      "creation_date": date, "state": "available", "public": True, "image_type": "machine",
-     "root_device_name": "/dev/sda1", "root_device_type": "ebs", "virtualization_type": "hvm",
+     "root_device_name": root, "root_device_type": "ebs", "virtualization_type": "hvm",
      "hypervisor": "xen", "description": name, "platform": None, "sriov": "simple", "tags": {}}
-    for n, (name, arch, date) in enumerate([
-        ("ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20260101", "x86_64", "2026-01-01T00:00:00.000Z"),
-        ("ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20261101", "x86_64", "2026-11-01T00:00:00.000Z"),
-        ("ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-arm64-server-20261115", "arm64", "2026-11-15T00:00:00.000Z"),
+    for n, (owner, name, arch, date, root) in enumerate([
+        (CANONICAL, "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20260101", "x86_64",
+         "2026-01-01T00:00:00.000Z", "/dev/sda1"),
+        (CANONICAL, "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20261101", "x86_64",
+         "2026-11-01T00:00:00.000Z", "/dev/sda1"),
+        (CANONICAL, "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-arm64-server-20261115", "arm64",
+         "2026-11-15T00:00:00.000Z", "/dev/sda1"),
+        (DEBIAN, "debian-12-amd64-20260901-2200", "x86_64", "2026-09-01T22:00:00.000Z", "/dev/xvda"),
+        (DEBIAN, "debian-12-amd64-20261001-2200", "x86_64", "2026-10-01T22:00:00.000Z", "/dev/xvda"),
+        (DEBIAN, "debian-12-arm64-20261001-2200", "arm64", "2026-10-01T22:00:00.000Z", "/dev/xvda"),
     ], start=1)
 ]
-NEWEST_UBUNTU = UBUNTU_IMAGES[1]["ami_id"]
+NEWEST_UBUNTU = AMIS[1]["ami_id"]
+NEWEST_DEBIAN = AMIS[4]["ami_id"]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +48,7 @@ def moto_endpoint(tmp_path_factory) -> str:
     """A real moto server process on a free loopback port; its URL."""
     tmp = tmp_path_factory.mktemp("moto")
     amis = tmp / "amis.json"
-    amis.write_text(json.dumps(UBUNTU_IMAGES))
+    amis.write_text(json.dumps(AMIS))
     port = free_port()
     log = tmp / "moto.log"
     process = processes.spawn([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
@@ -56,6 +66,8 @@ def aws_env(moto_endpoint) -> dict[str, str]:
         "AWS_ENDPOINT_URL": moto_endpoint,
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
         "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        # Never ask the instance metadata service (off this machine) for credentials.
+        "AWS_EC2_METADATA_DISABLED": "true",
     }
 
 

@@ -1,7 +1,9 @@
-"""Jobs through the lab's API, from inside its admin namespace: ``python -m tests.deploy.jobs API KEY ...``.
+"""Jobs through the lab's API, from inside its admin namespace: ``python -m tests.deploy.jobs API KEY SHA256 ...``.
 
-    python -m tests.deploy.jobs http://10.231.0.11:5000 KEY --count 40 --hold 0.3
-    python -m tests.deploy.jobs http://10.231.0.11:5000 KEY --until STOPFILE --hold 0.3
+    python -m tests.deploy.jobs https://10.231.0.11 KEY SHA256 --count 40 --hold 0.3
+    python -m tests.deploy.jobs https://10.231.0.11 KEY SHA256 --until STOPFILE --hold 0.3
+
+The API is the public port: TLS, its certificate pinned by SHA256 (the cluster's fingerprint).
 
 Submits texts that hold their worker `hold` seconds (test fault injection), so
 jobs spread over every worker; waits for each; prints one JSON list of
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import requests
 
+from inferq.client.pinning import pin
 from inferq.tasks.faults import SLEEP_PREFIX
 
 
@@ -35,13 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.deploy.jobs")
     parser.add_argument("api")
     parser.add_argument("key")
+    parser.add_argument("cert_sha256")
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--until", default="")
     parser.add_argument("--hold", type=float, default=0.3)
     args = parser.parse_args(argv)
     text = f"{SLEEP_PREFIX}{args.hold}"
     outcomes = []
-    with requests.Session() as http:
+    with pin(requests.Session(), args.cert_sha256) as http:
         http.headers["X-API-Key"] = args.key
         post = lambda: http.post(f"{args.api}/jobs", json={"text": text}, timeout=10).json()["job_id"]  # noqa: E731
         if args.count:

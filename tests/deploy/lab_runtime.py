@@ -2,8 +2,12 @@
 
 The inventory of tests/deploy/test_fabric.py names it ("runtime":
 "tests.deploy.lab_runtime:LabRuntime"). Services run as plain supervised
-processes of this checkout and venv (Processes), as the AWS runtime's systemd
-units would run them. The hosts in container_hosts run their workers the AWS
+processes (Processes), as the AWS runtime's systemd units would run them. The
+orchestrator's come from a release installed as on AWS: uploaded, in a venv of
+its own built with this machine's /usr/bin/python3 (Debian 12's 3.11, as on the
+orchestrator's AMI), made current only once it installs; pip takes the packages
+from a local wheelhouse (pip_args), the lab having no way out. The worker hosts
+run this checkout and venv; those in container_hosts run their workers the AWS
 way instead: the worker image, built once by `fab deploy` and shipped over SSH,
 under compose, through a `docker` command (Debian's podman-docker) and
 podman-compose; their container store is the host's own (tests/deploy/netns.py).
@@ -142,7 +146,7 @@ class ProcessWorkers:
 
 
 class LabRuntime(Runtime):
-    """Processes of this checkout on every host, except container_hosts' workers: the worker image under compose."""
+    """A release on the orchestrator, this checkout on the worker hosts, container_hosts' workers under compose."""
 
     redis_server = "redis-server"
     """The process runtime finds it on PATH (the system's, or the one tests/conftest.py found)."""
@@ -150,13 +154,15 @@ class LabRuntime(Runtime):
     def __init__(self, code_dir: str, python: str, container_hosts: list[str] | None = None,
                  process_env: dict[str, str] | None = None, **options):
         super().__init__(**options)
-        self.code_dir, self.python = code_dir, python
+        self.code_dir, self.checkout_python = code_dir, python
         self.container_hosts = set(container_hosts or [])
         self.process_env = dict(process_env or {})
 
     def layout(self, inventory: Inventory, host: Host) -> Layout:
-        """The hosts share this machine's filesystem: this checkout, this venv."""
-        return Layout(host.remote_dir, self.python, self.code_dir)
+        """The orchestrator: its current release (as on AWS); worker hosts share this checkout and venv."""
+        if host.role == "orchestrator":
+            return super().layout(inventory, host)
+        return Layout(host.remote_dir, self.checkout_python, self.code_dir)
 
     def service_manager(self, where: Layout) -> Processes:
         """Plain processes: the hosts have no systemd."""
@@ -167,7 +173,8 @@ class LabRuntime(Runtime):
         return "root"
 
     def prepare_orchestrator(self, c: Connection, inventory: Inventory, host: Host, where: Layout) -> int:
-        return 0  # nothing to install: the checkout and venv are already here
+        """The release in a venv of its own, as on AWS (redis-server and nginx are this machine's)."""
+        return self.install_release(c, where)
 
     def prepare_worker(self, c: Connection, inventory: Inventory, host: Host) -> int:
         """Never installs anything on this machine: scripts/container-engine.sh must have run."""

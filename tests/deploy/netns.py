@@ -5,6 +5,10 @@ worker-1, worker-2, and "admin", where the Fabric commands run) is joined to
 it by a veth pair and gets an address in SUBNET, which exists only inside
 these namespaces. Each host's sshd runs in its own UTS namespace too, so a
 host has its own hostname. The namespaces share this machine's filesystem.
+
+Each host has a host key of its own, made by deploy.host_keys as `inferq-provision
+up` makes them (there, cloud-init installs them from the user data; here, the
+host's sshd is started with it); host_keys holds them for the known_hosts file.
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from inferq.deploy import host_keys
 
 SUBNET = "10.231.0"
 """Private /24 of the lab; no route to it exists outside the lab's namespaces."""
@@ -67,6 +73,7 @@ class Lab:
         self.namespaces: list[str] = []
         self.sshd: list[subprocess.Popen] = []
         self.key = workdir / "id_ed25519"
+        self.host_keys = {h.name: host_keys.generate() for h in self.hosts}
 
     def exec_prefix(self, namespace: str) -> list[str]:
         """Command prefix running something inside a namespace."""
@@ -102,36 +109,51 @@ class Lab:
         self._namespace(self.admin)
         self._join(self.admin, 0, ADMIN_ADDRESS)
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "inferq-lab", "-f", str(self.key))
-        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.workdir / "host_key"))
         (self.workdir / "authorized_keys").write_text(self.key.with_suffix(".pub").read_text())
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
         for index, host in enumerate(self.hosts, start=1):
             self._namespace(host.namespace)
             self._join(host.namespace, index, host.address)
-            self.sshd.append(self._start_sshd(host))
-        for host, process in zip(self.hosts, self.sshd):
-            self._wait_listening(host, process)
+        for host in self.hosts:
+            self.start_sshd(host.name, 22, self.host_keys[host.name])
         return self
 
-    def _start_sshd(self, host: LabHost) -> subprocess.Popen:
-        config = self.workdir / f"sshd-{host.name}.conf"
+    def start_sshd(self, name: str, port: int, key: host_keys.HostKey) -> subprocess.Popen:
+        """Start an sshd on host name's address and port with this host key; return once it listens."""
+        host = next(h for h in self.hosts if h.name == name)
+        process = self._start_sshd(host, port, key)
+        self.sshd.append(process)
+        self._wait_listening(host, process, port)
+        return process
+
+    def _start_sshd(self, host: LabHost, port: int, key: host_keys.HostKey) -> subprocess.Popen:
+        tag = f"{host.name}-{port}"
+        key_file = self.workdir / f"host_key-{tag}"
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key.private)
+        config = self.workdir / f"sshd-{tag}.conf"
         config.write_text("\n".join([
-            f"ListenAddress {host.address}", "Port 22", f"HostKey {self.workdir / 'host_key'}",
-            f"PidFile {self.workdir / f'sshd-{host.name}.pid'}",
+            f"ListenAddress {host.address}", f"Port {port}", f"HostKey {key_file}",
+            f"PidFile {self.workdir / f'sshd-{tag}.pid'}",
             f"AuthorizedKeysFile {self.workdir / 'authorized_keys'}",
             "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
             "UsePAM no", "StrictModes no", "Subsystem sftp internal-sftp",
             *([f"SetEnv {' '.join(f'{k}={v}' for k, v in self.host_env[host.name].items())}"]
               if self.host_env.get(host.name) else []), "",
         ]))
-        log = open(self.workdir / f"sshd-{host.name}.log", "ab")
+        log = open(self.workdir / f"sshd-{tag}.log", "ab")
         # Its own UTS namespace: the host gets its own hostname, as a machine would.
         command = [*self.exec_prefix(host.namespace), "unshare", "--uts", "sh", "-c",
                    f"hostname {host.name} && exec {SSHD} -D -e -f {config}"]
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
-    def _wait_listening(self, host: LabHost, process: subprocess.Popen, timeout: float = 15) -> None:
-        log = self.workdir / f"sshd-{host.name}.log"
+    def sshd_log(self, name: str, port: int = 22) -> str:
+        """What the sshd on host name's port logged (connections, authentications)."""
+        return (self.workdir / f"sshd-{name}-{port}.log").read_text(errors="replace")
+
+    def _wait_listening(self, host: LabHost, process: subprocess.Popen, port: int, timeout: float = 15) -> None:
+        log = self.workdir / f"sshd-{host.name}-{port}.log"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:

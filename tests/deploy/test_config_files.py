@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -31,12 +33,45 @@ def test_workers_reach_redis_on_the_orchestrators_private_address(tmp_path):
     env = config_files.worker_env(lab_inventory(), made)
     assert f"REDIS_URL=redis://inferq-worker:{made.worker_redis_password}@172.31.0.10:6379/0\n" in env
     assert "INFERQ_TORCH_THREADS=1\n" in env
-    conf = config_files.redis_conf(lab_inventory(), lab_inventory().orchestrator, made, "/data")
+    conf = config_files.redis_conf(lab_inventory(), lab_inventory().orchestrator, made, "/data", 2**30)
     assert "bind 172.31.0.10 127.0.0.1\n" in conf and "maxmemory-policy noeviction\n" in conf
+    assert "maxmemory 1073741824\n" in conf
     assert f"user inferq-worker on >{made.worker_redis_password} {config_files.WORKER_ACL}\n" in conf
     assert "appendfsync everysec\n" in conf  # the default of INFERQ_REDIS_APPENDFSYNC
-    always = config_files.redis_conf(lab_inventory(), lab_inventory().orchestrator, made, "/data", "always")
+    always = config_files.redis_conf(lab_inventory(), lab_inventory().orchestrator, made, "/data", 2**30, "always")
     assert "appendfsync always\n" in always
+
+
+def test_redis_gets_a_share_of_the_hosts_memory_and_the_api_only_loopback(tmp_path):
+    # A t3.small (2 GiB): 0.4 of it for Redis, the rest for the API, Flower, nginx and the AOF rewrite's fork.
+    assert config_files.maxmemory(2 * 2**30, 0.4) == 858993459
+    env = config_files.orchestrator_env(lab_inventory(), credentials.load_or_create(tmp_path, "c"))
+    assert "INFERQ_API_BIND=127.0.0.1:5000\n" in env  # the world reaches it through the TLS proxy only
+
+
+def test_the_proxy_configuration_is_one_nginx_accepts(tmp_path):
+    import shutil
+    import subprocess
+
+    from inferq.deploy import proxy, tls
+
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("nginx missing (scripts/system-deps.sh installs it)")
+        pytest.skip("nginx missing (Debian package nginx)")
+    made = tls.generate("c", ["198.51.100.1", "172.31.0.10"])
+    (tmp_path / "api.crt").write_bytes(made.cert_pem)
+    (tmp_path / "api.key").write_bytes(made.key_pem)
+    conf = proxy.nginx_conf(lab_inventory(), str(tmp_path), str(tmp_path / "api.crt"), str(tmp_path / "api.key"),
+                            "root", 1024 * 1024, 30)
+    (tmp_path / "nginx.conf").write_text(conf)
+    checked = subprocess.run([nginx, "-t", "-q", "-c", str(tmp_path / "nginx.conf")], capture_output=True, text=True,
+                             timeout=60)
+    assert checked.returncode == 0, checked.stderr
+    assert "listen 443 ssl;" in conf and "server 127.0.0.1:5000;" in conf
+    assert "proxy_read_timeout 60s;" in conf  # the longest ?wait= (30 s) and some
+    assert f"client_max_body_size {1024 * 1024 + proxy.BODY_SLACK};" in conf
 
 
 def test_secrets_from_before_the_worker_user_gain_one_and_keep_the_rest(tmp_path):

@@ -7,15 +7,18 @@ namespace. test_fabric_containers.py goes on with the container host.
 from __future__ import annotations
 
 import json
+import os
 import re
 import stat
+import subprocess
 import sys
 
 import pytest
 
-from tests.deploy.cluster import CONTAINER_HOST, HOSTS
+from inferq.deploy import host_keys
+from tests.deploy.cluster import CONTAINER_HOST, HOSTS, mem_total
 from tests.deploy.commands import DEPLOY, LOGS, STATUS, SUBMIT, UPDATE
-from tests.deploy.conftest import ROOT, run_command
+from tests.deploy.conftest import BIN, ROOT, run_command
 
 PROCESS_HOSTS = [h for h in HOSTS if h != CONTAINER_HOST]
 
@@ -28,14 +31,15 @@ def test_deploy_configures_every_host_and_runs_a_smoke_job(cluster):
     assert "4 worker(s) answer a Celery ping" in out, out
     smoke = re.search(r"smoke job \S+ succeeded on (\S+)", out)
     assert smoke and re.fullmatch(r"worker@worker-[12]-w[12]", smoke.group(1)), out
-    assert set(cluster.pids("orchestrator")) == {"redis", "api", "flower"}
+    assert set(cluster.pids("orchestrator")) == {"redis", "api", "flower", "proxy"}
+    assert f"API: https://10.231.0.11 (TLS, certificate SHA-256 {cluster.api_sha256()};" in out
     assert set(cluster.pids("worker-2")) == {"worker-1", "worker-2"}
     containers = cluster.containers()
     assert sorted(containers) == ["worker-1", "worker-2"], containers
     assert {c["state"] for c in containers.values()} == {"running"}
 
 
-def test_redis_is_configured_with_password_aof_private_bind_and_noeviction(cluster):
+def test_redis_is_configured_with_password_aof_private_bind_and_a_memory_limit(cluster):
     orchestrator = cluster.tmp / "hosts" / "orchestrator"
     conf = (orchestrator / "etc" / "redis.conf").read_text().splitlines()
     password = json.loads((cluster.secrets / "lab" / "cluster-secrets.json").read_text())["redis_password"]
@@ -43,9 +47,14 @@ def test_redis_is_configured_with_password_aof_private_bind_and_noeviction(clust
     assert "appendonly yes" in conf and "maxmemory-policy noeviction" in conf
     assert "bind 10.231.0.11 127.0.0.1" in conf
     assert (orchestrator / "redis" / "appendonlydir").is_dir()
-    # From another host, Redis answers only with the password.
-    probe = "import redis,sys; r=redis.Redis(host='10.231.0.11', password=sys.argv[1] or None); print(r.ping())"
-    assert cluster.in_admin(sys.executable, "-c", probe, password).stdout.strip() == "True"
+    # maxmemory: the inventory's share of the memory the deploy read on the host (the lab's: this machine's).
+    fraction = json.loads(cluster.inventory.read_text())["redis_memory_fraction"]
+    limit = int(mem_total() * fraction)
+    assert f"maxmemory {limit}" in conf
+    # From another host, Redis answers only with the password, and runs with that limit.
+    probe = ("import redis,sys; r=redis.Redis(host='10.231.0.11', password=sys.argv[1] or None); "
+             "print(r.ping(), r.info('memory')['maxmemory'])")
+    assert cluster.in_admin(sys.executable, "-c", probe, password).stdout.split() == ["True", str(limit)]
     refused = cluster.in_admin(sys.executable, "-c", probe, "")
     assert refused.returncode != 0 and re.search(r"NOAUTH|AuthenticationError", refused.stderr), refused.stderr[-300:]
 
@@ -86,26 +95,58 @@ def test_env_files_and_secrets_are_readable_by_their_owner_only(cluster):
     assert "INFERQ_TORCH_THREADS=1" in worker_env
 
 
-def test_flower_asks_for_its_login(cluster):
+def ssh_options(cluster) -> list[str]:
+    """OpenSSH's client as docs/deploy.md runs it: the cluster's key, its pinned host keys, nothing else."""
+    return ["-F", "/dev/null", "-i", str(cluster.lab.key), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={cluster.known_hosts}"]
+
+
+def test_flower_is_reached_only_through_an_ssh_tunnel_and_asks_for_its_login(cluster):
     data = json.loads((cluster.secrets / "lab" / "cluster-secrets.json").read_text())
-    url = "http://10.231.0.11:5555/workers"
+    # Flower listens on the orchestrator's loopback: from another host there is nothing to connect to.
+    direct = cluster.in_admin("curl", "-s", "--max-time", "10", "http://10.231.0.11:5555/workers")
+    assert direct.returncode == 7, (direct.returncode, direct.stdout)  # 7: could not connect
+    tunnel = subprocess.Popen([*cluster.lab.exec_prefix(cluster.lab.admin), "ssh", *ssh_options(cluster), "-N",
+                               "-o", "ExitOnForwardFailure=yes", "-L", "127.0.0.1:15555:127.0.0.1:5555",
+                               "root@10.231.0.11"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def code(*auth: str) -> str:
+            # --retry-connrefused: the tunnel may still be opening its port.
+            return cluster.in_admin("curl", "-s", "--retry", "20", "--retry-connrefused", "--retry-delay", "1",
+                                    "-o", "/dev/null", "-w", "%{http_code}", *auth,
+                                    "http://127.0.0.1:15555/workers").stdout
 
-    def code(*auth: str) -> str:
-        # --retry-connrefused: Flower may still be opening its port.
-        return cluster.in_admin("curl", "-s", "--retry", "20", "--retry-connrefused", "--retry-delay", "1",
-                                "-o", "/dev/null", "-w", "%{http_code}", *auth, url).stdout
+        assert code() == "401"
+        assert code("-u", f"{data['flower_user']}:wrong") == "401"
+        assert code("-u", f"{data['flower_user']}:{data['flower_password']}") == "200"
+    finally:
+        tunnel.terminate()
+        _, err = tunnel.communicate(timeout=30)
+    assert "Host key verification failed" not in err
 
-    assert code() == "401"
-    assert code("-u", f"{data['flower_user']}:wrong") == "401"
-    assert code("-u", f"{data['flower_user']}:{data['flower_password']}") == "200"
 
-
-def test_the_api_wants_the_generated_key(cluster):
+def test_the_api_is_public_only_over_tls_and_wants_the_key(cluster):
     data = json.loads((cluster.secrets / "lab" / "cluster-secrets.json").read_text())
-    post = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-XPOST", "http://10.231.0.11:5000/jobs",
+    # gunicorn listens on the orchestrator's loopback: plain HTTP from another host reaches nothing.
+    plain = cluster.in_admin("curl", "-s", "--max-time", "10", "http://10.231.0.11:5000/healthz")
+    assert plain.returncode == 7, (plain.returncode, plain.stdout)
+    # The certificate is the cluster's own: no CA vouches for it (curl exits 60), its fingerprint does.
+    assert cluster.in_admin("curl", "-s", "--max-time", "10", "https://10.231.0.11/healthz").returncode == 60
+    # curl cannot pin a certificate's fingerprint (-k: no check at all); the pinning clients follow.
+    post = ["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "-XPOST", "https://10.231.0.11/jobs",
             "-H", "Content-Type: application/json", "-d", '{"text": "no key"}']
     assert cluster.in_admin(*post).stdout == "401"
     assert cluster.in_admin(*post, "-H", f"X-API-Key: {data['api_key']}").stdout == "202"
+    for private in ("/metrics", "/readyz"):  # off the Internet: reached on the host, or through SSH
+        hidden = cluster.in_admin("curl", "-sk", "-w", " %{http_code}", f"https://10.231.0.11{private}").stdout
+        assert hidden.endswith(" 404") and '"error": "not_found"' in hidden, hidden
+    # The inferq CLI with the fingerprint `fab deploy` printed: the job goes through; another one is refused.
+    cli = [str(BIN / "inferq"), "--api", "https://10.231.0.11", "--api-key", data["api_key"]]
+    done = cluster.in_admin(*cli, "--api-cert-sha256", cluster.api_sha256(), "submit", "pinned", "--wait", "60")
+    assert done.returncode == 0 and json.loads(done.stdout)["status"] == "succeeded", done.stderr
+    other = "ab" * 32
+    refused = cluster.in_admin(*cli, "--api-cert-sha256", other, "submit", "not pinned")
+    assert refused.returncode == 3 and "its TLS certificate is not the pinned one" in refused.stderr
 
 
 def test_a_job_submitted_to_the_api_is_done_on_a_worker_host(cluster):
@@ -158,17 +199,83 @@ def test_rolling_update_goes_host_by_host_and_worker_by_worker(cluster):
     assert json.loads(cluster.fab(SUBMIT).stdout)["status"] == "succeeded"
 
 
-def test_an_unreachable_host_is_one_line(cluster, tmp_path):
+def inventory_with(cluster, tmp_path, port: int, pins: list[tuple[str, int, str]]):
+    """A copy of the lab's inventory with worker-2 on another SSH port, and its own known_hosts of these pins."""
     inventory = json.loads(cluster.inventory.read_text())
-    inventory["hosts"][2]["ssh_port"] = 2222  # nothing listens there
-    broken = tmp_path / "inventory.json"
-    broken.write_text(json.dumps(inventory))
+    inventory["hosts"][2]["ssh_port"] = port
+    inventory["known_hosts"] = str(host_keys.write_known_hosts(tmp_path / "known_hosts", pins))
+    copy = tmp_path / "inventory.json"
+    copy.write_text(json.dumps(inventory))
+    return copy
+
+
+def pins(cluster, **extra: tuple[int, str]) -> list[tuple[str, int, str]]:
+    """The lab's pins, plus worker-2 on other ports (port, public key)."""
+    found = [(h.address, 22, cluster.lab.host_keys[h.name].public) for h in cluster.lab.hosts]
+    return found + [("10.231.0.13", port, key) for port, key in extra.values()]
+
+
+def fab_in_admin(cluster, command: str, **kwargs):
     admin = " ".join(cluster.lab.exec_prefix(cluster.lab.admin))
-    result = run_command(f"{admin} fab -r deploy status --inventory {broken}", {}, ROOT, check=False)
+    return run_command(f"{admin} {command}", {}, ROOT, **kwargs)
+
+
+def test_an_unreachable_host_is_retried_then_one_line(cluster, tmp_path):
+    worker_2 = cluster.lab.host_keys["worker-2"].public
+    copy = inventory_with(cluster, tmp_path, 2222, pins(cluster, w=(2222, worker_2)))  # nothing listens there
+    result = fab_in_admin(cluster, f"fab -r deploy status --inventory {copy} --secrets {cluster.secrets}",
+                          check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "fab: SSH failed: [Errno None] Unable to connect to port 2222 on 10.231.0.13; "
         "check the inventory's addresses and the admin CIDR"], result.stderr
+    # A host still booting refuses for a while: each wait is on stdout, doubling, and they stop.
+    retries = re.findall(r"^SSH to worker-2 \(\[10\.231\.0\.13\]:2222\): .*Unable to connect to port 2222.*; "
+                         r"retry (\d) of 4 in (\d+)s$", result.stdout, re.M)
+    assert retries == [("1", "1"), ("2", "2"), ("3", "4"), ("4", "8")], result.stdout
+
+
+def test_a_host_whose_sshd_comes_up_late_is_waited_for(cluster, tmp_path):
+    key = cluster.lab.host_keys["worker-2"]
+    copy = inventory_with(cluster, tmp_path, 2023, pins(cluster, w=(2023, key.public)))
+    admin = cluster.lab.exec_prefix(cluster.lab.admin)
+    status = subprocess.Popen([*admin, str(BIN / "fab"), "-r", "deploy", "status", "--inventory", str(copy),
+                               "--secrets", str(cluster.secrets)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    seen = []
+    for line in status.stdout:  # until fab says it is waiting for worker-2 (or ends)
+        seen.append(line)
+        if "retry 1 of 4" in line:
+            cluster.lab.start_sshd("worker-2", 2023, key)  # the host finishes booting
+            break
+    out, err = status.communicate(timeout=300)
+    assert status.returncode == 0, (seen, out, err)
+    assert "worker-2: worker-1 running" in "".join(seen) + out
+
+
+def test_a_changed_host_key_is_refused_before_anything_is_sent(cluster, tmp_path):
+    # Someone else answers at worker-2's address (here: on port 2022), with a key that is not the one pinned.
+    cluster.lab.start_sshd("worker-2", 2022, host_keys.generate())
+    pinned = cluster.lab.host_keys["worker-2"].public
+    copy = inventory_with(cluster, tmp_path, 2022, pins(cluster, w=(2022, pinned)))
+    result = fab_in_admin(cluster, f"fab -r deploy status --inventory {copy} --secrets {cluster.secrets}",
+                          check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert re.fullmatch(
+        r"fab: worker-2 \(\[10\.231\.0\.13\]:2022\) presented host key SHA256:\S+, not the one pinned in "
+        rf"{re.escape(str(tmp_path))}/known_hosts \({re.escape(host_keys.fingerprint(pinned))}\): the host was "
+        r"replaced or someone is in between; nothing was sent to it\. If you replaced it, run `inferq-provision up` "
+        r"to pin its new key", lines[0]), lines[0]
+    # It never got as far as authenticating us, let alone a command.
+    assert "Accepted publickey" not in cluster.lab.sshd_log("worker-2", 2022)
+    # A host with no pin at all is refused the same way: never trusted on first use.
+    unpinned = inventory_with(cluster, tmp_path, 2022, pins(cluster))
+    result = fab_in_admin(cluster, f"fab -r deploy status --inventory {unpinned} --secrets {cluster.secrets}",
+                          check=False)
+    assert result.stderr.strip().splitlines() == [
+        f"fab: worker-2 ([10.231.0.13]:2022) has no pinned key in {tmp_path}/known_hosts: run `inferq-provision up` "
+        "to pin it; nothing was sent to it"], result.stderr
 
 
 def test_no_secret_was_printed(cluster):
@@ -179,8 +286,6 @@ def test_no_secret_was_printed(cluster):
 
 
 def test_old_releases_are_pruned_but_the_current_one_stays(cluster):
-    import os
-
     remote = cluster.tmp / "hosts" / "orchestrator" / "prune-check"
     for age, name in enumerate(["r5", "r4", "r3", "r2", "r1"]):  # r1 newest
         (remote / "releases" / name).mkdir(parents=True)

@@ -26,7 +26,8 @@ from tests.worker_image import engine
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # each update ships an image of about 0.8 GB
 
-API = "http://10.231.0.11:5000"
+API = "https://10.231.0.11"
+"""The API's public port: TLS (nginx), the certificate pinned."""
 CONTAINER_NODES = [nodes.node(Host(CONTAINER_HOST, "worker", "", ""), i) for i in (1, 2)]
 NEXT = "localhost/inferq-worker:lab-next"
 """The release's image with one more label: a new image id to roll out."""
@@ -63,8 +64,8 @@ def api_key(cluster) -> str:
 def jobs(cluster, *args: str) -> subprocess.Popen:
     """Start tests/deploy/jobs.py in the admin namespace (the API's network)."""
     return subprocess.Popen([*cluster.lab.exec_prefix(cluster.lab.admin), sys.executable, "-m", "tests.deploy.jobs",
-                             API, api_key(cluster), *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                             API, api_key(cluster), cluster.api_sha256(), *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def outcomes(process: subprocess.Popen, timeout: float = 300) -> list[dict]:

@@ -1,14 +1,16 @@
 """inferq-provision against moto in server mode: the README's commands, run as child processes."""
 from __future__ import annotations
 
+import base64
 import json
 import stat
 
 import pytest
 import requests
 
+from inferq.deploy import host_keys
 from tests.deploy.commands import ADMIN_CIDR, DOWN, DOWN_DRY, UP, UP_DRY
-from tests.deploy.conftest import NEWEST_UBUNTU, run_command
+from tests.deploy.conftest import NEWEST_DEBIAN, NEWEST_UBUNTU, ROOT, run_command
 
 ADMIN = ADMIN_CIDR
 TAG = "inferq:cluster"
@@ -19,6 +21,21 @@ def fresh(moto_endpoint, aws_env, tmp_path):
     """An empty moto and a working directory of our own (secrets/ and state/ land there)."""
     requests.post(moto_endpoint + "/moto-api/reset", timeout=5).raise_for_status()
     return tmp_path
+
+
+def client(aws_env, service: str, region: str = "us-east-1", **credentials):
+    """A boto3 client of the moto server (the test's own view, or another identity's)."""
+    import boto3
+
+    keys = credentials or {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    return boto3.client(service, region_name=region, endpoint_url=aws_env["AWS_ENDPOINT_URL"], **keys)
+
+
+def one_line(result) -> str:
+    """The single line a failed command printed on stderr."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, (result.returncode, result.stdout, result.stderr)
+    return lines[0]
 
 
 def tagged(ec2) -> dict[str, list]:
@@ -48,7 +65,15 @@ def test_dry_run_prints_the_plan_and_changes_nothing(fresh, aws_env, ec2):
     assert "would create security group inferq-orchestrator" in out
     assert "would allow tcp/6379 from sg-<new workers>" in out
     assert "would launch worker-5 (c6i.large" in out and "would launch orchestrator (t3.small" in out
-    assert NEWEST_UBUNTU in out
+    assert f"worker-1 (c6i.large, {NEWEST_UBUNTU} " in out and f"orchestrator (t3.small, {NEWEST_DEBIAN} " in out
+    assert "IMDSv2 required, root volume encrypted" in out
+    # The pre-flight ran first: who, each permission by EC2 DryRun, and the vCPUs (moto has no EC2 quota).
+    assert "pre-flight: AWS credentials of arn:aws:sts::123456789012:user/moto, region us-east-1" in out
+    assert ("pre-flight: permitted (EC2 DryRun): ec2:AuthorizeSecurityGroupIngress, ec2:CreateKeyPair, "
+            "ec2:CreateSecurityGroup, ec2:RunInstances") in out
+    assert ("pre-flight: vCPUs: 12 more needed, 0 in use in us-east-1; the quota was not checked: Service Quotas "
+            "answered NoSuchResourceException for ec2/L-1216C47A") in out
+    assert out.index("pre-flight:") < out.index("would create key pair")
     assert "nothing done" in out
     assert tagged(ec2) == {"instances": [], "groups": [], "keys": [], "volumes": []}
     assert not (fresh / "secrets").exists() and not (fresh / "state").exists()
@@ -61,7 +86,8 @@ def test_up_creates_the_cluster_and_a_second_run_creates_nothing(fresh, aws_env,
     assert len(made["volumes"]) == 6  # root volumes are tagged too (and deleted with their instance)
     types = sorted(i["InstanceType"] for i in made["instances"])
     assert types == ["c6i.large"] * 5 + ["t3.small"]
-    assert {i["ImageId"] for i in made["instances"]} == {NEWEST_UBUNTU}
+    images = {i["InstanceType"]: i["ImageId"] for i in made["instances"]}
+    assert images == {"c6i.large": NEWEST_UBUNTU, "t3.small": NEWEST_DEBIAN}
     assert all(i["State"]["Name"] == "running" for i in made["instances"])
 
     key = fresh / "secrets" / "inferq" / "ssh-key.pem"
@@ -73,15 +99,19 @@ def test_up_creates_the_cluster_and_a_second_run_creates_nothing(fresh, aws_env,
     hosts = inventory["hosts"]
     assert [h["name"] for h in hosts] == ["orchestrator"] + [f"worker-{i}" for i in range(1, 6)]
     assert [h["role"] for h in hosts] == ["orchestrator"] + ["worker"] * 5
+    assert [h["ssh_user"] for h in hosts] == ["admin"] + ["ubuntu"] * 5  # Debian's login, Ubuntu's
     by_id = {i["InstanceId"]: i for i in made["instances"]}
     for host in hosts:
         instance = by_id[host["instance_id"]]
         assert host["public_ip"] == instance["PublicIpAddress"]
         assert host["private_ip"] == instance["PrivateIpAddress"]
     assert inventory["key_file"] == "secrets/inferq/ssh-key.pem"
+    assert inventory["state"] == "ready" and inventory["region"] == "us-east-1"
+    assert inventory["known_hosts"] == "state/known_hosts"
 
     again = run_command(UP, aws_env, fresh).stdout
     assert "0 change(s); 6 instance(s) running" in again
+    assert "pre-flight: permitted (EC2 DryRun): ec2:AuthorizeSecurityGroupIngress\n" in again  # nothing to create
     after = tagged(ec2)
     assert sorted(i["InstanceId"] for i in after["instances"]) == sorted(by_id)
     assert len(after["groups"]) == 2 and len(after["keys"]) == 1
@@ -92,13 +122,14 @@ def test_security_groups_open_only_the_api_to_the_world(fresh, aws_env, ec2):
     run_command(UP, aws_env, fresh)
     groups = {g["GroupName"]: g for g in tagged(ec2)["groups"]}
     workers, orchestrator = groups["inferq-workers"], groups["inferq-orchestrator"]
-    assert rules(orchestrator) == {(5000, "0.0.0.0/0"), (22, ADMIN), (5555, ADMIN), (6379, workers["GroupId"])}
+    # The API's TLS port to the world, SSH to the admin, Redis to the workers; Flower only through SSH.
+    assert rules(orchestrator) == {(443, "0.0.0.0/0"), (22, ADMIN), (6379, workers["GroupId"])}
     assert rules(workers) == {(22, ADMIN)}
     # Redis: reachable from the worker group only, never from an address range.
     redis_sources = {source for port, source in rules(orchestrator) if port == 6379}
     assert redis_sources == {workers["GroupId"]}
     world = {port for g in groups.values() for port, source in rules(g) if source == "0.0.0.0/0"}
-    assert world == {5000}
+    assert world == {443}
     instances = tagged(ec2)["instances"]
     roles = {i["InstanceId"]: [g["GroupId"] for g in i["SecurityGroups"]] for i in instances}
     assert sorted(map(tuple, roles.values())).count((workers["GroupId"],)) == 5
@@ -117,31 +148,193 @@ def test_teardown_deletes_what_is_tagged_and_nothing_else(fresh, aws_env, ec2):
     run_command(UP, aws_env, fresh)
 
     plan = run_command(DOWN_DRY, aws_env, fresh).stdout
-    assert "would delete instance worker-3" in plan and "9 resource(s) would be deleted" in plan
+    assert "would delete instance worker-3" in plan
+    assert "9 resource(s) tagged inferq:cluster=inferq in us-east-1 would be deleted" in plan
     assert len(tagged(ec2)["instances"]) == 6
 
     out = run_command(DOWN, aws_env, fresh).stdout
-    assert "deleted 9 resource(s)" in out
+    assert "deleted 9 resource(s) tagged inferq:cluster=inferq in us-east-1" in out
     assert tagged(ec2) == {"instances": [], "groups": [], "keys": [], "volumes": []}
     assert not (fresh / "secrets" / "inferq" / "ssh-key.pem").exists()
+    assert not (fresh / "state" / "known_hosts").exists()
+    assert json.loads((fresh / "state" / "inventory.json").read_text())["state"] == "torn-down"
     assert ec2.describe_security_groups(GroupIds=[bystander_group])["SecurityGroups"]
     state = ec2.describe_instances(InstanceIds=[bystander])["Reservations"][0]["Instances"][0]["State"]["Name"]
     assert state == "running"
-    assert "deleted 0 resource(s)" in run_command(DOWN, aws_env, fresh).stdout
+    assert "deleted 0 resource(s) tagged" in run_command(DOWN, aws_env, fresh).stdout
 
 
-def test_aws_errors_are_one_line_with_the_error_code(fresh, aws_env, ec2):
+def test_aws_errors_are_one_line_and_down_removes_what_was_made(fresh, aws_env, ec2):
     vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
     # An untagged group squatting on the name inferq would give its own group.
-    ec2.create_security_group(GroupName="inferq-workers", Description="someone else's", VpcId=vpc)
+    squatter = ec2.create_security_group(GroupName="inferq-workers", Description="someone else's", VpcId=vpc)
     result = run_command(UP, aws_env, fresh, check=False)
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("inferq-provision: creating the workers security group failed: InvalidGroup.Duplicate")
+    line = one_line(result)
+    assert line.startswith("inferq-provision: creating the workers security group failed: InvalidGroup.Duplicate")
+    # What was made before the failure carries the tag, and the inventory names the region: `down` finds it.
+    assert len(tagged(ec2)["keys"]) == 1
+    assert json.loads((fresh / "state" / "inventory.json").read_text())["state"] == "provisioning"
+    status = run_command(f"fab -r {ROOT}/deploy status", aws_env, fresh, check=False)
+    assert one_line(status).startswith("fab: cluster inferq in us-east-1 is not ready")
+    assert "deleted 1 resource(s)" in run_command(DOWN, aws_env, fresh).stdout
+    assert tagged(ec2) == {"instances": [], "groups": [], "keys": [], "volumes": []}
+    assert ec2.describe_security_groups(GroupIds=[squatter["GroupId"]])["SecurityGroups"]  # not ours: left alone
 
 
 def test_the_whole_internet_is_refused_as_admin_cidr(fresh, aws_env, ec2):
     result = run_command("inferq-provision up --admin-cidr 0.0.0.0/0", aws_env, fresh, check=False)
     assert result.returncode == 1 and "must not be the whole Internet" in result.stderr
     assert tagged(ec2)["instances"] == []
+
+
+def test_instances_require_imdsv2_and_boot_from_encrypted_volumes(fresh, aws_env, ec2):
+    run_command(UP, aws_env, fresh)
+    made = tagged(ec2)
+    for instance in made["instances"]:
+        options = instance["MetadataOptions"]
+        assert (options["HttpTokens"], options["HttpEndpoint"], options["HttpPutResponseHopLimit"]) == \
+            ("required", "enabled", 1), instance["InstanceId"]
+    assert len(made["volumes"]) == 6 and all(v["Encrypted"] for v in made["volumes"]), made["volumes"]
+
+    # An instance that allows IMDSv1 (made before, or changed by hand) is brought back to IMDSv2 by `up`.
+    loose = next(i for i in made["instances"] if any(t["Value"] == "worker-3" for t in i["Tags"]))
+    ec2.modify_instance_metadata_options(InstanceId=loose["InstanceId"], HttpTokens="optional")
+    out = run_command(UP, aws_env, fresh).stdout
+    assert "require IMDSv2 on worker-3" in out and "1 change(s); 6 instance(s) running" in out
+    again = ec2.describe_instances(InstanceIds=[loose["InstanceId"]])["Reservations"][0]["Instances"][0]
+    assert again["MetadataOptions"]["HttpTokens"] == "required"
+
+
+def test_host_keys_come_from_the_user_data_and_are_pinned_beside_the_inventory(fresh, aws_env, ec2):
+    run_command(UP, aws_env, fresh)
+    inventory = json.loads((fresh / "state" / "inventory.json").read_text())
+    pinned = dict(line.split(" ", 1) for line in (fresh / "state" / "known_hosts").read_text().splitlines())
+    assert sorted(pinned) == sorted(h["public_ip"] for h in inventory["hosts"])
+    keys = set()
+    for host in inventory["hosts"]:
+        raw = ec2.describe_instance_attribute(InstanceId=host["instance_id"], Attribute="userData")
+        data = base64.b64decode(raw["UserData"]["Value"]).decode()
+        # cloud-init installs this key before sshd first starts, and makes no other.
+        config = json.loads(data.removeprefix("#cloud-config\n"))
+        assert config["ssh_genkeytypes"] == [] and config["ssh_deletekeys"] is True
+        assert "BEGIN OPENSSH PRIVATE KEY" in config["ssh_keys"]["ed25519_private"]
+        assert pinned[host["public_ip"]].strip() == config["ssh_keys"]["ed25519_public"]
+        keys.add(config["ssh_keys"]["ed25519_public"])
+    assert len(keys) == 6  # a key of its own per host
+
+    # The pins are learned again from AWS, not from anything the hosts say: a lost file comes back the same.
+    before = (fresh / "state" / "known_hosts").read_text()
+    (fresh / "state" / "known_hosts").unlink()
+    run_command(UP, aws_env, fresh)
+    assert (fresh / "state" / "known_hosts").read_text() == before
+
+
+def test_down_finds_the_cluster_in_the_region_of_its_inventory(fresh, aws_env, ec2):
+    # boto3's default region is us-east-1 here (AWS_DEFAULT_REGION); the cluster is made elsewhere.
+    run_command(UP + " --region eu-west-1", aws_env, fresh)
+    ireland = client(aws_env, "ec2", "eu-west-1")
+    assert len(tagged(ireland)["instances"]) == 6 and tagged(ec2)["instances"] == []
+
+    plan = run_command(DOWN_DRY, aws_env, fresh).stdout
+    assert "9 resource(s) tagged inferq:cluster=inferq in eu-west-1 would be deleted" in plan
+    conflict = run_command(DOWN + " --region us-east-1", aws_env, fresh, check=False)
+    assert one_line(conflict) == (
+        "inferq-provision: state/inventory.json is the inventory of cluster inferq in eu-west-1, not --region "
+        "us-east-1: drop --region, or pass --inventory with another file")
+    out = run_command(DOWN, aws_env, fresh).stdout
+    assert "deleted 9 resource(s) tagged inferq:cluster=inferq in eu-west-1" in out
+    assert tagged(ireland) == {"instances": [], "groups": [], "keys": [], "volumes": []}
+
+    # The inventory stays, marked torn down: fab refuses it (its addresses may be someone else's now) ...
+    inventory = json.loads((fresh / "state" / "inventory.json").read_text())
+    assert (inventory["state"], inventory["region"], inventory["hosts"]) == ("torn-down", "eu-west-1", [])
+    refused = run_command(f"fab -r {ROOT}/deploy submit --text hello", aws_env, fresh, check=False)
+    assert one_line(refused) == (
+        "fab: cluster inferq in eu-west-1 was torn down by `inferq-provision down` (state/inventory.json); its "
+        "addresses may be someone else's now: run `inferq-provision up` for a new cluster")
+    # ... and a second down still looks in eu-west-1.
+    assert "deleted 0 resource(s) tagged inferq:cluster=inferq in eu-west-1" in run_command(DOWN, aws_env, fresh).stdout
+
+
+@pytest.fixture()
+def enforced_iam(moto_endpoint):
+    """moto checking every request against its IAM users' policies (as AWS does); off again afterwards."""
+    def enforce():
+        requests.post(moto_endpoint + "/moto-api/reset-auth", data=b"0", timeout=5).raise_for_status()
+    yield enforce
+    requests.post(moto_endpoint + "/moto-api/reset-auth", data=b"inf", timeout=5).raise_for_status()
+
+
+def limited_user(aws_env, allowed: list[str]) -> dict[str, str]:
+    """An IAM user whose policy allows only `allowed`; its access key as environment variables."""
+    iam = client(aws_env, "iam")
+    iam.create_user(UserName="limited")
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": allowed, "Resource": "*"}]}
+    iam.put_user_policy(UserName="limited", PolicyName="inferq", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="limited")["AccessKey"]
+    return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+            "AWS_SESSION_TOKEN": ""}
+
+
+def test_preflight_names_every_missing_permission_and_creates_nothing(fresh, aws_env, ec2, enforced_iam):
+    # Allowed to look, not to create: what an account with a read-only role would have.
+    keys = limited_user(aws_env, ["ec2:Describe*", "ec2:AuthorizeSecurityGroupIngress", "sts:GetCallerIdentity",
+                                  "servicequotas:GetServiceQuota"])
+    enforced_iam()
+    result = run_command(UP, {**aws_env, **keys}, fresh, check=False)
+    assert one_line(result) == (
+        "inferq-provision: pre-flight: arn:aws:iam::123456789012:user/limited may not ec2:CreateKeyPair (creating "
+        "the key pair), ec2:CreateSecurityGroup (creating the workers security group), ec2:CreateSecurityGroup "
+        "(creating the orchestrator security group), ec2:RunInstances (launching t3.small instances), "
+        "ec2:RunInstances (launching c6i.large instances); grant these EC2 actions (docs/deploy.md lists them); "
+        "nothing was created")
+    # The same with --dry-run: the pre-flight is part of the plan.
+    assert "may not ec2:CreateKeyPair" in one_line(run_command(UP_DRY, {**aws_env, **keys}, fresh, check=False))
+    # Credentials AWS does not know are one line too.
+    unknown = run_command(UP, aws_env, fresh, check=False)
+    assert one_line(unknown) == (
+        "inferq-provision: AWS refuses these credentials (InvalidClientTokenId): check AWS_PROFILE or "
+        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (nothing was created)")
+    requests.post(aws_env["AWS_ENDPOINT_URL"] + "/moto-api/reset-auth", data=b"inf", timeout=5).raise_for_status()
+    assert tagged(ec2) == {"instances": [], "groups": [], "keys": [], "volumes": []}
+    assert not (fresh / "state").exists() and not (fresh / "secrets").exists()
+
+
+def test_missing_credentials_and_a_wrong_region_are_one_line_each(fresh, aws_env, ec2):
+    unset = "env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY -u AWS_SESSION_TOKEN -u AWS_PROFILE "
+    nobody = run_command(unset + UP, aws_env, fresh, check=False)
+    assert one_line(nobody) == ("inferq-provision: no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID "
+                                "and AWS_SECRET_ACCESS_KEY (nothing was created)")
+    nowhere = run_command(UP + " --region eu-nowhere-1", aws_env, fresh, check=False)
+    assert one_line(nowhere).startswith(
+        "inferq-provision: 'eu-nowhere-1' is not an EC2 region; pass --region with one such as eu-central-1, ")
+    assert tagged(ec2) == {"instances": [], "groups": [], "keys": [], "volumes": []}
+    assert not (fresh / "state").exists() and not (fresh / "secrets").exists()
+
+
+def test_the_vcpu_quota_counts_what_already_runs_in_the_region(fresh, aws_env, ec2):
+    # Two instances of someone else's (c5.xlarge: 4 vCPUs each) and one of another quota (inf1, Inferentia).
+    ec2.run_instances(ImageId=NEWEST_UBUNTU, InstanceType="c5.xlarge", MinCount=2, MaxCount=2)
+    ec2.run_instances(ImageId=NEWEST_UBUNTU, InstanceType="inf1.xlarge", MinCount=1, MaxCount=1)
+    out = run_command(UP_DRY + " --workers 2", aws_env, fresh).stdout
+    assert "pre-flight: vCPUs: 6 more needed, 8 in use in us-east-1;" in out
+
+
+def test_the_vcpu_quota_check_itself():
+    from inferq.deploy.aws import quotas
+
+    # moto has no EC2 quotas, so the comparison is checked here; AWS's answer is a plain number.
+    assert quotas.shortfall(limit=16, used=8, needed=12) and not quotas.shortfall(limit=32, used=8, needed=12)
+    assert quotas.shortfall(limit=5, used=0, needed=12)  # a new account's quota: too low for the cluster
+    assert [quotas.standard(t) for t in ("t3.small", "c6i.large", "m7g.medium", "z1d.large", "inf1.xlarge",
+                                         "p4d.24xlarge", "g5.xlarge", "hpc7a.96xlarge", "mac2.metal")] == \
+        [True, True, True, True, False, False, False, False, False]
+
+
+def test_user_data_carries_one_host_key_and_gives_it_back():
+    key = host_keys.generate()
+    data = host_keys.user_data(key)
+    assert data.startswith("#cloud-config\n") and host_keys.public_key_in(data) == key.public
+    assert key.private not in repr(key)
+    assert host_keys.public_key_in("#!/bin/sh\necho hi\n") is None
+    assert host_keys.fingerprint(key.public).startswith("SHA256:")

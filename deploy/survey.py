@@ -1,0 +1,46 @@
+"""What a cluster already has, looked up by its tag (read-only), and what `up` would add to it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from inferq.deploy import settings
+from inferq.deploy.aws import images, instances, keypairs, security_groups
+from inferq.deploy.aws.tags import tag_value
+from inferq.deploy.options import Options
+
+ROLES = {"worker": "workers", "orchestrator": "orchestrator"}
+"""Instance role -> the role of its security group."""
+
+
+@dataclass
+class Survey:
+    """What the cluster already has (read-only lookups), and what `up` would add."""
+
+    key: dict | None
+    vpc_id: str
+    groups: dict[str, dict | None]
+    instances: dict[str, dict]
+    missing: list[tuple[str, str]]
+    stopped: list[str]
+    images: dict[str, dict] = field(default_factory=dict)
+    surplus: list[str] = field(default_factory=list)
+
+
+def host_names(workers: int) -> list[tuple[str, str]]:
+    """(role, name) of every instance: one orchestrator, then worker-1..N."""
+    return [("orchestrator", "orchestrator")] + [("worker", f"worker-{i}") for i in range(1, workers + 1)]
+
+
+def survey(ec2, options: Options) -> Survey:
+    """Look everything up by tag; nothing is changed."""
+    existing = {tag_value(i, settings.NAME_TAG_KEY): i for i in instances.find(ec2, options.cluster)}
+    wanted = host_names(options.workers)
+    found = Survey(
+        key=keypairs.find(ec2, options.cluster), vpc_id=security_groups.default_vpc(ec2),
+        groups={role: security_groups.find(ec2, options.cluster, role) for role in ROLES.values()},
+        instances=existing, missing=[(role, name) for role, name in wanted if name not in existing],
+        stopped=[i["InstanceId"] for i in existing.values() if i["State"]["Name"] in ("stopped", "stopping")])
+    for role in sorted({role for role, _ in found.missing}):
+        found.images[role] = images.latest_image(ec2, *options.image(role))
+    found.surplus = sorted(set(existing) - {name for _, name in wanted})
+    return found

@@ -1,0 +1,89 @@
+"""Teardown: delete the cluster's instances, security groups and key pair, found by tag in the cluster's region.
+
+The region and cluster come from the inventory (deploy.target), so a cluster
+made with `up --region eu-west-1` is found by a plain `down`. Before deleting
+anything, the pre-flight checks the credentials and every delete (EC2 DryRun).
+Afterwards the inventory is marked torn down, and the pinned host keys and
+the API's certificate go: the addresses may be someone else's next.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from inferq.deploy import inventory as inv
+from inferq.deploy import preflight, settings, tls
+from inferq.deploy.aws import instances, keypairs, security_groups
+from inferq.deploy.aws.clients import Aws
+from inferq.deploy.aws.tags import tag_value
+from inferq.deploy.options import Options
+from inferq.deploy.provision import Report
+
+
+def checks(aws: Aws, doomed: list[dict], groups: list[dict], pair: dict | None) -> preflight.Checks:
+    """The DryRun requests of every delete."""
+    ec2, todo = aws.ec2, preflight.Checks()
+    if doomed:
+        ids = [i["InstanceId"] for i in doomed]
+        todo.add("ec2:TerminateInstances", "terminating the instances",
+                 lambda: ec2.terminate_instances(InstanceIds=ids, DryRun=True))
+    for group in groups:
+        if group.get("IpPermissions"):
+            todo.add("ec2:RevokeSecurityGroupIngress", f"revoking the rules of {group['GroupName']}",
+                     lambda group=group: ec2.revoke_security_group_ingress(
+                         GroupId=group["GroupId"], IpPermissions=group["IpPermissions"], DryRun=True))
+        todo.add("ec2:DeleteSecurityGroup", f"deleting {group['GroupName']}",
+                 lambda group=group: ec2.delete_security_group(GroupId=group["GroupId"], DryRun=True))
+    if pair:
+        todo.add("ec2:DeleteKeyPair", f"deleting key pair {pair['KeyName']}",
+                 lambda: ec2.delete_key_pair(KeyName=pair["KeyName"], DryRun=True))
+    return todo
+
+
+def down(aws: Aws, options: Options, dry_run: bool, report: Report) -> int:
+    """Delete the cluster's instances, security groups and key pair (found by tag). Return the count."""
+    ec2 = aws.ec2
+    arn = preflight.identity(aws)
+    doomed = instances.find(ec2, options.cluster)
+    groups = security_groups.find_all(ec2, options.cluster)
+    pair = keypairs.find(ec2, options.cluster)
+    count = len(doomed) + len(groups) + (1 if pair else 0)
+    if count:
+        preflight.require(aws, arn, checks(aws, doomed, groups, pair), report, verb="deleted")
+    verb = "would delete" if dry_run else "delete"
+    for instance in doomed:
+        report(f"{verb} instance {tag_value(instance, settings.NAME_TAG_KEY)} ({instance['InstanceId']})")
+    for group in groups:
+        report(f"{verb} security group {group['GroupName']} ({group['GroupId']})")
+    if pair:
+        report(f"{verb} key pair {pair['KeyName']}")
+    where = f"tagged {settings.TAG_KEY}={options.cluster} in {aws.region}"
+    if dry_run:
+        report(f"dry run: {count} resource(s) {where} would be deleted, nothing done")
+        return count
+    if doomed:
+        ids = [i["InstanceId"] for i in doomed]
+        instances.terminate(ec2, ids)
+        report(f"waiting for {len(ids)} instance(s) to terminate")
+        # Groups in use by an instance cannot be deleted: wait until none is.
+        instances.wait(ec2, ids, "terminated")
+    for group in groups:
+        security_groups.revoke_all(ec2, group)
+    for group in groups:
+        security_groups.delete(ec2, group)
+    if pair:
+        keypairs.delete(ec2, pair)
+    forget(options)
+    report(f"deleted {count} resource(s) {where}")
+    return count
+
+
+def forget(options: Options) -> None:
+    """What this machine kept about the cluster's hosts: the SSH key, the pins, the API certificate; the inventory
+    stays, marked torn down, so fab refuses it and a later `down` still knows the region."""
+    options.key_file.unlink(missing_ok=True)
+    options.known_hosts.unlink(missing_ok=True)
+    tls.forget(options.secrets_dir, options.cluster)
+    path = Path(options.inventory)
+    if path.exists():
+        inv.write(inv.Inventory(cluster=options.cluster, hosts=[], key_file=str(options.key_file),
+                                region=options.region, state=inv.TORN_DOWN), path)

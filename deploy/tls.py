@@ -1,0 +1,123 @@
+"""The API's TLS certificate: generated here once per cluster, its SHA-256 fingerprint pinned by every client.
+
+Self-signed on purpose: the orchestrator has an address, not a domain name, so
+no public CA would certify it, and a pinned fingerprint trusts exactly this
+certificate and nothing else. The key (mode 600) stays in secrets/<cluster>/
+and on the orchestrator; the certificate's fingerprint is all a client needs
+(`fab submit` reads it here; the `inferq` CLI takes it as INFERQ_API_CERT_SHA256).
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+VALID_DAYS = 5 * 365
+"""Lifetime of a certificate: clients pin its fingerprint, so expiry adds nothing but a forced re-pin."""
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A PEM certificate and its private key."""
+
+    cert_pem: bytes
+    key_pem: bytes
+
+    @property
+    def sha256(self) -> str:
+        """The certificate's SHA-256 fingerprint, 64 hex digits (what clients pin)."""
+        return fingerprint(self.cert_pem)
+
+    def __repr__(self) -> str:  # never print the key
+        return f"Certificate(sha256={self.sha256})"
+
+
+def fingerprint(cert_pem: bytes) -> str:
+    """SHA-256 of a PEM certificate's DER bytes, as hex."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
+    return hashlib.sha256(der).hexdigest()
+
+
+def paths(secrets_dir: str | os.PathLike, cluster: str) -> tuple[Path, Path]:
+    """(certificate, key) files of a cluster's API."""
+    base = Path(secrets_dir) / cluster
+    return base / "api-tls.crt", base / "api-tls.key"
+
+
+def generate(cluster: str, addresses: list[str]) -> Certificate:
+    """A new P-256 key and a self-signed certificate naming the API's addresses."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"inferq API ({cluster})")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(a)) for a in sorted(set(addresses))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return Certificate(cert.public_bytes(serialization.Encoding.PEM),
+                       key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()))
+
+
+def addresses_of(cert_pem: bytes) -> set[str]:
+    """The IP addresses a certificate names."""
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(a) for a in names.get_values_for_type(x509.IPAddress)}
+
+
+def load_or_create(secrets_dir: str | os.PathLike, cluster: str, addresses: list[str]) -> Certificate:
+    """The cluster's certificate; a new one when there is none or it names other addresses (a replaced host)."""
+    cert_path, key_path = paths(secrets_dir, cluster)
+    if cert_path.exists() and key_path.exists():
+        found = Certificate(cert_path.read_bytes(), key_path.read_bytes())
+        if addresses_of(found.cert_pem) == set(addresses):
+            return found
+    made = generate(cluster, addresses)
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(cert_path.parent, 0o700)
+    _write(key_path, made.key_pem, 0o600)
+    _write(cert_path, made.cert_pem, 0o644)
+    return made
+
+
+def load(secrets_dir: str | os.PathLike, cluster: str) -> Certificate | None:
+    """The cluster's certificate, if `fab deploy` made one."""
+    cert_path, key_path = paths(secrets_dir, cluster)
+    if not cert_path.exists():
+        return None
+    return Certificate(cert_path.read_bytes(), key_path.read_bytes() if key_path.exists() else b"")
+
+
+def forget(secrets_dir: str | os.PathLike, cluster: str) -> None:
+    """Remove the cluster's certificate and key (after teardown)."""
+    for path in paths(secrets_dir, cluster):
+        path.unlink(missing_ok=True)
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    """Write a file with mode from its first byte, replacing any older one whole."""
+    partial = path.with_suffix(path.suffix + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(partial, path)
