@@ -4,6 +4,8 @@
 configuration. inferq's own settings, their environment variables and checks
 are in settings.py; the key names kombu is told to use are in contract.py.
 """
+from kombu import Queue
+
 from inferq import contract
 from inferq.settings import Celery, current
 
@@ -12,6 +14,10 @@ _s = current(Celery)
 broker_url = _s.broker
 result_backend = _s.backend
 task_default_queue = _s.queue
+# The two priority lanes, interactive first: a worker consumes them in this order
+# (with "queue_order_strategy": "priority" below), so it takes a single text before
+# any bulk work, and bulk work whenever no single text waits.
+task_queues = [Queue(name) for name in contract.lane_queues(_s.queue).values()]
 # JSON only: a pickle message pushed into the queue must never be executed.
 task_serializer = "json"
 result_serializer = "json"
@@ -33,6 +39,11 @@ result_expires = _s.result_ttl
 task_time_limit = _s.task_time_limit
 task_soft_time_limit = _s.soft_time_limit
 broker_transport_options = {
+    # kombu's Redis transport rotates the order in which it polls a worker's
+    # queues after each message (round robin); "priority" keeps the order of
+    # task_queues, so the interactive lane is always asked first (one BRPOP
+    # over both lists, which answers from the first non-empty one).
+    "queue_order_strategy": "priority",
     "visibility_timeout": _s.visibility_timeout,
     "socket_timeout": _s.redis_timeout,
     "socket_connect_timeout": _s.redis_timeout,

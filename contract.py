@@ -29,6 +29,28 @@ def classify_message(texts: list[str], queued_at: float) -> ClassifyMessage:
     return {"args": [texts], "kwargs": {"queued_at": queued_at}}
 
 
+DELIVER_CALLBACK_TASK = "inferq.deliver_callback"
+"""POST a finished job's view to its callback URL (tasks/callbacks.py); args [job_id], kwargs {"first_at"}."""
+
+# --- the priority lanes ---
+
+INTERACTIVE, BULK = "interactive", "bulk"
+"""The two lanes: jobs of one text, and bulk jobs (more than one text, or "priority": "low")."""
+
+BULK_SUFFIX = ".bulk"
+"""The bulk lane's queue is INFERQ_QUEUE + this; the interactive lane's is INFERQ_QUEUE itself."""
+
+
+def lane_queues(queue: str) -> dict[str, str]:
+    """Each lane's queue (a Redis list of that name), interactive first: the order workers consume them in."""
+    return {INTERACTIVE: queue, BULK: queue + BULK_SUFFIX}
+
+
+def lane_of(n_texts: int, priority: str = "normal") -> str:
+    """The lane of a job: one text at normal priority is interactive, anything else bulk."""
+    return INTERACTIVE if n_texts == 1 and priority != "low" else BULK
+
+
 class TextResult(TypedDict):
     """One text's answer."""
 
@@ -59,7 +81,8 @@ class JobResult(TypedDict):
 # --- inferq's Redis keys ---
 
 JOB_KEY = "inferq:job:{}"
-"""Per job (string, JSON): the API's record, {"queued_at", "texts", "owner"?}; expires with the result.
+"""Per job (string, JSON): the API's record, {"queued_at", "texts", "lane", "owner"?, "callback_url"?};
+expires with the result.
 Celery reports any unknown id as PENDING: an id without a record is one the API never issued."""
 
 DELIVERIES_KEY = "inferq:deliveries:{}"
@@ -67,6 +90,14 @@ DELIVERIES_KEY = "inferq:deliveries:{}"
 
 RUNNING_KEY = "inferq:running:{}"
 """Per job (string): the worker that started it last (the API's "running" status)."""
+
+CANCEL_KEY = "inferq:cancel:{}"
+"""Per job (string): a DELETE was accepted: "queued" (cancelled before any worker started it) or "running"
+(cancel requested while it ran). Workers skip such a job, or discard its result (tasks/cancellation.py)."""
+
+CALLBACK_KEY = "inferq:callback:{}"
+"""Per job with a callback_url (string, JSON): {"url", "state": "pending" | "delivered" | "gave_up", "attempts",
+"delivered_at"?, "last_error"?}; written by the API at submit, then only by the delivery task (tasks/callbacks.py)."""
 
 WORKERS_KEY = "inferq:workers"
 """Sorted set: worker hostname -> time of its last heartbeat (/readyz, /metrics)."""
@@ -81,6 +112,8 @@ SUCCEEDED_KEY = METRICS_PREFIX + "succeeded"
 """Counter: jobs whose result a worker stored."""
 FAILED_KEY = METRICS_PREFIX + "failed"
 """Counter: jobs that ended failed."""
+CANCELLED_KEY = METRICS_PREFIX + "cancelled"
+"""Counter: jobs cancelled (DELETE accepted; counted once, by the API)."""
 LATENCY_KEY = METRICS_PREFIX + "latency"
 """Hash: per bucket upper bound (seconds as text, "+Inf" last) the jobs in it, plus "sum" and "count"."""
 

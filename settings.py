@@ -70,7 +70,8 @@ class Redis(Section):
                                               f"{LOCAL_REDIS_URL}; the local stack then starts its own).")
     broker_url: str = setting("INFERQ_BROKER_URL", "", "Celery's broker, when it is not REDIS_URL.")
     result_backend: str = setting("INFERQ_RESULT_BACKEND", "", "Celery's result backend, when it is not REDIS_URL.")
-    queue: str = setting("INFERQ_QUEUE", "inferq", "The queue's name (a Redis list of that name).")
+    queue: str = setting("INFERQ_QUEUE", "inferq", "The interactive lane's queue (a Redis list of that name); "
+                         "the bulk lane's is this name + `.bulk`.")
     redis_timeout: float = setting("INFERQ_REDIS_TIMEOUT", 1.5, "Seconds a Redis call may take before the "
                                    "API answers 503 or a worker retries.", minimum=0.1)
     result_ttl: int = setting("INFERQ_RESULT_TTL", 24 * 3600, "Seconds a job's record and result are kept.",
@@ -122,7 +123,35 @@ class ModelSource(Section):
 
 
 @dataclass(frozen=True)
-class Worker(Celery, ModelSource):
+class Webhooks(Section):
+    """Signed completion callbacks: the API checks a job's callback_url, the workers deliver it."""
+
+    webhook_secret: str = setting("INFERQ_WEBHOOK_SECRET", "", "HMAC-SHA256 key of the Inferq-Signature header "
+                                  f"(at least {MIN_API_KEY_LENGTH} characters); unset: submits with a "
+                                  "callback_url are refused (callbacks_disabled).")
+    webhook_max_age_seconds: float = setting("INFERQ_WEBHOOK_MAX_AGE_SECONDS", 86400.0, "How long a callback is "
+                                             "retried (backoff with jitter) before it is given up.", minimum=1)
+    webhook_allowed_networks: tuple[str, ...] = setting(
+        "INFERQ_WEBHOOK_ALLOWED_NETWORKS", (), "Comma-separated CIDRs a callback may reach although they are "
+        "loopback, private, link-local or otherwise not public (unset: public addresses only).")
+    webhook_timeout: float = setting("INFERQ_WEBHOOK_TIMEOUT", 10.0, "Seconds one callback POST may take.",
+                                     minimum=0.1)
+
+    def check(self) -> None:
+        """Refuse a guessable secret and networks that do not parse."""
+        import ipaddress
+
+        if self.webhook_secret and len(self.webhook_secret) < MIN_API_KEY_LENGTH:
+            raise ConfigError(f"INFERQ_WEBHOOK_SECRET is shorter than {MIN_API_KEY_LENGTH} characters")
+        for cidr in self.webhook_allowed_networks:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(f"INFERQ_WEBHOOK_ALLOWED_NETWORKS: {cidr!r} is not a network (CIDR)") from None
+
+
+@dataclass(frozen=True)
+class Worker(Celery, ModelSource, Webhooks):
     """A worker process: the model it runs, how, and when it gives up on a job."""
 
     precision: str = setting("INFERQ_PRECISION", "onnx-int8", "The inference path (docs/performance.md).",
@@ -173,7 +202,7 @@ class ApiAddress(Section):
 
 
 @dataclass(frozen=True)
-class Api(Redis, ApiKeys, ApiAddress):
+class Api(Redis, ApiKeys, ApiAddress, Webhooks):
     """The HTTP API: where it listens and what it accepts."""
 
     api_workers: int = setting("INFERQ_API_WORKERS", 2, "gunicorn worker processes.", minimum=1)
@@ -184,8 +213,8 @@ class Api(Redis, ApiKeys, ApiAddress):
                                   minimum=1)
     max_wait_seconds: float = setting("INFERQ_MAX_WAIT_SECONDS", 30.0, "Longest ?wait= a request may hold.",
                                       minimum=0)
-    max_queue_depth: int = setting("INFERQ_MAX_QUEUE_DEPTH", 10000, "Waiting jobs past which submits get 429.",
-                                   minimum=1)
+    max_queue_depth: int = setting("INFERQ_MAX_QUEUE_DEPTH", 10000, "Waiting jobs in one lane (interactive "
+                                   "or bulk) past which submits to that lane get 429.", minimum=1)
     retry_after: int = setting("INFERQ_RETRY_AFTER", 2, "Retry-After seconds of a 429.", minimum=1)
     redis_memory_high: float = setting("INFERQ_REDIS_MEMORY_HIGH", 0.8, "Share of Redis's maxmemory past which "
                                        "submits get 429, before Redis itself refuses writes (the rest is room for "
@@ -322,7 +351,7 @@ def markdown() -> str:
     """The settings table of docs/settings.md, one block per section."""
     out = ["# Settings", "", "Every setting is an environment variable, read by the processes of the sections "
            "that list it (`settings.py`). Empty means unset.", ""]
-    for section in (Redis, Celery, ModelSource, Worker, ApiKeys, ApiAddress, Api, Client, RedisServer, Stack):
+    for section in (Redis, Celery, ModelSource, Webhooks, Worker, ApiKeys, ApiAddress, Api, Client, RedisServer, Stack):
         own = [f for f in dataclasses.fields(section) if f.name in section.__annotations__]
         if not own:
             continue

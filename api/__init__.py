@@ -31,6 +31,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         INFERQ_REDIS_URL=settings.backend,
         INFERQ_RESULT_TTL=settings.result_ttl,
         INFERQ_REDIS_TIMEOUT=settings.redis_timeout,
+        INFERQ_WEBHOOK_SECRET=settings.webhook_secret,
+        INFERQ_WEBHOOK_ALLOWED_NETWORKS=settings.webhook_allowed_networks,
     )
     if test_config:
         app.config.from_mapping(test_config)

@@ -4,18 +4,18 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from datetime import UTC, datetime
-from typing import Any
 
 import redis
 from flask import Blueprint, current_app, jsonify, request, url_for
 from kombu.exceptions import OperationalError
 
+from inferq import webhooks
 from inferq.api import admission, auth, idempotency, seed, validation
 from inferq.api.errors import ApiError
-from inferq.api.store import STATUS_OF_STATE, JobStore
+from inferq.api.store import STATUS_OF_STATE, JobStore, cancel
 from inferq.celery_app import app as celery_app
-from inferq.contract import CLASSIFY_TASK, classify_message
+from inferq.contract import CLASSIFY_TASK, DELIVER_CALLBACK_TASK, classify_message, lane_of, lane_queues
+from inferq.jobview import describe, failure_reason, status_of
 
 bp = Blueprint("jobs", __name__)
 
@@ -37,14 +37,17 @@ def _redis_down() -> ApiError:
                     headers={"Retry-After": "1"})
 
 
-def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = None) -> tuple[str, bool]:
-    """Record the job, then queue it; if it is refused or queueing fails, drop the record.
+def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = None,
+            priority: str = "normal", callback_url: str | None = None) -> tuple[str, bool]:
+    """Record the job, then queue it in its lane; if it is refused or queueing fails, drop the record.
 
     Returns (job_id, created): with an Idempotency-Key seen before, the earlier
-    job and False. Past the queue cap or Redis's memory threshold, 429 (admission control).
+    job and False. Past the lane's queue cap or Redis's memory threshold, 429 (admission control).
     """
     store = _store()
     config = current_app.config
+    lane = lane_of(len(texts), priority)
+    queue = lane_queues(config["INFERQ_QUEUE"])[lane]
     body = idempotency.body_fingerprint(texts) if idem_key else ""
     try:
         if idem_key:
@@ -54,9 +57,9 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
         job_id, queued_at = uuid.uuid4().hex, time.time()
         # Record first (one round trip with the queue-depth check): a worker may
         # finish the job before this request returns, and a poll must find it.
-        load = store.create(job_id, len(texts), owner, config["INFERQ_QUEUE"], queued_at)
+        load = store.create(job_id, len(texts), owner, queue, queued_at, lane, callback_url)
         try:
-            admission.admit(load.depth, config["INFERQ_MAX_QUEUE_DEPTH"], config["INFERQ_RETRY_AFTER"])
+            admission.admit(load.depth, config["INFERQ_MAX_QUEUE_DEPTH"], config["INFERQ_RETRY_AFTER"], lane)
             admission.admit_memory(load.used_memory, load.maxmemory, config["INFERQ_REDIS_MEMORY_HIGH"],
                                    config["INFERQ_RETRY_AFTER"])
             if idem_key:
@@ -67,7 +70,8 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
             try:
                 # queued_at travels with the job so the worker can observe its
                 # end-to-end latency without reading the record back.
-                celery_app.send_task(CLASSIFY_TASK, task_id=job_id, **classify_message(texts, queued_at))
+                celery_app.send_task(CLASSIFY_TASK, task_id=job_id, queue=queue,
+                                     **classify_message(texts, queued_at))
             except Exception:
                 if idem_key:
                     idempotency.release(store.redis, idem_key, owner)
@@ -104,7 +108,27 @@ def submit_job():
     validation.require_json(request)
     body = validation.read_json(request)
     texts = validation.texts_from_job(body, current_app.config["INFERQ_MAX_TEXTS"])
-    return _accepted(enqueue(texts, owner, idem_key))
+    priority = validation.priority_of_job(body)
+    callback_url = _callback_url(body)
+    return _accepted(enqueue(texts, owner, idem_key, priority, callback_url))
+
+
+def _callback_url(body: dict) -> str | None:
+    """The job's callback_url, checked: callbacks enabled, an http(s) URL, leading to an allowed address."""
+    if "callback_url" not in body:
+        return None
+    config = current_app.config
+    if not config["INFERQ_WEBHOOK_SECRET"]:
+        raise ApiError(400, "callbacks_disabled", "this API sends no callbacks (INFERQ_WEBHOOK_SECRET is not set, "
+                       "and it never sends unsigned ones); poll GET /jobs/<id> instead")
+    url = body["callback_url"]
+    try:
+        webhooks.check(url, config["INFERQ_WEBHOOK_ALLOWED_NETWORKS"])
+    except webhooks.InvalidCallbackUrl as exc:
+        raise ApiError(400, "invalid_callback_url", str(exc)) from None
+    except webhooks.CallbackNotAllowed as exc:
+        raise ApiError(400, "callback_url_not_allowed", str(exc)) from None
+    return url
 
 
 @bp.post("/new_request")
@@ -125,47 +149,20 @@ def seed_new_request():
     status = STATUS_OF_STATE.get(meta["status"], "queued")
     if status == "succeeded":
         return seed.container_result(job_id, text, meta["result"]["results"][0], created)
-    error = {"code": "job_failed", "message": _failure_reason(meta)} if status == "failed" else None
+    error = {"code": "job_failed", "message": failure_reason(meta)} if status == "failed" else None
     return seed.acknowledgement(job_id, created, status, error)
 
 
-def _iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, UTC).isoformat() if ts else None
-
-
-def _ms(start: float | None, end: float | None) -> float | None:
-    return round((end - start) * 1000, 3) if start and end else None
-
-
-def describe(job_id: str, record: dict, meta: dict) -> dict:
-    """The client's view of a job: status, and when done its results and timings."""
-    status = STATUS_OF_STATE.get(meta["status"], "queued")
-    body: dict[str, Any] = {"job_id": job_id, "status": status, "texts": record["texts"]}
-    queued_at = record["queued_at"]
-    timings: dict[str, Any] = {"queued_at": _iso(queued_at)}
-    if status == "succeeded":
-        result = meta["result"]
-        started, finished = result["started_at"], result["finished_at"]
-        timings.update(
-            started_at=_iso(started), finished_at=_iso(finished),
-            queue_ms=_ms(queued_at, started), inference_ms=_ms(started, finished),
-            total_ms=_ms(queued_at, finished),
-        )
-        body.update(model=result["model"], results=result["results"], worker=result["worker"])
-    elif status == "failed":
-        body["error"] = {"code": "job_failed", "message": _failure_reason(meta)}
-    body["timings"] = timings
-    return body
-
-
-def _failure_reason(meta: dict) -> str:
-    result = meta.get("result")
-    if isinstance(result, dict) and "exc_type" in result:
-        message = result.get("exc_message")
-        if isinstance(message, (list, tuple)):
-            message = " ".join(map(str, message))
-        return f"{result['exc_type']}: {message}"
-    return str(result or meta["status"])
+def _own_record(store: JobStore, job_id: str, owner: str | None) -> tuple[dict, dict, dict | None]:
+    """The record, state and callback of a job the caller may see; 404 otherwise."""
+    if not JOB_ID.match(job_id):
+        raise ApiError(404, "job_not_found", f"no job {job_id!r}: job ids are 32 hex characters")
+    record, meta, callback = store.record_and_meta(job_id)
+    if record is not None and not auth.may_read(record, owner):
+        record = None  # another key's job: answer as if it did not exist
+    if record is None:
+        raise ApiError(404, "job_not_found", f"no job {job_id}: never issued, or its result expired")
+    return record, meta, callback
 
 
 @bp.get("/jobs/<job_id>")
@@ -173,16 +170,48 @@ def get_job(job_id: str):
     """A job's status and, when done, its result; ?wait=N long-polls."""
     owner = auth.require_key(request)
     wait = validation.wait_seconds(request.args.get("wait"), current_app.config["INFERQ_MAX_WAIT_SECONDS"])
-    if not JOB_ID.match(job_id):
-        raise ApiError(404, "job_not_found", f"no job {job_id!r}: job ids are 32 hex characters")
     store = _store()
     try:
-        record, meta = store.record_and_meta(job_id)
-        if record is not None and not auth.may_read(record, owner):
-            record = None  # another key's job: answer as if it did not exist
-        if record is None:
-            raise ApiError(404, "job_not_found", f"no job {job_id}: never issued, or its result expired")
+        record, meta, callback = _own_record(store, job_id, owner)
         meta = store.wait(job_id, wait, meta)
     except UNAVAILABLE:
         raise _redis_down() from None
-    return jsonify(describe(job_id, record, meta))
+    return jsonify(describe(job_id, record, meta, callback))
+
+
+@bp.delete("/jobs/<job_id>")
+def cancel_job(job_id: str):
+    """Cancel a job: queued, 200 cancelled (it never runs); running, 202 cancel_requested; finished, 409."""
+    owner = auth.require_key(request)
+    store = _store()
+    try:
+        _, _, callback = _own_record(store, job_id, owner)
+        outcome, state = cancel(store, job_id)
+    except UNAVAILABLE:
+        raise _redis_down() from None
+    status = status_of(state) if state is not None else ("cancelled" if outcome == "queued" else "cancel_requested")
+    if status in ("succeeded", "failed"):
+        raise ApiError(409, "job_finished", f"job {job_id} has {status} already; there is nothing to cancel")
+    if outcome == "queued":
+        _announce_revoked(job_id)
+        if callback is not None:
+            _send_callback(job_id)
+    response = jsonify(job_id=job_id, status=status)
+    response.status_code = 200 if status == "cancelled" else 202
+    return response
+
+
+def _announce_revoked(job_id: str) -> None:
+    """Tell the workers (and so Flower) the job is revoked; the cancel mark in Redis is what they obey."""
+    try:
+        celery_app.control.revoke(job_id)
+    except Exception as exc:  # the mark is stored: a lost broadcast only costs Flower's view
+        current_app.logger.warning("could not broadcast the revoke of job %s: %s", job_id, exc)
+
+
+def _send_callback(job_id: str) -> None:
+    """Queue the delivery of a job's callback (cancelled by the API: no worker reaches a final state for it)."""
+    try:
+        celery_app.send_task(DELIVER_CALLBACK_TASK, args=[job_id], queue=current_app.config["INFERQ_QUEUE"])
+    except Exception as exc:  # the job is cancelled; its callback is then never sent: say so
+        current_app.logger.error("could not queue the callback of cancelled job %s: %s", job_id, exc)

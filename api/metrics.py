@@ -15,19 +15,32 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from inferq.api.errors import ApiError
-from inferq.contract import FAILED_KEY, LATENCY_BUCKETS, LATENCY_KEY, SUBMITTED_KEY, SUCCEEDED_KEY, WORKERS_KEY
+from inferq.contract import (
+    CANCELLED_KEY,
+    FAILED_KEY,
+    LATENCY_BUCKETS,
+    LATENCY_KEY,
+    SUBMITTED_KEY,
+    SUCCEEDED_KEY,
+    WORKERS_KEY,
+    lane_queues,
+)
 
 bp = Blueprint("metrics", __name__)
 
 
 def read(client: redis.Redis, queue: str, fresh_after: float) -> dict:
-    """Every counter, the queue depth, the fresh workers and the latency histogram (cumulative), in one round trip."""
+    """Every counter, the queue depth (each lane's and in all), the fresh workers and the latency histogram
+    (cumulative), in one round trip. queue: the interactive lane's name (INFERQ_QUEUE)."""
+    lanes = lane_queues(queue)
     pipe = client.pipeline(transaction=False)
-    pipe.mget(SUBMITTED_KEY, SUCCEEDED_KEY, FAILED_KEY)
+    pipe.mget(SUBMITTED_KEY, SUCCEEDED_KEY, FAILED_KEY, CANCELLED_KEY)
     pipe.hgetall(LATENCY_KEY)
-    pipe.llen(queue)
+    for name in lanes.values():
+        pipe.llen(name)
     pipe.zcount(WORKERS_KEY, fresh_after, "+inf")
-    (submitted, succeeded, failed), latency, depth, workers = pipe.execute()
+    (submitted, succeeded, failed, cancelled), latency, *depths, workers = pipe.execute()
+    lane_depths = {lane: int(depth) for lane, depth in zip(lanes, depths)}
     latency = {k.decode(): v.decode() for k, v in latency.items()}
     cumulative, running = [], 0
     for bound in (*map(repr, LATENCY_BUCKETS), "+Inf"):
@@ -37,7 +50,9 @@ def read(client: redis.Redis, queue: str, fresh_after: float) -> dict:
         "submitted": int(submitted or 0),
         "succeeded": int(succeeded or 0),
         "failed": int(failed or 0),
-        "queue_depth": int(depth),
+        "cancelled": int(cancelled or 0),
+        "queue_depth": sum(lane_depths.values()),
+        "lane_depths": lane_depths,
         "workers": int(workers),
         "latency_buckets": cumulative,
         "latency_sum": float(latency.get("sum", 0.0)),
@@ -58,12 +73,18 @@ class QueueCollector:
             ("inferq_jobs_submitted", "submitted", "Jobs the API accepted (202)."),
             ("inferq_jobs_completed", "succeeded", "Jobs whose result a worker stored."),
             ("inferq_jobs_failed", "failed", "Jobs that ended failed."),
+            ("inferq_jobs_cancelled", "cancelled", "Jobs cancelled (DELETE /jobs/<id> accepted)."),
         ):
             counter = CounterMetricFamily(name, help_text)
             counter.add_metric([], values[key])
             yield counter
-        yield GaugeMetricFamily("inferq_queue_depth", "Jobs waiting in the queue for a worker.",
+        yield GaugeMetricFamily("inferq_queue_depth", "Jobs waiting for a worker, both lanes.",
                                 value=values["queue_depth"])
+        lanes = GaugeMetricFamily("inferq_lane_queue_depth", "Jobs waiting for a worker, per lane "
+                                  "(interactive: one text; bulk: several, or priority low).", labels=["lane"])
+        for lane, depth in values["lane_depths"].items():
+            lanes.add_metric([lane], depth)
+        yield lanes
         yield GaugeMetricFamily("inferq_workers_ready", "Workers with a recent heartbeat.", value=values["workers"])
         yield HistogramMetricFamily(
             "inferq_job_latency_seconds", "Time from submission to stored result, per finished job.",

@@ -14,20 +14,12 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from inferq import jobview
 from inferq.api.results import POLL_SECONDS, ResultListener
-from inferq.contract import JOB_KEY, RESULT_KEY_PREFIX, RUNNING_KEY, SUBMITTED_KEY, decode_state, result_key
+from inferq.contract import CALLBACK_KEY, JOB_KEY, RESULT_KEY_PREFIX, SUBMITTED_KEY
+from inferq.jobview import STATUS_OF_STATE, TERMINAL
 
-# Celery's states, as the four statuses clients see.
-STATUS_OF_STATE = {
-    "PENDING": "queued",
-    "RECEIVED": "queued",
-    "RETRY": "queued",
-    "STARTED": "running",
-    "SUCCESS": "succeeded",
-    "FAILURE": "failed",
-    "REVOKED": "failed",
-}
-TERMINAL = {"succeeded", "failed"}
+__all__ = ["STATUS_OF_STATE", "TERMINAL", "JobStore", "Load"]
 
 
 class Load(NamedTuple):
@@ -53,54 +45,57 @@ class JobStore:
         )
         self.listener = ResultListener(url, RESULT_KEY_PREFIX.encode(), socket_timeout)
 
-    def create(self, job_id: str, n_texts: int, owner: str | None, queue: str, queued_at: float) -> Load:
+    def create(self, job_id: str, n_texts: int, owner: str | None, queue: str, queued_at: float,
+               lane: str = "", callback_url: str | None = None) -> Load:
         """Record a job the API is about to enqueue and count it submitted; return the queue's depth and memory.
 
         One round trip: the queue length and Redis's memory (admission control),
         the record (owner: its API key's fingerprint) and the submitted counter go
-        in one pipeline. A caller that then refuses or fails to enqueue the job
-        calls forget().
+        in one pipeline. queue: the lane's queue, whose depth is read. A caller
+        that then refuses or fails to enqueue the job calls forget().
         """
         record: dict[str, Any] = {"queued_at": queued_at, "texts": n_texts}
+        if lane:
+            record["lane"] = lane
         if owner is not None:
             record["owner"] = owner
+        if callback_url is not None:
+            record["callback_url"] = callback_url
         pipe = self.redis.pipeline(transaction=False)
         pipe.llen(queue)
         pipe.info("memory")
         pipe.set(JOB_KEY.format(job_id), json.dumps(record), ex=self.ttl)
         pipe.incr(SUBMITTED_KEY)
-        depth, memory, _, _ = pipe.execute()
+        if callback_url is not None:
+            pipe.set(CALLBACK_KEY.format(job_id), json.dumps({"url": callback_url, "state": "pending", "attempts": 0}),
+                     ex=self.ttl)
+        depth, memory = pipe.execute()[:2]
         return Load(int(depth), int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0)))
 
     def forget(self, job_id: str) -> None:
         """Drop the record (and the count) of a job that was not enqueued after all."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.delete(JOB_KEY.format(job_id))
+        pipe.delete(JOB_KEY.format(job_id), CALLBACK_KEY.format(job_id))
         pipe.decr(SUBMITTED_KEY)
         pipe.execute()
 
-    def record_and_meta(self, job_id: str) -> tuple[dict | None, dict[str, Any]]:
-        """The API's record of a job (None if it never issued the id or it expired) and its state, in one round trip."""
-        raw_record, raw_meta, running_on = self.redis.mget(
-            JOB_KEY.format(job_id), result_key(job_id), RUNNING_KEY.format(job_id))
-        return (json.loads(raw_record) if raw_record else None), self._state(raw_meta, running_on)
+    def record_and_meta(self, job_id: str) -> tuple[dict | None, dict[str, Any], dict | None]:
+        """The API's record of a job (None if it never issued the id or it expired), its state and its
+        callback's state, in one round trip."""
+        return jobview.read(self.redis, job_id)
 
     def meta(self, job_id: str) -> dict[str, Any]:
-        """The job's state: Celery's stored result, else STARTED if a worker took it, else PENDING."""
+        """The job's state: Celery's stored result, else cancel requested, else STARTED if a worker took it,
+        else PENDING."""
         # Read through our own client rather than Celery's backend: the backend
         # retries while Redis is away (result_backend_always_retry, which workers
         # need), and a poll must fail within the 503 bound instead.
-        return self._state(*self.redis.mget(result_key(job_id), RUNNING_KEY.format(job_id)))
+        raw_meta, running_on, cancel_mark = self.redis.mget(jobview.state_keys(job_id))
+        return jobview.state(raw_meta, running_on, cancel_mark)  # type: ignore[arg-type]
 
-    def _state(self, raw_meta, running_on=None) -> dict[str, Any]:
-        """A job's state from its raw result (published or stored) and the worker that started it."""
-        if raw_meta is not None:
-            return decode_state(raw_meta)
-        if running_on is not None:
-            # No result yet, but a worker started it (tasks/deliveries.py). A job
-            # whose worker died stays "running" until another worker finishes it.
-            return {"status": "STARTED", "result": {"hostname": running_on.decode()}}
-        return {"status": "PENDING", "result": None}
+    def _state(self, raw_meta) -> dict[str, Any]:
+        """A job's state from its raw result as published."""
+        return jobview.state(raw_meta)
 
     def wait(self, job_id: str, seconds: float, meta: dict[str, Any] | None = None) -> dict[str, Any]:
         """Return the job's meta once it is finished, or when seconds pass.
@@ -127,3 +122,56 @@ class JobStore:
                 elif woken or not self.listener.connected.is_set():
                     meta = self.meta(job_id)
         return meta
+
+
+# Atomic, so that a worker starting the job at the same moment is seen: the
+# worker marks it running (tasks/deliveries.py) before it reads the cancel mark
+# (tasks/cancellation.py); whichever of the two comes second sees the other.
+_CANCEL = """
+local raw = redis.call('GET', KEYS[1])
+if raw then return {'final', raw} end
+local mark = redis.call('GET', KEYS[3])
+if mark then return {'marked', mark} end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('SET', KEYS[3], 'running', 'EX', ARGV[1])
+  redis.call('INCR', KEYS[4])
+  return {'running', ''}
+end
+redis.call('SET', KEYS[3], 'queued', 'EX', ARGV[1])
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[1])
+redis.call('PUBLISH', KEYS[1], ARGV[2])
+redis.call('INCR', KEYS[4])
+return {'queued', ''}
+"""
+
+
+def revoked_meta(job_id: str, reason: str = "cancelled") -> str:
+    """A job's state as Celery stores a revoked task's (the shape the workers' backend writes, JSON)."""
+    from datetime import UTC, datetime
+
+    return json.dumps({
+        "status": "REVOKED",
+        "result": {"exc_type": "TaskRevokedError", "exc_message": [reason], "exc_module": "celery.exceptions"},
+        "traceback": None, "children": [], "date_done": datetime.now(UTC).isoformat(), "task_id": job_id,
+    })
+
+
+def cancel(store: JobStore, job_id: str) -> tuple[str, dict[str, Any] | None]:
+    """Ask to cancel a job; return what happened and, when it had a result already, its state.
+
+    "queued": no worker had started it: it is cancelled now (a REVOKED result is
+    stored and published, which wakes long-polls); "running": a worker runs it,
+    which will discard its result; "marked": cancelled (or asked to be) before;
+    "final": it has a result already (the state says which).
+    """
+    from inferq.contract import CANCEL_KEY, CANCELLED_KEY, RUNNING_KEY, result_key
+
+    outcome, raw = store.redis.eval(
+        _CANCEL, 4, result_key(job_id), RUNNING_KEY.format(job_id), CANCEL_KEY.format(job_id), CANCELLED_KEY,
+        store.ttl, revoked_meta(job_id))
+    outcome = outcome.decode()
+    if outcome == "final":
+        return outcome, jobview.state(raw)
+    if outcome == "marked":
+        return outcome, jobview.state(None, None, raw)
+    return outcome, None

@@ -51,13 +51,26 @@ def require_json(request: Request) -> None:
         )
 
 
+JOB_FIELDS = {"text", "texts", "priority", "callback_url"}
+PRIORITIES = ("normal", "low")
+
+
+def priority_of_job(body: dict) -> str:
+    """A POST /jobs body's priority: "normal" (the default) or "low" (the bulk lane even for one text)."""
+    priority = body.get("priority", "normal")
+    if priority not in PRIORITIES:
+        raise _fail("invalid_priority", f"priority must be one of {', '.join(map(repr, PRIORITIES))}")
+    return priority
+
+
 def texts_from_job(body: Any, max_texts: int) -> list[str]:
     """Validate a POST /jobs body: {"text": str} or {"texts": [str, ...]}."""
     if not isinstance(body, dict):
         raise _fail("invalid_body", 'the body must be a JSON object: {"text": "..."} or {"texts": [...]}')
-    unknown = sorted(set(body) - {"text", "texts"})
+    unknown = sorted(set(body) - JOB_FIELDS)
     if unknown:
-        raise _fail("unknown_field", f"unknown field(s) {', '.join(map(repr, unknown))}; use text or texts")
+        raise _fail("unknown_field", f"unknown field(s) {', '.join(map(repr, unknown))}; use text or texts "
+                    "(and optionally priority, callback_url)")
     if "text" in body and "texts" in body:
         raise _fail("ambiguous_body", "send either text or texts, not both")
     if "text" in body:

@@ -19,7 +19,7 @@ from typing import Any
 from celery_batches import Batches
 
 from inferq.settings import Worker, current
-from inferq.tasks import inference, metrics, worker
+from inferq.tasks import cancellation, inference, metrics, worker
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +36,25 @@ def texts_of(request: Any) -> list[str]:
     return request.args[0] if request.args else request.kwargs["texts"]
 
 
-def run_batch(task: Any, requests: Sequence[Any], admit: Callable[[str, list[str]], None]) -> int:
-    """Classify a batch of jobs together and store each job's own result; return how many succeeded."""
+def run_batch(task: Any, requests: Sequence[Any], admit: Callable[[str, list[str]], None],
+              finished: Callable[[str], None] = lambda job_id: None) -> int:
+    """Classify a batch of jobs together and store each job's own result; return how many succeeded.
+
+    finished(job_id): called once a job's final state is stored (its callback).
+    """
     backend = task.backend
     ready = []
     for request in requests:
         try:
             texts = texts_of(request)
             admit(request.id, texts)
+        except cancellation.Cancelled:
+            continue  # cancelled before it ran: its state is stored, nothing else is
         except Exception as exc:  # one bad job fails alone, the batch goes on
             log.error("job %s refused: %r", request.id, exc)
             backend.mark_as_failure(request.id, exc, request=request)
             metrics.finished(request, False)
+            finished(request.id)
             continue
         ready.append((request, texts))
     if not ready:
@@ -73,11 +80,15 @@ def run_batch(task: Any, requests: Sequence[Any], admit: Callable[[str, list[str
         except Exception as exc:
             backend.mark_as_failure(request.id, exc, request=request)
             metrics.finished(request, False)
+            finished(request.id)
             continue
+        if cancellation.finish_cancelled(request.id):
+            continue  # cancelled while it ran: its result is discarded
         backend.mark_as_done(request.id, {
             "model": loaded.info, "results": results, "started_at": started_at,
             "finished_at": finished_at, "worker": {**worker.identity(), "batch": len(ready)},
         }, request=request)
         metrics.finished(request, True)
+        finished(request.id)
         succeeded += 1
     return succeeded

@@ -10,17 +10,24 @@ from __future__ import annotations
 import time
 
 from celery import signals
+from celery.exceptions import Ignore
 
 from inferq import contract
 from inferq.celery_app import app
 from inferq.settings import Worker, current
-from inferq.tasks import deliveries, faults, inference, metrics, worker
+from inferq.tasks import callbacks, cancellation, deliveries, faults, inference, metrics, worker
 
 
 def admit(job_id: str | None, texts: list[str]) -> None:
-    """Checks every job passes before inference, alone or in a batch."""
+    """Checks every job passes before inference, alone or in a batch (raises cancellation.Cancelled)."""
     deliveries.admit(job_id, worker.hostname())  # poison-job guard, and "running"
+    cancellation.check(job_id)  # after "running": a DELETE either saw it running or left its mark first
     faults.inject(texts)  # test-only, off unless INFERQ_TEST_FAULTS=1
+
+
+def finished(job_id: str | None) -> None:
+    """A job reached its final state (succeeded, failed; cancelled is cancellation's): send its callback."""
+    callbacks.job_finished(job_id)
 
 
 def run(job_id: str | None, texts: list[str]) -> contract.JobResult:
@@ -30,6 +37,8 @@ def run(job_id: str | None, texts: list[str]) -> contract.JobResult:
     started_at = time.time()
     results = inference.classify(loaded, texts)
     finished_at = time.time()
+    if cancellation.finish_cancelled(job_id):
+        raise cancellation.Cancelled(job_id)
     return {
         "model": loaded.info,
         "results": results,
@@ -45,7 +54,7 @@ if current(Worker).batch_size > 1:
     @app.task(name=contract.CLASSIFY_TASK, base=ClassifyBatches)
     def classify_job(requests) -> int:
         """Classify up to INFERQ_BATCH_SIZE waiting jobs together, storing (and counting) each job's result."""
-        return run_batch(classify_job, requests, admit)
+        return run_batch(classify_job, requests, admit, finished)
 else:
     @app.task(name=contract.CLASSIFY_TASK)
     def classify_job(texts: list[str], queued_at: float | None = None) -> contract.JobResult:
@@ -53,15 +62,20 @@ else:
 
         queued_at: when the API accepted the job (for the latency metric, tasks/metrics.py).
         """
-        return run(classify_job.request.id, texts)
+        try:
+            return run(classify_job.request.id, texts)
+        except cancellation.Cancelled:
+            raise Ignore() from None  # its cancelled state is stored: store nothing else, acknowledge
 
     # Counted once the result is stored: Celery sends these signals after storing it.
     @signals.task_success.connect
     def _count_success(sender=None, **_):
         if sender.name == contract.CLASSIFY_TASK:
             metrics.finished(sender.request, True)
+            finished(sender.request.id)
 
     @signals.task_failure.connect
     def _count_failure(sender=None, **_):
         if sender.name == contract.CLASSIFY_TASK:
             metrics.finished(sender.request, False)
+            finished(sender.request.id)

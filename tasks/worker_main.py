@@ -22,13 +22,20 @@ WORKER_ARGS = [
 ]
 
 
+def queue_args(lanes: dict[str, str]) -> list[str]:
+    """Consume both lanes, interactive first (celeryconfig keeps kombu from rotating that order)."""
+    return ["-Q", ",".join(lanes.values())]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Check the worker's settings, then start one Celery worker process with inferq's flags."""
     settings.require(settings.Worker)
     from celery.__main__ import main as celery_main
 
+    from inferq.contract import lane_queues
+
     extra = sys.argv[1:] if argv is None else argv
-    sys.argv = ["celery", *WORKER_ARGS, *extra]
+    sys.argv = ["celery", *WORKER_ARGS, *queue_args(lane_queues(settings.current(settings.Worker).queue)), *extra]
     return celery_main()
 
 
