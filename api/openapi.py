@@ -9,6 +9,8 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify
 
+from inferq.jobview import STATUSES
+
 bp = Blueprint("openapi", __name__)
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -17,7 +19,8 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 def _errors(*codes: int) -> dict:
     descriptions = {
         400: "invalid request (see `error`)", 401: "API key missing or wrong (when keys are configured)",
-        404: "no such job (never issued, expired, or another key's)", 409: "Idempotency-Key reused with another body",
+        404: "no such job (never issued, expired, or another key's)",
+        409: "Idempotency-Key reused with another body; on DELETE, the job has succeeded or failed already",
         413: "body too large", 415: "unsupported media type", 429: "queue full: retry after `Retry-After` seconds",
         503: "Redis unreachable: retry shortly",
     }
@@ -38,12 +41,21 @@ def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool
     # \x85 to what JSON Schema's (ECMA) \s means.
     text = {"type": "string", "minLength": 1, "pattern": "[^\\s\\x1c-\\x1f\\x85]",
             "description": "non-blank text to classify"}
+    options = {
+        "priority": {"type": "string", "enum": ["normal", "low"],
+                     "description": "low: the bulk lane even for one text (default normal: one text is interactive)"},
+        "callback_url": {"type": "string", "format": "uri", "maxLength": 2048, "pattern": "^https?://",
+                         "description": "POSTed the job's JSON, signed (Inferq-Signature), once it is final; "
+                                        "refused unless the API has INFERQ_WEBHOOK_SECRET and the host resolves "
+                                        "to a public address (or one in INFERQ_WEBHOOK_ALLOWED_NETWORKS)"},
+    }
     job_body = {
         "oneOf": [
             {"type": "object", "required": ["text"], "additionalProperties": False,
-             "properties": {"text": text}},
+             "properties": {"text": text, **options}},
             {"type": "object", "required": ["texts"], "additionalProperties": False,
-             "properties": {"texts": {"type": "array", "items": text, "minItems": 1, "maxItems": max_texts}}},
+             "properties": {"texts": {"type": "array", "items": text, "minItems": 1, "maxItems": max_texts},
+                            **options}},
         ]
     }
     accepted = {"description": "queued (or, with a replayed Idempotency-Key, the earlier job)",
@@ -53,6 +65,10 @@ def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool
             "description": "same key and body: the same job; same key, other body: 409",
             "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"}}
     security: list[dict[str, list]] = [{"apiKey": []}, {"bearer": []}] if keys_required else []
+    job_id_param = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    cancelled = {"type": "object", "required": ["job_id", "status"],
+                 "properties": {"job_id": {"type": "string"},
+                                "status": {"type": "string", "enum": ["cancelled", "cancel_requested"]}}}
     return {
         "openapi": "3.0.3",
         "info": {"title": "inferq", "version": "0.1.0",
@@ -68,7 +84,7 @@ def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool
             "/jobs/{job_id}": {"get": {
                 "operationId": "getJob", "summary": "A job's status and, when done, its results",
                 "parameters": [
-                    {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    job_id_param,
                     {"name": "wait", "in": "query", "required": False,
                      "description": "hold the request until the job is done or this many seconds pass "
                                     f"(cut to {max_wait:g})",
@@ -77,6 +93,17 @@ def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool
                 "responses": {"200": {"description": "the job", "content": {
                                           "application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
                               **_errors(400, 401, 404, 503)},
+            }, "delete": {
+                "operationId": "cancelJob",
+                "summary": "Cancel a job: queued, it never runs (200 cancelled); running, its result is discarded "
+                           "(202 cancel_requested, later cancelled); idempotent",
+                "parameters": [job_id_param],
+                "responses": {
+                    "200": {"description": "cancelled: no worker had started it, and none will",
+                            "content": {"application/json": {"schema": cancelled}}},
+                    "202": {"description": "cancel_requested: a worker runs it; its result will be discarded",
+                            "content": {"application/json": {"schema": cancelled}}},
+                    **_errors(400, 401, 404, 409, 503)},
             }},
             "/new_request": {"post": {
                 "operationId": "seedNewRequest",
@@ -110,8 +137,8 @@ def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool
                                 "summary": "Redis answers and a worker sent a heartbeat recently",
                                 "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
             "/metrics": {"get": {"operationId": "metrics", "security": [],
-                                 "summary": "Prometheus metrics: jobs submitted, completed, failed, queue depth, "
-                                            "latency",
+                                 "summary": "Prometheus metrics: jobs submitted, completed, failed, cancelled, "
+                                            "queue depth per lane, latency",
                                  "responses": {"200": {"description": "Prometheus text format",
                                                        "content": {"text/plain": {"schema": {"type": "string"}}}},
                                                "503": {"description": "Redis unreachable"}}}},
@@ -141,8 +168,9 @@ def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool
                 "Job": {"type": "object", "required": ["job_id", "status", "texts", "timings"],
                         "properties": {
                             "job_id": {"type": "string"},
-                            "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed"]},
+                            "status": {"type": "string", "enum": list(STATUSES)},
                             "texts": {"type": "integer", "minimum": 1},
+                            "lane": {"type": "string", "enum": ["interactive", "bulk"]},
                             "results": {"type": "array", "items": {
                                 "type": "object", "required": ["label", "probabilities"],
                                 "properties": {"label": {"type": "string"},
@@ -150,7 +178,13 @@ def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool
                                                                  "additionalProperties": {"type": "number"}}}}},
                             "model": {"type": "object"}, "worker": {"type": "object"},
                             "error": {"$ref": "#/components/schemas/Error"},
-                            "timings": {"type": "object"}}},
+                            "timings": {"type": "object"},
+                            "callback": {"type": "object", "required": ["url", "state", "attempts"], "properties": {
+                                "url": {"type": "string"},
+                                "state": {"type": "string", "enum": ["pending", "delivered", "gave_up"]},
+                                "attempts": {"type": "integer", "minimum": 0},
+                                "delivered_at": {"type": "string"},
+                                "last_error": {"type": "string"}}}}},
             },
         },
     }

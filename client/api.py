@@ -11,7 +11,7 @@ import requests
 
 from inferq.client import pinning
 
-TERMINAL = ("succeeded", "failed")
+TERMINAL = ("succeeded", "failed", "cancelled")
 """Statuses after which a job never changes."""
 
 MAX_POLL_SECONDS = 30.0
@@ -101,6 +101,10 @@ class Client:
             body = self.job(job_id, wait=max(0.0, min(MAX_POLL_SECONDS, remaining)))
             if body.get("status") in TERMINAL or deadline - time.monotonic() <= 0:
                 return body
+
+    def cancel(self, job_id: str) -> dict:
+        """DELETE /jobs/<id>: {"job_id", "status": "cancelled" | "cancel_requested"} (409 job_finished if done)."""
+        return self._request("DELETE", f"/jobs/{job_id}")
 
     def ready(self) -> dict:
         """GET /readyz: how many workers are consuming (raises ApiRefused when none)."""

@@ -96,6 +96,13 @@ def cmd_status(client: Client, args) -> int:
     return 0
 
 
+def cmd_cancel(client: Client, args) -> int:
+    """Cancel a job: print "<id> cancelled" (it will not run) or "<id> cancel_requested" (running: discarded)."""
+    body = client.cancel(args.job_id)
+    print(f"{body['job_id']} {body['status']}")
+    return 0
+
+
 def cmd_result(client: Client, args) -> int:
     """Print a job's state as JSON, waiting up to --wait seconds for it to finish."""
     body = client.wait(args.job_id, args.wait) if args.wait > 0 else client.job(args.job_id)
@@ -135,6 +142,10 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="print a job's status")
     st.add_argument("job_id")
     st.set_defaults(run=cmd_status)
+
+    c = sub.add_parser("cancel", help="cancel a job (queued: it never runs; running: its result is discarded)")
+    c.add_argument("job_id")
+    c.set_defaults(run=cmd_cancel)
 
     r = sub.add_parser("result", help="print a job's result as JSON")
     r.add_argument("job_id")

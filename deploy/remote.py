@@ -33,13 +33,15 @@ def ping(expected: list[str], timeout: float) -> dict:
 
 
 def queue_depth() -> int:
-    """Jobs waiting in the queue (not counting the ones workers hold)."""
+    """Jobs waiting in the queue, both lanes (not counting the ones workers hold)."""
     import redis
 
+    from inferq.contract import lane_queues
     from inferq.settings import Redis, current
 
     settings = current(Redis)
-    return redis.Redis.from_url(settings.broker, socket_timeout=5).llen(settings.queue)
+    client = redis.Redis.from_url(settings.broker, socket_timeout=5)
+    return sum(client.llen(name) for name in lane_queues(settings.queue).values())
 
 
 def smoke(api: str, timeout: float) -> dict:

@@ -20,6 +20,9 @@ CASES = [
     ("missing text", "/jobs", dict(json={}), 400, "missing_text"),
     ("unknown field", "/jobs", dict(json={"txt": "typo"}), 400, "unknown_field"),
     ("both fields", "/jobs", dict(json={"text": "a", "texts": ["b"]}), 400, "ambiguous_body"),
+    ("unknown priority", "/jobs", dict(json={"text": "a", "priority": "urgent"}), 400, "invalid_priority"),
+    ("callback without a secret", "/jobs", dict(json={"texts": ["a", "b"], "callback_url": "https://example.com/"}),
+     400, "callbacks_disabled"),
     ("empty text", "/jobs", dict(json={"text": ""}), 400, "empty_text"),
     ("blank text", "/jobs", dict(json={"text": " \n\t"}), 400, "empty_text"),
     ("number text", "/jobs", dict(json={"text": 42}), 400, "invalid_text"),
@@ -58,8 +61,13 @@ def queue_state(redis_client):
     """Queue length and number of job records, once earlier tests' jobs have drained."""
     from inferq.stack.processes import wait_until
 
-    wait_until(lambda: redis_client.llen(QUEUE) == 0, 30, "queue to drain")
-    return redis_client.llen(QUEUE), len(list(redis_client.scan_iter("inferq:job:*")))
+    from inferq.contract import lane_queues
+
+    def waiting():  # both lanes: a refused bulk job must not reach the bulk lane either
+        return sum(redis_client.llen(name) for name in lane_queues(QUEUE).values())
+
+    wait_until(lambda: waiting() == 0, 30, "queue to drain")
+    return waiting(), len(list(redis_client.scan_iter("inferq:job:*")))
 
 
 @pytest.mark.parametrize("name,path,kwargs,status,code", CASES, ids=[c[0] for c in CASES])

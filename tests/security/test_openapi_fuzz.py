@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
+from inferq.contract import lane_queues
 from tests.figures import record
 from tests.security.conftest import FUZZ_QUEUE
 
@@ -43,13 +44,20 @@ def _header(response, name: str) -> str | None:
 
 
 def _accepted(response) -> bool:
-    """A job was queued: 202 from POST /jobs, 200 from POST /new_request (the seed's clients want 200)."""
-    return response.status_code == 202 or (response.status_code == 200 and response.request.method == "POST")
+    """A job was queued: 202 from POST /jobs, 200 from POST /new_request (the seed's clients want 200).
+
+    (DELETE /jobs/<id> answers 200 or 202 too, and queues nothing.)"""
+    return response.request.method == "POST" and response.status_code in (200, 202)
+
+
+def _queued(secure) -> int:
+    """Messages waiting in both lanes of the fuzz queue (a bulk job goes to the bulk lane)."""
+    return sum(secure.client.llen(name) for name in lane_queues(FUZZ_QUEUE).values())
 
 
 def _check_queue(secure, before: int, response) -> None:
     status = response.status_code
-    after = secure.client.llen(FUZZ_QUEUE)
+    after = _queued(secure)
     COUNTS["requests"] += 1
     COUNTS["5xx"] += status >= 500
     if _accepted(response):
@@ -68,13 +76,14 @@ def _check_queue(secure, before: int, response) -> None:
 def test_generated_requests(api_schema, secure, mode):
     started = COUNTS["requests"]
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert {op.label for op in operations} >= {"POST /jobs", "GET /jobs/{job_id}", "POST /new_request"}
+    assert {op.label for op in operations} >= {"POST /jobs", "GET /jobs/{job_id}", "DELETE /jobs/{job_id}",
+                                               "POST /new_request"}
     for operation in operations:
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=IN_CI,
                   suppress_health_check=list(HealthCheck))
         def run(case):
-            before = secure.client.llen(FUZZ_QUEUE)
+            before = _queued(secure)
             response = case.call(timeout=10)
             _check_queue(secure, before, response)
             # Against the document: status codes, content types and bodies as described.
@@ -122,7 +131,7 @@ def http_session():
 @settings(max_examples=RAW_EXAMPLES, deadline=None, database=None, derandomize=IN_CI,
           suppress_health_check=list(HealthCheck))
 def test_raw_bodies(secure, http_session, path, body, content_type):
-    before = secure.client.llen(FUZZ_QUEUE)
+    before = _queued(secure)
     send = lambda: http_session.post(secure.api + path, data=body,  # noqa: E731
                                      headers={"Content-Type": content_type}, timeout=10)
     try:
