@@ -25,7 +25,7 @@ def _print_json(body: dict, out: IO[str]) -> None:
 
 def _status_code(body: dict) -> int:
     status = body.get("status")
-    return 0 if status == "succeeded" else EXIT_FAILED if status == "failed" else EXIT_NOT_DONE
+    return 0 if status == "succeeded" else EXIT_FAILED if status in ("failed", "cancelled") else EXIT_NOT_DONE
 
 
 def cmd_submit(client: Client, args) -> int:

@@ -59,9 +59,8 @@ CASES = [
 
 def queue_state(redis_client):
     """Queue length and number of job records, once earlier tests' jobs have drained."""
-    from inferq.stack.processes import wait_until
-
     from inferq.contract import lane_queues
+    from inferq.stack.processes import wait_until
 
     def waiting():  # both lanes: a refused bulk job must not reach the bulk lane either
         return sum(redis_client.llen(name) for name in lane_queues(QUEUE).values())
