@@ -65,7 +65,8 @@ def test_a_receiver_failing_twice_then_answering_gets_the_signed_callback(contro
 def test_a_4xx_gives_up_and_a_cancelled_job_is_called_back(control, receiver_factory):
     refusing = receiver_factory([404])
     with requests.Session() as http:
-        job_id = http.post(control.api + "/jobs", json={"texts": ["a", "b"], "callback_url": refusing.url}).json()["job_id"]
+        body = {"texts": ["a", "b"], "callback_url": refusing.url}
+        job_id = http.post(control.api + "/jobs", json=body).json()["job_id"]
         wait_until(lambda: callback_state(http, control.api, job_id).get("state") == "gave_up", 20, "gave_up")
         state = callback_state(http, control.api, job_id)
         assert state["attempts"] == 1 and "404" in state["last_error"]
