@@ -101,3 +101,31 @@ def test_finished_unknown_and_other_keys_jobs_are_refused(control):
         own = http.delete(f"{keyed}/jobs/{mine}", headers={"X-API-Key": keys[0]})
         assert own.status_code in (200, 202), own.text
         control.wait_done(busy, timeout=30)
+
+
+def test_cancel_in_a_micro_batch(tmp_path_factory, tiny_model):
+    """A micro-batching worker: a job of the batch still waiting is skipped, one running has its result
+    discarded, the rest of the batch succeeds."""
+    from tests.reliability.stack import Stack
+
+    stack = Stack(tmp_path_factory.mktemp("batch-cancel"), tiny_model, INFERQ_BATCH_SIZE="4",
+                  INFERQ_BATCH_WAIT_MS="300")
+    stack.start_redis()
+    try:
+        stack.start_workers(["w1"])
+        api = stack.start_api()
+        with requests.Session() as http:
+            running, waiting, kept = (submit(http, api, text).json()["job_id"]
+                                      for text in (f"{SLEEP_PREFIX}2", "waits in the batch", "kept"))
+            wait_until(lambda: stack.holder(running) is not None, 20, "the first job of the batch to start")
+            assert http.delete(f"{api}/jobs/{running}").status_code == 202
+            assert http.delete(f"{api}/jobs/{waiting}").json()["status"] in ("cancelled", "cancel_requested")
+            jobs = {j: http.get(f"{api}/jobs/{j}", params={"wait": 20}).json() for j in (running, waiting, kept)}
+        assert jobs[running]["status"] == "cancelled" and "results" not in jobs[running]
+        assert jobs[waiting]["status"] == "cancelled" and "results" not in jobs[waiting]
+        assert jobs[kept]["status"] == "succeeded"
+        log = log_text(stack.log("w1"))
+        assert f"job {running} cancelled while it ran" in log
+        assert stack.meta(waiting)["status"] == "REVOKED"
+    finally:
+        stack.stop()
