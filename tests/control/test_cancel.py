@@ -129,3 +129,44 @@ def test_cancel_in_a_micro_batch(tmp_path_factory, tiny_model):
         assert stack.meta(waiting)["status"] == "REVOKED"
     finally:
         stack.stop()
+
+
+def test_flower_sees_cancelled_jobs_revoked(control):
+    """Flower builds its view from Celery's events: each cancelled job gets a task-revoked event."""
+    import threading
+
+    from celery import Celery
+
+    seen: set[str] = set()
+    listening = threading.Event()
+    stop = threading.Event()
+    app = Celery("listener", broker=control.redis.url)
+
+    def listen():
+        with app.connection_for_read() as connection:
+            receiver = app.events.Receiver(connection, handlers={
+                "task-revoked": lambda event: seen.add(event["uuid"]), "*": lambda event: None})
+            listening.set()
+            while not stop.is_set():
+                try:
+                    receiver.capture(limit=None, timeout=0.5, wakeup=False)
+                except TimeoutError:
+                    continue
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    assert listening.wait(10)
+    time.sleep(0.5)  # the subscription is set up
+    try:
+        with requests.Session() as http:
+            busy = occupy(http, control)
+            queued = submit(http, control.api, "revoke me").json()["job_id"]
+            assert http.delete(f"{control.api}/jobs/{queued}").status_code == 200
+            running = submit(http, control.api, f"{SLEEP_PREFIX}1").json()["job_id"]
+            wait_until(lambda: control.holder(running) is not None, 20, "the job to start")
+            assert http.delete(f"{control.api}/jobs/{running}").status_code == 202
+            control.wait_done(busy, timeout=30)
+            wait_until(lambda: {queued, running} <= seen, 20, "task-revoked events of both jobs")
+    finally:
+        stop.set()
+        thread.join(5)
