@@ -34,21 +34,24 @@ def _errors(*codes: int) -> dict:
     return answers
 
 
-def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool) -> dict:
-    """Build the OpenAPI document for these limits."""
+def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool, callbacks: bool = False) -> dict:
+    """Build the OpenAPI document for these limits; callbacks: INFERQ_WEBHOOK_SECRET is set (else a
+    callback_url is refused with 400 callbacks_disabled, and the document has no such field)."""
     # At least one character that is not whitespace (blank texts are refused with 400
     # empty_text). The API strips what Python calls whitespace, which adds \x1c-\x1f and
     # \x85 to what JSON Schema's (ECMA) \s means.
     text = {"type": "string", "minLength": 1, "pattern": "[^\\s\\x1c-\\x1f\\x85]",
             "description": "non-blank text to classify"}
-    options = {
+    options: dict[str, Any] = {
         "priority": {"type": "string", "enum": ["normal", "low"],
                      "description": "low: the bulk lane even for one text (default normal: one text is interactive)"},
-        "callback_url": {"type": "string", "format": "uri", "maxLength": 2048, "pattern": "^https?://",
-                         "description": "POSTed the job's JSON, signed (Inferq-Signature), once it is final; "
-                                        "refused unless the API has INFERQ_WEBHOOK_SECRET and the host resolves "
-                                        "to a public address (or one in INFERQ_WEBHOOK_ALLOWED_NETWORKS)"},
     }
+    if callbacks:
+        options["callback_url"] = {
+            "type": "string", "format": "uri", "maxLength": 2048, "pattern": "^https?://",
+            "description": "POSTed the job's JSON, signed (Inferq-Signature), once it is final; 400 "
+                           "callback_url_not_allowed unless every address the host resolves to is public (or in "
+                           "INFERQ_WEBHOOK_ALLOWED_NETWORKS)"}
     job_body = {
         "oneOf": [
             {"type": "object", "required": ["text"], "additionalProperties": False,
@@ -72,7 +75,9 @@ def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool
     return {
         "openapi": "3.0.3",
         "info": {"title": "inferq", "version": "0.1.0",
-                 "description": f"Text classification jobs. Bodies are at most {max_body} bytes."},
+                 "description": f"Text classification jobs. Bodies are at most {max_body} bytes. Completion "
+                                "callbacks (callback_url) are " + ("on." if callbacks else
+                                "off on this API (no INFERQ_WEBHOOK_SECRET): 400 callbacks_disabled.")},
         "security": security,
         "paths": {
             "/jobs": {"post": {
@@ -195,4 +200,5 @@ def openapi_json():
     """The OpenAPI document of this API."""
     config = current_app.config
     return jsonify(document(config["INFERQ_MAX_TEXTS"], config["MAX_CONTENT_LENGTH"],
-                            config["INFERQ_MAX_WAIT_SECONDS"], bool(config["INFERQ_API_KEYS"])))
+                            config["INFERQ_MAX_WAIT_SECONDS"], bool(config["INFERQ_API_KEYS"]),
+                            bool(config["INFERQ_WEBHOOK_SECRET"])))

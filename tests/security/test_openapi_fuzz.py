@@ -115,6 +115,8 @@ _bodies = st.one_of(
     st.builds(lambda v: json.dumps({"texts": v}).encode(), _json_values),
     st.builds(lambda v: json.dumps(v).encode(), _json_values),
     st.just(b'{"text": "\\ud800"}'),  # a lone surrogate
+    st.builds(lambda v: json.dumps({"text": "x", "priority": v}).encode(), _json_values),
+    st.builds(lambda v: json.dumps({"texts": ["x", "y"], "callback_url": v}).encode(), _json_values),
 )
 _content_types = st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded",
                                   "application/json; charset=latin-1", "text/plain; charset=bogus",
@@ -145,6 +147,33 @@ def test_raw_bodies(secure, http_session, path, body, content_type):
     assert response.headers["Content-Type"] == "application/json"
     if not _accepted(response):
         assert set(response.json()) == {"error", "message"}
+
+
+CALLBACK_EXAMPLES = 400
+
+_callback_urls = st.one_of(
+    st.text(max_size=40),
+    _json_values,
+    # Literal addresses: every kind (loopback, private, link-local, mapped, public ...), no DNS lookup.
+    st.ip_addresses().map(lambda ip: f"http://{ip}/hook" if ip.version == 4 else f"https://[{ip}]:8443/"),
+    st.from_regex(r"\A(https?|ftp|file|gopher)://[0-9a-f.:\[\]@%]{0,30}(/[ -~]{0,20})?\Z"),
+    st.sampled_from(["http://0/", "http://2130706433/", "http://0x7f.1/", "http://[::]/", "http:///x",
+                     "http://localhost:9/", "https://user@8.8.8.8/", "http://8.8.8.8:0/", "http://8.8.8.8/#x"]),
+)
+
+
+@given(url=_callback_urls, priority=st.one_of(st.sampled_from(["normal", "low"]), _scalars))
+@settings(max_examples=CALLBACK_EXAMPLES, deadline=None, database=None, derandomize=IN_CI,
+          suppress_health_check=list(HealthCheck))
+def test_callback_urls_and_priorities(secure, http_session, url, priority):
+    """callback_url and priority on an API with callbacks on: 202, or 400 with one of their codes; never 5xx."""
+    before = _queued(secure)
+    response = http_session.post(secure.callback_api + "/jobs", timeout=10,
+                                 json={"text": "x", "callback_url": url, "priority": priority})
+    _check_queue(secure, before, response)
+    assert response.status_code in (202, 400), response.text
+    if response.status_code == 400:
+        assert response.json()["error"] in ("invalid_callback_url", "callback_url_not_allowed", "invalid_priority")
 
 
 def test_fuzz_totals(secure):
