@@ -11,6 +11,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from inferq.contract import lane_queues
 from tests.figures import record
@@ -70,6 +71,19 @@ def _check_queue(secure, before: int, response) -> None:
         raise AssertionError(f"a {status} answer changed the queue length {before} -> {after}")
 
 
+def _serialized_valid(case) -> list:
+    """Checks to skip for a case whose "invalid" data is valid once on the wire.
+
+    A text/plain body of POST /new_request is the text itself: whatever schemathesis
+    makes of it (an array, a number) is sent as text, a valid one. schemathesis sees
+    that for a lone body or a lone one-item query array, not for both at once
+    (wait=[5.5e16] with the body [] was answered 200, as it should be).
+    """
+    if case.operation.label == "POST /new_request" and (case.media_type or "").startswith("text/plain"):
+        return [negative_data_rejection]
+    return []
+
+
 # schemathesis's own pytest plugin does not run under pytest 9 ('Function' has no
 # '_nodeid'), so each operation's strategy is driven by Hypothesis directly.
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
@@ -87,7 +101,7 @@ def test_generated_requests(api_schema, secure, mode):
             response = case.call(timeout=10)
             _check_queue(secure, before, response)
             # Against the document: status codes, content types and bodies as described.
-            case.validate_response(response)
+            case.validate_response(response, excluded_checks=_serialized_valid(case))
 
         try:
             run()
@@ -170,8 +184,9 @@ _callback_urls = st.one_of(
 def test_callback_urls_and_priorities(secure, http_session, url, priority):
     """callback_url and priority on an API with callbacks on: 202, or 400 with one of their codes; never 5xx."""
     before = _queued(secure)
-    response = http_session.post(secure.callback_api + "/jobs", timeout=10,
-                                 json={"text": "x", "callback_url": url, "priority": priority})
+    body = json.dumps({"text": "x", "callback_url": url, "priority": priority})  # Infinity included
+    response = http_session.post(secure.callback_api + "/jobs", timeout=10, data=body,
+                                 headers={"Content-Type": "application/json"})
     _check_queue(secure, before, response)
     assert response.status_code in (202, 400), response.text
     if response.status_code == 400:
