@@ -64,3 +64,45 @@ def test_backoff_doubles_with_jitter_and_is_capped():
     delays = [backoff(n, rng) for n in range(1, 30)]
     assert 0.5 <= delays[0] <= 1.0 and 1.0 <= delays[1] <= 2.0 and 2.0 <= delays[2] <= 4.0
     assert max(delays) <= MAX_DELAY
+
+
+def test_a_delivery_connects_to_the_address_it_checked_and_verifies_tls(tmp_path, monkeypatch):
+    """callbacks.post: HTTPS to the pinned address, the certificate checked for the URL's host."""
+    import http.server
+    import ssl
+    import threading
+
+    from inferq.deploy import tls
+    from inferq.tasks.callbacks import post
+
+    cert = tls.generate("callback-test", ["127.0.0.1"])
+    (tmp_path / "cert.pem").write_bytes(cert.cert_pem)
+    (tmp_path / "key.pem").write_bytes(cert.key_pem)
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen.append((self.headers["Host"], self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        target = webhooks.parse(f"https://127.0.0.1:{server.server_address[1]}/hook")
+        with pytest.raises(ssl.SSLCertVerificationError):  # not a CA this machine trusts
+            post(target, "127.0.0.1", b"{}", {}, 5)
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))
+        assert post(target, "127.0.0.1", b'{"a":1}', {"Content-Type": "application/json"}, 5) == 204
+        assert seen[-1] == (f"127.0.0.1:{server.server_address[1]}", b'{"a":1}')
+        with pytest.raises(OSError):  # the address given, not the URL's: nothing listens on 127.0.0.2
+            post(target, "127.0.0.2", b"{}", {}, 5)
+    finally:
+        server.shutdown()
+        server.server_close()
