@@ -138,25 +138,35 @@ def test_flower_sees_cancelled_jobs_revoked(control):
     from celery import Celery
 
     seen: set[str] = set()
-    listening = threading.Event()
+    errors: list[str] = []
     stop = threading.Event()
     app = Celery("listener", broker=control.redis.url)
 
     def listen():
-        with app.connection_for_read() as connection:
-            receiver = app.events.Receiver(connection, handlers={
-                "task-revoked": lambda event: seen.add(event["uuid"]), "*": lambda event: None})
-            listening.set()
-            while not stop.is_set():
-                try:
-                    receiver.capture(limit=None, timeout=0.5, wakeup=False)
-                except TimeoutError:
-                    continue
+        while not stop.is_set():
+            try:
+                with app.connection_for_read() as connection:
+                    receiver = app.events.Receiver(connection, handlers={
+                        "task-revoked": lambda event: seen.add(event["uuid"]), "*": lambda event: None})
+                    while not stop.is_set():
+                        try:
+                            receiver.capture(limit=None, timeout=0.5, wakeup=False)
+                        except TimeoutError:
+                            continue
+            except Exception as exc:  # reconnect, and say so if the test fails
+                errors.append(repr(exc))
+                time.sleep(0.2)
 
     thread = threading.Thread(target=listen, daemon=True)
     thread.start()
-    assert listening.wait(10)
-    time.sleep(0.5)  # the subscription is set up
+
+    def probe_seen() -> bool:  # events reach the listener: send one of our own until it arrives
+        with app.events.default_dispatcher() as dispatcher:
+            dispatcher.send("task-revoked", uuid="probe", terminated=False, signum=None, expired=False)
+        time.sleep(0.2)
+        return "probe" in seen
+
+    wait_until(probe_seen, 20, f"the event listener to subscribe ({errors})")
     try:
         with requests.Session() as http:
             busy = occupy(http, control)
@@ -166,7 +176,9 @@ def test_flower_sees_cancelled_jobs_revoked(control):
             wait_until(lambda: control.holder(running) is not None, 20, "the job to start")
             assert http.delete(f"{control.api}/jobs/{running}").status_code == 202
             control.wait_done(busy, timeout=30)
-            wait_until(lambda: {queued, running} <= seen, 20, "task-revoked events of both jobs")
+            wait_until(lambda: {queued, running} <= seen, 30,
+                       f"task-revoked events of both jobs (queued {queued}, running {running})")
+        assert {queued, running} <= seen, (queued, running, seen, errors)
     finally:
         stop.set()
         thread.join(5)
