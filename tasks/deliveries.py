@@ -31,7 +31,7 @@ class PoisonJob(Exception):
 _client: redis.Redis | None = None
 
 
-def _redis() -> redis.Redis:
+def client() -> redis.Redis:
     global _client
     if _client is None:
         settings = current(Worker)
@@ -46,7 +46,7 @@ def _redis() -> redis.Redis:
 def count(job_id: str, worker: str) -> int:
     """Record one more delivery of job_id, on worker, and return how many there have been."""
     key, ttl = DELIVERIES_KEY.format(job_id), current(Worker).result_ttl
-    with _redis().pipeline() as pipe:
+    with client().pipeline() as pipe:
         pipe.incr(key)
         pipe.expire(key, ttl)
         pipe.set(RUNNING_KEY.format(job_id), worker, ex=ttl)

@@ -1,0 +1,185 @@
+"""Adaptive micro-batching on real workers: what waits runs together, each job keeps its own result,
+failure and delivery count; a lone job runs alone at once."""
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from celery import Celery
+
+from inferq import contract
+from inferq.settings import Worker
+from inferq.settings import load as load_settings
+from inferq.stack import processes
+from inferq.tasks.faults import FAIL_JOB, KILL_WORKER, SLEEP_PREFIX
+from inferq.tasks.inference import classify
+from inferq.tasks.model import load
+from tests.conftest import start_workers
+
+QUEUE = "inferq-batch-test"
+"""Queues of their own (this name plus a suffix), so the session's workers never take these jobs."""
+
+BATCH = 4
+
+
+@pytest.fixture()
+def client_app(redis_server):
+    app = Celery("batch-test", broker=redis_server.url, backend=redis_server.url)
+    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json",
+                    result_accept_content=["json"])
+    yield app
+    app.close()
+
+
+def _send(app, texts: list[str], queue: str):
+    return app.send_task(contract.CLASSIFY_TASK, **contract.classify_message(texts, 0.0), queue=queue)
+
+
+def _state(redis_client, job_id: str, timeout: float = 60) -> dict:
+    # Read the stored state straight from Redis: AsyncResult.get would leave a
+    # result subscription behind that outlives the session's Redis.
+    processes.wait_until(lambda: redis_client.exists(contract.result_key(job_id)), timeout, f"result of {job_id}")
+    return json.loads(redis_client.get(contract.result_key(job_id)))
+
+
+def _result(redis_client, job_id: str, timeout: float = 60) -> dict:
+    meta = _state(redis_client, job_id, timeout)
+    assert meta["status"] == "SUCCESS", meta
+    return meta["result"]
+
+
+class EventLog:
+    """The task events Flower would see, received on a thread of its own."""
+
+    def __init__(self, app):
+        self.succeeded: set[str] = set()
+        self.received: set[str] = set()
+        self._connection = app.connection_for_read()
+        handlers = {"task-succeeded": lambda e: self.succeeded.add(e["uuid"]),
+                    "task-received": lambda e: self.received.add(e["uuid"])}
+        self._receiver = app.events.Receiver(self._connection, handlers=handlers)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._ready = threading.Event()
+        self._thread.start()
+
+    def _run(self):
+        self._receiver.should_stop = False
+        for _ in self._receiver.consume(limit=None, timeout=None, wakeup=False):
+            self._ready.set()
+            if self._receiver.should_stop:
+                break
+
+    def close(self):
+        self._receiver.should_stop = True
+        self._thread.join(5)
+        self._connection.release()
+
+
+def _env(service_env, queue: str, batch: int = BATCH, **extra: str) -> dict[str, str]:
+    return {**service_env, "INFERQ_QUEUE": queue, "INFERQ_BATCH_SIZE": str(batch), "INFERQ_TEST_FAULTS": "1",
+            **extra}
+
+
+def test_waiting_jobs_run_together_each_with_its_own_result(client_app, redis_client, service_env, tiny_model,
+                                                            tmp_path):
+    queue = QUEUE + "-together"
+    jobs = [[SLEEP_PREFIX + "1"]] + [[f"job {i} " * (i + 1), "second text", "x " * (40 - i)] for i in range(1, 8)]
+    succeeded_before = int(redis_client.get(contract.SUCCEEDED_KEY) or 0)
+    # Queued before the worker starts: it finds them all waiting, as under load.
+    sent = [_send(client_app, texts, queue) for texts in jobs]
+    events = EventLog(client_app)
+    [worker] = start_workers(_env(service_env, queue), ["batcher"], redis_client, tmp_path)
+    try:
+        got = [_result(redis_client, r.id) for r in sent]
+        # Flower sees every job, the batch-mates included (their events go out in one publish per batch).
+        ids = {r.id for r in sent}
+        processes.wait_until(lambda: ids <= events.succeeded and ids <= events.received, 10, "task events")
+        # Every message is acknowledged once its result is stored, and none is left in the queue.
+        processes.wait_until(lambda: redis_client.hlen(contract.UNACKED_KEY) == 0 and redis_client.llen(queue) == 0,
+                             10, "all acknowledged")
+        # Each batched job counts as succeeded in the API's metrics, as a lone job does.
+        processes.wait_until(
+            lambda: int(redis_client.get(contract.SUCCEEDED_KEY) or 0) - succeeded_before == len(jobs),
+            10, "batched jobs counted")
+    finally:
+        events.close()
+        processes.stop(worker)
+    loaded = load(str(tiny_model), "", load_settings(Worker, {}).precision)
+    for texts, result in zip(jobs, got, strict=True):
+        want = classify(loaded, texts)
+        assert len(result["results"]) == len(texts)
+        for w, g in zip(want, result["results"], strict=True):
+            for label, p in w["probabilities"].items():
+                assert g["probabilities"][label] == pytest.approx(p, abs=1e-4)
+    sizes = [r["worker"]["batch"] for r in got]
+    assert sizes[:BATCH] == [BATCH] * BATCH  # the first job took the three behind it
+    assert max(sizes) <= BATCH
+    assert len({r["started_at"] for r in got[:BATCH]}) == 1  # one forward pass for the four
+    # Each job was delivered once: a batch-mate's delivery is counted for it alone.
+    counts = redis_client.mget([contract.DELIVERIES_KEY.format(r.id) for r in sent])
+    assert [int(c) for c in counts] == [1] * len(sent)
+
+
+def test_a_lone_job_runs_alone_and_at_once(client_app, redis_client, service_env, tmp_path):
+    queue = QUEUE + "-lone"
+    [worker] = start_workers(_env(service_env, queue, batch=64), ["lone"], redis_client, tmp_path)
+    try:
+        sent = _send(client_app, ["alone"], queue)
+        result = _result(redis_client, sent.id)
+        # A second job sent after the first finished is not batched with anything either.
+        second = _result(redis_client, _send(client_app, ["alone again"], queue).id)
+    finally:
+        processes.stop(worker)
+    # Nothing else waited, and nothing is waited for: no batch timer holds a lone job.
+    assert result["worker"]["batch"] == 1 and second["worker"]["batch"] == 1
+    assert len(result["results"]) == 1
+
+
+def test_a_failing_job_fails_alone_inside_a_batch(client_app, redis_client, service_env, tmp_path):
+    queue = QUEUE + "-fail"
+    jobs = [["first"], ["ok one"], [FAIL_JOB], ["ok two"]]
+    sent = [_send(client_app, texts, queue) for texts in jobs]
+    [worker] = start_workers(_env(service_env, queue), ["failer"], redis_client, tmp_path)
+    try:
+        states = [_state(redis_client, r.id) for r in sent]
+        processes.wait_until(lambda: redis_client.hlen(contract.UNACKED_KEY) == 0, 10, "all acknowledged")
+    finally:
+        processes.stop(worker)
+    assert [s["status"] for s in states] == ["SUCCESS", "SUCCESS", "FAILURE", "SUCCESS"]
+    assert states[2]["result"]["exc_type"] == "InjectedFault"
+    assert {s["result"]["worker"]["batch"] for s in states if s["status"] == "SUCCESS"} == {3}
+
+
+def test_a_poison_job_spends_only_its_own_deliveries(client_app, redis_client, service_env, tmp_path):
+    """A job that kills its worker mid-batch: the batch comes back, every job then runs alone, the
+    poison job is failed after INFERQ_MAX_DELIVERIES and its batch-mates succeed, each delivered twice."""
+    queue = QUEUE + "-poison"
+    max_deliveries = load_settings(Worker, {}).max_deliveries
+    jobs = [["first"], ["mate one"], [KILL_WORKER], ["mate two"]]
+    sent = [_send(client_app, texts, queue) for texts in jobs]
+    env = _env(service_env, queue)
+    restarts = 0
+    worker = None
+    try:
+        # Restarted under the same name each time it dies, as the stack's supervisor and a
+        # container's restart policy do: it gives back what its predecessor held (tasks/recovery.py).
+        while not all(redis_client.exists(contract.result_key(r.id)) for r in sent):
+            assert restarts <= max_deliveries + 1, "the poison job was not stopped"
+            [worker] = start_workers(env, ["poisoned"], redis_client, tmp_path)
+            processes.wait_until(
+                lambda w=worker: w.poll() is not None
+                or all(redis_client.exists(contract.result_key(r.id)) for r in sent), 60, "a death or all results")
+            if worker.poll() is not None:
+                restarts += 1
+    finally:
+        if worker is not None:
+            processes.stop(worker)
+    states = [_state(redis_client, r.id) for r in sent]
+    assert [s["status"] for s in states] == ["SUCCESS", "SUCCESS", "FAILURE", "SUCCESS"]
+    assert states[2]["result"]["exc_type"] == "PoisonJob"
+    assert restarts == max_deliveries
+    counts = [int(c) for c in redis_client.mget([contract.DELIVERIES_KEY.format(r.id) for r in sent])]
+    assert counts == [2, 2, max_deliveries + 1, 2]
+    # After the crash the batch-mates ran alone.
+    assert all(s["result"]["worker"]["batch"] == 1 for s in states if s["status"] == "SUCCESS")
