@@ -5,7 +5,7 @@ import re
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from flask import Blueprint, current_app, jsonify, request, url_for
@@ -13,7 +13,7 @@ from kombu.exceptions import OperationalError
 
 from inferq.api import admission, auth, idempotency, seed, validation
 from inferq.api.errors import ApiError
-from inferq.api.store import STATUS_OF_STATE, JobStore
+from inferq.api.store import STATUS_OF_STATE, TERMINAL, JobStore
 from inferq.celery_app import app as celery_app
 from inferq.contract import CLASSIFY_TASK, classify_message
 
@@ -28,6 +28,14 @@ FULL = redis.exceptions.OutOfMemoryError
 """Redis refused a write at its maxmemory: the queue is full, not down (admission should have said so first)."""
 
 
+class Submitted(NamedTuple):
+    """What enqueue did: the job's id, whether it is new (else an Idempotency-Key replay), when it was queued."""
+
+    job_id: str
+    created: bool
+    queued_at: float | None
+
+
 def _store() -> JobStore:
     return current_app.extensions["inferq.store"]
 
@@ -37,11 +45,13 @@ def _redis_down() -> ApiError:
                     headers={"Retry-After": "1"})
 
 
-def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = None) -> tuple[str, bool]:
+def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = None,
+            job_id: str | None = None) -> Submitted:
     """Record the job, then queue it; if it is refused or queueing fails, drop the record.
 
-    Returns (job_id, created): with an Idempotency-Key seen before, the earlier
-    job and False. Past the queue cap or Redis's memory threshold, 429 (admission control).
+    Returns (job_id, created, queued_at): with an Idempotency-Key seen before, the
+    earlier job, False and None. Past the queue cap or Redis's memory threshold, 429 (admission control).
+    job_id: the id to give a new job (a caller that watches for its result first); else a new one.
     """
     store = _store()
     config = current_app.config
@@ -50,8 +60,8 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
         if idem_key:
             existing = idempotency.lookup(store.redis, idem_key, owner, body)
             if existing:
-                return existing, False
-        job_id, queued_at = uuid.uuid4().hex, time.time()
+                return Submitted(existing, False, None)
+        job_id, queued_at = job_id or new_job_id(), time.time()
         # Record first (one round trip with the queue-depth check): a worker may
         # finish the job before this request returns, and a poll must find it.
         load = store.create(job_id, len(texts), owner, config["INFERQ_QUEUE"], queued_at)
@@ -63,7 +73,7 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
                 winner = idempotency.claim(store.redis, idem_key, owner, body, job_id, store.ttl)
                 if winner != job_id:
                     store.forget(job_id)
-                    return winner, False
+                    return Submitted(winner, False, None)
             try:
                 # queued_at travels with the job so the worker can observe its
                 # end-to-end latency without reading the record back.
@@ -83,11 +93,16 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
     except UNAVAILABLE:
         current_app.logger.warning("cannot reach Redis to enqueue a job")
         raise _redis_down() from None
-    return job_id, True
+    return Submitted(job_id, True, queued_at)
 
 
-def _accepted(submitted: tuple[str, bool], **extra):
-    job_id, created = submitted
+def new_job_id() -> str:
+    """A job id: uuid4 hex (JOB_ID)."""
+    return uuid.uuid4().hex
+
+
+def _accepted(submitted: Submitted, **extra):
+    job_id, created, _ = submitted
     response = jsonify(job_id=job_id, status="queued", **extra)
     response.status_code = 202
     response.headers["Location"] = url_for("jobs.get_job", job_id=job_id)
@@ -98,13 +113,36 @@ def _accepted(submitted: tuple[str, bool], **extra):
 
 @bp.post("/jobs")
 def submit_job():
-    """Queue one text or a bulk job of texts."""
+    """Queue one text or a bulk job of texts; with ?wait=N, answer 200 with the result if it is done by then."""
     owner = auth.require_key(request)
     idem_key = idempotency.parse(request.headers.get("Idempotency-Key"))
+    wait = validation.single_wait(request.args.getlist("wait"), current_app.config["INFERQ_MAX_WAIT_SECONDS"])
     validation.require_json(request)
     body = validation.read_json(request)
     texts = validation.texts_from_job(body, current_app.config["INFERQ_MAX_TEXTS"])
-    return _accepted(enqueue(texts, owner, idem_key))
+    if wait <= 0:
+        return _accepted(enqueue(texts, owner, idem_key))
+    store = _store()
+    job_id = new_job_id()
+    # Watch before queueing: the result's publish cannot come before the watch,
+    # so waiting needs no read of the job's state (one round trip for the client).
+    with store.listener.watch(job_id) as watch:
+        submitted = enqueue(texts, owner, idem_key, job_id)
+        try:
+            if submitted.created:
+                record: dict | None = {"queued_at": submitted.queued_at, "texts": len(texts)}
+                meta = store.wait_watched(watch, job_id, wait, {"status": "PENDING", "result": None})
+            else:  # an Idempotency-Key replay: the earlier job, which may be done already
+                record, meta = store.record_and_meta(submitted.job_id)
+                meta = store.wait(submitted.job_id, wait, meta)
+        except UNAVAILABLE:
+            return _accepted(submitted)  # queued; only the wait failed: answer as without ?wait
+    if record is None or STATUS_OF_STATE.get(meta["status"]) not in TERMINAL:
+        return _accepted(submitted)
+    response = jsonify(describe(submitted.job_id, record, meta))
+    if not submitted.created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 @bp.post("/new_request")
@@ -114,7 +152,7 @@ def seed_new_request():
     idem_key = idempotency.parse(request.headers.get("Idempotency-Key"))
     wait = validation.single_wait(request.args.getlist("wait"), current_app.config["INFERQ_MAX_WAIT_SECONDS"])
     text = validation.text_from_seed_request(request)
-    job_id, created = enqueue([text], owner, idem_key)
+    job_id, created, _ = enqueue([text], owner, idem_key)
     if wait <= 0:
         return seed.acknowledgement(job_id, created)
     try:

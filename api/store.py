@@ -14,7 +14,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from inferq.api.results import POLL_SECONDS, ResultListener
+from inferq.api.results import POLL_SECONDS, ResultListener, Watch
 from inferq.contract import JOB_KEY, RESULT_KEY_PREFIX, RUNNING_KEY, SUBMITTED_KEY, decode_state, result_key
 
 # Celery's states, as the four statuses clients see.
@@ -111,19 +111,23 @@ class JobStore:
             meta = self.meta(job_id)
         if seconds <= 0 or STATUS_OF_STATE.get(meta["status"]) in TERMINAL:
             return meta
-        deadline = time.monotonic() + seconds
         # Watch first, then read again: a result stored in between is not missed.
         with self.listener.watch(job_id) as watch:
-            meta = self.meta(job_id)
-            while STATUS_OF_STATE.get(meta["status"]) not in TERMINAL:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                # With the listener down, re-read now and then instead of trusting messages.
-                timeout = remaining if self.listener.connected.is_set() else min(remaining, POLL_SECONDS)
-                woken, payload = watch.next(timeout)
-                if payload is not None:
-                    meta = self._state(payload)
-                elif woken or not self.listener.connected.is_set():
-                    meta = self.meta(job_id)
+            return self.wait_watched(watch, job_id, seconds, self.meta(job_id))
+
+    def wait_watched(self, watch: Watch, job_id: str, seconds: float, meta: dict[str, Any]) -> dict[str, Any]:
+        """Wait on a watch registered before meta was read (or before the job was queued) until the job is
+        finished or seconds pass; return its latest meta."""
+        deadline = time.monotonic() + seconds
+        while STATUS_OF_STATE.get(meta["status"]) not in TERMINAL:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            # With the listener down, re-read now and then instead of trusting messages.
+            timeout = remaining if self.listener.connected.is_set() else min(remaining, POLL_SECONDS)
+            woken, payload = watch.next(timeout)
+            if payload is not None:
+                meta = self._state(payload)
+            elif woken or not self.listener.connected.is_set():
+                meta = self.meta(job_id)
         return meta
