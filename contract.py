@@ -8,7 +8,9 @@ these names, and a test checks that Celery's result keys are what is written her
 """
 from __future__ import annotations
 
+import base64
 import json
+import uuid
 from typing import Any, TypedDict
 
 # --- the task ---
@@ -27,6 +29,42 @@ class ClassifyMessage(TypedDict):
 def classify_message(texts: list[str], queued_at: float) -> ClassifyMessage:
     """The message of one job."""
     return {"args": [texts], "kwargs": {"queued_at": queued_at}}
+
+
+ARGSREPR_MAX = 1024
+"""Characters of a job's texts that its message's argsrepr carries (what Flower shows), as Celery cuts them."""
+
+
+def classify_envelope(job_id: str, texts: list[str], queued_at: float, queue: str) -> str:
+    """The message of one job as it lies in its queue: Celery's task message (protocol 2) in kombu's Redis envelope.
+
+    The API pushes this onto the queue's list itself (api/publisher.py) instead of
+    calling Celery's send_task, whose producer also subscribes to and unsubscribes
+    from the job's result channel (two Redis commands and most of the API's
+    publishing CPU per job) for a result the API reads its own way.
+    tests/api/test_publisher.py checks it against what send_task writes.
+    """
+    message = classify_message(texts, queued_at)
+    body = json.dumps([message["args"], message["kwargs"],
+                       {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
+    return json.dumps({
+        "body": base64.b64encode(body.encode()).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {
+            "lang": "py", "task": CLASSIFY_TASK, "id": job_id, "shadow": None, "eta": None, "expires": None,
+            "group": None, "group_index": None, "retries": 0, "timelimit": [None, None],
+            "root_id": job_id, "parent_id": None,
+            "argsrepr": repr(message["args"])[:ARGSREPR_MAX], "kwargsrepr": repr(message["kwargs"]),
+            "origin": "inferq-api", "ignore_result": False, "replaced_task_nesting": 0,
+            "stamped_headers": None, "stamps": {},
+        },
+        "properties": {
+            "correlation_id": job_id, "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue}, "priority": 0,
+            "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
+        },
+    })
 
 
 class TextResult(TypedDict):
@@ -108,6 +146,20 @@ BINDING_KEY = "_kombu.binding.{}"
 def result_key(job_id: str) -> str:
     """The key (and channel) of a job's state in Celery's result backend."""
     return RESULT_KEY_PREFIX + job_id
+
+
+def success_state(job_id: str, result: JobResult, date_done: str) -> dict[str, Any]:
+    """A finished job's state under result_key(job_id), as Celery's Redis result backend stores it."""
+    return {"status": "SUCCESS", "result": result, "traceback": None, "children": [], "date_done": date_done,
+            "task_id": job_id}
+
+
+def failure_state(job_id: str, exc_type: str, exc_message: str, exc_module: str, traceback: str | None,
+                  date_done: str) -> dict[str, Any]:
+    """A failed job's state, as Celery stores an exception (the API shows "exc_type: exc_message")."""
+    return {"status": "FAILURE", "result": {"exc_type": exc_type, "exc_message": [exc_message],
+                                            "exc_module": exc_module},
+            "traceback": traceback, "children": [], "date_done": date_done, "task_id": job_id}
 
 
 def decode_state(raw: bytes) -> dict[str, Any]:

@@ -9,20 +9,17 @@ from typing import Any, NamedTuple
 
 import redis
 from flask import Blueprint, current_app, jsonify, request, url_for
-from kombu.exceptions import OperationalError
 
-from inferq.api import admission, auth, idempotency, seed, validation
+from inferq.api import admission, auth, idempotency, publisher, seed, validation
 from inferq.api.errors import ApiError
 from inferq.api.store import STATUS_OF_STATE, TERMINAL, JobStore
-from inferq.celery_app import app as celery_app
-from inferq.contract import CLASSIFY_TASK, classify_message
 
 bp = Blueprint("jobs", __name__)
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 """Job ids are uuid4 hex: anything else cannot be one the API issued."""
 
-UNAVAILABLE = (redis.RedisError, OperationalError, ConnectionError, TimeoutError)
+UNAVAILABLE = (redis.RedisError, ConnectionError, TimeoutError)
 
 FULL = redis.exceptions.OutOfMemoryError
 """Redis refused a write at its maxmemory: the queue is full, not down (admission should have said so first)."""
@@ -64,7 +61,8 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
         job_id, queued_at = job_id or new_job_id(), time.time()
         # Record first (one round trip with the queue-depth check): a worker may
         # finish the job before this request returns, and a poll must find it.
-        load = store.create(job_id, len(texts), owner, config["INFERQ_QUEUE"], queued_at)
+        load = store.create(job_id, len(texts), owner, config["INFERQ_QUEUE"], queued_at,
+                            size=2 * sum(map(len, texts)) + 1024)  # the texts twice (message, argsrepr), and headers
         try:
             admission.admit(load.depth, config["INFERQ_MAX_QUEUE_DEPTH"], config["INFERQ_RETRY_AFTER"])
             admission.admit_memory(load.used_memory, load.maxmemory, config["INFERQ_REDIS_MEMORY_HIGH"],
@@ -77,7 +75,7 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
             try:
                 # queued_at travels with the job so the worker can observe its
                 # end-to-end latency without reading the record back.
-                celery_app.send_task(CLASSIFY_TASK, task_id=job_id, **classify_message(texts, queued_at))
+                publisher.publish(store.redis, config["INFERQ_QUEUE"], job_id, texts, queued_at)
             except Exception:
                 if idem_key:
                     idempotency.release(store.redis, idem_key, owner)

@@ -29,6 +29,15 @@ STATUS_OF_STATE = {
 }
 TERMINAL = {"succeeded", "failed"}
 
+MEMORY_READ_SECONDS = 0.5
+"""How long Redis's memory figures, read with INFO, stand for the memory check of each submit.
+INFO is one command more per job otherwise. Far from the limit, half a second of submits cannot
+reach it; close to it (MEMORY_CLOSE of maxmemory, counting what this process wrote since the last
+reading) every submit reads it again, so the 429 still comes before Redis refuses a write."""
+
+MEMORY_CLOSE = 0.4
+"""Share of maxmemory from which every submit reads Redis's memory (half of the default 0.8 threshold)."""
+
 
 class Load(NamedTuple):
     """What admission control needs, read with the record: the queue's depth and Redis's memory."""
@@ -52,25 +61,41 @@ class JobStore:
             retry=Retry(NoBackoff(), 0),
         )
         self.listener = ResultListener(url, RESULT_KEY_PREFIX.encode(), socket_timeout)
+        self._memory = (0, 0)  # Redis's used_memory and maxmemory, as last read
+        self._memory_read_at = -MEMORY_READ_SECONDS
+        self._written = 0  # bytes of jobs this process queued since it last read the memory
 
-    def create(self, job_id: str, n_texts: int, owner: str | None, queue: str, queued_at: float) -> Load:
+    def create(self, job_id: str, n_texts: int, owner: str | None, queue: str, queued_at: float,
+               size: int = 0) -> Load:
         """Record a job the API is about to enqueue and count it submitted; return the queue's depth and memory.
 
-        One round trip: the queue length and Redis's memory (admission control),
-        the record (owner: its API key's fingerprint) and the submitted counter go
-        in one pipeline. A caller that then refuses or fails to enqueue the job
-        calls forget().
+        One round trip: the queue length and Redis's memory (admission control; the
+        memory at most every MEMORY_READ_SECONDS), the record (owner: its API key's
+        fingerprint) and the submitted counter go in one pipeline. A caller that then
+        refuses or fails to enqueue the job calls forget(). size: about the bytes the
+        job will add to Redis.
         """
         record: dict[str, Any] = {"queued_at": queued_at, "texts": n_texts}
         if owner is not None:
             record["owner"] = owner
         pipe = self.redis.pipeline(transaction=False)
         pipe.llen(queue)
-        pipe.info("memory")
         pipe.set(JOB_KEY.format(job_id), json.dumps(record), ex=self.ttl)
         pipe.incr(SUBMITTED_KEY)
-        depth, memory, _, _ = pipe.execute()
-        return Load(int(depth), int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0)))
+        used, limit = self._memory
+        self._written += size
+        # Near the limit (by what this process wrote since), read it for every submit.
+        read_memory = (time.monotonic() - self._memory_read_at >= MEMORY_READ_SECONDS
+                       or (limit and used + self._written >= MEMORY_CLOSE * limit))
+        if read_memory:
+            pipe.info("memory")
+        replies = pipe.execute()
+        depth = replies[0]
+        if read_memory:
+            memory = replies[3]
+            self._memory = (int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0)))
+            self._memory_read_at, self._written = time.monotonic(), 0
+        return Load(int(depth), *self._memory)
 
     def forget(self, job_id: str) -> None:
         """Drop the record (and the count) of a job that was not enqueued after all."""

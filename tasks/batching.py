@@ -81,9 +81,11 @@ class TakenJob:
     texts: list[str]
     queued_at: float | None
     message: dict[str, Any]
+    raw: bytes
+    queue: str
 
 
-def _decode(raw: bytes) -> TakenJob:
+def _decode(raw: bytes, queue: str) -> TakenJob:
     message = json.loads(raw)
     body = message["body"]
     if message["properties"].get("body_encoding") == "base64":
@@ -91,7 +93,7 @@ def _decode(raw: bytes) -> TakenJob:
     args, kwargs, _embed = json.loads(body)  # Celery's message protocol 2
     texts = args[0] if args else kwargs["texts"]
     return TakenJob(message["headers"]["id"], message["properties"]["delivery_tag"], texts,
-                    (kwargs or {}).get("queued_at"), message)
+                    (kwargs or {}).get("queued_at"), message, raw, queue)
 
 
 _scripts: dict[int, Any] = {}
@@ -114,7 +116,7 @@ def take_waiting(client: redis.Redis, queue: str, limit: int, worker: str, ttl: 
     taken = []
     for raw in raws:
         try:
-            taken.append(_decode(raw))
+            taken.append(_decode(raw, queue))
         except (ValueError, LookupError, TypeError) as exc:
             # A malformed message with a valid id and tag: leave it unacknowledged
             # for the visibility timeout to give back rather than drop it.
@@ -136,6 +138,31 @@ def acknowledge(client: redis.Redis, jobs: list[TakenJob]) -> None:
         # Their results are stored: at worst the visibility timeout gives them back
         # and they run again, stored once under the same ids (at-least-once).
         log.warning("could not acknowledge %d batched job(s): %s", len(jobs), exc)
+
+
+def give_back(client: redis.Redis, jobs: list[TakenJob]) -> None:
+    """Put taken jobs back at the head of their queue, unmarked, at once (the batch was interrupted).
+
+    One transaction: each message is back in its queue and out of the
+    unacknowledged index together, so none is lost or doubled. If Redis cannot
+    be reached, they stay unacknowledged, and the visibility timeout or this
+    worker's restart gives them back (tasks/recovery.py).
+    """
+    if not jobs:
+        return
+    try:
+        with client.pipeline(transaction=True) as pipe:
+            for job in reversed(jobs):  # the oldest ends up rightmost: taken first again
+                pipe.rpush(job.queue, job.raw)
+            pipe.hdel(contract.UNACKED_KEY, *(job.delivery_tag for job in jobs))
+            pipe.zrem(contract.UNACKED_INDEX_KEY, *(job.delivery_tag for job in jobs))
+            pipe.delete(*(contract.DELIVERIES_KEY.format(job.job_id) for job in jobs),
+                        *(contract.RUNNING_KEY.format(job.job_id) for job in jobs))
+            pipe.execute()
+        log.warning("gave back %d batched job(s) to the queue", len(jobs))
+    except redis.RedisError as exc:
+        log.warning("could not give back %d batched job(s) (%s); they come back after the visibility timeout "
+                    "or when this worker restarts", len(jobs), exc)
 
 
 class Events:

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from typing import Any
 
-from celery import signals
+from celery.exceptions import Reject
 
 from inferq import contract
 from inferq.celery_app import app
 from inferq.settings import Worker, current
-from inferq.tasks import batching, deliveries, faults, inference, metrics, worker
+from inferq.tasks import batching, deliveries, faults, inference, metrics, results, worker
 
 log = logging.getLogger(__name__)
 
@@ -48,33 +47,59 @@ def _result(loaded: Any, results: list[contract.TextResult], started_at: float, 
             "worker": {**worker.identity(), "batch": batch}}
 
 
-@app.task(name=contract.CLASSIFY_TASK, bind=True)
+# ignore_result: the task stores every job's state itself, its own and its batch-mates', in one round
+# trip (tasks/results.py); Celery storing it again would cost a read and a transaction per job.
+@app.task(name=contract.CLASSIFY_TASK, bind=True, ignore_result=True)
 def classify_job(self, texts: list[str], queued_at: float | None = None) -> contract.JobResult:
     """Classify a job's texts, with the jobs waiting behind it; the result says which model, which worker and when.
 
     queued_at: when the API accepted the job (for the latency metric, tasks/metrics.py).
     """
-    count = admit(self.request.id, texts)
+    job_id = self.request.id
+    try:
+        count = admit(job_id, texts)
+    except Reject:
+        raise  # Redis away: given back to the queue, nothing to store
+    except Exception as exc:  # a poison job, or one its checks refuse: it fails alone
+        _finish([(job_id, queued_at, exc)])
+        raise
+    mates = _take_mates(self.request, count)
+    try:
+        outcomes = _run(job_id, texts, queued_at, mates) if mates else [(job_id, queued_at, _outcome(
+            lambda: _classify_alone(texts)))]
+        _finish(outcomes)
+    except BaseException:
+        # Interrupted (SIGTERM gives the job back, tasks/shutdown.py) or broken before every
+        # result was stored: Celery gives this job back; the batch-mates go back too, at once.
+        batching.give_back(deliveries.client(), mates)
+        raise
+    batching.acknowledge(deliveries.client(), mates)
+    own = outcomes[0][2]
+    if isinstance(own, BaseException):
+        raise own
+    return own
+
+
+def _take_mates(request: Any, count: int) -> list[batching.TakenJob]:
+    """The jobs waiting behind this one, up to the batch size; none for a redelivered job (it may be a poison)."""
     settings = current(Worker)
-    mates: list[batching.TakenJob] = []
-    # A redelivered job runs alone: its last run may have killed its worker.
-    if count == 1 and settings.batch_size > 1:
-        queue = (self.request.delivery_info or {}).get("routing_key") or settings.queue
-        try:
-            mates = batching.take_waiting(deliveries.client(), queue, settings.batch_size - 1,
-                                          worker.hostname(), settings.result_ttl)
-        except Exception as exc:  # Redis away: run this job alone; the others stay queued
-            log.warning("could not take waiting jobs into a batch: %s", exc)
-    if not mates:
-        return _classify_alone(texts)
-    return _run_batch(self, texts, mates)
+    if count != 1 or settings.batch_size <= 1:
+        return []
+    queue = (request.delivery_info or {}).get("routing_key") or settings.queue
+    try:
+        return batching.take_waiting(deliveries.client(), queue, settings.batch_size - 1,
+                                     worker.hostname(), settings.result_ttl)
+    except Exception as exc:  # Redis away: run this job alone; the others stay queued
+        log.warning("could not take waiting jobs into a batch: %s", exc)
+        return []
 
 
-def _run_batch(task: Any, texts: list[str], mates: list[batching.TakenJob]) -> contract.JobResult:
-    """Run this job and its batch-mates in shared forward passes; store and acknowledge the mates, return ours."""
+def _run(job_id: str, texts: list[str], queued_at: float | None,
+         mates: list[batching.TakenJob]) -> list[tuple[str, float | None, Any]]:
+    """Run this job and its batch-mates in shared forward passes: (job id, queued_at, result or exception) each."""
     host = worker.hostname()
+    outcomes: list[tuple[str, float | None, Any]] = []
     ready: list[batching.TakenJob] = []
-    failed: list[tuple[batching.TakenJob, BaseException]] = []
     for mate in mates:
         batching.events.send(host, "task-received", mate.job_id, name=contract.CLASSIFY_TASK,
                              args=mate.message["headers"].get("argsrepr", ""),
@@ -83,7 +108,7 @@ def _run_batch(task: Any, texts: list[str], mates: list[batching.TakenJob]) -> c
         try:
             faults.inject(mate.texts)  # test-only: the checks a delivered job passes in admit()
         except Exception as exc:  # one bad job fails alone, the batch goes on
-            failed.append((mate, exc))
+            outcomes.append((mate.job_id, mate.queued_at, exc))
             continue
         batching.events.send(host, "task-started", mate.job_id)
         ready.append(mate)
@@ -94,18 +119,20 @@ def _run_batch(task: Any, texts: list[str], mates: list[batching.TakenJob]) -> c
     try:
         outputs = inference.classify_jobs(loaded, [texts, *(m.texts for m in ready)])
         finished_at = time.time()
-        own: contract.JobResult | BaseException = _result(loaded, outputs[0], started_at, finished_at, size)
-        mate_results: list[Any] = [_result(loaded, out, started_at, finished_at, size) for out in outputs[1:]]
+        results: list[Any] = [_result(loaded, out, started_at, finished_at, size) for out in outputs]
     except Exception:
         # Do not let one job's failure fail the others: run each alone.
         log.exception("batched inference failed; running the %d jobs one by one", size)
-        own = _outcome(lambda: _classify_alone(texts))
-        mate_results = [_outcome(lambda m=m: _classify_alone(m.texts)) for m in ready]
-
-    _store(task, host, [*failed, *zip(ready, mate_results)])
-    if isinstance(own, BaseException):
-        raise own
-    return own
+        results = [_outcome(lambda t=t: _classify_alone(t)) for t in [texts, *(m.texts for m in ready)]]
+    outcomes = [(job_id, queued_at, results[0]), *outcomes,
+                *((m.job_id, m.queued_at, r) for m, r in zip(ready, results[1:]))]
+    for mate_id, _, outcome in outcomes[1:]:
+        if isinstance(outcome, BaseException):
+            batching.events.send(host, "task-failed", mate_id, exception=repr(outcome), traceback="")
+        else:
+            batching.events.send(host, "task-succeeded", mate_id, result=repr(outcome["results"])[:200],
+                                 runtime=outcome["finished_at"] - outcome["started_at"])
+    return outcomes
 
 
 def _outcome(run_job: Any) -> Any:
@@ -115,32 +142,8 @@ def _outcome(run_job: Any) -> Any:
         return exc
 
 
-def _store(task: Any, host: str, outcomes: list[tuple[batching.TakenJob, Any]]) -> None:
-    """Store each batch-mate's result or failure, then acknowledge them all and count them."""
-    backend = task.backend
-    finished = []
-    for mate, outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            backend.mark_as_failure(mate.job_id, outcome, traceback="".join(traceback.format_exception(outcome)))
-            batching.events.send(host, "task-failed", mate.job_id, exception=repr(outcome), traceback="")
-        else:
-            backend.mark_as_done(mate.job_id, outcome)
-            batching.events.send(host, "task-succeeded", mate.job_id, result=repr(outcome["results"])[:200],
-                                 runtime=outcome["finished_at"] - outcome["started_at"])
-        finished.append((not isinstance(outcome, BaseException), mate.queued_at))
-    batching.acknowledge(deliveries.client(), [mate for mate, _ in outcomes])
+def _finish(outcomes: list[tuple[str, float | None, Any]]) -> None:
+    """Store every job's state (one round trip), send the batch's task events, count the jobs (one more)."""
+    results.store([(job_id, outcome) for job_id, _, outcome in outcomes])
     batching.events.flush()
-    metrics.finished_many(finished)
-
-
-# The job Celery delivered is counted once its result is stored: Celery sends these signals after storing it.
-@signals.task_success.connect
-def _count_success(sender=None, **_):
-    if sender.name == contract.CLASSIFY_TASK:
-        metrics.finished(sender.request, True)
-
-
-@signals.task_failure.connect
-def _count_failure(sender=None, **_):
-    if sender.name == contract.CLASSIFY_TASK:
-        metrics.finished(sender.request, False)
+    metrics.finished_many([(not isinstance(outcome, BaseException), queued_at) for _, queued_at, outcome in outcomes])

@@ -166,10 +166,11 @@ def test_a_poison_job_spends_only_its_own_deliveries(client_app, redis_client, s
         # container's restart policy do: it gives back what its predecessor held (tasks/recovery.py).
         while not all(redis_client.exists(contract.result_key(r.id)) for r in sent):
             assert restarts <= max_deliveries + 1, "the poison job was not stopped"
-            [worker] = start_workers(env, ["poisoned"], redis_client, tmp_path)
+            # Not waiting for its heartbeat: given back the poison job first, it may die before sending one.
+            worker = processes.spawn(processes.worker_command("poisoned"), env, tmp_path / f"poisoned-{restarts}.log")
             processes.wait_until(
                 lambda w=worker: w.poll() is not None
-                or all(redis_client.exists(contract.result_key(r.id)) for r in sent), 60, "a death or all results")
+                or all(redis_client.exists(contract.result_key(r.id)) for r in sent), 90, "a death or all results")
             if worker.poll() is not None:
                 restarts += 1
     finally:
