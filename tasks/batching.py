@@ -41,11 +41,17 @@ from inferq.celery_app import app
 
 log = logging.getLogger(__name__)
 
+# One round trip when a job starts: count its delivery and mark it running, then,
+# if this is its first delivery, take the jobs waiting behind it.
 # KEYS: the queue, kombu's unacked hash and index. ARGV: how many to take, now,
-# the deliveries and running key prefixes, this worker, the keys' TTL, the task.
-# The queue is a kombu list: LPUSH on publish, the oldest on the right.
-_TAKE = """
-local taken = {}
+# the deliveries and running key prefixes, this worker, the keys' TTL, the task,
+# the started job's id. The queue is a kombu list: LPUSH on publish, the oldest on the right.
+_START = """
+local count = redis.call('INCR', ARGV[3] .. ARGV[8])
+redis.call('EXPIRE', ARGV[3] .. ARGV[8], ARGV[6])
+redis.call('SET', ARGV[4] .. ARGV[8], ARGV[5], 'EX', ARGV[6])
+local result, unacked, index = {count}, {}, {}
+if count ~= 1 then return result end  -- a redelivery runs alone: it may have killed its last worker
 for _ = 1, tonumber(ARGV[1]) do
   local raw = redis.call('RPOP', KEYS[1])
   if not raw then break end
@@ -62,13 +68,20 @@ for _ = 1, tonumber(ARGV[1]) do
   end
   local info = type(props.delivery_info) == 'table' and props.delivery_info or {}
   -- kombu's unacked entry: [message, exchange, routing key], the message as published.
-  redis.call('HSET', KEYS[2], tag, '[' .. raw .. ',' .. cjson.encode(info.exchange or '') .. ','
-             .. cjson.encode(info.routing_key or KEYS[1]) .. ']')
-  redis.call('ZADD', KEYS[3], ARGV[2], tag)
+  unacked[#unacked + 1] = tag
+  unacked[#unacked + 1] = '[' .. raw .. ',' .. cjson.encode(info.exchange or '') .. ','
+                          .. cjson.encode(info.routing_key or KEYS[1]) .. ']'
+  index[#index + 1] = ARGV[2]
+  index[#index + 1] = tag
   redis.call('SET', ARGV[4] .. id, ARGV[5], 'EX', ARGV[6])
-  taken[#taken + 1] = raw
+  result[#result + 1] = raw
 end
-return taken
+if #result > 1 then
+  -- One command each for the whole batch, in the same atomic step as the pops.
+  redis.call('HSET', KEYS[2], unpack(unacked))
+  redis.call('ZADD', KEYS[3], unpack(index))
+end
+return result
 """
 
 
@@ -99,20 +112,20 @@ def _decode(raw: bytes, queue: str) -> TakenJob:
 _scripts: dict[int, Any] = {}
 
 
-def _take_script(client: redis.Redis) -> Any:
-    """The take script registered on client (EVALSHA, reloaded by redis-py if Redis lost it)."""
+def _start_script(client: redis.Redis) -> Any:
+    """The start script registered on client (EVALSHA, reloaded by redis-py if Redis lost it)."""
     if id(client) not in _scripts:
-        _scripts[id(client)] = client.register_script(_TAKE)
+        _scripts[id(client)] = client.register_script(_START)
     return _scripts[id(client)]
 
 
-def take_waiting(client: redis.Redis, queue: str, limit: int, worker: str, ttl: int) -> list[TakenJob]:
-    """Take up to limit jobs waiting in queue, oldest first, as consumed and started by worker."""
-    if limit <= 0:
-        return []
-    raws = _take_script(client)(keys=[queue, contract.UNACKED_KEY, contract.UNACKED_INDEX_KEY], args=[
-        limit, time.time(), contract.DELIVERIES_KEY.format(""), contract.RUNNING_KEY.format(""), worker, ttl,
-        contract.CLASSIFY_TASK])
+def start(client: redis.Redis, job_id: str, queue: str, limit: int, worker: str,
+          ttl: int) -> tuple[int, list[TakenJob]]:
+    """Count job_id's delivery and mark it running on worker; on its first delivery, take up to limit jobs
+    waiting in queue, oldest first, as consumed and started by worker. Returns (its delivery count, them)."""
+    count, *raws = _start_script(client)(keys=[queue, contract.UNACKED_KEY, contract.UNACKED_INDEX_KEY], args=[
+        max(0, limit), time.time(), contract.DELIVERIES_KEY.format(""), contract.RUNNING_KEY.format(""), worker,
+        ttl, contract.CLASSIFY_TASK, job_id])
     taken = []
     for raw in raws:
         try:
@@ -121,7 +134,7 @@ def take_waiting(client: redis.Redis, queue: str, limit: int, worker: str, ttl: 
             # A malformed message with a valid id and tag: leave it unacknowledged
             # for the visibility timeout to give back rather than drop it.
             log.error("cannot read a taken message (%r); left for the visibility timeout", exc)
-    return taken
+    return int(count), taken
 
 
 def acknowledge(client: redis.Redis, jobs: list[TakenJob]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from celery.exceptions import Reject
@@ -19,19 +20,6 @@ from inferq.settings import Worker, current
 from inferq.tasks import batching, deliveries, faults, inference, metrics, results, worker
 
 log = logging.getLogger(__name__)
-
-
-def admit(job_id: str | None, texts: list[str]) -> int:
-    """Checks a delivered job passes before inference; returns its delivery count (0: run eagerly)."""
-    count = deliveries.admit(job_id, worker.hostname())  # poison-job guard, and "running"
-    faults.inject(texts)  # test-only, off unless INFERQ_TEST_FAULTS=1
-    return count
-
-
-def run(job_id: str | None, texts: list[str]) -> contract.JobResult:
-    """Classify one job's texts; the result says which model, which worker and when."""
-    admit(job_id, texts)
-    return _classify_alone(texts)
 
 
 def _classify_alone(texts: list[str]) -> contract.JobResult:
@@ -47,6 +35,16 @@ def _result(loaded: Any, results: list[contract.TextResult], started_at: float, 
             "worker": {**worker.identity(), "batch": batch}}
 
 
+@dataclass
+class _Job:
+    """One job of a batch: the one Celery delivered, or a batch-mate taken behind it."""
+
+    job_id: str
+    texts: list[str]
+    queued_at: float | None
+    mate: batching.TakenJob | None = None
+
+
 # ignore_result: the task stores every job's state itself, its own and its batch-mates', in one round
 # trip (tasks/results.py); Celery storing it again would cost a read and a transaction per job.
 @app.task(name=contract.CLASSIFY_TASK, bind=True, ignore_result=True)
@@ -56,17 +54,25 @@ def classify_job(self, texts: list[str], queued_at: float | None = None) -> cont
     queued_at: when the API accepted the job (for the latency metric, tasks/metrics.py).
     """
     job_id = self.request.id
+    settings = current(Worker)
+    queue = (self.request.delivery_info or {}).get("routing_key") or settings.queue
+    mates: list[batching.TakenJob] = []
+
+    def start() -> int:  # one round trip: the delivery count, the running mark and the batch-mates
+        count, taken = batching.start(deliveries.client(), job_id, queue, settings.batch_size - 1,
+                                      worker.hostname(), settings.result_ttl)
+        mates.extend(taken)
+        return count
+
     try:
-        count = admit(job_id, texts)
+        deliveries.admit(job_id, start)  # raises for a poison job (a redelivery: it took no batch-mates)
     except Reject:
         raise  # Redis away: given back to the queue, nothing to store
-    except Exception as exc:  # a poison job, or one its checks refuse: it fails alone
+    except Exception as exc:
         _finish([(job_id, queued_at, exc)])
         raise
-    mates = _take_mates(self.request, count)
     try:
-        outcomes = _run(job_id, texts, queued_at, mates) if mates else [(job_id, queued_at, _outcome(
-            lambda: _classify_alone(texts)))]
+        outcomes = _run([_Job(job_id, texts, queued_at), *(_Job(m.job_id, m.texts, m.queued_at, m) for m in mates)])
         _finish(outcomes)
     except BaseException:
         # Interrupted (SIGTERM gives the job back, tasks/shutdown.py) or broken before every
@@ -80,57 +86,46 @@ def classify_job(self, texts: list[str], queued_at: float | None = None) -> cont
     return own
 
 
-def _take_mates(request: Any, count: int) -> list[batching.TakenJob]:
-    """The jobs waiting behind this one, up to the batch size; none for a redelivered job (it may be a poison)."""
-    settings = current(Worker)
-    if count != 1 or settings.batch_size <= 1:
-        return []
-    queue = (request.delivery_info or {}).get("routing_key") or settings.queue
-    try:
-        return batching.take_waiting(deliveries.client(), queue, settings.batch_size - 1,
-                                     worker.hostname(), settings.result_ttl)
-    except Exception as exc:  # Redis away: run this job alone; the others stay queued
-        log.warning("could not take waiting jobs into a batch: %s", exc)
-        return []
-
-
-def _run(job_id: str, texts: list[str], queued_at: float | None,
-         mates: list[batching.TakenJob]) -> list[tuple[str, float | None, Any]]:
-    """Run this job and its batch-mates in shared forward passes: (job id, queued_at, result or exception) each."""
+def _run(jobs: list[_Job]) -> list[tuple[str, float | None, Any]]:
+    """Run the jobs in shared forward passes; return (job id, queued_at, result or exception) for each, in order."""
     host = worker.hostname()
-    outcomes: list[tuple[str, float | None, Any]] = []
-    ready: list[batching.TakenJob] = []
-    for mate in mates:
-        batching.events.send(host, "task-received", mate.job_id, name=contract.CLASSIFY_TASK,
-                             args=mate.message["headers"].get("argsrepr", ""),
-                             kwargs=mate.message["headers"].get("kwargsrepr", ""),
-                             retries=0, eta=None, expires=None, root_id=mate.job_id, parent_id=None)
+    ready, refused = [], {}
+    for job in jobs:
+        if job.mate is not None:  # Celery sent the delivered job's events itself
+            headers = job.mate.message["headers"]
+            batching.events.send(host, "task-received", job.job_id, name=contract.CLASSIFY_TASK,
+                                 args=headers.get("argsrepr", ""), kwargs=headers.get("kwargsrepr", ""),
+                                 retries=0, eta=None, expires=None, root_id=job.job_id, parent_id=None)
         try:
-            faults.inject(mate.texts)  # test-only: the checks a delivered job passes in admit()
+            faults.inject(job.texts)  # test-only, off unless INFERQ_TEST_FAULTS=1
         except Exception as exc:  # one bad job fails alone, the batch goes on
-            outcomes.append((mate.job_id, mate.queued_at, exc))
+            refused[job.job_id] = exc
             continue
-        batching.events.send(host, "task-started", mate.job_id)
-        ready.append(mate)
+        if job.mate is not None:
+            batching.events.send(host, "task-started", job.job_id)
+        ready.append(job)
 
-    loaded = worker.current_model()
-    size = len(ready) + 1
-    started_at = time.time()
-    try:
-        outputs = inference.classify_jobs(loaded, [texts, *(m.texts for m in ready)])
-        finished_at = time.time()
-        results: list[Any] = [_result(loaded, out, started_at, finished_at, size) for out in outputs]
-    except Exception:
-        # Do not let one job's failure fail the others: run each alone.
-        log.exception("batched inference failed; running the %d jobs one by one", size)
-        results = [_outcome(lambda t=t: _classify_alone(t)) for t in [texts, *(m.texts for m in ready)]]
-    outcomes = [(job_id, queued_at, results[0]), *outcomes,
-                *((m.job_id, m.queued_at, r) for m, r in zip(ready, results[1:]))]
-    for mate_id, _, outcome in outcomes[1:]:
+    outputs: dict[str, Any] = {}
+    if ready:
+        loaded = worker.current_model()
+        started_at = time.time()
+        try:
+            texts = inference.classify_jobs(loaded, [job.texts for job in ready])
+            finished_at = time.time()
+            outputs = {job.job_id: _result(loaded, out, started_at, finished_at, len(ready))
+                       for job, out in zip(ready, texts)}
+        except Exception:
+            # Do not let one job's failure fail the others: run each alone.
+            log.exception("batched inference failed; running the %d jobs one by one", len(ready))
+            outputs = {job.job_id: _outcome(lambda t=job.texts: _classify_alone(t)) for job in ready}
+    outcomes = [(job.job_id, job.queued_at, refused[job.job_id] if job.job_id in refused else outputs[job.job_id]) for job in jobs]
+    for job, (_, _, outcome) in zip(jobs, outcomes):
+        if job.mate is None:
+            continue
         if isinstance(outcome, BaseException):
-            batching.events.send(host, "task-failed", mate_id, exception=repr(outcome), traceback="")
+            batching.events.send(host, "task-failed", job.job_id, exception=repr(outcome), traceback="")
         else:
-            batching.events.send(host, "task-succeeded", mate_id, result=repr(outcome["results"])[:200],
+            batching.events.send(host, "task-succeeded", job.job_id, result=repr(outcome["results"])[:200],
                                  runtime=outcome["finished_at"] - outcome["started_at"])
     return outcomes
 
