@@ -31,6 +31,11 @@ def classify_message(texts: list[str], queued_at: float) -> ClassifyMessage:
     return {"args": [texts], "kwargs": {"queued_at": queued_at}}
 
 
+TEXTS_HEADER = "inferq_texts"
+"""A header of inferq's own in each job's message: how many texts it carries, so that a worker can fill a
+batch up to INFERQ_BATCH_SIZE texts without decoding the bodies (tasks/batching.py). A message without it
+(sent by send_task) counts as one text."""
+
 ARGSREPR_MAX = 1024
 """Characters of a job's texts that its message's argsrepr carries (what Flower shows), as Celery cuts them."""
 
@@ -58,6 +63,7 @@ def classify_envelope(job_id: str, texts: list[str], queued_at: float, queue: st
             "argsrepr": repr(message["args"])[:ARGSREPR_MAX], "kwargsrepr": repr(message["kwargs"]),
             "origin": "inferq-api", "ignore_result": False, "replaced_task_nesting": 0,
             "stamped_headers": None, "stamps": {},
+            TEXTS_HEADER: len(texts),
         },
         "properties": {
             "correlation_id": job_id, "delivery_mode": 2,

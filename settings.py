@@ -100,8 +100,9 @@ class Celery(Redis):
     visibility_timeout: int = setting("INFERQ_VISIBILITY_TIMEOUT", 3600, "Seconds before Redis gives a taken, "
                                       "unacknowledged job to another worker (must exceed the time limit).",
                                       minimum=1)
-    batch_size: int = setting("INFERQ_BATCH_SIZE", 16, "Jobs a worker may run as one forward pass, taking "
-                              "what already waits and never waiting for more (1: one job at a time).", minimum=1)
+    batch_size: int = setting("INFERQ_BATCH_SIZE", 16, "Texts a worker may run as one batch: with a job, "
+                              "it takes the jobs already waiting behind it while their texts fit, and never "
+                              "waits for more (1: one job at a time).", minimum=1)
 
     @property
     def soft_time_limit(self) -> int:

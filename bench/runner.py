@@ -20,9 +20,15 @@ BULK = 16
 """Texts per job in the bulk run: what a client that batches its own texts sees."""
 
 
+def _bulk_jobs(plan) -> int:
+    """Bulk jobs in the bulk run: enough that each client sends several (the first and last ones, when not
+    every worker is busy, weigh little)."""
+    return max(plan.sweep_jobs // BULK, 8 * plan.saturation_clients)
+
+
 def _steps(plan, mixed: bool) -> int:
     return (1 + len(precision.PRECISIONS) + 2 + 1 + (1 if mixed else 0) + seed.SEED_CLIENTS * plan.seed_per_client
-            + plan.idle_jobs + plan.seed_load_jobs + max(1, plan.sweep_jobs // BULK) + plan.saturation_jobs
+            + plan.idle_jobs + plan.seed_load_jobs + _bulk_jobs(plan) + plan.saturation_jobs
             + len(plan.sweep) * plan.sweep_jobs
             + len(plan.open_fractions) + (plan.scaling_jobs if mixed else 0)
             + 2 * plan.scaling_jobs + 2 * plan.scaling_jobs + 1)
@@ -170,7 +176,7 @@ def _inferq(plan, args, services, texts, mixed_texts, per_text, peak, out, progr
     progress.stage(f"inferq: bulk jobs of {BULK} texts")
     bulk = [texts[i:i + BULK] for i in range(0, len(texts) - BULK + 1, BULK)]
     run, cost = _costed(services, lambda: loadgen.closed_loop(url, bulk, plan.saturation_clients,
-                                                              max(1, plan.sweep_jobs // BULK), "bulk", progress))
+                                                              _bulk_jobs(plan), "bulk", progress))
     out["bulk"] = {"texts_per_job": BULK, "jobs": len(run.samples), "seconds": run.seconds,
                    "tps": len(run.samples) * BULK / run.seconds, "p50_ms": run.percentile(50),
                    "per_worker": dict(Counter(s.worker for s in run.samples)), **cost}

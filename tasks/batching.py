@@ -1,11 +1,14 @@
 """Adaptive micro-batching: a worker runs what is already waiting for it as one forward pass.
 
 Celery hands the worker one job (prefetch 1, so no worker holds jobs it is not
-running). Before running it, the task takes up to ``INFERQ_BATCH_SIZE - 1``
-more jobs that are waiting in the same queue, in one atomic Redis script, and
-classifies all of them together. Nothing is waited for: a lone job finds the
-queue empty and starts at once (one script call, well under a millisecond), and
-under load the batch grows to whatever arrived while the previous one ran.
+running). Before running it, the task takes the jobs waiting behind it in the
+same queue, oldest first, while their texts and its own fit in
+``INFERQ_BATCH_SIZE`` texts (one forward pass, tasks/inference.MAX_BATCH), in
+one atomic Redis script, and classifies all of them together. A job never
+waits behind a batch larger than that: a bulk job of B texts or more runs
+alone. Nothing is waited for: a lone job finds the queue empty and starts at
+once (one script call, well under a millisecond), and under load the batch
+grows to whatever arrived while the previous one ran.
 
 What holds, and how:
 
@@ -43,16 +46,18 @@ log = logging.getLogger(__name__)
 
 # One round trip when a job starts: count its delivery and mark it running, then,
 # if this is its first delivery, take the jobs waiting behind it.
-# KEYS: the queue, kombu's unacked hash and index. ARGV: how many to take, now,
-# the deliveries and running key prefixes, this worker, the keys' TTL, the task,
-# the started job's id. The queue is a kombu list: LPUSH on publish, the oldest on the right.
+# KEYS: the queue, kombu's unacked hash and index. ARGV: how many texts to take at
+# most, now, the deliveries and running key prefixes, this worker, the keys' TTL,
+# the task, the started job's id, the texts header. The queue is a kombu list:
+# LPUSH on publish, the oldest on the right.
 _START = """
 local count = redis.call('INCR', ARGV[3] .. ARGV[8])
 redis.call('EXPIRE', ARGV[3] .. ARGV[8], ARGV[6])
 redis.call('SET', ARGV[4] .. ARGV[8], ARGV[5], 'EX', ARGV[6])
 local result, unacked, index = {count}, {}, {}
 if count ~= 1 then return result end  -- a redelivery runs alone: it may have killed its last worker
-for _ = 1, tonumber(ARGV[1]) do
+local room = tonumber(ARGV[1])
+while room > 0 do
   local raw = redis.call('RPOP', KEYS[1])
   if not raw then break end
   local ok, msg = pcall(cjson.decode, raw)
@@ -60,12 +65,15 @@ for _ = 1, tonumber(ARGV[1]) do
   local props = ok and type(msg) == 'table' and msg.properties
   local id = type(headers) == 'table' and headers.id
   local tag = type(props) == 'table' and props.delivery_tag
-  -- Not a job of this task, or delivered before: back at the head, for the worker's normal path.
-  if type(id) ~= 'string' or type(tag) ~= 'string' or headers.task ~= ARGV[7]
+  local texts = type(headers) == 'table' and tonumber(headers[ARGV[9]]) or 1
+  -- Not a job of this task, too many texts for the room left, or delivered before:
+  -- back at the head, for the worker's normal path.
+  if type(id) ~= 'string' or type(tag) ~= 'string' or headers.task ~= ARGV[7] or texts > room
       or not redis.call('SET', ARGV[3] .. id, 1, 'NX', 'EX', ARGV[6]) then
     redis.call('RPUSH', KEYS[1], raw)
     break
   end
+  room = room - texts
   local info = type(props.delivery_info) == 'table' and props.delivery_info or {}
   -- kombu's unacked entry: [message, exchange, routing key], the message as published.
   unacked[#unacked + 1] = tag
@@ -121,11 +129,12 @@ def _start_script(client: redis.Redis) -> Any:
 
 def start(client: redis.Redis, job_id: str, queue: str, limit: int, worker: str,
           ttl: int) -> tuple[int, list[TakenJob]]:
-    """Count job_id's delivery and mark it running on worker; on its first delivery, take up to limit jobs
-    waiting in queue, oldest first, as consumed and started by worker. Returns (its delivery count, them)."""
+    """Count job_id's delivery and mark it running on worker; on its first delivery, take the jobs waiting
+    in queue, oldest first, as consumed and started by worker, while their texts fit in limit. Returns
+    (its delivery count, them)."""
     count, *raws = _start_script(client)(keys=[queue, contract.UNACKED_KEY, contract.UNACKED_INDEX_KEY], args=[
         max(0, limit), time.time(), contract.DELIVERIES_KEY.format(""), contract.RUNNING_KEY.format(""), worker,
-        ttl, contract.CLASSIFY_TASK, job_id])
+        ttl, contract.CLASSIFY_TASK, job_id, contract.TEXTS_HEADER])
     taken = []
     for raw in raws:
         try:

@@ -59,7 +59,7 @@ def classify_job(self, texts: list[str], queued_at: float | None = None) -> cont
     mates: list[batching.TakenJob] = []
 
     def start() -> int:  # one round trip: the delivery count, the running mark and the batch-mates
-        count, taken = batching.start(deliveries.client(), job_id, queue, settings.batch_size - 1,
+        count, taken = batching.start(deliveries.client(), job_id, queue, settings.batch_size - len(texts),
                                       worker.hostname(), settings.result_ttl)
         mates.extend(taken)
         return count
@@ -118,7 +118,8 @@ def _run(jobs: list[_Job]) -> list[tuple[str, float | None, Any]]:
             # Do not let one job's failure fail the others: run each alone.
             log.exception("batched inference failed; running the %d jobs one by one", len(ready))
             outputs = {job.job_id: _outcome(lambda t=job.texts: _classify_alone(t)) for job in ready}
-    outcomes = [(job.job_id, job.queued_at, refused[job.job_id] if job.job_id in refused else outputs[job.job_id]) for job in jobs]
+    outcomes = [(job.job_id, job.queued_at, refused[job.job_id] if job.job_id in refused else outputs[job.job_id])
+                for job in jobs]
     for job, (_, _, outcome) in zip(jobs, outcomes):
         if job.mate is None:
             continue

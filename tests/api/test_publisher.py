@@ -31,7 +31,8 @@ def test_the_envelope_matches_what_send_task_writes(redis_server, redis_client):
     (our_message, our_body), (celery_message, celery_body) = ours, theirs
     assert our_body == celery_body  # args, kwargs and the embed, exactly
     assert set(our_message) == set(celery_message)
-    assert set(our_message["headers"]) == set(celery_message["headers"])
+    assert set(our_message["headers"]) == set(celery_message["headers"]) | {contract.TEXTS_HEADER}
+    assert our_message["headers"][contract.TEXTS_HEADER] == len(texts)
     # reply_to names a result consumer of send_task's own: the API waits its own way.
     assert set(our_message["properties"]) == set(celery_message["properties"]) - {"reply_to"}
     for key in ("content-type", "content-encoding"):

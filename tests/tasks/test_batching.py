@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+import uuid
 
 import pytest
 from celery import Celery
@@ -33,7 +35,15 @@ def client_app(redis_server):
 
 
 def _send(app, texts: list[str], queue: str):
-    return app.send_task(contract.CLASSIFY_TASK, **contract.classify_message(texts, 0.0), queue=queue)
+    """A job sent with Celery's send_task: its message has no texts header, so it counts as one text."""
+    return app.send_task(contract.CLASSIFY_TASK, **contract.classify_message(texts, 0.0), queue=queue).id
+
+
+def _push(redis_client, texts: list[str], queue: str) -> str:
+    """A job queued as the API queues it (contract.classify_envelope, with its texts header)."""
+    job_id = uuid.uuid4().hex
+    redis_client.lpush(queue, contract.classify_envelope(job_id, texts, time.time(), queue))
+    return job_id
 
 
 def _state(redis_client, job_id: str, timeout: float = 60) -> dict:
@@ -84,16 +94,21 @@ def _env(service_env, queue: str, batch: int = BATCH, **extra: str) -> dict[str,
 def test_waiting_jobs_run_together_each_with_its_own_result(client_app, redis_client, service_env, tiny_model,
                                                             tmp_path):
     queue = QUEUE + "-together"
-    jobs = [[SLEEP_PREFIX + "1"]] + [[f"job {i} " * (i + 1), "second text", "x " * (40 - i)] for i in range(1, 8)]
+    # Batches of up to BATCH (4) texts: [1 + 1 + 2], [3 + 1], [2 + 2], [4], [1]: a job whose texts do not
+    # fit waits for the next batch, at the head of the queue.
+    sizes = [1, 1, 2, 3, 1, 2, 2, 4, 1]
+    want_batches = [3, 3, 3, 2, 2, 2, 2, 1, 1]
+    jobs = [[f"job {n} text {i} " + "x " * (3 * n + i) for i in range(size)] for n, size in enumerate(sizes)]
+    jobs[0][0] = SLEEP_PREFIX + "1"
     succeeded_before = int(redis_client.get(contract.SUCCEEDED_KEY) or 0)
     # Queued before the worker starts: it finds them all waiting, as under load.
-    sent = [_send(client_app, texts, queue) for texts in jobs]
+    sent = [_push(redis_client, texts, queue) for texts in jobs]
     events = EventLog(client_app)
     [worker] = start_workers(_env(service_env, queue), ["batcher"], redis_client, tmp_path)
     try:
-        got = [_result(redis_client, r.id) for r in sent]
+        got = [_result(redis_client, job_id) for job_id in sent]
         # Flower sees every job, the batch-mates included (their events go out in one publish per batch).
-        ids = {r.id for r in sent}
+        ids = set(sent)
         processes.wait_until(lambda: ids <= events.succeeded and ids <= events.received, 10, "task events")
         # Every message is acknowledged once its result is stored, and none is left in the queue.
         processes.wait_until(lambda: redis_client.hlen(contract.UNACKED_KEY) == 0 and redis_client.llen(queue) == 0,
@@ -112,12 +127,10 @@ def test_waiting_jobs_run_together_each_with_its_own_result(client_app, redis_cl
         for w, g in zip(want, result["results"], strict=True):
             for label, p in w["probabilities"].items():
                 assert g["probabilities"][label] == pytest.approx(p, abs=1e-4)
-    sizes = [r["worker"]["batch"] for r in got]
-    assert sizes[:BATCH] == [BATCH] * BATCH  # the first job took the three behind it
-    assert max(sizes) <= BATCH
-    assert len({r["started_at"] for r in got[:BATCH]}) == 1  # one forward pass for the four
+    assert [r["worker"]["batch"] for r in got] == want_batches
+    assert len({r["started_at"] for r in got[:3]}) == 1  # one forward pass for the first three
     # Each job was delivered once: a batch-mate's delivery is counted for it alone.
-    counts = redis_client.mget([contract.DELIVERIES_KEY.format(r.id) for r in sent])
+    counts = redis_client.mget([contract.DELIVERIES_KEY.format(job_id) for job_id in sent])
     assert [int(c) for c in counts] == [1] * len(sent)
 
 
@@ -125,10 +138,9 @@ def test_a_lone_job_runs_alone_and_at_once(client_app, redis_client, service_env
     queue = QUEUE + "-lone"
     [worker] = start_workers(_env(service_env, queue, batch=64), ["lone"], redis_client, tmp_path)
     try:
-        sent = _send(client_app, ["alone"], queue)
-        result = _result(redis_client, sent.id)
+        result = _result(redis_client, _push(redis_client, ["alone"], queue))
         # A second job sent after the first finished is not batched with anything either.
-        second = _result(redis_client, _send(client_app, ["alone again"], queue).id)
+        second = _result(redis_client, _push(redis_client, ["alone again"], queue))
     finally:
         processes.stop(worker)
     # Nothing else waited, and nothing is waited for: no batch timer holds a lone job.
@@ -142,7 +154,7 @@ def test_a_failing_job_fails_alone_inside_a_batch(client_app, redis_client, serv
     sent = [_send(client_app, texts, queue) for texts in jobs]
     [worker] = start_workers(_env(service_env, queue), ["failer"], redis_client, tmp_path)
     try:
-        states = [_state(redis_client, r.id) for r in sent]
+        states = [_state(redis_client, job_id) for job_id in sent]
         processes.wait_until(lambda: redis_client.hlen(contract.UNACKED_KEY) == 0, 10, "all acknowledged")
     finally:
         processes.stop(worker)
@@ -164,23 +176,24 @@ def test_a_poison_job_spends_only_its_own_deliveries(client_app, redis_client, s
     try:
         # Restarted under the same name each time it dies, as the stack's supervisor and a
         # container's restart policy do: it gives back what its predecessor held (tasks/recovery.py).
-        while not all(redis_client.exists(contract.result_key(r.id)) for r in sent):
+        while not all(redis_client.exists(contract.result_key(job_id)) for job_id in sent):
             assert restarts <= max_deliveries + 1, "the poison job was not stopped"
             # Not waiting for its heartbeat: given back the poison job first, it may die before sending one.
             worker = processes.spawn(processes.worker_command("poisoned"), env, tmp_path / f"poisoned-{restarts}.log")
             processes.wait_until(
                 lambda w=worker: w.poll() is not None
-                or all(redis_client.exists(contract.result_key(r.id)) for r in sent), 90, "a death or all results")
+                or all(redis_client.exists(contract.result_key(job_id)) for job_id in sent),
+                90, "a death or all results")
             if worker.poll() is not None:
                 restarts += 1
     finally:
         if worker is not None:
             processes.stop(worker)
-    states = [_state(redis_client, r.id) for r in sent]
+    states = [_state(redis_client, job_id) for job_id in sent]
     assert [s["status"] for s in states] == ["SUCCESS", "SUCCESS", "FAILURE", "SUCCESS"]
     assert states[2]["result"]["exc_type"] == "PoisonJob"
     assert restarts == max_deliveries
-    counts = [int(c) for c in redis_client.mget([contract.DELIVERIES_KEY.format(r.id) for r in sent])]
+    counts = [int(c) for c in redis_client.mget([contract.DELIVERIES_KEY.format(job_id) for job_id in sent])]
     assert counts == [2, 2, max_deliveries + 1, 2]
     # After the crash the batch-mates ran alone.
     assert all(s["result"]["worker"]["batch"] == 1 for s in states if s["status"] == "SUCCESS")
