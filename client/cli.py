@@ -87,7 +87,7 @@ def cmd_submit_file(client: Client, args) -> int:
     counts = {status: sum(r["status"] == status for r in results.values())
               for status in ("succeeded", "failed", "refused", "queued", "running")}
     summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
-    print(f"{len(lines)} texts in {len(chunks)} jobs: {summary}"
+    print(f"{len(lines)} texts in {len(chunks)} job{'s' if len(chunks) != 1 else ''}: {summary}"
           + (f"; results in {args.output}" if args.output else ""), file=sys.stderr)
     if counts["failed"] or counts["refused"]:
         return EXIT_FAILED
