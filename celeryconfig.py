@@ -27,9 +27,10 @@ result_accept_content = ["json"]
 # and give the message back if the worker process dies under it.
 task_acks_late = True
 task_reject_on_worker_lost = True
-# With micro-batching a worker must hold up to INFERQ_BATCH_SIZE unacknowledged
-# messages to batch them; without it (the default), one.
-worker_prefetch_multiplier = _s.batch_size
+# One message at a time: no worker holds a job it is not running while another
+# is idle. Micro-batching takes what waits in the queue when a job starts
+# (tasks/batching.py), so it needs no prefetch.
+worker_prefetch_multiplier = 1
 # No STARTED state: it cost every job a read and a write of its result key and
 # one more wake-up of its long-polls. The worker records who started a job in
 # the same round trip as its delivery count (tasks/deliveries.py), and the API

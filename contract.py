@@ -8,7 +8,9 @@ these names, and a test checks that Celery's result keys are what is written her
 """
 from __future__ import annotations
 
+import base64
 import json
+import uuid
 from typing import Any, TypedDict
 
 # --- the task ---
@@ -49,6 +51,59 @@ def lane_queues(queue: str) -> dict[str, str]:
 def lane_of(n_texts: int, priority: str = "normal") -> str:
     """The lane of a job: one text at normal priority is interactive, anything else bulk."""
     return INTERACTIVE if n_texts == 1 and priority != "low" else BULK
+
+
+CALLBACK_HEADER = "inferq_callback"
+"""A header of inferq's own, true in the message of a job submitted with a callback_url: its worker queues
+the callback's delivery once the job is final, and only then reads its callback state."""
+
+TEXTS_HEADER = "inferq_texts"
+"""A header of inferq's own in each job's message: how many texts it carries, so that a worker can fill a
+batch up to INFERQ_BATCH_SIZE texts without decoding the bodies (tasks/batching.py). A message without it
+(sent by send_task) counts as one text."""
+
+ARGSREPR_MAX = 1024
+"""Characters of a job's texts that its message's argsrepr carries (what Flower shows), as Celery cuts them."""
+
+
+def task_envelope(task: str, task_id: str, args: list, kwargs: dict, queue: str,
+                  headers: dict[str, Any] | None = None) -> str:
+    """A task's message as it lies in its queue: Celery's task message (protocol 2) in kombu's Redis envelope.
+
+    The API pushes this onto the queue's list itself (api/publisher.py) instead of
+    calling Celery's send_task, whose producer also subscribes to and unsubscribes
+    from the task's result channel (two Redis commands and most of the API's
+    publishing CPU per job) for a result the API reads its own way.
+    tests/api/test_publisher.py checks it against what send_task writes.
+    headers: inferq's own, added to Celery's.
+    """
+    body = json.dumps([args, kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
+    return json.dumps({
+        "body": base64.b64encode(body.encode()).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {
+            "lang": "py", "task": task, "id": task_id, "shadow": None, "eta": None, "expires": None,
+            "group": None, "group_index": None, "retries": 0, "timelimit": [None, None],
+            "root_id": task_id, "parent_id": None,
+            "argsrepr": repr(args)[:ARGSREPR_MAX], "kwargsrepr": repr(kwargs),
+            "origin": "inferq-api", "ignore_result": False, "replaced_task_nesting": 0,
+            "stamped_headers": None, "stamps": {},
+            **(headers or {}),
+        },
+        "properties": {
+            "correlation_id": task_id, "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue}, "priority": 0,
+            "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
+        },
+    })
+
+
+def classify_envelope(job_id: str, texts: list[str], queued_at: float, queue: str, callback: bool = False) -> str:
+    """The message of one job, as the API queues it (task_envelope), with its text count and callback flag."""
+    message = classify_message(texts, queued_at)
+    return task_envelope(CLASSIFY_TASK, job_id, message["args"], dict(message["kwargs"]), queue,
+                         {TEXTS_HEADER: len(texts), **({CALLBACK_HEADER: True} if callback else {})})
 
 
 class TextResult(TypedDict):
@@ -141,6 +196,27 @@ BINDING_KEY = "_kombu.binding.{}"
 def result_key(job_id: str) -> str:
     """The key (and channel) of a job's state in Celery's result backend."""
     return RESULT_KEY_PREFIX + job_id
+
+
+def success_state(job_id: str, result: JobResult, date_done: str) -> dict[str, Any]:
+    """A finished job's state under result_key(job_id), as Celery's Redis result backend stores it."""
+    return {"status": "SUCCESS", "result": result, "traceback": None, "children": [], "date_done": date_done,
+            "task_id": job_id}
+
+
+def failure_state(job_id: str, exc_type: str, exc_message: str, exc_module: str, traceback: str | None,
+                  date_done: str) -> dict[str, Any]:
+    """A failed job's state, as Celery stores an exception (the API shows "exc_type: exc_message")."""
+    return {"status": "FAILURE", "result": {"exc_type": exc_type, "exc_message": [exc_message],
+                                            "exc_module": exc_module},
+            "traceback": traceback, "children": [], "date_done": date_done, "task_id": job_id}
+
+
+def revoked_state(job_id: str, reason: str, date_done: str) -> dict[str, Any]:
+    """A cancelled job's state, as Celery stores a revoked task's (the API shows "cancelled")."""
+    return {"status": "REVOKED", "result": {"exc_type": "TaskRevokedError", "exc_message": [reason],
+                                            "exc_module": "celery.exceptions"},
+            "traceback": None, "children": [], "date_done": date_done, "task_id": job_id}
 
 
 def decode_state(raw: bytes) -> dict[str, Any]:

@@ -101,9 +101,9 @@ class Celery(Redis):
     visibility_timeout: int = setting("INFERQ_VISIBILITY_TIMEOUT", 3600, "Seconds before Redis gives a taken, "
                                       "unacknowledged job to another worker (must exceed the time limit).",
                                       minimum=1)
-    batch_size: int = setting("INFERQ_BATCH_SIZE", 1, "Jobs a worker may run as one forward pass "
-                              "(1: one job at a time).", minimum=1)
-    batch_wait_ms: float = setting("INFERQ_BATCH_WAIT_MS", 10.0, "Longest wait for a batch to fill.", minimum=0)
+    batch_size: int = setting("INFERQ_BATCH_SIZE", 16, "Texts a worker may run as one batch: with a job, "
+                              "it takes the jobs already waiting behind it while their texts fit, and never "
+                              "waits for more (1: one job at a time).", minimum=1)
 
     @property
     def soft_time_limit(self) -> int:

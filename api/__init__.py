@@ -1,8 +1,9 @@
 """inferq's HTTP API: a Flask application factory.
 
 Run it under a WSGI server: ``gunicorn -c python:inferq.api.gunicorn_conf 'inferq.api:create_app()'``.
-The API sends jobs by task name through the Celery app (contract.py); it never
-imports the workers' code and never loads the model.
+The API pushes each job's message onto its queue itself (api/publisher.py, in the
+format contract.py defines); it imports neither Celery nor the workers' code and
+never loads the model.
 """
 from __future__ import annotations
 

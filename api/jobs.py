@@ -4,17 +4,16 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from typing import NamedTuple
 
 import redis
 from flask import Blueprint, current_app, jsonify, request, url_for
-from kombu.exceptions import OperationalError
 
 from inferq import webhooks
-from inferq.api import admission, auth, idempotency, seed, validation
+from inferq.api import admission, auth, idempotency, publisher, seed, validation
 from inferq.api.errors import ApiError
-from inferq.api.store import STATUS_OF_STATE, JobStore, cancel
-from inferq.celery_app import app as celery_app
-from inferq.contract import CLASSIFY_TASK, DELIVER_CALLBACK_TASK, classify_message, lane_of, lane_queues
+from inferq.api.store import STATUS_OF_STATE, TERMINAL, JobStore, cancel
+from inferq.contract import lane_of, lane_queues
 from inferq.jobview import describe, failure_reason, status_of
 
 bp = Blueprint("jobs", __name__)
@@ -22,10 +21,18 @@ bp = Blueprint("jobs", __name__)
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 """Job ids are uuid4 hex: anything else cannot be one the API issued."""
 
-UNAVAILABLE = (redis.RedisError, OperationalError, ConnectionError, TimeoutError)
+UNAVAILABLE = (redis.RedisError, ConnectionError, TimeoutError)
 
 FULL = redis.exceptions.OutOfMemoryError
 """Redis refused a write at its maxmemory: the queue is full, not down (admission should have said so first)."""
+
+
+class Submitted(NamedTuple):
+    """What enqueue did: the job's id, whether it is new (else an Idempotency-Key replay), when it was queued."""
+
+    job_id: str
+    created: bool
+    queued_at: float | None
 
 
 def _store() -> JobStore:
@@ -38,11 +45,13 @@ def _redis_down() -> ApiError:
 
 
 def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = None,
-            priority: str = "normal", callback_url: str | None = None) -> tuple[str, bool]:
+            priority: str = "normal", callback_url: str | None = None, job_id: str | None = None) -> Submitted:
     """Record the job, then queue it in its lane; if it is refused or queueing fails, drop the record.
 
-    Returns (job_id, created): with an Idempotency-Key seen before, the earlier
-    job and False. Past the lane's queue cap or Redis's memory threshold, 429 (admission control).
+    Returns (job_id, created, queued_at): with an Idempotency-Key seen before, the
+    earlier job, False and None. Past the lane's queue cap or Redis's memory threshold,
+    429 (admission control). job_id: the id to give a new job (a caller that watches
+    for its result first); else a new one.
     """
     store = _store()
     config = current_app.config
@@ -53,11 +62,12 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
         if idem_key:
             existing = idempotency.lookup(store.redis, idem_key, owner, body)
             if existing:
-                return existing, False
-        job_id, queued_at = uuid.uuid4().hex, time.time()
+                return Submitted(existing, False, None)
+        job_id, queued_at = job_id or new_job_id(), time.time()
         # Record first (one round trip with the queue-depth check): a worker may
         # finish the job before this request returns, and a poll must find it.
-        load = store.create(job_id, len(texts), owner, queue, queued_at, lane, callback_url)
+        load = store.create(job_id, len(texts), owner, queue, queued_at, lane, callback_url,
+                            size=2 * sum(map(len, texts)) + 1024)  # the texts twice (message, argsrepr), and headers
         try:
             admission.admit(load.depth, config["INFERQ_MAX_QUEUE_DEPTH"], config["INFERQ_RETRY_AFTER"], lane)
             admission.admit_memory(load.used_memory, load.maxmemory, config["INFERQ_REDIS_MEMORY_HIGH"],
@@ -66,12 +76,11 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
                 winner = idempotency.claim(store.redis, idem_key, owner, body, job_id, store.ttl)
                 if winner != job_id:
                     store.forget(job_id)
-                    return winner, False
+                    return Submitted(winner, False, None)
             try:
                 # queued_at travels with the job so the worker can observe its
                 # end-to-end latency without reading the record back.
-                celery_app.send_task(CLASSIFY_TASK, task_id=job_id, queue=queue,
-                                     **classify_message(texts, queued_at))
+                publisher.publish(store.redis, queue, job_id, texts, queued_at, callback_url is not None)
             except Exception:
                 if idem_key:
                     idempotency.release(store.redis, idem_key, owner)
@@ -87,11 +96,16 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
     except UNAVAILABLE:
         current_app.logger.warning("cannot reach Redis to enqueue a job")
         raise _redis_down() from None
-    return job_id, True
+    return Submitted(job_id, True, queued_at)
 
 
-def _accepted(submitted: tuple[str, bool], **extra):
-    job_id, created = submitted
+def new_job_id() -> str:
+    """A job id: uuid4 hex (JOB_ID)."""
+    return uuid.uuid4().hex
+
+
+def _accepted(submitted: Submitted, **extra):
+    job_id, created, _ = submitted
     response = jsonify(job_id=job_id, status="queued", **extra)
     response.status_code = 202
     response.headers["Location"] = url_for("jobs.get_job", job_id=job_id)
@@ -102,15 +116,42 @@ def _accepted(submitted: tuple[str, bool], **extra):
 
 @bp.post("/jobs")
 def submit_job():
-    """Queue one text or a bulk job of texts."""
+    """Queue one text or a bulk job of texts; with ?wait=N, answer 200 with the result if it is done by then."""
     owner = auth.require_key(request)
     idem_key = idempotency.parse(request.headers.get("Idempotency-Key"))
+    wait = validation.single_wait(request.args.getlist("wait"), current_app.config["INFERQ_MAX_WAIT_SECONDS"])
     validation.require_json(request)
     body = validation.read_json(request)
     texts = validation.texts_from_job(body, current_app.config["INFERQ_MAX_TEXTS"])
     priority = validation.priority_of_job(body)
     callback_url = _callback_url(body)
-    return _accepted(enqueue(texts, owner, idem_key, priority, callback_url))
+    if wait <= 0:
+        return _accepted(enqueue(texts, owner, idem_key, priority, callback_url))
+    store = _store()
+    job_id = new_job_id()
+    # Watch before queueing: the result's publish cannot come before the watch,
+    # so waiting needs no read of the job's state (one round trip for the client).
+    with store.listener.watch(job_id) as watch:
+        submitted = enqueue(texts, owner, idem_key, priority, callback_url, job_id)
+        callback = None
+        try:
+            if submitted.created:
+                record: dict | None = {"queued_at": submitted.queued_at, "texts": len(texts),
+                                       "lane": lane_of(len(texts), priority)}
+                meta = store.wait_watched(watch, job_id, wait, {"status": "PENDING", "result": None})
+                if callback_url is not None:
+                    callback = {"url": callback_url, "state": "pending", "attempts": 0}
+            else:  # an Idempotency-Key replay: the earlier job, which may be done already
+                record, meta, callback = store.record_and_meta(submitted.job_id)
+                meta = store.wait(submitted.job_id, wait, meta)
+        except UNAVAILABLE:
+            return _accepted(submitted)  # queued; only the wait failed: answer as without ?wait
+    if record is None or STATUS_OF_STATE.get(meta["status"]) not in TERMINAL:
+        return _accepted(submitted)
+    response = jsonify(describe(submitted.job_id, record, meta, callback))
+    if not submitted.created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 def _callback_url(body: dict) -> str | None:
@@ -138,7 +179,7 @@ def seed_new_request():
     idem_key = idempotency.parse(request.headers.get("Idempotency-Key"))
     wait = validation.single_wait(request.args.getlist("wait"), current_app.config["INFERQ_MAX_WAIT_SECONDS"])
     text = validation.text_from_seed_request(request)
-    job_id, created = enqueue([text], owner, idem_key)
+    job_id, created, _ = enqueue([text], owner, idem_key)
     if wait <= 0:
         return seed.acknowledgement(job_id, created)
     try:
@@ -192,26 +233,16 @@ def cancel_job(job_id: str):
     status = status_of(state) if state is not None else ("cancelled" if outcome == "queued" else "cancel_requested")
     if status in ("succeeded", "failed"):
         raise ApiError(409, "job_finished", f"job {job_id} has {status} already; there is nothing to cancel")
-    if outcome == "queued":
-        _announce_revoked(job_id)
-        if callback is not None:
-            _send_callback(job_id)
+    if outcome == "queued" and callback is not None:
+        _send_callback(store, job_id)
     response = jsonify(job_id=job_id, status=status)
     response.status_code = 200 if status == "cancelled" else 202
     return response
 
 
-def _announce_revoked(job_id: str) -> None:
-    """Tell the workers (and so Flower) the job is revoked; the cancel mark in Redis is what they obey."""
-    try:
-        celery_app.control.revoke(job_id)
-    except Exception as exc:  # the mark is stored: a lost broadcast only costs Flower's view
-        current_app.logger.warning("could not broadcast the revoke of job %s: %s", job_id, exc)
-
-
-def _send_callback(job_id: str) -> None:
+def _send_callback(store: JobStore, job_id: str) -> None:
     """Queue the delivery of a job's callback (cancelled by the API: no worker reaches a final state for it)."""
     try:
-        celery_app.send_task(DELIVER_CALLBACK_TASK, args=[job_id], queue=current_app.config["INFERQ_QUEUE"])
+        publisher.publish_callback(store.redis, current_app.config["INFERQ_QUEUE"], job_id)
     except Exception as exc:  # the job is cancelled; its callback is then never sent: say so
         current_app.logger.error("could not queue the callback of cancelled job %s: %s", job_id, exc)

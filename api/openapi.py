@@ -82,9 +82,16 @@ def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool
         "paths": {
             "/jobs": {"post": {
                 "operationId": "submitJob", "summary": "Queue one text or a bulk job of texts",
-                "parameters": [idem],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": job_body}}},
-                "responses": {"202": accepted, **_errors(400, 401, 409, 413, 415, 429, 503)},
+                "parameters": [idem, {
+                    "name": "wait", "in": "query", "required": False,
+                    "description": "hold the request until the job is done or this many seconds pass "
+                                   f"(cut to {max_wait:g}): 200 with the job when done by then, else 202",
+                    "schema": {"type": "number", "minimum": 0}}],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/JobRequest"}}}},
+                "responses": {"200": {"description": "with ?wait=N: the job, done within N seconds", "content": {
+                                          "application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
+                              "202": accepted, **_errors(400, 401, 409, 413, 415, 429, 503)},
             }},
             "/jobs/{job_id}": {"get": {
                 "operationId": "getJob", "summary": "A job's status and, when done, its results",
@@ -152,6 +159,7 @@ def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                                 "bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
+                "JobRequest": job_body,
                 "Error": {"type": "object", "required": ["error", "message"],
                           "properties": {"error": {"type": "string"}, "message": {"type": "string"}}},
                 "Accepted": {"type": "object", "required": ["job_id", "status"],

@@ -15,11 +15,20 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from inferq import jobview
-from inferq.api.results import POLL_SECONDS, ResultListener
-from inferq.contract import CALLBACK_KEY, JOB_KEY, RESULT_KEY_PREFIX, SUBMITTED_KEY
+from inferq.api.results import POLL_SECONDS, ResultListener, Watch
+from inferq.contract import CALLBACK_KEY, JOB_KEY, RESULT_KEY_PREFIX, SUBMITTED_KEY, revoked_state
 from inferq.jobview import STATUS_OF_STATE, TERMINAL
 
 __all__ = ["STATUS_OF_STATE", "TERMINAL", "JobStore", "Load"]
+
+MEMORY_READ_SECONDS = 0.5
+"""How long Redis's memory figures, read with INFO, stand for the memory check of each submit.
+INFO is one command more per job otherwise. Far from the limit, half a second of submits cannot
+reach it; close to it (MEMORY_CLOSE of maxmemory, counting what this process wrote since the last
+reading) every submit reads it again, so the 429 still comes before Redis refuses a write."""
+
+MEMORY_CLOSE = 0.4
+"""Share of maxmemory from which every submit reads Redis's memory (half of the default 0.8 threshold)."""
 
 
 class Load(NamedTuple):
@@ -44,15 +53,19 @@ class JobStore:
             retry=Retry(NoBackoff(), 0),
         )
         self.listener = ResultListener(url, RESULT_KEY_PREFIX.encode(), socket_timeout)
+        self._memory = (0, 0)  # Redis's used_memory and maxmemory, as last read
+        self._memory_read_at = -MEMORY_READ_SECONDS
+        self._written = 0  # bytes of jobs this process queued since it last read the memory
 
     def create(self, job_id: str, n_texts: int, owner: str | None, queue: str, queued_at: float,
-               lane: str = "", callback_url: str | None = None) -> Load:
+               lane: str = "", callback_url: str | None = None, size: int = 0) -> Load:
         """Record a job the API is about to enqueue and count it submitted; return the queue's depth and memory.
 
-        One round trip: the queue length and Redis's memory (admission control),
-        the record (owner: its API key's fingerprint) and the submitted counter go
-        in one pipeline. queue: the lane's queue, whose depth is read. A caller
-        that then refuses or fails to enqueue the job calls forget().
+        One round trip: the queue length and Redis's memory (admission control; the
+        memory at most every MEMORY_READ_SECONDS), the record (owner: its API key's
+        fingerprint) and the submitted counter go in one pipeline. queue: the lane's
+        queue, whose depth is read. A caller that then refuses or fails to enqueue
+        the job calls forget(). size: about the bytes the job will add to Redis.
         """
         record: dict[str, Any] = {"queued_at": queued_at, "texts": n_texts}
         if lane:
@@ -63,14 +76,25 @@ class JobStore:
             record["callback_url"] = callback_url
         pipe = self.redis.pipeline(transaction=False)
         pipe.llen(queue)
-        pipe.info("memory")
         pipe.set(JOB_KEY.format(job_id), json.dumps(record), ex=self.ttl)
         pipe.incr(SUBMITTED_KEY)
         if callback_url is not None:
             pipe.set(CALLBACK_KEY.format(job_id), json.dumps({"url": callback_url, "state": "pending", "attempts": 0}),
                      ex=self.ttl)
-        depth, memory = pipe.execute()[:2]
-        return Load(int(depth), int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0)))
+        used, limit = self._memory
+        self._written += size
+        # Near the limit (by what this process wrote since), read it for every submit.
+        read_memory = (time.monotonic() - self._memory_read_at >= MEMORY_READ_SECONDS
+                       or (limit and used + self._written >= MEMORY_CLOSE * limit))
+        if read_memory:
+            pipe.info("memory")
+        replies = pipe.execute()
+        depth = replies[0]
+        if read_memory:
+            memory = replies[-1]
+            self._memory = (int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0)))
+            self._memory_read_at, self._written = time.monotonic(), 0
+        return Load(int(depth), *self._memory)
 
     def forget(self, job_id: str) -> None:
         """Drop the record (and the count) of a job that was not enqueued after all."""
@@ -106,21 +130,25 @@ class JobStore:
             meta = self.meta(job_id)
         if seconds <= 0 or STATUS_OF_STATE.get(meta["status"]) in TERMINAL:
             return meta
-        deadline = time.monotonic() + seconds
         # Watch first, then read again: a result stored in between is not missed.
         with self.listener.watch(job_id) as watch:
-            meta = self.meta(job_id)
-            while STATUS_OF_STATE.get(meta["status"]) not in TERMINAL:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                # With the listener down, re-read now and then instead of trusting messages.
-                timeout = remaining if self.listener.connected.is_set() else min(remaining, POLL_SECONDS)
-                woken, payload = watch.next(timeout)
-                if payload is not None:
-                    meta = self._state(payload)
-                elif woken or not self.listener.connected.is_set():
-                    meta = self.meta(job_id)
+            return self.wait_watched(watch, job_id, seconds, self.meta(job_id))
+
+    def wait_watched(self, watch: Watch, job_id: str, seconds: float, meta: dict[str, Any]) -> dict[str, Any]:
+        """Wait on a watch registered before meta was read (or before the job was queued) until the job is
+        finished or seconds pass; return its latest meta."""
+        deadline = time.monotonic() + seconds
+        while STATUS_OF_STATE.get(meta["status"]) not in TERMINAL:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            # With the listener down, re-read now and then instead of trusting messages.
+            timeout = remaining if self.listener.connected.is_set() else min(remaining, POLL_SECONDS)
+            woken, payload = watch.next(timeout)
+            if payload is not None:
+                meta = self._state(payload)
+            elif woken or not self.listener.connected.is_set():
+                meta = self.meta(job_id)
         return meta
 
 
@@ -146,14 +174,10 @@ return {'queued', ''}
 
 
 def revoked_meta(job_id: str, reason: str = "cancelled") -> str:
-    """A job's state as Celery stores a revoked task's (the shape the workers' backend writes, JSON)."""
+    """A job's state as Celery stores a revoked task's (the shape the workers write too, JSON)."""
     from datetime import UTC, datetime
 
-    return json.dumps({
-        "status": "REVOKED",
-        "result": {"exc_type": "TaskRevokedError", "exc_message": [reason], "exc_module": "celery.exceptions"},
-        "traceback": None, "children": [], "date_done": datetime.now(UTC).isoformat(), "task_id": job_id,
-    })
+    return json.dumps(revoked_state(job_id, reason, datetime.now(UTC).isoformat()))
 
 
 def cancel(store: JobStore, job_id: str) -> tuple[str, dict[str, Any] | None]:

@@ -23,8 +23,13 @@ class RawResult:
     """CPU time the model took per text (a contended machine stretches wall time, not this)."""
 
 
-def _run(model_dir, cache, precision, texts, seconds, barrier, queue):
+def _run(model_dir, cache, precision, texts, seconds, barrier, queue, cpus):
+    import os
+
     import psutil
+
+    if cpus:
+        os.sched_setaffinity(0, cpus)  # before the model starts any thread: they inherit it
 
     from inferq.tasks.inference import classify
     from inferq.tasks.model import load
@@ -44,12 +49,15 @@ def _run(model_dir, cache, precision, texts, seconds, barrier, queue):
 
 
 def run(model_dir: str, cache: str, precision: str, texts: list[str], processes: int,
-        seconds: float) -> RawResult:
-    """Run the model in `processes` processes for `seconds`; texts are dealt out round robin."""
+        seconds: float, cpus: set[int] | None = None) -> RawResult:
+    """Run the model in `processes` processes for `seconds`; texts are dealt out round robin.
+
+    cpus: the cores the processes run on (default: any).
+    """
     ctx = multiprocessing.get_context("spawn")  # never fork after torch started threads
     barrier, queue = ctx.Barrier(processes), ctx.Queue()
     procs = [ctx.Process(target=_run, args=(model_dir, cache, precision, texts[k::processes],
-                                             seconds, barrier, queue)) for k in range(processes)]
+                                             seconds, barrier, queue, cpus)) for k in range(processes)]
     for p in procs:
         p.start()
     outs = [queue.get(timeout=seconds + 600) for _ in procs]

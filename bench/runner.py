@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
-from inferq.bench import flops, loadgen, precision, raw, seed, workload
+import requests
+
+from inferq.bench import flops, loadgen, pinning, precision, priority, raw, seed, workload
 from inferq.bench.progress import Progress
 from inferq.bench.services import Services
 from inferq.bench.stats import percentile
@@ -18,12 +22,27 @@ BULK = 16
 """Texts per job in the bulk run: what a client that batches its own texts sees."""
 
 
+def _bulk_jobs(plan) -> int:
+    """Bulk jobs in the bulk run: enough that each client sends several (the first and last ones, when not
+    every worker is busy, weigh little)."""
+    return max(plan.sweep_jobs // BULK, 8 * plan.saturation_clients)
+
+
 def _steps(plan, mixed: bool) -> int:
     return (1 + len(precision.PRECISIONS) + 2 + 1 + (1 if mixed else 0) + seed.SEED_CLIENTS * plan.seed_per_client
-            + plan.idle_jobs + plan.seed_load_jobs + max(1, plan.sweep_jobs // BULK) + plan.saturation_jobs
+            + plan.idle_jobs + plan.seed_load_jobs + _bulk_jobs(plan) + plan.saturation_jobs
             + len(plan.sweep) * plan.sweep_jobs
             + len(plan.open_fractions) + (plan.scaling_jobs if mixed else 0)
-            + 2 * plan.scaling_jobs)
+            + 2 * plan.scaling_jobs + 2 * plan.scaling_jobs + 1)
+
+
+def _interactive_behind_bulk(url: str) -> dict:
+    """Single texts submitted behind 2,000 texts of bulk work (bench/priority.py), then the backlog drained."""
+    result = priority.interactive_behind_bulk(url, bulk_texts=2000, texts_per_job=BULK, interactive=10)
+    with requests.Session() as session:  # the next stage starts on an empty queue
+        for job_id in result.pop("bulk_job_ids"):
+            session.get(f"{url}/jobs/{job_id}", params={"wait": 60}, timeout=90)
+    return result
 
 
 def _run_summary(run: loadgen.Run, flops_per_text: float, peak: float) -> dict:
@@ -31,6 +50,44 @@ def _run_summary(run: loadgen.Run, flops_per_text: float, peak: float) -> dict:
             "tps": run.tps, "p50_ms": run.percentile(50), "p95_ms": run.percentile(95),
             "p99_ms": run.percentile(99), "mfu": run.tps * flops_per_text / peak,
             "per_worker": dict(Counter(s.worker for s in run.samples))}
+
+
+def _costed(services: Services, load: Callable[[], loadgen.Run]) -> tuple[loadgen.Run, dict]:
+    """Run a load; return it with what each job cost: CPU ms per process, Redis commands and Redis CPU ms."""
+    cpu_before, (calls_before, redis_before) = services.cpu_seconds(), services.redis_counters()
+    run = load()
+    cpu_after, (calls_after, redis_after) = services.cpu_seconds(), services.redis_counters()
+    jobs = max(1, len(run.samples))
+    return run, {"cpu_ms_per_job": {k: 1000 * (cpu_after[k] - cpu_before[k]) / jobs for k in cpu_before},
+                 "redis_cmds_per_job": (calls_after - calls_before) / jobs,
+                 "redis_cpu_ms_per_job": 1000 * (redis_after - redis_before) / jobs}
+
+
+SERVICE_CPUS, WORKER_CPUS = {0}, {1}
+"""The reference layout on two cores: the API, Redis and the load generator on one, the workers on the other."""
+
+
+def _reference_layout(plan, args, services: Services, texts, per_text, peak, out, progress) -> None:
+    """Workers on a core of their own, as on the reference deployment where they have hosts of their own:
+    inferq's throughput there over the raw model's on that one core is the worker's efficiency."""
+    progress.stage("raw model on one core")
+    cache = current(ModelSource).model_cache
+    model_dir = services.env["INFERQ_MODEL"]
+    r = raw.run(model_dir, cache, args.precision, texts, 1, plan.raw_seconds, cpus=WORKER_CPUS)
+    progress()
+    progress.stage(f"inferq: reference layout, {args.workers} worker(s) on core 1")
+    services.start_workers(args.workers)
+    services.pin(SERVICE_CPUS, WORKER_CPUS)
+    pinning.pin(os.getpid(), SERVICE_CPUS, children=False)
+    try:
+        run, cost = _costed(services, lambda: loadgen.closed_loop(
+            services.url, texts, plan.saturation_clients, plan.scaling_jobs, "reference layout", progress))
+    finally:
+        everything = pinning.all_cpus()
+        pinning.pin(os.getpid(), everything, children=False)
+        services.pin(everything, everything)
+    out["reference"] = {**_run_summary(run, per_text, peak), **cost, "raw_one_core_tps": r.tps,
+                        "raw_one_core_cpu_ms_per_text": r.cpu_ms_per_text}
 
 
 def run(plan, args, tmp: Path) -> dict:
@@ -115,12 +172,13 @@ def _inferq(plan, args, services, texts, mixed_texts, per_text, peak, out, progr
     out["seed_load_latencies_ms"] = sorted(s.latency_ms for s in run.samples)
 
     progress.stage("inferq: saturation")
-    rss_before, cpu_before = services.worker_rss_mb(), services.cpu_seconds()
-    run = loadgen.closed_loop(url, texts, plan.saturation_clients, plan.saturation_jobs, "saturation", progress)
-    rss_after, cpu_after = services.worker_rss_mb(), services.cpu_seconds()
+    rss_before = services.worker_rss_mb()
+    run, cost = _costed(services, lambda: loadgen.closed_loop(url, texts, plan.saturation_clients,
+                                                              plan.saturation_jobs, "saturation", progress))
+    rss_after = services.worker_rss_mb()
     # Where the CPU went, per job: the profile that says what holds end-to-end throughput back.
-    out["cpu_ms_per_job"] = {k: 1000 * (cpu_after[k] - cpu_before[k]) / max(1, len(run.samples))
-                             for k in cpu_before}
+    out["cpu_ms_per_job"] = cost.pop("cpu_ms_per_job")
+    out["redis_per_job"] = cost
     out["saturation"] = _run_summary(run, per_text, peak)
     out["saturation_latencies_ms"] = sorted(s.latency_ms for s in run.samples)
     out["rss"] = {"before_mb": rss_before, "after_mb": rss_after, "jobs": len(run.samples),
@@ -128,9 +186,14 @@ def _inferq(plan, args, services, texts, mixed_texts, per_text, peak, out, progr
 
     progress.stage(f"inferq: bulk jobs of {BULK} texts")
     bulk = [texts[i:i + BULK] for i in range(0, len(texts) - BULK + 1, BULK)]
-    run = loadgen.closed_loop(url, bulk, plan.saturation_clients, max(1, plan.sweep_jobs // BULK), "bulk", progress)
+    run, cost = _costed(services, lambda: loadgen.closed_loop(url, bulk, plan.saturation_clients,
+                                                              _bulk_jobs(plan), "bulk", progress))
     out["bulk"] = {"texts_per_job": BULK, "jobs": len(run.samples), "seconds": run.seconds,
-                   "tps": len(run.samples) * BULK / run.seconds, "p50_ms": run.percentile(50)}
+                   "tps": len(run.samples) * BULK / run.seconds, "p50_ms": run.percentile(50),
+                   "per_worker": dict(Counter(s.worker for s in run.samples)), **cost}
+
+    progress.stage("inferq: single texts behind 2,000 queued bulk texts")
+    out["priority"] = _interactive_behind_bulk(url)
 
     out["sweep"] = []
     for clients in plan.sweep:
@@ -150,6 +213,16 @@ def _inferq(plan, args, services, texts, mixed_texts, per_text, peak, out, progr
         progress.stage("inferq: mixed workload")
         run = loadgen.closed_loop(url, mixed_texts, plan.saturation_clients, plan.scaling_jobs, "mixed", progress)
         out["mixed"] = _run_summary(run, out["mixed_gflop_per_text"] * 1e9, peak)
+
+    # The same load with micro-batching off: what batching changes, side by side in this run.
+    progress.stage(f"inferq: INFERQ_BATCH_SIZE=1, {args.workers} worker(s)")
+    services.start_workers(args.workers, {"INFERQ_BATCH_SIZE": "1"})
+    run, cost = _costed(services, lambda: loadgen.closed_loop(url, texts, plan.saturation_clients,
+                                                              plan.scaling_jobs, "unbatched", progress))
+    out["unbatched"] = {**_run_summary(run, per_text, peak), **cost}
+
+    if (os.cpu_count() or 1) >= 2:
+        _reference_layout(plan, args, services, texts, per_text, peak, out, progress)
 
     out["scaling"] = {args.workers: out["saturation"]["tps"]}
     for n in (1, plan.squeeze_workers):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import psutil
 
+from inferq.bench import pinning
 from inferq.contract import WORKERS_KEY
 from inferq.stack import processes
 from inferq.stack.redis_server import RedisServer, free_port
@@ -66,6 +67,19 @@ class Services:
         return {"api (gunicorn)": cpu(self.api.pid, True), "redis": cpu(self.redis.process.pid, False),
                 "workers": sum(cpu(p.pid, False) for p in self.workers),
                 "load generator": cpu(psutil.Process().pid, False)}
+
+    def redis_counters(self) -> tuple[int, float]:
+        """Commands Redis has run so far (INFO commandstats, scripts' commands included) and its CPU seconds."""
+        calls = sum(int(stat["calls"]) for stat in self.client.info("commandstats").values())
+        cpu = self.client.info("cpu")
+        return calls, float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+
+    def pin(self, service_cpus: set[int], worker_cpus: set[int]) -> None:
+        """Put the API and Redis on service_cpus and the workers on worker_cpus (every thread of each)."""
+        pinning.pin(self.api.pid, service_cpus)
+        pinning.pin(self.redis.process.pid, service_cpus)
+        for proc in self.workers:
+            pinning.pin(proc.pid, worker_cpus)
 
     def stop_workers(self) -> None:
         """Stop every worker (warm shutdown)."""

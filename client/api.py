@@ -74,15 +74,44 @@ class Client:
 
     def submit(self, texts: str | list[str]) -> str:
         """Queue one text (str) or a bulk job (list); return the job id. Waits out 429/503 a bounded number of times."""
+        return self._submit(texts, 0)["job_id"]
+
+    def submit_and_wait(self, texts: str | list[str], timeout: float) -> dict:
+        """Queue a job and return its state once finished or after timeout seconds.
+
+        One HTTP round trip when the job is done within the API's longest wait
+        (POST /jobs?wait=N); long-polls after that.
+        """
+        deadline = time.monotonic() + timeout
+        body = self._submit(texts, min(MAX_POLL_SECONDS, timeout))
+        if body.get("status") in TERMINAL or deadline - time.monotonic() <= 0:
+            return body
+        return self.wait(body["job_id"], deadline - time.monotonic())
+
+    def _submit(self, texts: str | list[str], wait: float) -> dict:
         payload = {"text": texts} if isinstance(texts, str) else {"texts": texts}
+        params = {"wait": f"{wait:g}"} if wait > 0 else {}
         for attempt in range(MAX_BUSY_RETRIES + 1):
             try:
-                return self._request("POST", "/jobs", json=payload)["job_id"]
+                return self._request("POST", "/jobs", json=payload, params=params, timeout=self.timeout + wait)
             except ApiRefused as exc:
                 if exc.status not in (429, 503) or attempt == MAX_BUSY_RETRIES:
                     raise
                 time.sleep(min(10.0, exc.retry_after or 0.2 * (attempt + 1)))
         raise AssertionError("unreachable")
+
+    def max_texts_per_job(self) -> int | None:
+        """The most texts one job may carry, from the API's OpenAPI document (None if it does not say)."""
+        try:
+            document = self._request("GET", "/openapi.json")
+            schema = document["components"]["schemas"]["JobRequest"]
+            for option in schema.get("oneOf", [schema]):
+                texts = option.get("properties", {}).get("texts")
+                if texts and "maxItems" in texts:
+                    return int(texts["maxItems"])
+        except (ApiRefused, LookupError, TypeError, ValueError):
+            pass
+        return None
 
     def submit_seed(self, text: str) -> str:
         """Queue one text through the seed's route, POST /new_request, as the seed's clients do; return the job id."""

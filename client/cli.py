@@ -18,6 +18,9 @@ from inferq.client.api import ApiRefused, ApiUnreachable, Client
 
 EXIT_FAILED, EXIT_UNREACHABLE, EXIT_NOT_DONE = 1, 3, 4
 
+DEFAULT_TEXTS_PER_JOB = 16
+"""Texts per bulk job when the API's OpenAPI document does not give its limit."""
+
 
 def _print_json(body: dict, out: IO[str]) -> None:
     out.write(json.dumps(body, ensure_ascii=False) + "\n")
@@ -29,49 +32,50 @@ def _status_code(body: dict) -> int:
 
 
 def cmd_submit(client: Client, args) -> int:
-    """Submit one text; print its id, or with --wait its result."""
-    job_id = client.submit(args.text)
+    """Submit one text; print its id, or with --wait its result (one request when it is done in time)."""
     if args.wait <= 0:
-        print(job_id)
+        print(client.submit(args.text))
         return 0
-    body = client.wait(job_id, args.wait)
+    body = client.submit_and_wait(args.text, args.wait)
     _print_json(body, sys.stdout)
     return _status_code(body)
 
 
-def result_line(number: int, text: str, body: dict) -> dict:
-    """One JSON line of submit-file's output: the input line, the job and its outcome."""
+def result_line(number: int, text: str, body: dict, index: int = 0) -> dict:
+    """One JSON line of submit-file's output: the input line, its job and its outcome (index: its place in the job)."""
     line = {"line": number, "text": text, "job_id": body.get("job_id"), "status": body.get("status")}
     if body.get("status") == "succeeded":
-        line.update(body["results"][0])
+        line.update(body["results"][index])
     elif "error" in body:
         line["error"] = body["error"]
     return line
 
 
 def cmd_submit_file(client: Client, args) -> int:
-    """Submit every non-empty line of a file as a job; write each result as a JSON line, in input order."""
+    """Submit the non-empty lines of a file as bulk jobs; write each line's result as a JSON line, in input order."""
     with open(args.file, encoding="utf-8") as f:
         lines = [(n, line.rstrip("\n")) for n, line in enumerate(f, 1) if line.strip()]
+    per_job = args.texts_per_job or client.max_texts_per_job() or DEFAULT_TEXTS_PER_JOB
+    chunks = [lines[i:i + per_job] for i in range(0, len(lines), per_job)]
 
-    def one(number_text: tuple[int, str]) -> dict:
-        number, text = number_text
+    def one(chunk: list[tuple[int, str]]) -> list[dict]:
+        texts = [text for _, text in chunk]
         try:
-            return result_line(number, text, client.wait(client.submit(text), args.timeout))
+            body = client.submit_and_wait(texts, args.timeout)
         except ApiRefused as exc:
-            return {"line": number, "text": text, "job_id": None, "status": "refused",
-                    "error": {"code": exc.code, "message": exc.message}}
+            body = {"job_id": None, "status": "refused", "error": {"code": exc.code, "message": exc.message}}
+        return [result_line(number, text, body, i) for i, (number, text) in enumerate(chunk)]
 
     results: dict[int, dict] = {}
-    # Each thread submits then long-polls, so up to --concurrency jobs are in flight.
+    # Each thread submits a job and waits for it, so up to --concurrency jobs are in flight.
     with ThreadPoolExecutor(max_workers=args.concurrency) as pool, \
-            tqdm(total=len(lines), unit="job", desc="jobs", file=sys.stderr, disable=args.quiet) as bar:
-        futures = [pool.submit(one, item) for item in lines]
+            tqdm(total=len(lines), unit="text", desc="texts", file=sys.stderr, disable=args.quiet) as bar:
+        futures = [pool.submit(one, chunk) for chunk in chunks]
         for future in as_completed(futures):
-            line = future.result()  # ApiUnreachable propagates: one line from main()
-            results[line["line"]] = line
-            bar.update(1)
-            if line["status"] != "succeeded":
+            done = future.result()  # ApiUnreachable propagates: one line from main()
+            results.update((line["line"], line) for line in done)
+            bar.update(len(done))
+            if any(line["status"] != "succeeded" for line in done):
                 bar.set_postfix(not_succeeded=sum(r["status"] != "succeeded" for r in results.values()))
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
@@ -83,7 +87,8 @@ def cmd_submit_file(client: Client, args) -> int:
     counts = {status: sum(r["status"] == status for r in results.values())
               for status in ("succeeded", "failed", "refused", "queued", "running")}
     summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
-    print(f"{len(lines)} jobs: {summary}" + (f"; results in {args.output}" if args.output else ""), file=sys.stderr)
+    print(f"{len(lines)} texts in {len(chunks)} job{'s' if len(chunks) != 1 else ''}: {summary}"
+          + (f"; results in {args.output}" if args.output else ""), file=sys.stderr)
     if counts["failed"] or counts["refused"]:
         return EXIT_FAILED
     return 0 if counts["succeeded"] == len(lines) else EXIT_NOT_DONE
@@ -131,10 +136,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait for the result and print it")
     s.set_defaults(run=cmd_submit)
 
-    f = sub.add_parser("submit-file", help="submit each line of a file as a job; write results as JSON lines")
+    f = sub.add_parser("submit-file", help="submit the lines of a file as bulk jobs; write results as JSON lines "
+                                           "in input order")
     f.add_argument("file")
     f.add_argument("-o", "--output", help="write the JSON lines here (default: stdout)")
-    f.add_argument("--concurrency", type=int, default=8, help="jobs in flight at once (default: %(default)s)")
+    f.add_argument("--texts-per-job", type=int, default=0, metavar="N",
+                   help="lines per bulk job (default: the most the API accepts, from its /openapi.json)")
+    f.add_argument("--concurrency", type=int, default=4, help="jobs in flight at once (default: %(default)s)")
     f.add_argument("--timeout", type=float, default=300, metavar="SECONDS", help="longest wait for each job")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     f.set_defaults(run=cmd_submit_file)
@@ -159,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if getattr(args, "concurrency", 1) < 1:
         print("inferq: --concurrency must be at least 1", file=sys.stderr)
+        return 2
+    if getattr(args, "texts_per_job", 0) < 0:
+        print("inferq: --texts-per-job must be at least 1 (0: the API's limit)", file=sys.stderr)
         return 2
     try:
         client = Client(args.api, args.api_key, timeout=args.http_timeout, cert_sha256=args.api_cert_sha256)

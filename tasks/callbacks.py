@@ -1,7 +1,8 @@
 """Signed completion callbacks: POST a finished job's view to its callback_url, at least once.
 
-When a job reaches a final state (succeeded, failed, cancelled) its worker
-(or the API, for a job cancelled while queued) queues DELIVER_CALLBACK_TASK.
+When a job submitted with a callback_url reaches a final state (succeeded,
+failed, cancelled) its worker (or the API, for a job cancelled while queued)
+queues DELIVER_CALLBACK_TASK.
 The delivery is a task of its own on the interactive lane, acknowledged late:
 a worker that dies with it leaves it unacknowledged, and Redis gives it back.
 Each attempt checks the URL again (DNS can change since the submit), connects
@@ -51,17 +52,23 @@ def client() -> redis.Redis:
     return _client[0]
 
 
-def job_finished(job_id: str | None) -> None:
-    """A job reached a final state: queue its callback's delivery, if it has one still pending."""
-    if not job_id:
+def jobs_finished(job_ids: list[str]) -> None:
+    """Jobs submitted with a callback_url reached a final state: queue the delivery of each callback still
+    pending (one read for all of them; jobs without a callback cost nothing, their message says so)."""
+    if not job_ids:
         return
     try:
-        raw = client().get(CALLBACK_KEY.format(job_id))
+        raws = client().mget([CALLBACK_KEY.format(job_id) for job_id in job_ids])
+    except redis.RedisError as exc:
+        log.error("could not read the callbacks of job(s) %s: %s", ", ".join(job_ids), exc)
+        return
+    for job_id, raw in zip(job_ids, raws):
         if raw is None or json.loads(raw).get("state") != "pending":
-            return
-        app.send_task(DELIVER_CALLBACK_TASK, args=[job_id], queue=current(Worker).queue)
-    except Exception as exc:
-        log.error("could not queue the callback of job %s: %s", job_id, exc)
+            continue
+        try:
+            app.send_task(DELIVER_CALLBACK_TASK, args=[job_id], queue=current(Worker).queue)
+        except Exception as exc:
+            log.error("could not queue the callback of job %s: %s", job_id, exc)
 
 
 def backoff(attempts: int, rng: random.Random | None = None) -> float:

@@ -8,18 +8,18 @@ reason instead of run again, so it cannot take down workers forever.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import redis
 from celery.exceptions import Reject
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from inferq.contract import DELIVERIES_KEY, RUNNING_KEY
 from inferq.settings import Worker, current
 
 log = logging.getLogger(__name__)
 
-# RUNNING_KEY is written in the same round trip as the delivery count. It
+# contract.RUNNING_KEY is written in the same round trip as the delivery count. It
 # replaces Celery's STARTED state (task_track_started), which cost every job a
 # read and a write of the result key and woke every long-poll once more.
 
@@ -31,7 +31,7 @@ class PoisonJob(Exception):
 _client: redis.Redis | None = None
 
 
-def _redis() -> redis.Redis:
+def client() -> redis.Redis:
     global _client
     if _client is None:
         settings = current(Worker)
@@ -43,23 +43,11 @@ def _redis() -> redis.Redis:
     return _client
 
 
-def count(job_id: str, worker: str) -> int:
-    """Record one more delivery of job_id, on worker, and return how many there have been."""
-    key, ttl = DELIVERIES_KEY.format(job_id), current(Worker).result_ttl
-    with _redis().pipeline() as pipe:
-        pipe.incr(key)
-        pipe.expire(key, ttl)
-        pipe.set(RUNNING_KEY.format(job_id), worker, ex=ttl)
-        deliveries, _, _ = pipe.execute()
-    return int(deliveries)
-
-
-def admit(job_id: str | None, worker: str) -> int:
-    """Count this delivery; raise PoisonJob if the job has used up its deliveries."""
-    if not job_id:  # called eagerly, outside a worker: nothing to guard
-        return 0
+def admit(job_id: str, count: Callable[[], int]) -> int:
+    """Count this delivery with count() (tasks/batching.start: one round trip that also marks the job
+    running and takes its batch-mates); raise PoisonJob if the job has used up its deliveries."""
     try:
-        deliveries = count(job_id, worker)
+        deliveries = count()
     except redis.RedisError as exc:
         # Redis is away: that says nothing about the job. Give it back to the
         # queue instead of failing it (a failure would be acknowledged, and its

@@ -22,6 +22,13 @@ SLEEP_PREFIX = "inferq-test-sleep:"
 KILL_WORKER = "inferq-test-kill-worker"
 """A text that SIGKILLs the worker process running it: a poison job."""
 
+FAIL_JOB = "inferq-test-fail-job"
+"""A text that makes its job fail with an exception (the worker lives on)."""
+
+
+class InjectedFault(Exception):
+    """The failure FAIL_JOB asks for."""
+
 
 def inject(texts: list[str]) -> None:
     """Act on test fault texts, if fault injection is enabled; otherwise do nothing."""
@@ -31,5 +38,7 @@ def inject(texts: list[str]) -> None:
         if text == KILL_WORKER:
             log.warning("test fault: killing worker pid %d", os.getpid())
             os.kill(os.getpid(), signal.SIGKILL)
+        if text == FAIL_JOB:
+            raise InjectedFault("test fault: this job fails")
         if text.startswith(SLEEP_PREFIX):
             time.sleep(float(text[len(SLEEP_PREFIX):]))

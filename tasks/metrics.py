@@ -8,14 +8,13 @@ registries. Jobs are submitted in any of gunicorn's worker processes and
 finish in Celery workers, possibly on other machines; Redis is the one place
 all of them share, so INCR there is right across processes and hosts (no
 multiprocess-mode directory to manage), survives an API restart, and costs
-one pipelined round trip per job.
+one pipelined round trip per batch of jobs.
 """
 from __future__ import annotations
 
 import bisect
 import logging
 import time
-from typing import Any
 
 import redis
 
@@ -31,17 +30,28 @@ def bucket_of(seconds: float) -> str:
     return "+Inf" if index == len(LATENCY_BUCKETS) else repr(LATENCY_BUCKETS[index])
 
 
-def record_finished(client: redis.Redis, succeeded: bool, queued_at: float | None,
-                    finished_at: float | None = None) -> None:
-    """Count a finished job and, when its submission time is known, observe its end-to-end latency."""
+def record_many(client: redis.Redis, jobs: list[tuple[bool, float | None]], finished_at: float | None = None) -> None:
+    """Count finished jobs (succeeded, queued_at: when the API accepted it, if known) and observe their end-to-end
+    latency: one round trip and a few commands for a whole batch."""
     finished_at = finished_at or time.time()
-    pipe = client.pipeline(transaction=True)
-    pipe.incr(SUCCEEDED_KEY if succeeded else FAILED_KEY)
-    if queued_at:
-        latency = max(0.0, finished_at - queued_at)
-        pipe.hincrby(LATENCY_KEY, bucket_of(latency), 1)
-        pipe.hincrbyfloat(LATENCY_KEY, "sum", latency)
-        pipe.hincrby(LATENCY_KEY, "count", 1)
+    succeeded = sum(1 for ok, _ in jobs if ok)
+    buckets: dict[str, int] = {}
+    total, timed = 0.0, 0
+    for _, queued_at in jobs:
+        if queued_at:
+            latency = max(0.0, finished_at - queued_at)
+            buckets[bucket_of(latency)] = buckets.get(bucket_of(latency), 0) + 1
+            total, timed = total + latency, timed + 1
+    pipe = client.pipeline(transaction=False)
+    if succeeded:
+        pipe.incrby(SUCCEEDED_KEY, succeeded)
+    if len(jobs) - succeeded:
+        pipe.incrby(FAILED_KEY, len(jobs) - succeeded)
+    for bucket, n in buckets.items():
+        pipe.hincrby(LATENCY_KEY, bucket, n)
+    if timed:
+        pipe.hincrbyfloat(LATENCY_KEY, "sum", total)
+        pipe.hincrby(LATENCY_KEY, "count", timed)
     pipe.execute()
 
 
@@ -56,14 +66,12 @@ def _own_client() -> redis.Redis:
     return _client[0]
 
 
-def finished(request: Any, succeeded: bool) -> None:
-    """Record a finished job from a worker; a metric must never fail a job whose result is stored.
-
-    request: the job's Celery request (or celery-batches' per-job request): the
-    queued_at the API sent in its kwargs (contract.classify_message).
-    """
-    queued_at = (request.kwargs or {}).get("queued_at")
+def finished_many(jobs: list[tuple[bool, float | None]]) -> None:
+    """Record finished jobs (succeeded, queued_at) from a worker; a metric must never fail a job whose result is
+    stored."""
+    if not jobs:
+        return
     try:
-        record_finished(_own_client(), succeeded, queued_at)
+        record_many(_own_client(), jobs)
     except redis.RedisError as exc:
         log.warning("could not record job metrics: %s", exc)

@@ -10,10 +10,10 @@ before this worker takes anything, it looks for unacknowledged messages whose jo
 a worker of its name started last (contract.RUNNING_KEY, written at each start)
 and puts them back at the head of the queue with kombu's own restore.
 
-What this cannot see: a job taken but not yet started (with micro-batching, the
-rest of a batch) carries no running mark, and still waits for the visibility
-timeout. A job given back here may have finished before its worker died (its
-acknowledgement lost); it then runs again, and is stored once under its id.
+Jobs a worker took into a micro-batch carry the same running mark (written by
+the take, tasks/batching.py), so they are given back here too. A job given
+back here may have finished before its worker died (its acknowledgement lost);
+it then runs again, and is stored once under its id.
 """
 from __future__ import annotations
 

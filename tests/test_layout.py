@@ -103,6 +103,12 @@ def test_only_workers_import_worker_code(what, code):
     assert not loaded & {"torch", "transformers", "onnxruntime"}, f"{what} imports a model library"
 
 
+def test_the_api_publishes_without_celery():
+    # It pushes each job's message itself (api/publisher.py, contract.classify_envelope).
+    loaded = loaded_after("from inferq.api import create_app; create_app()")
+    assert not loaded & {"celery", "kombu"}
+
+
 def test_the_client_imports_neither_flask_celery_nor_a_model_library():
     loaded = loaded_after("from inferq.client import cli; cli.parser()")
     assert not loaded & {"flask", "celery", "kombu", "torch", "transformers", "onnxruntime"}

@@ -86,6 +86,47 @@ def test_wait_without_result_returns_the_current_status_after_the_wait(http, api
     assert 0.9 <= time.monotonic() - started < 5
 
 
+def test_submit_with_wait_answers_200_with_the_result_in_one_round_trip(http, api_url):
+    texts = ["a bulk job waited for", "in one request"]
+    response = http.post(f"{api_url}/jobs", params={"wait": 20}, json={"texts": texts})
+    assert response.status_code == 200, response.text
+    job = response.json()
+    assert job["status"] == "succeeded" and job["texts"] == 2 and len(job["results"]) == 2
+    # The same view GET /jobs/<id> answers with.
+    again = wait_done(http, api_url, job["job_id"])
+    assert again["results"] == job["results"] and again["timings"] == job["timings"]
+    assert job["timings"]["total_ms"] >= job["timings"]["inference_ms"] >= 0
+
+
+def test_submit_with_wait_answers_202_when_the_job_is_not_done_in_time(http, service_env, redis_client, tmp_path):
+    from inferq.stack import processes
+    from tests.conftest import start_api
+
+    queue = "inferq-nobody-reads"  # no worker consumes it: the job is never done
+    process, base = start_api({**service_env, "INFERQ_QUEUE": queue}, tmp_path)
+    try:
+        started = time.monotonic()
+        response = http.post(f"{base}/jobs", params={"wait": 0.5}, json={"text": "never run"})
+        elapsed = time.monotonic() - started
+    finally:
+        processes.stop(process)
+        redis_client.delete(queue)
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["status"] == "queued" and response.headers["Location"] == f"/jobs/{body['job_id']}"
+    assert elapsed >= 0.5  # it did wait before answering
+
+
+def test_submit_with_a_bad_wait_is_400_and_queues_nothing(http, api_url, redis_client):
+    before = int(redis_client.get("inferq:metrics:submitted") or 0)
+    for wait in ("soon", "-1", "nan"):
+        response = http.post(f"{api_url}/jobs", params={"wait": wait}, json={"text": "x"})
+        assert response.status_code == 400 and response.json()["error"] == "invalid_wait"
+    response = http.post(f"{api_url}/jobs?wait=1&wait=2", json={"text": "x"})
+    assert response.status_code == 400 and response.json()["error"] == "invalid_wait"
+    assert int(redis_client.get("inferq:metrics:submitted") or 0) == before
+
+
 def test_unknown_job_id_is_404(http, api_url):
     for job_id in (uuid.uuid4().hex, "not-a-job-id"):
         response = http.get(f"{api_url}/jobs/{job_id}")

@@ -53,18 +53,36 @@ def test_submit_wait_prints_the_result(api_url):
     assert json.loads(run.stdout)["status"] == "succeeded"
 
 
-def test_submit_file_writes_json_lines_in_input_order(api_url, tmp_path):
-    texts = [f"text number {i} of the file" for i in range(12)]
+def test_submit_file_sends_bulk_jobs_and_writes_json_lines_in_input_order(api_url, tmp_path, tiny_model):
+    from inferq.settings import Worker
+    from inferq.settings import load as load_settings
+    from inferq.tasks.inference import classify
+    from inferq.tasks.model import load
+
+    # Lengths out of order: the worker sorts a job's texts by length; the output must not be.
+    texts = [f"text number {i} of the file " + "padding " * ((7 * i) % 11) for i in range(12)]
     source = tmp_path / "texts.txt"
     source.write_text("\n".join(texts[:6]) + "\n\n" + "\n".join(texts[6:]) + "\n")
-    run = inferq("submit-file", str(source), "--concurrency", "4", api=api_url)
+    run = inferq("submit-file", str(source), "--concurrency", "2", api=api_url)
     assert run.returncode == 0, run.stderr
     lines = [json.loads(line) for line in run.stdout.splitlines()]
     assert [line["text"] for line in lines] == texts
-    assert all(line["status"] == "succeeded" and line["label"] for line in lines)
     assert [line["line"] for line in lines] == [*range(1, 7), *range(8, 14)]
-    assert "12 jobs: 12 succeeded" in run.stderr
-    assert "100%" in run.stderr  # the progress bar went to stderr, never into the JSON lines
+    # Bulk jobs up to the API's limit (INFERQ_MAX_TEXTS=8 in the tests, read from /openapi.json).
+    job_ids = [line["job_id"] for line in lines]
+    assert job_ids == [job_ids[0]] * 8 + [job_ids[8]] * 4 and job_ids[0] != job_ids[8]
+    assert "12 texts in 2 jobs: 12 succeeded" in run.stderr
+    assert "100%" in run.stderr and "text" in run.stderr  # progress in texts, on stderr, never in the JSON lines
+    # Each line carries its own text's result.
+    loaded = load(str(tiny_model), "", load_settings(Worker, {}).precision)
+    for line, want in zip(lines, classify(loaded, texts), strict=True):
+        assert line["label"] == want["label"]
+        for label, p in want["probabilities"].items():
+            assert line["probabilities"][label] == pytest.approx(p, abs=1e-4)
+    smaller = inferq("submit-file", str(source), "--texts-per-job", "5", "-q", api=api_url)
+    assert smaller.returncode == 0, smaller.stderr
+    assert "12 texts in 3 jobs: 12 succeeded" in smaller.stderr
+    assert [json.loads(line)["text"] for line in smaller.stdout.splitlines()] == texts
 
 
 def test_unknown_job_and_refused_input_are_one_line(api_url, tmp_path):

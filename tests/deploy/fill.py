@@ -54,9 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with pin(requests.Session(), args.cert_sha256) as http:
         http.headers["X-API-Key"] = args.key
-        holds = [http.post(f"{args.api}/jobs", json={"text": f"{SLEEP_PREFIX}{args.hold}"}, timeout=30).json()["job_id"]
-                 for _ in range(args.workers)]
-        held = [wait_for(http, args.api, job, ("running", "succeeded", "failed"), 60) for job in holds]
+        holds, held = [], []
+        # One at a time, each running before the next is sent: a worker takes the jobs waiting behind
+        # its own into its batch (micro-batching), and the holds must be on as many workers.
+        for _ in range(args.workers):
+            holds.append(http.post(f"{args.api}/jobs", json={"text": f"{SLEEP_PREFIX}{args.hold}"},
+                                   timeout=30).json()["job_id"])
+            held.append(wait_for(http, args.api, holds[-1], ("running", "succeeded", "failed"), 60))
         codes, accepted = [], list(holds)
         while codes.count(429) < 5 and len(codes) < MAX_SUBMITS:
             answer = http.post(f"{args.api}/jobs", json={"text": text(len(codes))}, timeout=60)

@@ -90,7 +90,7 @@ def test_stack_serves_cli_and_http_then_stops_everything(tiny_model, state_dir, 
         lines = [json.loads(line) for line in results.read_text().splitlines()]
         assert [(r["line"], r["text"], r["status"]) for r in lines] == [
             (1, "first text", "succeeded"), (3, "second one", "succeeded"), (4, "third and last", "succeeded")]
-        assert "3 jobs: 3 succeeded" in many.stderr
+        assert "3 texts in 1 job: 3 succeeded" in many.stderr
         status = cli(env, "status", body["job_id"])
         assert status.returncode == 0 and status.stdout.split() == [body["job_id"], "succeeded"]
         result = cli(env, "result", lines[0]["job_id"], "--wait", "5")

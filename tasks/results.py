@@ -1,0 +1,82 @@
+"""Store finished jobs' states: every job of a batch in one round trip, two commands per job.
+
+The workers write each job's state themselves, in the format of Celery's Redis
+result backend (contract.success_state / failure_state: the API and Flower's
+readers see no difference), instead of through the backend: Celery's
+store_result reads the key before writing it (a GET) and writes it in a
+MULTI/EXEC transaction, five commands and a round trip per job where SET and
+PUBLISH in one pipeline for the whole batch do. The classify task is declared
+with ignore_result so that Celery does not store them a second time.
+
+As Celery's ``result_backend_always_retry`` did, a store that cannot reach Redis
+is retried until Redis is back: the jobs are acknowledged only after their
+results are stored, so giving up here would either lose them or run them again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from datetime import UTC, datetime
+
+import redis
+
+from inferq import contract
+from inferq.settings import Worker, current
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 0.5
+"""Pause between attempts to store results while Redis is unreachable."""
+
+_REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+CANCELLED = "cancelled"
+"""The outcome of a job a DELETE cancelled: its state is Celery's REVOKED (the API shows "cancelled")."""
+
+Outcome = contract.JobResult | BaseException | str
+"""What a job ended with: its result, the exception that failed it, or CANCELLED."""
+
+_client: list[redis.Redis] = []
+
+
+def client() -> redis.Redis:
+    """This process's client of the result backend's Redis."""
+    if not _client:
+        settings = current(Worker)
+        _client.append(redis.Redis.from_url(settings.backend, socket_timeout=settings.redis_timeout,
+                                            socket_connect_timeout=settings.redis_timeout))
+    return _client[0]
+
+
+def state(job_id: str, outcome: Outcome) -> dict:
+    """The state stored for a job that ended with outcome."""
+    done = datetime.now(UTC).isoformat()
+    if outcome == CANCELLED:
+        return contract.revoked_state(job_id, "cancelled", done)
+    if isinstance(outcome, BaseException):
+        return contract.failure_state(job_id, type(outcome).__name__, str(outcome), type(outcome).__module__,
+                                      "".join(traceback.format_exception(outcome)), done)
+    return contract.success_state(job_id, outcome, done)  # type: ignore[arg-type]
+
+
+def store(outcomes: list[tuple[str, Outcome]]) -> None:
+    """Store (SET with the results' TTL) and publish (for the API's long-polls) each job's state, in one round trip."""
+    ttl = current(Worker).result_ttl
+    states = [(contract.result_key(job_id), json.dumps(state(job_id, outcome))) for job_id, outcome in outcomes]
+    warned = False
+    while True:
+        try:
+            with client().pipeline(transaction=False) as pipe:  # a pipeline is spent by execute(): one per try
+                for key, value in states:
+                    pipe.set(key, value, ex=ttl)
+                    pipe.publish(key, value)
+                pipe.execute()
+            return
+        except _REDIS_DOWN as exc:
+            if not warned:
+                log.warning("cannot store %d job result(s) (%s: Redis unreachable); retrying until it is back",
+                            len(outcomes), type(exc).__name__)
+                warned = True
+            time.sleep(RETRY_SECONDS)
