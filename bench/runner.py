@@ -172,6 +172,10 @@ def _inferq(plan, args, services, texts, mixed_texts, per_text, peak, out, progr
     out["seed_load_latencies_ms"] = sorted(s.latency_ms for s in run.samples)
 
     progress.stage("inferq: saturation")
+    # A short burst at the same load first, unrecorded: micro-batching gives the inference runtime batch
+    # shapes it has not seen at lighter loads, and its memory arena grows once to hold them. RSS growth
+    # over the run below is then what a leak would show.
+    loadgen.closed_loop(url, texts, plan.saturation_clients, 10 * plan.saturation_clients, "warm-up")
     rss_before = services.worker_rss_mb()
     run, cost = _costed(services, lambda: loadgen.closed_loop(url, texts, plan.saturation_clients,
                                                               plan.saturation_jobs, "saturation", progress))

@@ -108,15 +108,15 @@ def test_cancel_in_a_micro_batch(tmp_path_factory, tiny_model):
     discarded, the rest of the batch succeeds."""
     from tests.reliability.stack import Stack
 
-    stack = Stack(tmp_path_factory.mktemp("batch-cancel"), tiny_model, INFERQ_BATCH_SIZE="4",
-                  INFERQ_BATCH_WAIT_MS="300")
+    stack = Stack(tmp_path_factory.mktemp("batch-cancel"), tiny_model, INFERQ_BATCH_SIZE="4")
     stack.start_redis()
     try:
-        stack.start_workers(["w1"])
         api = stack.start_api()
         with requests.Session() as http:
+            # Queued before the worker starts: it takes all three into one batch.
             running, waiting, kept = (submit(http, api, text).json()["job_id"]
                                       for text in (f"{SLEEP_PREFIX}2", "waits in the batch", "kept"))
+            stack.start_workers(["w1"])
             wait_until(lambda: stack.holder(running) is not None, 20, "the first job of the batch to start")
             assert http.delete(f"{api}/jobs/{running}").status_code == 202
             assert http.delete(f"{api}/jobs/{waiting}").json()["status"] in ("cancelled", "cancel_requested")
