@@ -1,9 +1,9 @@
 """The inference task: unpack the message, take the jobs waiting behind it, classify, report.
 
 The task has one contract (contract.py): the name CLASSIFY_TASK, the message of
-classify_message, and a JobResult stored per job. INFERQ_BATCH_SIZE only
-chooses how many waiting jobs a worker may run with it in one forward pass
-(tasks/batching.py); 1 turns that off.
+classify_message, and a state stored per job (tasks/results.py). INFERQ_BATCH_SIZE
+only chooses how many texts of the jobs waiting behind it a worker may run with
+it in one forward pass (tasks/batching.py); 1 turns that off.
 """
 from __future__ import annotations
 
