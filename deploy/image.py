@@ -160,18 +160,28 @@ def ship(c: Connection, docker: str, archive: Archive, image: Image) -> bool:
 
 
 def prune_local(docker: str, keep: int, current: str) -> list[str]:
-    """Remove all but the newest `keep` release images built here (never `current`); return their tags.
+    """Remove all but the newest `keep` release images built here (never `current`); return the tags removed.
 
     Only tags the deploy made (inferq-worker:<12 hex digits>) are touched: other
-    tags of the repository are someone's own.
+    tags of the repository are someone's own. Images, not tags, are counted: two
+    releases whose files build the same image share its id (and its creation
+    time), and removing one of their tags must never untag the image kept.
     """
-    listed = subprocess.run([*shlex.split(docker), "images", "--format", "{{.Repository}}:{{.Tag}} {{.CreatedAt}}"],
+    listed = subprocess.run([*shlex.split(docker), "images", "--format",
+                             "{{.Repository}}:{{.Tag}} {{.ID}} {{.CreatedAt}}"],
                             capture_output=True, text=True, timeout=60).stdout.splitlines()
-    ours = [line.split(" ", 1) for line in listed
-            if re.fullmatch(rf"(.*/)?{IMAGE_NAME}:[0-9a-f]{{12}}", line.split(" ", 1)[0])]
+    ours = [line.split(" ", 2) for line in listed
+            if len(line.split(" ", 2)) == 3
+            and re.fullmatch(rf"(.*/)?{IMAGE_NAME}:[0-9a-f]{{12}}", line.split(" ", 1)[0])]
+    current_id = local_id(docker, current)
+    kept = {plain_id(current_id)[:12]} if current_id else set()
     # Newest first: CreatedAt begins with the date and time, which sort as text.
-    tags = [tag for tag, _ in sorted(ours, key=lambda pair: pair[1], reverse=True) if not same(tag, current)]
-    old = tags[max(0, keep - 1):]
+    for _, image_id, _ in sorted(ours, key=lambda row: row[2], reverse=True):
+        if len(kept - {plain_id(current_id or "")[:12]}) >= max(0, keep - 1):
+            break
+        kept.add(plain_id(image_id)[:12])
+    old = [tag for tag, image_id, _ in ours
+           if plain_id(image_id)[:12] not in kept and not same(tag, current)]
     for tag in old:
         subprocess.run([*shlex.split(docker), "rmi", tag], capture_output=True, timeout=120)
     return old
