@@ -55,3 +55,4 @@ def test_the_current_release_is_never_pruned_and_counts_as_kept(tmp_path):
     ])
     removed = prune_local(docker, keep=2, current="inferq-worker:a3aa50b644f7")
     assert removed == ["localhost/inferq-worker:0000000000a1"]
+    assert log.read_text().split() == removed
