@@ -127,3 +127,25 @@ def test_redis_scheme_resolves_to_our_transport():
     assert done.returncode == 0, done.stderr
     # Flower and as_uri() still see redis://, and the worker gets our transport.
     assert done.stdout.split() == ["redis", "True"]
+
+
+def test_a_message_taken_just_before_redis_dies_is_recorded_once_it_is_back(redis):
+    """BRPOP took the message, then Redis was killed before the receipt (the unacked entry) was written:
+    the receipt is retried while Redis restarts from its AOF, so the message is not lost."""
+    queue = Queue("jobs-receipt")
+    with connect(redis) as connection:
+        channel, message = deliver_one(connection, queue)
+        client = redis.client()
+        tag = message.delivery_tag
+        # As if the receipt had not been written yet: the message is only in this process now.
+        client.hdel("unacked", tag)
+        client.zrem("unacked_index", tag)
+        channel.qos._delivered.pop(tag, None)
+        redis.kill()
+        back = threading.Timer(0.1, redis.start)
+        back.start()
+        channel.qos.append(message, tag)  # what kombu does right after BRPOP
+        back.join()
+        assert redis.client().hexists("unacked", tag), "the message is neither queued nor unacknowledged: lost"
+        message.ack()
+    assert redis.client().hlen("unacked") == 0
