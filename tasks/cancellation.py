@@ -25,15 +25,22 @@ from inferq.tasks import callbacks
 log = logging.getLogger(__name__)
 
 
-def cancelled(job_ids: Iterable[str | None]) -> set[str]:
-    """The ids among job_ids that a DELETE cancelled (one round trip); a Redis error says none."""
+QUEUED = b"queued"
+"""The mark of a job cancelled before any worker marked it running: the API stored its state and queued its
+callback itself."""
+
+
+def cancelled(job_ids: Iterable[str | None]) -> dict[str, bytes]:
+    """The ids among job_ids that a DELETE cancelled, with their marks (one round trip); a Redis error says
+    none."""
     ids = [job_id for job_id in job_ids if job_id]
     if not ids:
-        return set()
+        return {}
     try:
         marks = callbacks.client().mget([CANCEL_KEY.format(job_id) for job_id in ids])
     except redis.RedisError as exc:
-        # The result is checked again before it is stored (finish_cancelled).
+        # The result is checked again before it is stored (after the forward pass).
         log.warning("cannot read cancel marks (%s); running the job(s)", type(exc).__name__)
-        return set()
-    return {job_id for job_id, mark in zip(ids, marks) if mark is not None}
+        return {}
+    return {job_id: mark if isinstance(mark, bytes) else str(mark).encode()
+            for job_id, mark in zip(ids, marks) if mark is not None}

@@ -49,6 +49,11 @@ class _Job:
 class _Cancelled(Exception):
     """A DELETE cancelled the job: before it ran (skipped) or while it ran (its result discarded)."""
 
+    def __init__(self, why: str, mark: bytes):
+        super().__init__(why)
+        # "queued": the API cancelled it before any worker marked it running, and queued its callback itself.
+        self.callback_sent = mark == cancellation.QUEUED
+
 
 # ignore_result: the task stores every job's state itself, its own and its batch-mates', in one round
 # trip (tasks/results.py); Celery storing it again would cost a read and a transaction per job.
@@ -88,7 +93,8 @@ def classify_job(self, texts: list[str], queued_at: float | None = None) -> cont
         batching.give_back(deliveries.client(), mates)
         raise
     batching.acknowledge(deliveries.client(), mates)
-    callbacks.jobs_finished([job.job_id for job, (_, _, outcome) in zip(jobs, outcomes) if job.callback])
+    callbacks.jobs_finished([job.job_id for job, (_, _, outcome) in zip(jobs, outcomes)
+                             if job.callback and not (isinstance(outcome, _Cancelled) and outcome.callback_sent)])
     own = outcomes[0][2]
     if isinstance(own, _Cancelled):
         raise Ignore()  # its cancelled state is stored: Celery stores nothing and acknowledges
@@ -103,8 +109,9 @@ def _run(jobs: list[_Job]) -> list[tuple[str, float | None, Any]]:
     ready: list[_Job] = []
     # A job is marked running (the start script) before its cancel mark is read, here: a DELETE either
     # found it running (its result is discarded below) or left its mark first (it is skipped).
-    refused: dict[str, BaseException] = {job_id: _Cancelled("cancelled before it ran: skipped")
-                                         for job_id in cancellation.cancelled(job.job_id for job in jobs)}
+    refused: dict[str, BaseException] = {
+        job_id: _Cancelled("cancelled before it ran: skipped", mark)
+        for job_id, mark in cancellation.cancelled(job.job_id for job in jobs).items()}
     for job in jobs:
         if job.mate is not None:  # Celery sent the delivered job's events itself
             headers = job.mate.message["headers"]
@@ -135,8 +142,8 @@ def _run(jobs: list[_Job]) -> list[tuple[str, float | None, Any]]:
             # Do not let one job's failure fail the others: run each alone.
             log.exception("batched inference failed; running the %d jobs one by one", len(ready))
             outputs = {job.job_id: _outcome(lambda t=job.texts: _classify_alone(t)) for job in ready}
-    for job_id in cancellation.cancelled(job.job_id for job in ready):
-        refused[job_id] = _Cancelled("cancelled while it ran: its result is discarded")
+    for job_id, mark in cancellation.cancelled(job.job_id for job in ready).items():
+        refused[job_id] = _Cancelled("cancelled while it ran: its result is discarded", mark)
     outcomes = [(job.job_id, job.queued_at, refused[job.job_id] if job.job_id in refused else outputs[job.job_id])
                 for job in jobs]
     for job, (_, _, outcome) in zip(jobs, outcomes):

@@ -139,20 +139,22 @@ def test_flower_sees_cancelled_jobs_revoked(control):
 
     seen: set[str] = set()
     errors: list[str] = []
+    receivers: list = []
     stop = threading.Event()
     app = Celery("listener", broker=control.redis.url)
 
     def listen():
+        # One subscription held for the whole test (events are Redis publishes: a receiver that
+        # resubscribes now and then misses what is published in between), checking stop each second.
         while not stop.is_set():
             try:
                 with app.connection_for_read() as connection:
                     receiver = app.events.Receiver(connection, handlers={
                         "task-revoked": lambda event: seen.add(event["uuid"]), "*": lambda event: None})
-                    while not stop.is_set():
-                        try:
-                            receiver.capture(limit=None, timeout=0.5, wakeup=False)
-                        except TimeoutError:
-                            continue
+                    receivers.append(receiver)
+                    receiver.should_stop = stop.is_set()
+                    for _ in receiver.consume(limit=None, timeout=None, wakeup=False):
+                        pass
             except Exception as exc:  # reconnect, and say so if the test fails
                 errors.append(repr(exc))
                 time.sleep(0.2)
@@ -181,4 +183,6 @@ def test_flower_sees_cancelled_jobs_revoked(control):
         assert {queued, running} <= seen, (queued, running, seen, errors)
     finally:
         stop.set()
+        for receiver in receivers:
+            receiver.should_stop = True  # checked every second, events or not
         thread.join(5)
