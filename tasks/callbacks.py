@@ -31,6 +31,7 @@ from inferq import jobview, webhooks
 from inferq.celery_app import app
 from inferq.contract import CALLBACK_KEY, DELIVER_CALLBACK_TASK
 from inferq.settings import Worker, current
+from inferq.tasks import results
 
 log = logging.getLogger(__name__)
 
@@ -40,25 +41,13 @@ MAX_DELAY = 600.0
 NOT_FINAL_DELAY = 0.5
 """A delivery that finds its job not final yet (its result not stored) looks again after this."""
 
-_client: list[redis.Redis] = []
-
-
-def client() -> redis.Redis:
-    """This worker's Redis client for job records, cancel marks and callback states."""
-    if not _client:
-        settings = current(Worker)
-        _client.append(redis.Redis.from_url(settings.backend, socket_timeout=settings.redis_timeout,
-                                            socket_connect_timeout=settings.redis_timeout))
-    return _client[0]
-
-
 def jobs_finished(job_ids: list[str]) -> None:
     """Jobs submitted with a callback_url reached a final state: queue the delivery of each callback still
     pending (one read for all of them; jobs without a callback cost nothing, their message says so)."""
     if not job_ids:
         return
     try:
-        raws = client().mget([CALLBACK_KEY.format(job_id) for job_id in job_ids])
+        raws = results.client().mget([CALLBACK_KEY.format(job_id) for job_id in job_ids])
     except redis.RedisError as exc:
         log.error("could not read the callbacks of job(s) %s: %s", ", ".join(job_ids), exc)
         return
@@ -121,7 +110,7 @@ class Retry(Exception):
 def attempt(job_id: str, callback: dict[str, Any]) -> None:
     """One delivery attempt: return if delivered, raise Retry, or raise GiveUp."""
     settings = current(Worker)
-    record, meta, state = jobview.read(client(), job_id)
+    record, meta, state = jobview.read(results.client(), job_id)
     if record is None:
         raise GiveUp("the job's record expired before its callback was delivered")
     if jobview.status_of(meta) not in jobview.TERMINAL:
@@ -156,13 +145,13 @@ class NotFinal(Exception):
 
 
 def _save(job_id: str, callback: dict[str, Any]) -> None:
-    client().set(CALLBACK_KEY.format(job_id), json.dumps(callback), keepttl=True)
+    results.client().set(CALLBACK_KEY.format(job_id), json.dumps(callback), keepttl=True)
 
 
 @app.task(name=DELIVER_CALLBACK_TASK, bind=True, acks_late=True, max_retries=None, ignore_result=True)
 def deliver_callback(self, job_id: str, first_at: float | None = None) -> str:
     """Deliver a finished job's callback (one attempt; a retry is a new message with a countdown)."""
-    raw = client().get(CALLBACK_KEY.format(job_id))
+    raw = results.client().get(CALLBACK_KEY.format(job_id))
     if raw is None:
         return "none"
     callback = json.loads(raw)

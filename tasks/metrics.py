@@ -19,7 +19,7 @@ import time
 import redis
 
 from inferq.contract import FAILED_KEY, LATENCY_BUCKETS, LATENCY_KEY, SUCCEEDED_KEY
-from inferq.settings import Worker, current
+from inferq.tasks import results
 
 log = logging.getLogger(__name__)
 
@@ -55,23 +55,12 @@ def record_many(client: redis.Redis, jobs: list[tuple[bool, float | None]], fini
     pipe.execute()
 
 
-_client: list[redis.Redis] = []
-
-
-def _own_client() -> redis.Redis:
-    if not _client:
-        settings = current(Worker)
-        _client.append(redis.Redis.from_url(settings.backend, socket_timeout=settings.redis_timeout,
-                                            socket_connect_timeout=settings.redis_timeout))
-    return _client[0]
-
-
 def finished_many(jobs: list[tuple[bool, float | None]]) -> None:
     """Record finished jobs (succeeded, queued_at) from a worker; a metric must never fail a job whose result is
     stored."""
     if not jobs:
         return
     try:
-        record_many(_own_client(), jobs)
+        record_many(results.client(), jobs)
     except redis.RedisError as exc:
         log.warning("could not record job metrics: %s", exc)

@@ -42,7 +42,7 @@ _client: list[redis.Redis] = []
 
 
 def client() -> redis.Redis:
-    """This process's client of the result backend's Redis."""
+    """This process's client of the result backend's Redis: results, metrics, cancel marks, callback states."""
     if not _client:
         settings = current(Worker)
         _client.append(redis.Redis.from_url(settings.backend, socket_timeout=settings.redis_timeout,
