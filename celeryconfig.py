@@ -45,6 +45,10 @@ broker_transport_options = {
     # task_queues, so the interactive lane is always asked first (one BRPOP
     # over both lists, which answers from the first non-empty one).
     "queue_order_strategy": "priority",
+    # The lanes are inferq's priorities: one list per queue, no kombu priority sub-queues to poll.
+    "priority_steps": [0],
+    # A job's lease (broker/holdings.py): renewed at every heartbeat while its worker holds it, so it
+    # only bounds how long the jobs of a worker that died or froze wait before another takes them.
     "visibility_timeout": _s.visibility_timeout,
     "socket_timeout": _s.redis_timeout,
     "socket_connect_timeout": _s.redis_timeout,
@@ -62,8 +66,10 @@ broker_transport_options = {
     "unacked_index_key": contract.UNACKED_INDEX_KEY,
     "unacked_mutex_key": contract.UNACKED_MUTEX_KEY,
     # An acknowledgement that cannot reach Redis is retried this long, then left
-    # to the visibility timeout; the worker goes on either way (tasks/redis_transport.py).
+    # to the visibility timeout; the worker goes on either way (broker/transport.py).
     "ack_retry_seconds": min(5.0, _s.visibility_timeout / 2),
+    # How long a restored job's delivery count and a worker's holding set are kept (broker/scripts.py).
+    "record_ttl": _s.result_ttl,
 }
 result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout}
 redis_socket_timeout = _s.redis_timeout

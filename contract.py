@@ -62,12 +62,20 @@ TEXTS_HEADER = "inferq_texts"
 batch up to INFERQ_BATCH_SIZE texts without decoding the bodies (tasks/batching.py). A message without it
 (sent by send_task) counts as one text."""
 
+DELIVERY_HEADER = "inferq_delivery"
+"""A header the workers' take adds to the message it hands Celery: which delivery of its job this is (1: the
+first; a message given back after its worker died counts one more), for the poison-job guard."""
+
+WORK_LEFT_HEADER = "inferq_work_left"
+"""A header the take adds too: whether a lane still held work when it took the job (else the worker looks
+for no batch-mates: a lone job starts at once)."""
+
 ARGSREPR_MAX = 1024
 """Characters of a job's texts that its message's argsrepr carries (what Flower shows), as Celery cuts them."""
 
 
 def task_envelope(task: str, task_id: str, args: list, kwargs: dict, queue: str,
-                  headers: dict[str, Any] | None = None) -> str:
+                  headers: dict[str, Any] | None = None, delivery_tag: str | None = None) -> str:
     """A task's message as it lies in its queue: Celery's task message (protocol 2) in kombu's Redis envelope.
 
     The API pushes this onto the queue's list itself (api/publisher.py) instead of
@@ -75,7 +83,7 @@ def task_envelope(task: str, task_id: str, args: list, kwargs: dict, queue: str,
     from the task's result channel (two Redis commands and most of the API's
     publishing CPU per job) for a result the API reads its own way.
     tests/api/test_publisher.py checks it against what send_task writes.
-    headers: inferq's own, added to Celery's.
+    headers: inferq's own, added to Celery's. delivery_tag: kombu's tag (default: a new uuid, as kombu makes).
     """
     body = json.dumps([args, kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
     return json.dumps({
@@ -87,23 +95,29 @@ def task_envelope(task: str, task_id: str, args: list, kwargs: dict, queue: str,
             "group": None, "group_index": None, "retries": 0, "timelimit": [None, None],
             "root_id": task_id, "parent_id": None,
             "argsrepr": repr(args)[:ARGSREPR_MAX], "kwargsrepr": repr(kwargs),
-            "origin": "inferq-api", "ignore_result": False, "replaced_task_nesting": 0,
+            # ignore_result: the worker stores each job's state itself (tasks/results.py); with False,
+            # Celery would read the result key once more per job before leaving it alone.
+            "origin": "inferq-api", "ignore_result": True, "replaced_task_nesting": 0,
             "stamped_headers": None, "stamps": {},
             **(headers or {}),
         },
         "properties": {
             "correlation_id": task_id, "delivery_mode": 2,
             "delivery_info": {"exchange": "", "routing_key": queue}, "priority": 0,
-            "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
+            "body_encoding": "base64", "delivery_tag": delivery_tag or str(uuid.uuid4()),
         },
     })
 
 
 def classify_envelope(job_id: str, texts: list[str], queued_at: float, queue: str, callback: bool = False) -> str:
-    """The message of one job, as the API queues it (task_envelope), with its text count and callback flag."""
+    """The message of one job, as the API queues it (task_envelope), with its text count and callback flag.
+
+    Its delivery tag is the job's id: while a worker holds the job, the job's id is a field of kombu's
+    unacknowledged hash, which is how the API tells "running" from "queued" without a key of its own.
+    """
     message = classify_message(texts, queued_at)
     return task_envelope(CLASSIFY_TASK, job_id, message["args"], dict(message["kwargs"]), queue,
-                         {TEXTS_HEADER: len(texts), **({CALLBACK_HEADER: True} if callback else {})})
+                         {TEXTS_HEADER: len(texts), **({CALLBACK_HEADER: True} if callback else {})}, job_id)
 
 
 class TextResult(TypedDict):
@@ -141,10 +155,18 @@ expires with the result.
 Celery reports any unknown id as PENDING: an id without a record is one the API never issued."""
 
 DELIVERIES_KEY = "inferq:deliveries:{}"
-"""Per job (integer): how many times a worker has started it (the poison-job guard)."""
+"""Per job (integer): how many times a worker has taken it, written only once it was given back after its
+worker died (a first delivery writes nothing): the poison-job guard."""
 
-RUNNING_KEY = "inferq:running:{}"
-"""Per job (string): the worker that started it last (the API's "running" status)."""
+HOLDING_KEY = "inferq:holding:{}"
+"""Per worker name (set): the delivery tags it holds, so that a worker restarted under that name gives back
+at once what its dead predecessor held (tasks/recovery.py)."""
+
+WAKE_KEY = "inferq:wake"
+"""List: idle workers block on it; one element wakes one (broker/wake.py)."""
+
+MALFORMED_KEY = "inferq:malformed"
+"""List: messages found in a lane that are not kombu task messages, set aside by the take (never run)."""
 
 CANCEL_KEY = "inferq:cancel:{}"
 """Per job (string): a DELETE was accepted: "queued" (cancelled before any worker started it) or "running"

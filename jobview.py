@@ -10,7 +10,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from inferq.contract import CALLBACK_KEY, CANCEL_KEY, JOB_KEY, RUNNING_KEY, decode_state, result_key
+from inferq.contract import CALLBACK_KEY, CANCEL_KEY, JOB_KEY, UNACKED_KEY, decode_state, result_key
 
 CANCEL_REQUESTED = "CANCEL_REQUESTED"
 """Not a Celery state: no result yet, a worker runs the job, and a DELETE asked to cancel it."""
@@ -35,32 +35,38 @@ def status_of(meta: dict[str, Any]) -> str:
     return STATUS_OF_STATE.get(meta["status"], "queued")
 
 
-def state(raw_meta: bytes | None, running_on: bytes | None = None, cancel: bytes | None = None) -> dict[str, Any]:
-    """A job's state from its raw result (published or stored), the worker that started it and its cancel mark."""
+def state(raw_meta: bytes | None, taken: bool = False, cancel: bytes | None = None) -> dict[str, Any]:
+    """A job's state from its raw result (published or stored), whether a worker holds it, and its cancel mark."""
     if raw_meta is not None:
         return decode_state(raw_meta)
     if cancel is not None:
         # Cancelled while it ran (or a queued cancel whose result expired first): no result will be kept.
         return {"status": CANCEL_REQUESTED if cancel == b"running" else "REVOKED", "result": None}
-    if running_on is not None:
-        # No result yet, but a worker started it (tasks/deliveries.py). A job
-        # whose worker died stays "running" until another worker finishes it.
-        return {"status": "STARTED", "result": {"hostname": running_on.decode()}}
+    if taken:
+        # No result yet, but a worker holds it (it is in kombu's record of taken messages, under its id).
+        # A job whose worker died stays "running" until it is given back to its queue.
+        return {"status": "STARTED", "result": None}
     return {"status": "PENDING", "result": None}
 
 
-def state_keys(job_id: str) -> list[str]:
-    """The keys state() reads, in its order."""
-    return [result_key(job_id), RUNNING_KEY.format(job_id), CANCEL_KEY.format(job_id)]
+def read_state(client: Any, job_id: str) -> dict[str, Any]:
+    """A job's state, read in one round trip."""
+    pipe = client.pipeline(transaction=False)
+    pipe.mget(result_key(job_id), CANCEL_KEY.format(job_id))
+    pipe.hexists(UNACKED_KEY, job_id)
+    (raw_meta, cancel), taken = pipe.execute()
+    return state(raw_meta, bool(taken), cancel)
 
 
 def read(client: Any, job_id: str) -> tuple[dict | None, dict[str, Any], dict | None]:
     """The record (None: never issued or expired), the state and the callback's state of a job, in one round trip."""
-    raw_record, raw_meta, running_on, cancel, raw_callback = client.mget(
-        JOB_KEY.format(job_id), *state_keys(job_id), CALLBACK_KEY.format(job_id))
+    pipe = client.pipeline(transaction=False)
+    pipe.mget(JOB_KEY.format(job_id), result_key(job_id), CANCEL_KEY.format(job_id), CALLBACK_KEY.format(job_id))
+    pipe.hexists(UNACKED_KEY, job_id)
+    (raw_record, raw_meta, cancel, raw_callback), taken = pipe.execute()
     record = json.loads(raw_record) if raw_record else None
     callback = json.loads(raw_callback) if raw_callback else None
-    return record, state(raw_meta, running_on, cancel), callback
+    return record, state(raw_meta, bool(taken), cancel), callback
 
 
 def _iso(ts: float | None) -> str | None:

@@ -37,6 +37,10 @@ PRECISIONS = ("fp32", "int8", "onnx-fp32", "onnx-int8")
 APPENDFSYNC_MODES = ("always", "everysec", "no")
 """Redis AOF fsync policies: what a host crash can lose (docs/operations.md, "Guarantees")."""
 
+LEASE_BEATS = 3
+"""Heartbeats a job's lease must outlast at least: its worker renews it at every beat, and one late beat
+(a busy machine, a Redis restarting) must not give a running job to a second worker."""
+
 MIN_API_KEY_LENGTH = 16
 """Shorter API keys can be guessed; refuse them at start-up."""
 
@@ -98,8 +102,10 @@ class Celery(Redis):
                                    "process is killed.", minimum=1)
     task_soft_time_limit: int = setting("INFERQ_TASK_SOFT_TIME_LIMIT", 0, "Seconds before the job is asked to "
                                         "stop (0: 30 s under the hard limit).", minimum=0)
-    visibility_timeout: int = setting("INFERQ_VISIBILITY_TIMEOUT", 3600, "Seconds before Redis gives a taken, "
-                                      "unacknowledged job to another worker (must exceed the time limit).",
+    visibility_timeout: int = setting("INFERQ_VISIBILITY_TIMEOUT", 300, "Seconds a taken job's lease lasts "
+                                      "unrenewed: its worker renews it at every heartbeat, however long the job "
+                                      "runs, so this bounds how long the jobs of a worker that died (and was not "
+                                      "restarted under its name) or froze wait before another worker takes them.",
                                       minimum=1)
     batch_size: int = setting("INFERQ_BATCH_SIZE", 16, "Texts a worker may run as one batch: with a job, "
                               "it takes the jobs already waiting behind it while their texts fit, and never "
@@ -162,19 +168,25 @@ class Worker(Celery, ModelSource, Webhooks):
                                   "is failed as a poison job.", minimum=1)
     test_faults: bool = setting("INFERQ_TEST_FAULTS", False, "Test only: texts that make a job sleep or kill "
                                 "its worker (tasks/faults.py). Never in a deployment.")
+    test_pass_seconds: float = setting("INFERQ_TEST_PASS_SECONDS", 0.0, "Test only, with INFERQ_TEST_FAULTS: "
+                                       "each forward pass takes at least this long (a base-size model's pace on "
+                                       "the tiny one).", minimum=0)
+    test_run_log: str = setting("INFERQ_TEST_RUN_LOG", "", "Test only, with INFERQ_TEST_FAULTS: a directory "
+                                "where each worker process appends a line per job state it stores (the crash "
+                                "checker counts runs from them).")
 
     def check(self) -> None:
-        """Refuse time limits that would redeliver a running job or expire it while it runs."""
+        """Refuse limits that would give a running job to a second worker or expire it while it runs."""
         hard, soft = self.task_time_limit, self.soft_time_limit
         if soft > hard:
             raise ConfigError(f"INFERQ_TASK_SOFT_TIME_LIMIT={soft} exceeds INFERQ_TASK_TIME_LIMIT={hard}")
-        # Redis redelivers an unacknowledged message after the visibility timeout: if that
-        # came before the hard limit, a job still running would go to a second worker.
-        if self.visibility_timeout <= hard:
+        # A worker renews its jobs' leases at every heartbeat: a lease shorter than a few beats would
+        # run out between two renewals, and a job still running would go to a second worker.
+        if self.visibility_timeout < LEASE_BEATS * self.heartbeat_seconds:
             raise ConfigError(
-                f"INFERQ_VISIBILITY_TIMEOUT={self.visibility_timeout}s must be longer than "
-                f"INFERQ_TASK_TIME_LIMIT={hard}s, or a running job is redelivered to another worker; "
-                "raise the visibility timeout or lower the limit")
+                f"INFERQ_VISIBILITY_TIMEOUT={self.visibility_timeout}s must be at least {LEASE_BEATS} heartbeats "
+                f"(INFERQ_HEARTBEAT_SECONDS={self.heartbeat_seconds:g}), or a running job's lease runs out between "
+                "two renewals; raise the timeout or beat faster")
         if self.result_ttl < hard:
             raise ConfigError(f"INFERQ_RESULT_TTL={self.result_ttl}s is shorter than INFERQ_TASK_TIME_LIMIT="
                               f"{hard}s: a job could expire while it runs")

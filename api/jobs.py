@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from inferq import webhooks
 from inferq.api import admission, auth, idempotency, publisher, seed, validation
 from inferq.api.errors import ApiError
-from inferq.api.store import STATUS_OF_STATE, TERMINAL, JobStore, cancel
+from inferq.api.store import STATUS_OF_STATE, TERMINAL, JobStore, Load, cancel
 from inferq.contract import lane_of, lane_queues
 from inferq.jobview import describe, failure_reason, status_of
 
@@ -64,27 +64,25 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
             if existing:
                 return Submitted(existing, False, None)
         job_id, queued_at = job_id or new_job_id(), time.time()
-        # Record first (one round trip with the queue-depth check): a worker may
-        # finish the job before this request returns, and a poll must find it.
+        # queued_at travels with the job so the worker can observe its end-to-end latency without
+        # reading the record back.
+        message = publisher.job_message(job_id, texts, queued_at, queue, callback_url is not None)
+        # The record goes first (a worker may finish the job before this request returns, and a poll
+        # must find it); without an Idempotency-Key the message goes in the same round trip.
         load = store.create(job_id, len(texts), owner, queue, queued_at, lane, callback_url,
-                            size=2 * sum(map(len, texts)) + 1024)  # the texts twice (message, argsrepr), and headers
+                            message=None if idem_key else message)
         try:
-            admission.admit(load.depth, config["INFERQ_MAX_QUEUE_DEPTH"], config["INFERQ_RETRY_AFTER"], lane)
-            admission.admit_memory(load.used_memory, load.maxmemory, config["INFERQ_REDIS_MEMORY_HIGH"],
-                                   config["INFERQ_RETRY_AFTER"])
             if idem_key:
                 winner = idempotency.claim(store.redis, idem_key, owner, body, job_id, store.ttl)
                 if winner != job_id:
                     store.forget(job_id)
                     return Submitted(winner, False, None)
-            try:
-                # queued_at travels with the job so the worker can observe its
-                # end-to-end latency without reading the record back.
-                publisher.publish(store.redis, queue, job_id, texts, queued_at, callback_url is not None)
-            except Exception:
-                if idem_key:
+                try:
+                    load = load._replace(depth=store.push(queue, message))
+                except Exception:
                     idempotency.release(store.redis, idem_key, owner)
-                raise
+                    raise
+            _admit(store, load, lane, queue, message, idem_key, owner)
         except BaseException:
             store.forget(job_id)
             raise
@@ -97,6 +95,23 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
         current_app.logger.warning("cannot reach Redis to enqueue a job")
         raise _redis_down() from None
     return Submitted(job_id, True, queued_at)
+
+
+def _admit(store: JobStore, load: Load, lane: str, queue: str, message: str, idem_key: str | None,
+           owner: str | None) -> None:
+    """Admission control after the push: a job past its lane's cap or Redis's memory threshold is taken off
+    the queue again and refused (429), its Idempotency-Key released. One a worker took meanwhile stays
+    accepted: it is running."""
+    config = current_app.config
+    try:
+        admission.admit(load.depth - 1, config["INFERQ_MAX_QUEUE_DEPTH"], config["INFERQ_RETRY_AFTER"], lane)
+        admission.admit_memory(load.used_memory, load.maxmemory, config["INFERQ_REDIS_MEMORY_HIGH"],
+                               config["INFERQ_RETRY_AFTER"])
+    except ApiError:
+        if store.withdraw(queue, message):
+            if idem_key:
+                idempotency.release(store.redis, idem_key, owner)
+            raise
 
 
 def new_job_id() -> str:

@@ -16,7 +16,19 @@ from redis.retry import Retry
 
 from inferq import jobview
 from inferq.api.results import POLL_SECONDS, ResultListener, Watch
-from inferq.contract import CALLBACK_KEY, JOB_KEY, RESULT_KEY_PREFIX, SUBMITTED_KEY, revoked_state
+from inferq.broker import scripts, wake
+from inferq.contract import (
+    CALLBACK_KEY,
+    CANCEL_KEY,
+    CANCELLED_KEY,
+    JOB_KEY,
+    RESULT_KEY_PREFIX,
+    SUBMITTED_KEY,
+    UNACKED_KEY,
+    WAKE_KEY,
+    result_key,
+    revoked_state,
+)
 from inferq.jobview import STATUS_OF_STATE, TERMINAL
 
 __all__ = ["STATUS_OF_STATE", "TERMINAL", "JobStore", "Load"]
@@ -32,9 +44,10 @@ MEMORY_CLOSE = 0.4
 
 
 class Load(NamedTuple):
-    """What admission control needs, read with the record: the queue's depth and Redis's memory."""
+    """What admission control needs, read in the round trip that queued the job: its lane's depth and Redis's
+    memory."""
 
-    depth: int
+    depth: int  # the lane's length with this job in it (0: not queued yet)
     used_memory: int
     maxmemory: int  # 0: no limit
 
@@ -56,16 +69,18 @@ class JobStore:
         self._memory = (0, 0)  # Redis's used_memory and maxmemory, as last read
         self._memory_read_at = -MEMORY_READ_SECONDS
         self._written = 0  # bytes of jobs this process queued since it last read the memory
+        self._quiet: dict[str, bool] = {}  # per lane: this process's last push found it empty
 
     def create(self, job_id: str, n_texts: int, owner: str | None, queue: str, queued_at: float,
-               lane: str = "", callback_url: str | None = None, size: int = 0) -> Load:
-        """Record a job the API is about to enqueue and count it submitted; return the queue's depth and memory.
+               lane: str = "", callback_url: str | None = None, message: str | None = None) -> Load:
+        """Record a job and count it submitted, and queue its message if given; return its lane's depth (with
+        it) and Redis's memory.
 
-        One round trip: the queue length and Redis's memory (admission control; the
-        memory at most every MEMORY_READ_SECONDS), the record (owner: its API key's
-        fingerprint) and the submitted counter go in one pipeline. queue: the lane's
-        queue, whose depth is read. A caller that then refuses or fails to enqueue
-        the job calls forget(). size: about the bytes the job will add to Redis.
+        One round trip: the record (owner: its API key's fingerprint), the submitted
+        counter, Redis's memory (admission control; at most every MEMORY_READ_SECONDS)
+        and the message's push (its reply is the lane's depth) go in one pipeline, in
+        that order. A caller that then refuses the job withdraws it (withdraw()) and
+        drops its record (forget()).
         """
         record: dict[str, Any] = {"queued_at": queued_at, "texts": n_texts}
         if lane:
@@ -75,26 +90,57 @@ class JobStore:
         if callback_url is not None:
             record["callback_url"] = callback_url
         pipe = self.redis.pipeline(transaction=False)
-        pipe.llen(queue)
         pipe.set(JOB_KEY.format(job_id), json.dumps(record), ex=self.ttl)
         pipe.incr(SUBMITTED_KEY)
         if callback_url is not None:
             pipe.set(CALLBACK_KEY.format(job_id), json.dumps({"url": callback_url, "state": "pending", "attempts": 0}),
                      ex=self.ttl)
         used, limit = self._memory
-        self._written += size
+        self._written += 2 * 1024 + (len(message) if message else 128 * n_texts)
         # Near the limit (by what this process wrote since), read it for every submit.
         read_memory = (time.monotonic() - self._memory_read_at >= MEMORY_READ_SECONDS
                        or (limit and used + self._written >= MEMORY_CLOSE * limit))
         if read_memory:
             pipe.info("memory")
+        rang = message is not None and self._queue(pipe, queue, message)
         replies = pipe.execute()
-        depth = replies[0]
+        depth = 0
+        if message is not None:
+            depth = self._woke(queue, int(replies[-1 - rang]), rang)
+            del replies[-1 - rang:]
         if read_memory:
             memory = replies[-1]
             self._memory = (int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0)))
             self._memory_read_at, self._written = time.monotonic(), 0
-        return Load(int(depth), *self._memory)
+        return Load(depth, *self._memory)
+
+    def push(self, queue: str, message: str) -> int:
+        """Queue a recorded job's message; return its lane's depth with it."""
+        pipe = self.redis.pipeline(transaction=False)
+        rang = self._queue(pipe, queue, message)
+        return self._woke(queue, int(pipe.execute()[0]), rang)
+
+    def _queue(self, pipe: Any, queue: str, message: str) -> bool:
+        """Add the message's push to pipe, and the wake-up of an idle worker if the lane is likely empty (this
+        process's last push found it so): idle workers then wake in the same round trip. Returns whether it
+        rang."""
+        pipe.lpush(queue, message)
+        if self._quiet.get(queue, True):
+            pipe.rpush(WAKE_KEY, 1)
+            return True
+        return False
+
+    def _woke(self, queue: str, depth: int, rang: bool) -> int:
+        """After a push left its lane depth long: ring if the lane was empty and the push did not (a second
+        round trip, only when the guess was wrong). A ring that finds no work costs an idle worker one take."""
+        self._quiet[queue] = depth <= 1
+        if not rang and wake.rang_for(depth):
+            wake.ring(self.redis)
+        return depth
+
+    def withdraw(self, queue: str, message: str) -> bool:
+        """Take a refused job's message off its queue again; False if a worker took it first (it runs)."""
+        return self.redis.lrem(queue, 1, message) == 1
 
     def forget(self, job_id: str) -> None:
         """Drop the record (and the count) of a job that was not enqueued after all."""
@@ -114,8 +160,7 @@ class JobStore:
         # Read through our own client rather than Celery's backend: the backend
         # retries while Redis is away (result_backend_always_retry, which workers
         # need), and a poll must fail within the 503 bound instead.
-        raw_meta, running_on, cancel_mark = self.redis.mget(jobview.state_keys(job_id))
-        return jobview.state(raw_meta, running_on, cancel_mark)  # type: ignore[arg-type]
+        return jobview.read_state(self.redis, job_id)
 
     def _state(self, raw_meta) -> dict[str, Any]:
         """A job's state from its raw result as published."""
@@ -152,27 +197,6 @@ class JobStore:
         return meta
 
 
-# Atomic, so that a worker starting the job at the same moment is seen: the
-# worker marks it running (tasks/deliveries.py) before it reads the cancel mark
-# (tasks/cancellation.py); whichever of the two comes second sees the other.
-_CANCEL = """
-local raw = redis.call('GET', KEYS[1])
-if raw then return {'final', raw} end
-local mark = redis.call('GET', KEYS[3])
-if mark then return {'marked', mark} end
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('SET', KEYS[3], 'running', 'EX', ARGV[1])
-  redis.call('INCR', KEYS[4])
-  return {'running', ''}
-end
-redis.call('SET', KEYS[3], 'queued', 'EX', ARGV[1])
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[1])
-redis.call('PUBLISH', KEYS[1], ARGV[2])
-redis.call('INCR', KEYS[4])
-return {'queued', ''}
-"""
-
-
 def revoked_meta(job_id: str, reason: str = "cancelled") -> str:
     """A job's state as Celery stores a revoked task's (the shape the workers write too, JSON)."""
     from datetime import UTC, datetime
@@ -186,16 +210,15 @@ def cancel(store: JobStore, job_id: str) -> tuple[str, dict[str, Any] | None]:
     "queued": no worker had started it: it is cancelled now (a REVOKED result is
     stored and published, which wakes long-polls); "running": a worker runs it,
     which will discard its result; "marked": cancelled (or asked to be) before;
-    "final": it has a result already (the state says which).
+    "final": it has a result already (the state says which). Atomic against a worker taking the job
+    (broker/scripts.CANCEL).
     """
-    from inferq.contract import CANCEL_KEY, CANCELLED_KEY, RUNNING_KEY, result_key
-
-    outcome, raw = store.redis.eval(
-        _CANCEL, 4, result_key(job_id), RUNNING_KEY.format(job_id), CANCEL_KEY.format(job_id), CANCELLED_KEY,
-        store.ttl, revoked_meta(job_id))
+    outcome, raw = scripts.CANCEL(
+        store.redis, keys=[result_key(job_id), UNACKED_KEY, CANCEL_KEY.format(job_id), CANCELLED_KEY],
+        args=[store.ttl, revoked_meta(job_id), job_id])
     outcome = outcome.decode()
     if outcome == "final":
         return outcome, jobview.state(raw)
     if outcome == "marked":
-        return outcome, jobview.state(None, None, raw)
+        return outcome, jobview.state(None, False, raw)
     return outcome, None

@@ -31,7 +31,7 @@ from inferq import jobview, webhooks
 from inferq.celery_app import app
 from inferq.contract import CALLBACK_KEY, DELIVER_CALLBACK_TASK
 from inferq.settings import Worker, current
-from inferq.tasks import results
+from inferq.tasks import clients
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def jobs_finished(job_ids: list[str]) -> None:
     if not job_ids:
         return
     try:
-        raws = results.client().mget([CALLBACK_KEY.format(job_id) for job_id in job_ids])
+        raws = clients.backend().mget([CALLBACK_KEY.format(job_id) for job_id in job_ids])
     except redis.RedisError as exc:
         log.error("could not read the callbacks of job(s) %s: %s", ", ".join(job_ids), exc)
         return
@@ -110,7 +110,7 @@ class Retry(Exception):
 def attempt(job_id: str, callback: dict[str, Any]) -> None:
     """One delivery attempt: return if delivered, raise Retry, or raise GiveUp."""
     settings = current(Worker)
-    record, meta, state = jobview.read(results.client(), job_id)
+    record, meta, state = jobview.read(clients.backend(), job_id)
     if record is None:
         raise GiveUp("the job's record expired before its callback was delivered")
     if jobview.status_of(meta) not in jobview.TERMINAL:
@@ -145,13 +145,13 @@ class NotFinal(Exception):
 
 
 def _save(job_id: str, callback: dict[str, Any]) -> None:
-    results.client().set(CALLBACK_KEY.format(job_id), json.dumps(callback), keepttl=True)
+    clients.backend().set(CALLBACK_KEY.format(job_id), json.dumps(callback), keepttl=True)
 
 
 @app.task(name=DELIVER_CALLBACK_TASK, bind=True, acks_late=True, max_retries=None, ignore_result=True)
 def deliver_callback(self, job_id: str, first_at: float | None = None) -> str:
     """Deliver a finished job's callback (one attempt; a retry is a new message with a countdown)."""
-    raw = results.client().get(CALLBACK_KEY.format(job_id))
+    raw = clients.backend().get(CALLBACK_KEY.format(job_id))
     if raw is None:
         return "none"
     callback = json.loads(raw)

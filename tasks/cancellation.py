@@ -20,7 +20,7 @@ from collections.abc import Iterable
 import redis
 
 from inferq.contract import CANCEL_KEY
-from inferq.tasks import results
+from inferq.tasks import clients
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def cancelled(job_ids: Iterable[str | None]) -> dict[str, bytes]:
     if not ids:
         return {}
     try:
-        marks = results.client().mget([CANCEL_KEY.format(job_id) for job_id in ids])
+        marks = clients.backend().mget([CANCEL_KEY.format(job_id) for job_id in ids])
     except redis.RedisError as exc:
         # The result is checked again before it is stored (after the forward pass).
         log.warning("cannot read cancel marks (%s); running the job(s)", type(exc).__name__)

@@ -19,7 +19,7 @@ import time
 import redis
 
 from inferq.contract import FAILED_KEY, LATENCY_BUCKETS, LATENCY_KEY, SUCCEEDED_KEY
-from inferq.tasks import results
+from inferq.tasks import clients
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,6 @@ def finished_many(jobs: list[tuple[bool, float | None]]) -> None:
     if not jobs:
         return
     try:
-        record_many(results.client(), jobs)
+        record_many(clients.backend(), jobs)
     except redis.RedisError as exc:
         log.warning("could not record job metrics: %s", exc)

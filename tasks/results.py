@@ -24,6 +24,7 @@ import redis
 
 from inferq import contract
 from inferq.settings import Worker, current
+from inferq.tasks import clients
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +38,6 @@ CANCELLED = "cancelled"
 
 Outcome = contract.JobResult | BaseException | str
 """What a job ended with: its result, the exception that failed it, or CANCELLED."""
-
-_client: list[redis.Redis] = []
-
-
-def client() -> redis.Redis:
-    """This process's client of the result backend's Redis: results, metrics, cancel marks, callback states."""
-    if not _client:
-        settings = current(Worker)
-        _client.append(redis.Redis.from_url(settings.backend, socket_timeout=settings.redis_timeout,
-                                            socket_connect_timeout=settings.redis_timeout))
-    return _client[0]
-
 
 def state(job_id: str, outcome: Outcome) -> dict:
     """The state stored for a job that ended with outcome."""
@@ -68,7 +57,7 @@ def store(outcomes: list[tuple[str, Outcome]]) -> None:
     warned = False
     while True:
         try:
-            with client().pipeline(transaction=False) as pipe:  # a pipeline is spent by execute(): one per try
+            with clients.backend().pipeline(transaction=False) as pipe:  # a pipeline is spent by execute(): one per try
                 for key, value in states:
                     pipe.set(key, value, ex=ttl)
                     pipe.publish(key, value)

@@ -1,4 +1,4 @@
-"""Per-worker-process state: the loaded model, and the heartbeat /readyz reads.
+"""Per-worker-process state: the loaded model, and the heartbeat /readyz reads, which also renews leases.
 
 The model is loaded on ``worker_process_init``: the solo pool sends it in the
 worker process before the consumer starts, prefork sends it in each child
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from celery import signals
 
+from inferq.broker.holdings import holdings
 from inferq.contract import WORKERS_KEY, WorkerInfo
 from inferq.settings import Worker, current
 from inferq.tasks.loaded_model import LoadedModel, ModelUnavailable
@@ -98,6 +99,9 @@ def _beat(hostname: str) -> None:
     while not _heartbeat_stop.is_set():
         try:
             client.zadd(WORKERS_KEY, {hostname: time.time()})
+            # A thread of its own: the solo pool runs the job on the main thread, which may hold it for
+            # longer than the visibility timeout; the leases of what it holds must not run out meanwhile.
+            holdings.renew(client, settings.result_ttl)
         except redis.RedisError as exc:
             log.warning("heartbeat to Redis failed: %s", exc)
         _heartbeat_stop.wait(settings.heartbeat_seconds)
@@ -105,6 +109,13 @@ def _beat(hostname: str) -> None:
         client.zrem(WORKERS_KEY, hostname)
     except redis.RedisError:
         pass
+
+
+@signals.celeryd_init.connect
+def _name_holdings(sender=None, **_):
+    # Sent with the node name before the worker connects: the takes record what they hold under it.
+    if sender:
+        holdings.holder = sender
 
 
 @signals.worker_ready.connect

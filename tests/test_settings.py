@@ -18,7 +18,7 @@ def test_defaults_are_usable():
     worker = load(Worker, {})
     assert worker.torch_threads == 1
     assert worker.model == "distilbert-base-uncased-finetuned-sst-2-english"
-    assert worker.visibility_timeout > worker.task_time_limit
+    assert worker.visibility_timeout >= settings.LEASE_BEATS * worker.heartbeat_seconds
     assert worker.soft_time_limit == worker.task_time_limit - 30
     assert worker.broker == worker.backend == settings.LOCAL_REDIS_URL
 
@@ -30,8 +30,8 @@ def test_redis_url_feeds_broker_and_results_unless_overridden():
 
 
 @pytest.mark.parametrize("env,fragment", [
-    ({"INFERQ_VISIBILITY_TIMEOUT": "300", "INFERQ_TASK_TIME_LIMIT": "300"}, "must be longer than"),
-    ({"INFERQ_VISIBILITY_TIMEOUT": "10"}, "INFERQ_VISIBILITY_TIMEOUT=10s"),
+    ({"INFERQ_VISIBILITY_TIMEOUT": "5"}, "INFERQ_VISIBILITY_TIMEOUT=5s must be at least 3 heartbeats"),
+    ({"INFERQ_VISIBILITY_TIMEOUT": "10", "INFERQ_HEARTBEAT_SECONDS": "4"}, "a running job's lease runs out"),
     ({"INFERQ_TORCH_THREADS": "two"}, "INFERQ_TORCH_THREADS='two' is not an integer"),
     ({"INFERQ_TORCH_THREADS": "0"}, "at least 1"),
     ({"INFERQ_PRECISION": "fp8"}, "not one of"),
@@ -44,9 +44,9 @@ def test_unsafe_worker_settings_are_refused(env, fragment):
 
 
 def test_a_worker_only_problem_is_no_problem_for_other_processes():
-    env = {"INFERQ_VISIBILITY_TIMEOUT": "10"}
+    env = {"INFERQ_VISIBILITY_TIMEOUT": "1"}
     for section in (Redis, Celery, Api, Client, Stack):
-        load(section, env)  # no ConfigError: only the worker checks its time limits
+        load(section, env)  # no ConfigError: only the worker checks its leases
 
 
 def test_one_vocabulary_for_booleans():
@@ -63,12 +63,12 @@ def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 
 def test_worker_refuses_to_start_with_a_short_visibility_timeout_in_one_line():
     done = run([sys.executable, "-m", "inferq.tasks.worker_main"],
-               {"INFERQ_VISIBILITY_TIMEOUT": "60", "INFERQ_TASK_TIME_LIMIT": "120"})
+               {"INFERQ_VISIBILITY_TIMEOUT": "5", "INFERQ_HEARTBEAT_SECONDS": "2"})
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "inferq: invalid configuration: INFERQ_VISIBILITY_TIMEOUT=60s must be longer than "
-        "INFERQ_TASK_TIME_LIMIT=120s, or a running job is redelivered to another worker; "
-        "raise the visibility timeout or lower the limit"]
+        "inferq: invalid configuration: INFERQ_VISIBILITY_TIMEOUT=5s must be at least 3 heartbeats "
+        "(INFERQ_HEARTBEAT_SECONDS=2), or a running job's lease runs out between two renewals; "
+        "raise the timeout or beat faster"]
 
 
 def test_api_refuses_to_start_with_a_bad_setting_in_one_line():
@@ -81,14 +81,14 @@ def test_api_refuses_to_start_with_a_bad_setting_in_one_line():
 
 
 def test_the_client_is_never_stopped_by_a_server_only_setting():
-    done = run([str(BIN / "inferq"), "--help"], {"INFERQ_VISIBILITY_TIMEOUT": "10", "INFERQ_MAX_TEXTS": "0"})
+    done = run([str(BIN / "inferq"), "--help"], {"INFERQ_VISIBILITY_TIMEOUT": "1", "INFERQ_MAX_TEXTS": "0"})
     assert done.returncode == 0, done.stderr
     assert "submit-file" in done.stdout
 
 
 def test_importing_settings_and_celery_config_never_exits():
     done = run([sys.executable, "-c", "import inferq.settings, inferq.celeryconfig; print('imported')"],
-               {"INFERQ_VISIBILITY_TIMEOUT": "10"})
+               {"INFERQ_VISIBILITY_TIMEOUT": "1"})
     assert done.returncode == 0 and done.stdout.strip() == "imported", done.stderr
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import requests
 
-from inferq.contract import DELIVERIES_KEY, RUNNING_KEY, WORKERS_KEY, result_key
+from inferq.contract import WORKERS_KEY, result_key
 from inferq.stack import processes
 from inferq.stack.redis_server import RedisServer, free_port
+from tests import holders
 
 HOST = socket.gethostname()
 
@@ -103,9 +104,9 @@ class Stack:
         return json.loads(raw) if raw else None
 
     def holder(self, job_id: str) -> str | None:
-        """The worker (name, without @host) that started the job last, if any (tasks/deliveries.py)."""
-        raw = self.client.get(RUNNING_KEY.format(job_id))
-        return raw.decode().split("@")[0] if raw else None
+        """The worker (name, without @host) holding the job, if a worker holds it."""
+        node = holders.holder(self.client, job_id)
+        return node.split("@")[0] if node else None
 
     def statuses(self, job_ids) -> dict[str, str]:
         """Each job's Celery state (PENDING when nothing is stored), read in one round trip."""
@@ -128,10 +129,8 @@ class Stack:
             time.sleep(0.2)
 
     def deliveries(self, job_ids) -> dict[str, int]:
-        """How many times a worker started each job (tasks.deliveries)."""
-        job_ids = list(job_ids)
-        raw = self.client.mget([DELIVERIES_KEY.format(j) for j in job_ids]) if job_ids else []
-        return {j: int(r or 0) for j, r in zip(job_ids, raw)}
+        """How many times a worker took each job (tests/holders.py)."""
+        return holders.deliveries(self.client, job_ids)
 
     def consuming_workers(self, timeout: float = 45) -> tuple[set[str], float]:
         """Which workers take jobs, and how soon all of them did (seconds; inf if not all).

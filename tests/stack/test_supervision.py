@@ -20,8 +20,8 @@ import pytest
 import redis
 import requests
 
-from inferq.contract import DELIVERIES_KEY, RUNNING_KEY
 from inferq.tasks.faults import SLEEP_PREFIX
+from tests import holders
 from tests.figures import record
 from tests.reliability.load import Load
 from tests.reliability.stack import FAULT_ENV, VISIBILITY_TIMEOUT
@@ -107,8 +107,7 @@ def submit_all(api: str, texts: list[str]) -> list[tuple[int, str | None]]:
 def running_on(stack: RunningStack, job_ids: list[str], worker: str) -> list[str]:
     """Jobs that the named worker (prefix of its hostname) started and that have no result yet."""
     client = stack.redis()
-    holders = client.mget([RUNNING_KEY.format(j) for j in job_ids])
-    started = [j for j, h in zip(job_ids, holders) if h and h.decode().startswith(worker)]
+    started = [j for j in job_ids if (holders.holder(client, j) or "").startswith(worker)]
     return [j for j, state in stack.statuses(started).items() if state == "PENDING"] if started else []
 
 
@@ -145,9 +144,9 @@ def test_sigkill_a_worker_at_20_percent_of_300_jobs(stack):
     states = stack.wait_done(ids, timeout=VISIBILITY_TIMEOUT + 60)
     samples = probe.stop()
     client = stack.redis()
-    deliveries = [int(d or 0) for d in client.mget([DELIVERIES_KEY.format(j) for j in ids])]
+    deliveries = holders.deliveries(client, ids)
     after_kill = [s for s in samples if s[0] >= killed_at]
-    rerun = [j for j, d in zip(ids, deliveries) if d > 1]
+    rerun = [j for j in ids if deliveries[j] > 1]
     record("make run: SIGKILL a worker at 20% of 300 jobs", accepted=len(ids),
            succeeded=sum(s == "SUCCESS" for s in states.values()),
            lost=sum(s != "SUCCESS" for s in states.values()), killed_in_flight=len(in_flight),

@@ -11,12 +11,14 @@ import pytest
 from celery import Celery
 
 from inferq import contract
+from inferq.broker import wake
 from inferq.settings import Worker
 from inferq.settings import load as load_settings
 from inferq.stack import processes
 from inferq.tasks.faults import FAIL_JOB, KILL_WORKER, SLEEP_PREFIX
 from inferq.tasks.inference import classify
 from inferq.tasks.model import load
+from tests import holders
 from tests.conftest import start_workers
 
 QUEUE = "inferq-batch-test"
@@ -40,9 +42,10 @@ def _send(app, texts: list[str], queue: str):
 
 
 def _push(redis_client, texts: list[str], queue: str) -> str:
-    """A job queued as the API queues it (contract.classify_envelope, with its texts header)."""
+    """A job queued as the API queues it (contract.classify_envelope, with its texts header; an idle worker
+    woken)."""
     job_id = uuid.uuid4().hex
-    redis_client.lpush(queue, contract.classify_envelope(job_id, texts, time.time(), queue))
+    wake.push(redis_client, queue, contract.classify_envelope(job_id, texts, time.time(), queue))
     return job_id
 
 
@@ -129,9 +132,8 @@ def test_waiting_jobs_run_together_each_with_its_own_result(client_app, redis_cl
                 assert g["probabilities"][label] == pytest.approx(p, abs=1e-4)
     assert [r["worker"]["batch"] for r in got] == want_batches
     assert len({r["started_at"] for r in got[:3]}) == 1  # one forward pass for the first three
-    # Each job was delivered once: a batch-mate's delivery is counted for it alone.
-    counts = redis_client.mget([contract.DELIVERIES_KEY.format(job_id) for job_id in sent])
-    assert [int(c) for c in counts] == [1] * len(sent)
+    # Each job was delivered once: nothing counted a second delivery for any of them.
+    assert holders.deliveries(redis_client, sent) == dict.fromkeys(sent, 1)
 
 
 def test_a_lone_job_runs_alone_and_at_once(client_app, redis_client, service_env, tmp_path):
@@ -193,7 +195,7 @@ def test_a_poison_job_spends_only_its_own_deliveries(client_app, redis_client, s
     assert [s["status"] for s in states] == ["SUCCESS", "SUCCESS", "FAILURE", "SUCCESS"]
     assert states[2]["result"]["exc_type"] == "PoisonJob"
     assert restarts == max_deliveries
-    counts = [int(c) for c in redis_client.mget([contract.DELIVERIES_KEY.format(job_id) for job_id in sent])]
-    assert counts == [2, 2, max_deliveries + 1, 2]
+    counts = holders.deliveries(redis_client, sent)
+    assert [counts[job_id] for job_id in sent] == [2, 2, max_deliveries + 1, 2]
     # After the crash the batch-mates ran alone.
     assert all(s["result"]["worker"]["batch"] == 1 for s in states if s["status"] == "SUCCESS")

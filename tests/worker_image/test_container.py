@@ -17,12 +17,13 @@ import pytest
 import requests
 import yaml
 
-from inferq.contract import RUNNING_KEY, WORKERS_KEY
+from inferq.contract import WORKERS_KEY
 from inferq.deploy import nodes
 from inferq.deploy.config_files import compose_dotenv, env_file
 from inferq.deploy.inventory import Host
 from inferq.stack import processes
 from inferq.tasks.faults import SLEEP_PREFIX
+from tests import holders
 from tests.figures import record
 from tests.reliability.stack import FAULT_ENV, VISIBILITY_TIMEOUT, Stack, submit
 from tests.worker_image.engine import BIN, ROOT, podman
@@ -113,9 +114,9 @@ def running_on(stack: Stack, job_id: str, timeout: float = 30) -> str:
     """The node that started the job, once one has."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        holder = stack.client.get(RUNNING_KEY.format(job_id))
+        holder = holders.holder(stack.client, job_id)
         if holder:
-            return holder.decode()
+            return holder
         time.sleep(0.02)
     raise AssertionError(f"no container started job {job_id}")
 

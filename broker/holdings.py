@@ -1,0 +1,137 @@
+"""What one worker process holds: the messages it took and has not acknowledged, their leases, giving them back.
+
+Every message a worker takes is in kombu's unacknowledged record from the instant
+it leaves its queue (scripts.TAKE). The record's score in the index is a lease:
+kombu's visibility-timeout scan gives back any message whose lease is older than
+``visibility_timeout``. A live worker renews the leases of everything it holds
+at every heartbeat (tasks/worker.py), so a job that runs longer than the
+visibility timeout is never given to a second worker while its first still runs
+(kombu#337, celery#4400): the timeout only bounds how long the jobs of a worker
+that died, or stopped answering, wait.
+
+The holding set (contract.HOLDING_KEY, per worker name) lets a worker restarted
+under the same name give back at once what its dead predecessor held
+(tasks/recovery.py).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import redis
+from redis.utils import str_if_bytes as bytes_to_str
+
+from inferq.broker.wake import ring
+from inferq.contract import HOLDING_KEY, UNACKED_INDEX_KEY, UNACKED_KEY
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Held:
+    """A message this worker took: its delivery tag, the queue it came from and its text as it lay there."""
+
+    tag: str
+    queue: str
+    raw: bytes
+
+
+class Holdings:
+    """The delivery tags this process holds (thread-safe: the heartbeat thread renews their leases)."""
+
+    def __init__(self) -> None:
+        self._tags: set[str] = set()
+        self._lock = threading.Lock()
+        # The worker's node name once Celery sends it (tasks/worker.py); a unique stand-in until then.
+        self.holder = f"{socket.gethostname()}-{os.getpid()}"
+        # What is recorded under this worker's name may include messages it does not hold: a take whose
+        # reply was lost (Redis restarted, the connection broke), a give-back that could not reach Redis.
+        # The transport gives those strays back before its next take.
+        self.out_of_step = False
+
+    @property
+    def holding_key(self) -> str:
+        return HOLDING_KEY.format(self.holder)
+
+    def add(self, tags: Iterable[str]) -> None:
+        with self._lock:
+            self._tags.update(tags)
+
+    def discard(self, tags: Iterable[str]) -> None:
+        with self._lock:
+            self._tags.difference_update(tags)
+
+    def tags(self) -> list[str]:
+        with self._lock:
+            return list(self._tags)
+
+    def renew(self, client: redis.Redis, ttl: int) -> int:
+        """Renew the lease of every message held (only those still recorded: XX); return how many are held."""
+        tags = self.tags()
+        if tags:
+            now = time.time()
+            with client.pipeline(transaction=False) as pipe:
+                pipe.zadd(UNACKED_INDEX_KEY, dict.fromkeys(tags, now), xx=True)
+                pipe.expire(self.holding_key, ttl)
+                pipe.execute()
+        return len(tags)
+
+    def strays(self, client: redis.Redis) -> list[str]:
+        """Tags recorded under this worker's name that this process does not hold (see out_of_step). Called
+        between jobs, when nothing else takes."""
+        held = set(self.tags())
+        recorded = (bytes_to_str(tag) for tag in client.smembers(self.holding_key))
+        return [tag for tag in recorded if tag not in held]
+
+    def acknowledge(self, client: redis.Redis, tags: list[str]) -> None:
+        """Drop finished messages from the record (their results are stored): three commands for all of them."""
+        if not tags:
+            return
+        try:
+            with client.pipeline(transaction=False) as pipe:
+                pipe.hdel(UNACKED_KEY, *tags)
+                pipe.zrem(UNACKED_INDEX_KEY, *tags)
+                pipe.srem(self.holding_key, *tags)
+                pipe.execute()
+        except redis.RedisError as exc:
+            # Their results are stored: at worst the visibility timeout gives them back and they
+            # run again, stored once under the same ids (at-least-once).
+            log.warning("could not acknowledge %d job(s): %s", len(tags), exc)
+        finally:
+            self.discard(tags)
+
+    def give_back(self, client: redis.Redis, held: list[Held]) -> None:
+        """Put messages back at the head of their queues at once, as they were (their batch was interrupted:
+        no delivery is counted, broker/transport.py).
+
+        One transaction: each is back in its queue and out of the record together, so none is
+        lost or doubled. If Redis cannot be reached they stay recorded, and the visibility timeout
+        or this worker's restart gives them back.
+        """
+        if not held:
+            return
+        tags = [h.tag for h in held]
+        try:
+            with client.pipeline(transaction=True) as pipe:
+                for h in reversed(held):  # the oldest ends up rightmost: taken first again
+                    pipe.rpush(h.queue, h.raw)
+                pipe.hdel(UNACKED_KEY, *tags)
+                pipe.zrem(UNACKED_INDEX_KEY, *tags)
+                pipe.srem(self.holding_key, *tags)
+                pipe.execute()
+            log.warning("gave back %d job(s) to the queue", len(held))
+            ring(client)
+        except redis.RedisError as exc:
+            log.warning("could not give back %d job(s) (%s); they come back after the visibility timeout "
+                        "or when this worker restarts", len(held), exc)
+        finally:
+            self.discard(tags)
+
+
+holdings = Holdings()
+"""This process's holdings: the transport adds what Celery delivers, the task what it takes into a batch."""

@@ -1,0 +1,252 @@
+"""Every Lua script inferq runs in Redis, in one place, each key and argument named on its own line.
+
+A script runs atomically: no other client's command comes between its steps, and
+Redis persists and replicates its writes as one transaction. That is what makes
+the take below one step. Each script is sent by its SHA-1 (EVALSHA) and, when
+Redis does not know it (restarted, or flushed its script cache), once in full
+(EVAL, which caches it again): a script is never sent in full on every call.
+Commands a script runs count in Redis's INFO commandstats like any other.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+
+@dataclass(frozen=True)
+class Script:
+    """A Lua script with its KEYS and ARGV named (what the header of its source documents)."""
+
+    name: str
+    keys: tuple[str, ...]  # names of KEYS[1..]; a name ending in "..." takes every key left
+    args: tuple[str, ...]  # names of ARGV[1..]
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+
+    def _check(self, keys: Sequence[Any], args: Sequence[Any]) -> None:
+        variadic = bool(self.keys) and self.keys[-1].endswith("...")
+        fixed = len(self.keys) - variadic
+        if len(keys) < fixed or (not variadic and len(keys) != fixed) or len(args) != len(self.args):
+            raise TypeError(f"script {self.name} takes keys {self.keys} and args {self.args}; "
+                            f"got {len(keys)} key(s) and {len(args)} arg(s)")
+
+    def __call__(self, client: redis.Redis, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run it on client (EVALSHA; EVAL once if Redis lost it)."""
+        self._check(keys, args)
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return client.eval(self.source, len(keys), *keys, *args)
+
+    def command(self, keys: Sequence[Any], args: Sequence[Any], full: bool = False) -> list[Any]:
+        """The command's arguments, for a caller that sends and reads it itself (EVAL with the source if full)."""
+        self._check(keys, args)
+        return ["EVAL" if full else "EVALSHA", self.source if full else self.sha, len(keys), *keys, *args]
+
+
+TAKE = Script(
+    "take",
+    keys=("unacked", "unacked_index", "holding", "wake", "malformed", "lanes..."),
+    args=("now", "mode", "room", "task", "texts_header", "deliveries_prefix", "ttl"),
+    source="""
+-- Take messages from the lanes into kombu's unacknowledged record, in one atomic step.
+-- KEYS[1] unacked        kombu's hash: delivery tag -> [message, exchange, routing key]
+-- KEYS[2] unacked_index  kombu's sorted set: delivery tag -> when taken (its lease; renewed while held)
+-- KEYS[3] holding        this worker's set of the tags it holds (given back when it restarts under its name)
+-- KEYS[4] wake           the list idle workers block on (BRPOP); one element wakes one worker
+-- KEYS[5] malformed      where a message that cannot be read is set aside (kept, never run, never dropped)
+-- KEYS[6..] lanes        the queues, in the order they are served (interactive first); kombu's lists:
+--                        LPUSH publishes, so the right end holds the oldest message
+-- ARGV[1] now            unix seconds: the lease's start
+-- ARGV[2] mode           'first': the oldest message of the first lane holding one, whatever its size, then
+--                        batch-mates; 'mates': batch-mates only (a worker filling its next forward pass)
+-- ARGV[3] room           texts the batch-mates may add up to (in 'first' mode, the first message's texts count)
+-- ARGV[4] task           the only task whose messages are taken as batch-mates (inferq.classify)
+-- ARGV[5] texts_header   the header holding a message's text count (absent: one text)
+-- ARGV[6] deliveries_prefix  key prefix + job id: how often a restored message was taken (the poison guard)
+-- ARGV[7] ttl            seconds the deliveries count and the holding set are kept
+-- Returns {deliveries of the first message (0: none taken), 1 if a lane still holds work else 0,
+--          the lane of the first message ('' if none), message, message, ...}.
+local unacked, index, holding, wake, malformed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local now, first, room = ARGV[1], ARGV[2] == 'first', tonumber(ARGV[3])
+local task, texts_header, deliveries, ttl = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
+
+-- What the take reads of a message: kombu's envelope, Celery's headers and inferq's text count.
+local function read(raw)
+  local ok, msg = pcall(cjson.decode, raw)
+  if not ok or type(msg) ~= 'table' then return nil end
+  local headers, props = msg.headers, msg.properties
+  if type(headers) ~= 'table' or type(props) ~= 'table' or type(props.delivery_tag) ~= 'string' then
+    return nil
+  end
+  local info = type(props.delivery_info) == 'table' and props.delivery_info or {}
+  return {tag = props.delivery_tag, id = headers.id, task = headers.task,
+          texts = tonumber(headers[texts_header]) or 1, redelivered = headers.redelivered == true,
+          exchange = info.exchange or '', routing_key = info.routing_key}
+end
+
+-- The oldest readable message of a lane, left in place; an unreadable one is set aside on the way (copied
+-- first, then removed: a refused write leaves it where it was).
+local function peek(lane)
+  while true do
+    local raw = redis.call('LINDEX', lane, -1)
+    if not raw then return nil end
+    local message = read(raw)
+    if message then return raw, message end
+    redis.call('LPUSH', malformed, raw)
+    redis.call('RPOP', lane)
+  end
+end
+
+-- At maxmemory Redis refuses a script's first write that may grow memory, and keeps whatever the script
+-- did before it. So nothing leaves a lane before the script's first such write has passed: the first
+-- message is only looked at, its tag written to the holding set, and then taken. Once one write passed,
+-- every later one passes too (Redis decides at the script's start), and messages are popped first.
+local guarded = false
+local function take(lane, fits)
+  local raw, message
+  if guarded then
+    raw = redis.call('RPOP', lane)
+    while raw do
+      message = read(raw)
+      if message then break end
+      redis.call('LPUSH', malformed, raw)
+      raw = redis.call('RPOP', lane)
+    end
+    if not raw then return nil, 'empty' end
+    if not fits(message) then
+      redis.call('RPUSH', lane, raw)
+      return nil, 'left'
+    end
+    return raw, message
+  end
+  raw, message = peek(lane)
+  if not raw then return nil, 'empty' end
+  if not fits(message) then return nil, 'left' end
+  redis.call('SADD', holding, message.tag)
+  guarded = true
+  redis.call('RPOP', lane)
+  return raw, message
+end
+
+local fields, leases, tags, taken = {}, {}, {}, {}
+local function hold(raw, message, lane)
+  -- kombu's unacked entry, the message exactly as it lay in its queue (what a give-back pushes again).
+  fields[#fields + 1] = message.tag
+  fields[#fields + 1] = '[' .. raw .. ',' .. cjson.encode(message.exchange) .. ','
+                        .. cjson.encode(message.routing_key or lane) .. ']'
+  leases[#leases + 1] = now
+  leases[#leases + 1] = message.tag
+  if #taken > 0 then tags[#tags + 1] = message.tag end  -- the first is in the holding set already
+  taken[#taken + 1] = raw
+end
+
+local empty, left = {}, false  -- lanes found empty; a message was left at a lane's head
+local count, from, start = 0, '', 6
+if first then
+  local anything = function() return true end
+  for i = 6, #KEYS do
+    local raw, message = take(KEYS[i], anything)
+    if raw then
+      hold(raw, message, KEYS[i])
+      from, start, count = KEYS[i], i, 1
+      if message.redelivered and type(message.id) == 'string' then
+        -- Given back after its worker died: count this delivery (its first delivery wrote nothing).
+        local key = deliveries .. message.id
+        count = redis.call('INCR', key)
+        if count == 1 then count = redis.call('INCR', key) end
+        redis.call('EXPIRE', key, ttl)
+      end
+      -- Only a first delivery of a classify job takes batch-mates: a redelivery runs alone (it may have
+      -- killed its last worker), and other tasks are not batched.
+      if count == 1 and message.task == task then room = room - message.texts else room = 0 end
+      break
+    end
+    empty[i] = true
+  end
+  if from == '' then
+    redis.call('DEL', wake)  -- nothing is queued: a wake-up now would find nothing
+    return {0, 0, ''}
+  end
+end
+
+-- Batch-mates, oldest first, lane by lane while their texts fit. The first that does not fit stays at the
+-- head of its lane, as does a redelivery or another task's message: the lanes stay in order.
+local function mate(message)
+  return message.task == task and not message.redelivered and message.texts <= room
+end
+for i = start, #KEYS do
+  if room <= 0 or left then break end
+  while room > 0 do
+    local raw, message = take(KEYS[i], mate)
+    if not raw then
+      if message == 'empty' then empty[i] = true else left = true end
+      break
+    end
+    hold(raw, message, KEYS[i])
+    room = room - message.texts
+  end
+end
+
+if #taken > 0 then
+  redis.call('HSET', unacked, unpack(fields))
+  redis.call('ZADD', index, unpack(leases))
+  if #tags > 0 then redis.call('SADD', holding, unpack(tags)) end
+  redis.call('EXPIRE', holding, ttl)
+end
+if not first then return {0, 0, '', unpack(taken)} end
+
+local more = left and 1 or 0
+for i = 6, #KEYS do
+  if more == 1 then break end
+  if not empty[i] and redis.call('LLEN', KEYS[i]) > 0 then more = 1 end
+end
+-- Work is left: make sure one more idle worker wakes (it passes the wake-up on in turn); none is left:
+-- clear the wake-ups, which would find nothing.
+if more == 1 then
+  if redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+else
+  redis.call('DEL', wake)
+end
+return {count, more, from, unpack(taken)}
+""")
+
+
+CANCEL = Script(
+    "cancel",
+    keys=("result", "unacked", "cancel_mark", "cancelled_counter"),
+    args=("ttl", "revoked_state", "job_id"),
+    source="""
+-- Cancel a job, atomically against a worker taking it: the take puts the job in the unacknowledged
+-- record before its worker reads the cancel mark, and whichever of the two comes second sees the other.
+-- KEYS[1] result             the job's state (Celery's result key)
+-- KEYS[2] unacked            kombu's hash of taken messages; a job's field is its id (the API's delivery tag)
+-- KEYS[3] cancel_mark        the job's cancel mark: 'queued' or 'running'
+-- KEYS[4] cancelled_counter  the jobs-cancelled metric
+-- ARGV[1] ttl                seconds the mark and the state are kept
+-- ARGV[2] revoked_state      the REVOKED state stored for a job cancelled while queued
+-- ARGV[3] job_id             the job's id
+-- Returns {'final', state} (it has a state already), {'marked', mark} (cancelled before),
+--         {'running', ''} (a worker holds it: it discards the result) or {'queued', ''} (cancelled now).
+local raw = redis.call('GET', KEYS[1])
+if raw then return {'final', raw} end
+local mark = redis.call('GET', KEYS[3])
+if mark then return {'marked', mark} end
+if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 then
+  redis.call('SET', KEYS[3], 'running', 'EX', ARGV[1])
+  redis.call('INCR', KEYS[4])
+  return {'running', ''}
+end
+redis.call('SET', KEYS[3], 'queued', 'EX', ARGV[1])
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[1])
+redis.call('PUBLISH', KEYS[1], ARGV[2])
+redis.call('INCR', KEYS[4])
+return {'queued', ''}
+""")
