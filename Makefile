@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.inferq-installed
 
-.PHONY: venv test lint clean system-deps run demo
+.PHONY: venv test lint clean system-deps run demo soak
 
 # The virtual environment, rebuilt when the dependencies change.
 # constraints.txt pins every version (torch 2.13.0, the CPU build pip finds locally).
@@ -45,6 +45,13 @@ run: venv
 # prints a summary and stops it; fails if any job failed or was lost.
 demo: venv
 	$(VENV)/bin/inferq-demo
+
+# The crash checker of the suite (tests/reliability/checker.py) for MINUTES minutes with a new seed:
+# clients submit while a seeded schedule kills and stops Redis, workers and the API; prints
+# "[figures] crash checker: seed= faults= accepted= lost= wrong= ran_twice=" and fails on a loss.
+MINUTES ?= 30
+soak: venv
+	$(PY) -m tests.reliability.checker --minutes $(MINUTES)
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info

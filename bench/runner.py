@@ -36,9 +36,11 @@ def _steps(plan, mixed: bool) -> int:
             + 2 * plan.scaling_jobs + 2 * plan.scaling_jobs + 1)
 
 
-def _interactive_behind_bulk(url: str) -> dict:
-    """Single texts submitted behind 2,000 texts of bulk work (bench/priority.py), then the backlog drained."""
-    result = priority.interactive_behind_bulk(url, bulk_texts=2000, texts_per_job=BULK, interactive=10)
+def _interactive_behind_bulk(url: str, texts: list[str]) -> dict:
+    """Single texts submitted behind 10,240 texts of bulk work in jobs of the largest size the API accepts
+    (bench/priority.py), then the backlog drained."""
+    result = priority.interactive_behind_bulk(url, bulk_text=lambda i: texts[i % len(texts)])
+    result.pop("interactive_job_ids")
     with requests.Session() as session:  # the next stage starts on an empty queue
         for job_id in result.pop("bulk_job_ids"):
             session.get(f"{url}/jobs/{job_id}", params={"wait": 60}, timeout=90)
@@ -196,8 +198,8 @@ def _inferq(plan, args, services, texts, mixed_texts, per_text, peak, out, progr
                    "tps": len(run.samples) * BULK / run.seconds, "p50_ms": run.percentile(50),
                    "per_worker": dict(Counter(s.worker for s in run.samples)), **cost}
 
-    progress.stage("inferq: single texts behind 2,000 queued bulk texts")
-    out["priority"] = _interactive_behind_bulk(url)
+    progress.stage(f"inferq: single texts behind {priority.BULK_TEXTS:,} queued bulk texts")
+    out["priority"] = _interactive_behind_bulk(url, texts)
 
     out["sweep"] = []
     for clients in plan.sweep:

@@ -10,6 +10,7 @@ import http.server
 import json
 import secrets
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -50,7 +51,7 @@ class Receiver:
                     number = len(receiver.requests)
                     status = receiver.statuses[min(number, len(receiver.statuses) - 1)]
                     receiver.requests.append({"headers": dict(self.headers), "body": body, "status": status,
-                                              "path": self.path})
+                                              "path": self.path, "at": time.monotonic()})
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -16,7 +16,7 @@ from inferq.stack.processes import wait_until
 from inferq.tasks.faults import SLEEP_PREFIX
 from tests.control.conftest import SECRET, WEBHOOK_ENV
 from tests.figures import record
-from tests.reliability.stack import Stack
+from tests.reliability.stack import Stack, log_text
 
 
 def callback_state(http, api, job_id):
@@ -163,13 +163,18 @@ def test_a_worker_killed_while_a_callback_is_pending_still_delivers(receiver_fac
             job_id = http.post(api + "/jobs", json={"text": "x", "callback_url": receiver.url}).json()["job_id"]
             receiver.wait_for(1, timeout=20)
             wait_until(lambda: stack.workers["w1"].poll() is not None, 10, "w1 to die")
+            w2_started = time.monotonic()
             stack.start_workers(["w2"])
             got = receiver.wait_for(2, timeout=60)
             assert [r["status"] for r in got[:2]] == [503, 200]
-            delivered_after = time.monotonic() - killed["at"]
             check_signature(got[1], job_id)
             wait_until(lambda: callback_state(http, api, job_id).get("state") == "delivered", 10, "delivered")
+        delivered_after = got[1]["at"] - killed["at"]
         record("callback after its worker was SIGKILLed", delivered_after_s=delivered_after,
                attempts=len(got))
+        # The delivery that succeeded came after the kill, once w1 was gone and w2 running, and w2 made it.
+        assert got[1]["at"] > w2_started > killed["at"]
+        delivered = f"callback of job {job_id} delivered"
+        assert delivered in log_text(stack.log("w2")) and delivered not in log_text(stack.log("w1"))
     finally:
         stack.stop()
