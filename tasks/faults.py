@@ -30,6 +30,13 @@ KILL_WORKER = "inferq-test-kill-worker"
 FAIL_JOB = "inferq-test-fail-job"
 """A text that makes its job fail with an exception (the worker lives on)."""
 
+EXHAUST_MEMORY = "inferq-test-exhaust-memory"
+"""A text that makes its worker allocate memory until the kernel's OOM killer stops it (inside a memory limit)."""
+
+EXHAUST_CAP_MB = 4096
+"""Where EXHAUST_MEMORY stops allocating and fails instead: a worker run without a memory limit must not take
+the machine's memory with it."""
+
 
 class InjectedFault(Exception):
     """The failure FAIL_JOB asks for."""
@@ -45,6 +52,12 @@ def inject(texts: list[str]) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         if text == FAIL_JOB:
             raise InjectedFault("test fault: this job fails")
+        if text == EXHAUST_MEMORY:
+            log.warning("test fault: allocating memory until killed, pid %d", os.getpid())
+            hoard = []
+            while len(hoard) < EXHAUST_CAP_MB // 64:  # filled, so the pages count against the limit
+                hoard.append(b"\x01" * (64 * 2**20))
+            raise InjectedFault(f"test fault: {EXHAUST_CAP_MB} MB allocated and no memory limit stopped it")
         if text.startswith(SLEEP_PREFIX):
             time.sleep(float(text[len(SLEEP_PREFIX):]))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -178,6 +179,11 @@ class Batch:
         faults.record_runs(stored)  # test-only, off unless INFERQ_TEST_FAULTS=1
         for job, outcome in zip(jobs, outcomes):
             self._report(job, outcome)
+            if isinstance(outcome, BaseException):
+                # Stored with its traceback as text. The frames it holds would keep this batch (its texts,
+                # results, jobs) alive in a cycle with the exception: drop them (celery#8882).
+                traceback.clear_frames(outcome.__traceback__)
+                outcome.__traceback__ = None
         events.flush()
         mates = [job for job in jobs if job.taken is not None]
         holdings.acknowledge(clients.broker(), [job.taken.held.tag for job in mates])  # type: ignore[union-attr]

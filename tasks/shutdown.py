@@ -8,6 +8,11 @@ the job ends with an exception that is not a task failure, the worker exits,
 and closing its broker channel puts the unacknowledged message back on the
 queue for another worker, without waiting for the visibility timeout.
 A worker with no job in flight shuts down as Celery's warm shutdown does.
+
+Only the first SIGTERM interrupts: a second one (a supervisor repeating it, a
+container runtime's stop and then the orchestrator's) must not break into the
+give-back the first one started, which would leave jobs recorded for a worker
+that is gone, until its restart or their leases bring them back (kombu#1405).
 """
 from __future__ import annotations
 
@@ -24,10 +29,18 @@ class JobInterrupted(WorkerShutdown):
     """Raised into the running job on SIGTERM: the worker leaves, the job is given back."""
 
 
+_leaving = False
+
+
 def _on_sigterm(signum=None, frame=None):
+    global _leaving
     from celery.worker import state
 
     state.should_stop = 0  # the warm-shutdown flag: stop consuming, exit cleanly
+    if _leaving:
+        log.info("SIGTERM again: already giving back and leaving")
+        return
+    _leaving = True
     if state.active_requests:
         ids = ", ".join(r.id for r in state.active_requests)
         log.warning("SIGTERM with job(s) %s in flight: giving them back to the queue", ids)

@@ -7,6 +7,7 @@ nothing forks after torch has started its threads.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -25,6 +26,12 @@ from inferq.tasks.model import load
 log = logging.getLogger(__name__)
 
 WARMUP_TEXT = "warm up the model before the first job"
+
+GC_SECONDS = 10.0
+"""How often the heartbeat thread collects reference cycles in full. A job that fails leaves a cycle behind (Celery's
+ExceptionInfo holds the traceback's frames and code positions: celery#8882), which Python's collector reaches only
+in its rare full collections: worker memory grew 20% over 20,000 jobs of which 10% raised. Run on that thread,
+the collection overlaps the forward pass, which releases the GIL."""
 
 
 
@@ -96,7 +103,11 @@ def _beat(hostname: str) -> None:
     settings = current(Worker)
     client = redis.Redis.from_url(settings.broker, socket_timeout=settings.redis_timeout,
                                   socket_connect_timeout=settings.redis_timeout)
+    collected_at = time.monotonic()
     while not _heartbeat_stop.is_set():
+        if time.monotonic() - collected_at >= GC_SECONDS:
+            gc.collect()
+            collected_at = time.monotonic()
         try:
             client.zadd(WORKERS_KEY, {hostname: time.time()})
             # A thread of its own: the solo pool runs the job on the main thread, which may hold it for
@@ -116,6 +127,15 @@ def _name_holdings(sender=None, **_):
     # Sent with the node name before the worker connects: the takes record what they hold under it.
     if sender:
         holdings.holder = sender
+
+
+@signals.worker_ready.connect
+def _freeze_what_lasts(**_):
+    # The model, the libraries and Celery's own objects live as long as the process: out of the collector's
+    # reach from now on, so that a full collection only walks what jobs made since (milliseconds, not the
+    # hundreds a collection of the whole heap takes).
+    gc.collect()
+    gc.freeze()
 
 
 @signals.worker_ready.connect
