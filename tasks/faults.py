@@ -54,7 +54,7 @@ def inject(texts: list[str]) -> None:
             raise InjectedFault("test fault: this job fails")
         if text == EXHAUST_MEMORY:
             log.warning("test fault: allocating memory until killed, pid %d", os.getpid())
-            hoard = []
+            hoard: list[bytes] = []
             while len(hoard) < EXHAUST_CAP_MB // 64:  # filled, so the pages count against the limit
                 hoard.append(b"\x01" * (64 * 2**20))
             raise InjectedFault(f"test fault: {EXHAUST_CAP_MB} MB allocated and no memory limit stopped it")
