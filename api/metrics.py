@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from inferq.api.errors import ApiError
+from inferq.api.health import heartbeat_bounds
 from inferq.contract import (
     CANCELLED_KEY,
     FAILED_KEY,
@@ -29,9 +30,10 @@ from inferq.contract import (
 bp = Blueprint("metrics", __name__)
 
 
-def read(client: redis.Redis, queue: str, fresh_after: float) -> dict:
-    """Every counter, the queue depth (each lane's and in all), the fresh workers and the latency histogram
-    (cumulative), in one round trip. queue: the interactive lane's name (INFERQ_QUEUE)."""
+def read(client: redis.Redis, queue: str, fresh_after: float, missing_after: float | str = "-inf") -> dict:
+    """Every counter, the queue depth (each lane's and in all), the fresh and the missing workers and the latency
+    histogram (cumulative), in one round trip. queue: the interactive lane's name (INFERQ_QUEUE); the bounds
+    of api/health.py's heartbeat_bounds."""
     lanes = lane_queues(queue)
     pipe = client.pipeline(transaction=False)
     pipe.mget(SUBMITTED_KEY, SUCCEEDED_KEY, FAILED_KEY, CANCELLED_KEY)
@@ -39,7 +41,8 @@ def read(client: redis.Redis, queue: str, fresh_after: float) -> dict:
     for name in lanes.values():
         pipe.llen(name)
     pipe.zcount(WORKERS_KEY, fresh_after, "+inf")
-    (submitted, succeeded, failed, cancelled), latency, *depths, workers = pipe.execute()
+    pipe.zcount(WORKERS_KEY, missing_after, f"({fresh_after}")
+    (submitted, succeeded, failed, cancelled), latency, *depths, workers, missing = pipe.execute()
     lane_depths = {lane: int(depth) for lane, depth in zip(lanes, depths)}
     latency = {k.decode(): v.decode() for k, v in latency.items()}
     cumulative, running = [], 0
@@ -54,6 +57,7 @@ def read(client: redis.Redis, queue: str, fresh_after: float) -> dict:
         "queue_depth": sum(lane_depths.values()),
         "lane_depths": lane_depths,
         "workers": int(workers),
+        "workers_missing": int(missing),
         "latency_buckets": cumulative,
         "latency_sum": float(latency.get("sum", 0.0)),
         "latency_count": int(latency.get("count", 0)),
@@ -63,12 +67,13 @@ def read(client: redis.Redis, queue: str, fresh_after: float) -> dict:
 class QueueCollector:
     """A prometheus_client collector whose values come from Redis."""
 
-    def __init__(self, client: redis.Redis, queue: str, fresh_after: float):
-        self.client, self.queue, self.fresh_after = client, queue, fresh_after
+    def __init__(self, client: redis.Redis, queue: str, fresh_after: float, missing_after: float):
+        self.client, self.queue = client, queue
+        self.fresh_after, self.missing_after = fresh_after, missing_after
 
     def collect(self):
         """Yield the metric families of one scrape."""
-        values = read(self.client, self.queue, self.fresh_after)
+        values = read(self.client, self.queue, self.fresh_after, self.missing_after)
         for name, key, help_text in (
             ("inferq_jobs_submitted", "submitted", "Jobs the API accepted (202)."),
             ("inferq_jobs_completed", "succeeded", "Jobs whose result a worker stored."),
@@ -86,6 +91,8 @@ class QueueCollector:
             lanes.add_metric([lane], depth)
         yield lanes
         yield GaugeMetricFamily("inferq_workers_ready", "Workers with a recent heartbeat.", value=values["workers"])
+        yield GaugeMetricFamily("inferq_workers_missing", "Workers that stopped beating without a clean stop "
+                                "(killed, or restarting), until they beat again.", value=values["workers_missing"])
         yield HistogramMetricFamily(
             "inferq_job_latency_seconds", "Time from submission to stored result, per finished job.",
             buckets=values["latency_buckets"], sum_value=values["latency_sum"],
@@ -96,10 +103,10 @@ class QueueCollector:
 def prometheus_metrics():
     """The queue's metrics in Prometheus' text format."""
     store = current_app.extensions["inferq.store"]
-    # A worker beats every heartbeat_seconds; three missed beats and it is gone (as /readyz).
-    fresh_after = time.time() - 3 * current_app.config["INFERQ_HEARTBEAT_SECONDS"]
+    # The same bounds as /readyz: a worker counted ready or missing here is so there.
+    fresh_after, missing_after = heartbeat_bounds(time.time())
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(QueueCollector(store.redis, current_app.config["INFERQ_QUEUE"], fresh_after))
+    registry.register(QueueCollector(store.redis, current_app.config["INFERQ_QUEUE"], fresh_after, missing_after))
     try:
         body = generate_latest(registry)
     except redis.RedisError:

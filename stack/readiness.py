@@ -35,12 +35,19 @@ def http_ok(url: str, auth: tuple[str, str] | None = None) -> bool:
 
 
 def wait_ready(client: redis.Redis, names: list[str], api_url: str, flower_url: str, since: float,
-               timeout: float, stop: threading.Event, say: Callable[[str], None]) -> bool:
-    """Wait until every named worker beats and the API and Flower answer; say each worker as it comes."""
+               timeout: float, stop: threading.Event, say: Callable[[str], None],
+               forget_before: float | None = None) -> bool:
+    """Wait until every named worker beats and the API and Flower answer; say each worker as it comes.
+
+    forget_before: first remove the heartbeats older than this (a past run's workers, which would show missing).
+    """
     deadline = time.monotonic() + timeout
     seen: set[str] = set()
     while not stop.is_set() and time.monotonic() < deadline:
         try:
+            if forget_before is not None:
+                client.zremrangebyscore(WORKERS_KEY, "-inf", f"({forget_before}")
+                forget_before = None
             up = fresh_workers(client, names, since)
         except redis.RedisError:
             up = []  # Redis is still starting

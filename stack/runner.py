@@ -2,10 +2,12 @@
 
 Redis (ours, unless REDIS_URL names one), the API under gunicorn, WORKERS
 Celery workers and Flower run as supervisord programs, each the command line
-commands.py gives it (stack/supervisor_config.py). supervisord restarts a
-service that dies, whatever killed it, and logs each exit with its cause;
-one that keeps dying at start is given up on, and then the stack stops with
-one line saying which and why (stack/supervision.py). Ctrl-C (or SIGTERM)
+commands.py gives it (stack/supervisor_config.py). A service that dies is
+restarted, whatever killed it, and each exit is logged with its cause; one
+that keeps dying at start is started again with a growing backoff, for as
+long as it keeps dying, unless it never started since the stack did (a
+configuration error): then the stack stops with one line saying which and
+why (stack/restarts.py, stack/supervision.py). Ctrl-C (or SIGTERM)
 stops the services first, each as a whole process group, then Redis, and
 inferq-stack exits 0. Every service's output is printed here, one stream,
 each line under its service's name (stack/log_tail.py), and kept in
@@ -16,9 +18,8 @@ any process exits, by design, and has no restart option (a --respawn pull
 request was closed unmerged); this module also had to override its private
 ``_killall`` to stop Redis last.
 supervisord is the long-kept standard for exactly this: restart on exit,
-bounded retries at start with a FATAL state, priority-ordered shutdown,
-process-group signals, an RPC interface to read states, pure Python from
-PyPI. circus would do too, but brings ZeroMQ and tornado for features the
+priority-ordered shutdown, process-group signals, an RPC interface to read
+states and start processes, pure Python from PyPI. circus would do too, but brings ZeroMQ and tornado for features the
 stack does not need.
 """
 from __future__ import annotations
@@ -45,7 +46,7 @@ from inferq.stack.flower_auth import credentials_path, ensure_credentials
 from inferq.stack.log_tail import LogTail, Printer
 from inferq.stack.processes import BIN
 from inferq.stack.redis_server import RedisServer, free_port
-from inferq.stack.supervision import Supervisor, clear_logs, private_file, watch_for_give_up
+from inferq.stack.supervision import Supervisor, clear_logs, private_file, watch_services
 from inferq.stack.supervisor_config import Plan, render, stack_commands
 
 STACK_NAME = "stack"
@@ -119,13 +120,17 @@ def ready_message(settings: Stack, model: str, n_workers: int) -> str:
 
 
 def watch_ready(say, settings: Stack, model: str, redis_url: str, workers: list[str],
-                stop: threading.Event, on_failure) -> None:
-    """Say when the stack is ready; if it never gets there, call on_failure with the reason."""
+                stop: threading.Event, up: threading.Event, on_failure) -> None:
+    """Say when the stack is ready, and set up; if it never gets there, call on_failure with the reason."""
     client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
     since = time.time() - 2
+    # Our own Redis has a new password at each start, so only this run's workers reach it: the
+    # heartbeats of a past run's are forgotten, or /readyz would report them missing.
+    forget = None if settings.external_redis else since
     ok = readiness.wait_ready(client, workers, settings.url, start_url(settings.flower_bind), since,
-                              settings.ready_timeout, stop, say)
+                              settings.ready_timeout, stop, say, forget_before=forget)
     if ok:
+        up.set()
         say(ready_message(settings, model, len(workers)))
     elif not stop.is_set():
         on_failure(f"the stack was not ready within {settings.ready_timeout:g}s "
@@ -182,7 +187,7 @@ def run(settings: Stack, state: Path, model: str, redis_url: str, redis_command:
     printer = Printer(width=max(len(name) for name in [STACK_NAME, "supervisord", *plan.process_names()]))
     say = lambda text: printer.line(STACK_NAME, text)  # noqa: E731
     supervisor = Supervisor(conf, plan, service_env(model, redis_url))
-    stop, failed, requested = threading.Event(), threading.Event(), threading.Event()
+    stop, failed, requested, up = threading.Event(), threading.Event(), threading.Event(), threading.Event()
 
     def fail(reason: str) -> None:
         if not failed.is_set() and not requested.is_set():
@@ -203,8 +208,9 @@ def run(settings: Stack, state: Path, model: str, redis_url: str, redis_command:
         supervisor.stop()
     threads = [
         threading.Thread(target=LogTail(plan.log_dir, printer).follow, args=(stop,), name="log-tail"),
-        threading.Thread(target=watch_for_give_up, args=(supervisor, stop, fail), name="give-up", daemon=True),
-        threading.Thread(target=watch_ready, args=(say, settings, model, redis_url, workers, stop, fail),
+        threading.Thread(target=watch_services, args=(supervisor, stop, up, say, fail), name="restarts",
+                         daemon=True),
+        threading.Thread(target=watch_ready, args=(say, settings, model, redis_url, workers, stop, up, fail),
                          name="readiness", daemon=True),
     ]
     for thread in threads:

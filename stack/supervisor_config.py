@@ -1,11 +1,13 @@
 """The local stack as a supervisord configuration: one program per service, and how each is kept alive.
 
 commands.py says what each service runs; this module says how supervisord supervises it:
-every service is restarted whenever it exits, and one that exits within its
-start time more than START_RETRIES times in a row is given up on (FATAL),
-which stops the whole stack (stack/supervision.py). Stopping goes by group:
-the services first, all at once, then Redis, so the others still reach it
-while they close and Redis flushes its AOF last.
+a service that exits after its start time (START_SECONDS) is restarted at
+once; one that dies within it (a failed start) is handed to the stack at once
+(supervisord's startretries is 0, so it enters FATAL), which restarts it with
+a growing backoff, or stops the stack if it never started
+(stack/restarts.py, stack/supervision.py). Stopping goes by group: the
+services first, all at once, then Redis, so the others still reach it while
+they close and Redis flushes its AOF last.
 """
 from __future__ import annotations
 
@@ -26,7 +28,14 @@ models on two cores).
 """
 
 START_RETRIES = 3
-"""Failed starts in a row after which supervisord gives a service up (FATAL) and the stack stops."""
+"""Tries after a first failed start before the stack stops, for a service that has never started since it did
+(a configuration error shows by then; more tries would only delay saying so). One that has started is never
+given up (stack/restarts.py)."""
+
+SUPERVISORD_START_RETRIES = 0
+"""supervisord's own retries after a failed start: none, the stack makes them. supervisord 4.3 waits 1, 2, 3 ...
+s (one more each time, without a cap) and then gives up (FATAL) whether or not the service ever ran; with 0 it
+reports each failed start at once as FATAL and the stack decides (supervisor/process.py, transition())."""
 
 STOP_GRACE_SECONDS = 15
 """How long a service gets to stop after SIGTERM before its whole process group gets SIGKILL."""
@@ -99,7 +108,7 @@ def _program(plan: Plan, name: str) -> list[str]:
         # Any exit while the stack runs is a death to repair, even exit 0 (a worker told to stop).
         "autorestart=true",
         f"startsecs={START_SECONDS.get(name, 5)}",
-        f"startretries={START_RETRIES}",
+        f"startretries={SUPERVISORD_START_RETRIES}",
         "stopsignal=TERM",
         f"stopwaitsecs={STOP_GRACE_SECONDS}",
         # Signal the whole process group: gunicorn's and Flower's children stop with them.

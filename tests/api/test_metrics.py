@@ -47,10 +47,11 @@ def test_histogram_buckets_are_cumulative_and_failures_counted(fresh_redis):
     record_many(fresh_redis, [(False, 100.0)], finished_at=1100.0)  # past the last bound
     record_many(fresh_redis, [(True, None)])                        # counted, no latency known
     fresh_redis.rpush("q", "a job", "another")
-    fresh_redis.zadd(contract.WORKERS_KEY, {"w1@h": 50.0, "w2@h": 10.0})
-    values = read(fresh_redis, "q", fresh_after=20.0)
+    fresh_redis.zadd(contract.WORKERS_KEY, {"w1@h": 50.0, "w2@h": 10.0, "w3@h": 1.0})
+    values = read(fresh_redis, "q", fresh_after=20.0, missing_after=5.0)
     assert (values["submitted"], values["succeeded"], values["failed"]) == (1, 3, 1)
-    assert (values["queue_depth"], values["workers"]) == (2, 1)
+    # w2 stopped beating (killed): missing; w3 stopped before missing_after: retired, not counted.
+    assert (values["queue_depth"], values["workers"], values["workers_missing"]) == (2, 1, 1)
     buckets = dict(values["latency_buckets"])
     assert buckets["0.01"] == 0 and buckets["0.025"] == 1 and buckets["2.5"] == 1 and buckets["5.0"] == 2
     assert buckets["300.0"] == 2 and buckets["+Inf"] == 3 == values["latency_count"]

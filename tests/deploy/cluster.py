@@ -5,12 +5,11 @@ builds here and ships to it over SSH; its container store is its own (sshd
 gives its sessions CONTAINERS_STORAGE_CONF), so the image arrives there as it
 would on another machine. worker-2 and the orchestrator run processes of this
 checkout (tests/deploy/lab_runtime.py). Needs root: outside CI these tests
-skip with the reason; with CI=true they fail instead.
+skip with the reason; in CI (CI=true or CI=1) they fail instead.
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from inferq.deploy import host_keys
+from tests.ci import in_ci
 from tests.deploy.commands import FAB_PATHS
 from tests.deploy.conftest import BIN, ROOT, run_command
 from tests.deploy.netns import Lab
@@ -47,7 +47,7 @@ def mem_total() -> int:
 
 
 def refuse(reason: str):
-    if os.environ.get("CI") == "true":
+    if in_ci():
         pytest.fail(f"CI must run the SSH deploy tests: {reason}")
     pytest.skip(reason)
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 
 from inferq.deploy import config_files, credentials, nodes
 from inferq.deploy.inventory import Host, Inventory
+from tests.ci import in_ci
 from tests.deploy.conftest import ROOT, run_command
 
 
@@ -57,7 +57,7 @@ def test_the_proxy_configuration_is_one_nginx_accepts(tmp_path):
 
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(nginx).exists():
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail("nginx missing (scripts/system-deps.sh installs it)")
         pytest.skip("nginx missing (Debian package nginx)")
     made = tls.generate("c", ["198.51.100.1", "172.31.0.10"])
@@ -101,7 +101,6 @@ def test_fab_without_an_inventory_says_what_to_run(tmp_path):
 
 
 def test_orchestrator_units_pass_systemd_analyze_verify(tmp_path):
-    import os
     import shutil
     import subprocess
     import sys
@@ -112,7 +111,7 @@ def test_orchestrator_units_pass_systemd_analyze_verify(tmp_path):
 
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail("systemd-analyze missing (scripts/system-deps.sh installs systemd)")
         pytest.skip("systemd-analyze missing (Debian package systemd)")
     inventory = lab_inventory()  # the AWS runtime's units: Redis as user redis, the API and Flower as inferq

@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import math
-import os
 
 import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from tests.ci import in_ci
 from tests.figures import record
 
 # CI judges a submission on a fixed sample of inputs, so a verdict can be
 # reproduced; a developer's run draws new ones each time and explores further.
-IN_CI = os.environ.get("CI") == "true"
+IN_CI = in_ci()
 
 CALLS = {"n": 0}
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import hypothesis.strategies as st
 import pytest
@@ -14,12 +13,13 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from inferq.contract import lane_queues
+from tests.ci import in_ci
 from tests.figures import record
 from tests.security.conftest import FUZZ_QUEUE
 
 # CI judges a submission on a fixed sample of inputs, so a verdict can be
 # reproduced; a developer's run draws new ones each time and explores further.
-IN_CI = os.environ.get("CI") == "true"
+IN_CI = in_ci()
 
 pytestmark = pytest.mark.slow
 

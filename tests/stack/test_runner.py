@@ -43,12 +43,13 @@ def test_workers_setting_starts_that_many_named_workers(tmp_path):
     assert program.endswith("/inferq-worker") and node == "--hostname=w%(process_num)d@%%h"
 
 
-def test_every_service_is_restarted_and_given_up_on_after_failed_starts(tmp_path):
+def test_every_service_is_restarted_and_each_failed_start_handed_to_the_stack(tmp_path):
     p, _ = plan({"WORKERS": "2"}, tmp_path)
     parsed = config(p)
     for name in ("redis", "api", "worker", "flower"):
         program = parsed[f"program:{name}"]
-        assert program["autorestart"] == "true" and program["startretries"] == "3"
+        # startretries 0: supervisord never retries a failed start itself (FATAL at once); the stack does.
+        assert program["autorestart"] == "true" and program["startretries"] == "0"
         assert int(program["startsecs"]) >= 2
         assert program["stopasgroup"] == program["killasgroup"] == "true"
         assert "/bin/sh" not in program["command"]  # no shell between supervisord and the service
@@ -132,5 +133,6 @@ def test_give_up_line_says_which_service_why_and_where(tmp_path):
                                       "[ERROR] Can't connect to ('127.0.0.1', 5000)\n")
     line = supervision.give_up_line({"name": "api", "exitstatus": 0, "spawnerr": "Exited too quickly"}, tmp_path)
     assert "\n" not in line
-    assert line.startswith("giving up: api died 4 times in a row within 15s of starting (last: exit status 1)")
+    assert line.startswith("giving up: api died 4 times in a row within 15s of starting (last: exit status 1) "
+                           "and never started since the stack did; stopping the stack.")
     assert "Can't connect to ('127.0.0.1', 5000)" in line and str(tmp_path / "api.log") in line

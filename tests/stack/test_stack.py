@@ -145,41 +145,69 @@ def test_stack_serves_cli_and_http_then_stops_everything(tiny_model, state_dir, 
     assert list((state_dir / "redis").glob("appendonly*")), "no AOF files under the state dir"
 
 
+def run_to_exit(env: dict, timeout: float = 240) -> tuple[int, str, set[int]]:
+    """Run inferq-stack until it exits by itself: its exit status, its output and every process it started."""
+    stack = subprocess.Popen([str(BIN / "inferq-stack")], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    pids: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while stack.poll() is None and time.monotonic() < deadline:
+        try:
+            pids |= {p.pid for p in psutil.Process(stack.pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.2)
+    try:
+        output = stack.communicate(timeout=30)[0].decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        os.killpg(stack.pid, signal.SIGKILL)
+        raise
+    return stack.returncode, output, pids
+
+
+def given_up(output: str, name: str, cause: str) -> str:
+    """The stack's one line giving the service up, checked against the retries that came before it."""
+    from inferq.stack.supervisor_config import START_RETRIES
+
+    # Tried, started again after 1, 2 and 4 s, then given up: each start's death logged with its cause.
+    assert output.count(f"exited: {name} ({cause}; not expected)") == START_RETRIES + 1, output[-3000:]
+    assert [line.split("starting it again in ")[1].split("s:")[0] for line in output.splitlines()
+            if line.split("| ", 1)[-1].startswith(f"{name} died ")] == ["1", "2", "4"], output[-3000:]
+    [give_up] = [line for line in output.splitlines() if "giving up:" in line]
+    assert f"giving up: {name} died {START_RETRIES + 1} times in a row" in give_up
+    assert f"(last: {cause}) and never started since the stack did; stopping the stack" in give_up
+    return give_up
+
+
 def test_a_service_that_keeps_dying_at_start_is_given_up_and_stops_the_stack(tiny_model, state_dir, tmp_path):
     import socket
-
-    from inferq.stack.supervisor_config import START_RETRIES
 
     env = stack_env(tiny_model, state_dir)
     with socket.socket() as taken:  # the API's port is busy: gunicorn cannot bind and exits, at every start
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         env["INFERQ_API_BIND"] = f"127.0.0.1:{taken.getsockname()[1]}"
-        stack = subprocess.Popen([str(BIN / "inferq-stack")], env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        pids: set[int] = set()
-        deadline = time.monotonic() + 240
-        while stack.poll() is None and time.monotonic() < deadline:
-            try:
-                pids |= {p.pid for p in psutil.Process(stack.pid).children(recursive=True)}
-            except psutil.NoSuchProcess:
-                break
-            time.sleep(0.2)
-        try:
-            output = stack.communicate(timeout=30)[0].decode(errors="replace")
-        except subprocess.TimeoutExpired:
-            os.killpg(stack.pid, signal.SIGKILL)
-            raise
-    assert stack.returncode == 1, output[-3000:]
+        code, output, pids = run_to_exit(env)
+    assert code == 1, output[-3000:]
     assert READY_LINE not in output
-    # Tried, restarted, then given up: each start's death logged with its cause, then one line saying so.
-    assert output.count("exited: api (exit status 1; not expected)") == START_RETRIES + 1, output[-3000:]
-    [give_up] = [line for line in output.splitlines() if "giving up:" in line]
-    assert f"giving up: api died {START_RETRIES + 1} times in a row" in give_up
-    assert "(last: exit status 1)" in give_up and "Can't connect to" in give_up
+    assert "Can't connect to" in given_up(output, "api", "exit status 1")
     # Then everything else stopped, Redis last.
     stopped = [line.split("stopped: ", 1)[1].split(" ")[0] for line in output.splitlines() if "INFO stopped: " in line]
     assert sorted(stopped) == ["flower", "redis", "worker.1", "worker.2"] and stopped[-1] == "redis", stopped
+    time.sleep(0.5)
+    assert alive(sorted(pids)) == [], "processes of the stack left running"
+
+
+def test_a_worker_whose_model_cannot_load_stops_the_stack_with_one_line(tiny_model, state_dir, tmp_path):
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    (not_a_model / "README").write_text("a directory without a model\n")
+    env = {**stack_env(tiny_model, state_dir), "WORKERS": "1", "INFERQ_MODEL": str(not_a_model)}
+    code, output, pids = run_to_exit(env)
+    assert code == 1, output[-3000:]
+    assert READY_LINE not in output
+    # The worker exits 3 when its model cannot load; its last line says why.
+    assert str(not_a_model) in given_up(output, "worker.1", "exit status 3")
     time.sleep(0.5)
     assert alive(sorted(pids)) == [], "processes of the stack left running"
 

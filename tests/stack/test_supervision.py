@@ -4,26 +4,36 @@ One stack for the module (tests run in order and leave it whole): two workers
 on the tiny model, Redis with ``appendfsync always``, a short visibility
 timeout (so a killed worker's job comes back within seconds, as in
 tests/reliability) and test-only sleeping jobs (so a worker is busy when it is
-killed). The last test stops it with Ctrl-C and checks that nothing is left.
+killed). A worker is also killed again and again while it starts, as the OOM
+killer would while it loads its model. The last test stops the stack with
+Ctrl-C and checks that nothing is left.
 """
 from __future__ import annotations
 
 import os
+import random
+import re
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 import pytest
 import redis
 import requests
 
+from inferq.commands import local_worker_node
+from inferq.contract import WORKERS_KEY
+from inferq.stack.restarts import backoff_seconds
+from inferq.stack.supervisor_config import START_RETRIES, START_SECONDS
 from inferq.tasks.faults import SLEEP_PREFIX
 from tests import holders
 from tests.figures import record
-from tests.reliability.load import Load
+from tests.reliability.load import Load, Outcome, one_submit
 from tests.reliability.stack import FAULT_ENV, VISIBILITY_TIMEOUT
 from tests.stack.conftest import stack_env
 from tests.stack.running import RunningStack, alive
@@ -45,6 +55,20 @@ JOBS, KILL_AT = 300, 0.2
 JOB_SECONDS = 0.1
 """Each job sleeps this long (test fault injection): 300 of them keep two workers busy for 15 s."""
 
+KILLS_WHILE_STARTING = 5
+"""Failed starts in a row forced on one worker: more than the START_RETRIES + 1 after which the stack stopped."""
+
+KILL_SEED = int(os.environ.get("INFERQ_TEST_SEED", "18"))
+"""Seeds how long after each start the worker is killed (printed with the figures, to replay a run)."""
+
+KILL_WITHIN_SECONDS = 2.0
+"""Each kill comes at a random instant this soon after the start, or as soon as the worker's log says its model
+is loaded if that comes first: before it is ready, which takes a tiny-model worker about 0.9 s here and a
+base-model one several seconds."""
+
+SUBMIT_EVERY_SECONDS = 0.2
+"""Jobs submitted meanwhile, one per this many seconds: a steady trickle that leaves the cores to the restarts."""
+
 
 @pytest.fixture(scope="module")
 def stack(tiny_model, tmp_path_factory):
@@ -60,10 +84,10 @@ def stack(tiny_model, tmp_path_factory):
 
 @dataclass
 class ReadyProbe:
-    """Ask /readyz every 0.1 s from a thread: (monotonic time, HTTP status or 0 for no answer, workers)."""
+    """Ask /readyz every 0.1 s from a thread: (monotonic time, HTTP status or 0 for no answer, workers, missing)."""
 
     api: str
-    samples: list[tuple[float, int, int]] = field(default_factory=list)
+    samples: list[tuple[float, int, int, tuple[str, ...]]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> ReadyProbe:
@@ -76,15 +100,43 @@ class ReadyProbe:
                 at = time.monotonic()
                 try:
                     response = http.get(self.api + "/readyz", timeout=5)
-                    self.samples.append((at, response.status_code, response.json().get("workers", 0)))
+                    body = response.json()
+                    self.samples.append((at, response.status_code, body.get("workers", 0),
+                                         tuple(body.get("missing", ()))))
                 except (requests.RequestException, ValueError):
-                    self.samples.append((at, 0, 0))
+                    self.samples.append((at, 0, 0, ()))
                 self._stop.wait(0.1)
 
-    def stop(self) -> list[tuple[float, int, int]]:
+    def stop(self) -> list[tuple[float, int, int, tuple[str, ...]]]:
         self._stop.set()
         time.sleep(0.2)
         return self.samples
+
+
+@dataclass
+class Trickle:
+    """Submit one job every SUBMIT_EVERY_SECONDS from a thread, remembering each outcome."""
+
+    api: str
+    outcomes: list[Outcome] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Trickle:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        with requests.Session() as http:
+            while not self._stop.wait(SUBMIT_EVERY_SECONDS):
+                text = f"submitted while a worker restarts {len(self.outcomes)}"
+                self.outcomes.append(one_submit(http, self.api, text))
+
+    def stop(self) -> list[Outcome]:
+        self._stop.set()
+        self._thread.join()
+        return self.outcomes
 
 
 def submit_all(api: str, texts: list[str]) -> list[tuple[int, str | None]]:
@@ -228,6 +280,119 @@ def test_sigkill_api_and_flower_both_come_back(stack):
     output = stack.output()
     assert restart_logged(output, "api", "terminated by SIGKILL", mark)
     assert restart_logged(output, "flower", "terminated by SIGKILL", mark)
+
+
+def has_stayed_up(output: str, name: str) -> bool:
+    """supervisord logged that the process, as last spawned, stayed up its start time (RUNNING)."""
+    spawned = output.rfind(f"spawned: '{name}' with pid")
+    return spawned >= 0 and output.find(f"success: {name} entered RUNNING state", spawned) >= 0
+
+
+def wait_until_loaded(log: Path, pid: int, seconds: float) -> bool:
+    """Wait up to seconds, less if the worker of that pid logs that its model is loaded; whether it did."""
+    deadline, said = time.monotonic() + seconds, "loaded and warmed in "
+    while time.monotonic() < deadline:
+        # Its line names its pid: "model ... loaded and warmed in 0.22s, pid 1046, ...".
+        if any(said in line and f"pid {pid}," in line for line in log_tail(log).splitlines()):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def log_tail(path: Path, size: int = 16384) -> str:
+    """The end of a log file."""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - size))
+        return f.read().decode(errors="replace")
+
+
+def metric(text: str, name: str) -> float:
+    """One sample's value from Prometheus text."""
+    [value] = [line.split()[1] for line in text.splitlines() if line.startswith(name + " ")]
+    return float(value)
+
+
+def test_a_worker_killed_again_and_again_while_starting_is_restarted_with_backoff_and_nothing_stops(stack):
+    """The OOM killer's pattern: a worker that ran is SIGKILLed, then again at each start, before it is ready."""
+    rng = random.Random(KILL_SEED)
+    client, worker_name = stack.redis(), local_worker_node(1, socket.gethostname())
+    redis_pid = client.info("server")["process_id"]
+    # worker.1 has run (supervisord's RUNNING): from now on it may never be given up.
+    deadline = time.monotonic() + START_SECONDS["worker"] + 90
+    while not has_stayed_up(stack.output(), "worker.1") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert has_stayed_up(stack.output(), "worker.1"), stack.output()[-3000:]
+    mark = len(stack.output())
+    probe, trickle = ReadyProbe(stack.api).start(), Trickle(stack.api).start()
+
+    victim = stack.service_pid(r"--hostname=w1@")
+    killed_at = time.time()
+    os.kill(victim, signal.SIGKILL)  # a crash after a long run: supervisord starts it again at once
+    kills, metrics_during = [], None
+    for n in range(KILLS_WHILE_STARTING):
+        # The next start: a new process, killed at a random instant before it has sent any heartbeat.
+        deadline = time.monotonic() + 60 + backoff_seconds(n)
+        pid = None
+        while pid in (None, victim) and time.monotonic() < deadline:
+            pid = stack.find_service(r"--hostname=w1@")
+            time.sleep(0.02)
+        assert pid not in (None, victim), f"worker.1 was not started again after kill {n}:\n{stack.output()[-3000:]}"
+        victim, seen_at = pid, time.monotonic()
+        loaded = wait_until_loaded(stack.state / "logs" / "worker.1.log", victim, rng.uniform(0, KILL_WITHIN_SECONDS))
+        beat = client.zscore(WORKERS_KEY, worker_name)
+        os.kill(victim, signal.SIGKILL)
+        # A beat stamped after the last kill can only be this process's: it would have been ready.
+        kills.append({"pid": victim, "after_s": time.monotonic() - seen_at, "model_loaded": loaded,
+                      "before_ready": beat is None or beat < killed_at})
+        killed_at = time.time()
+        if n == KILLS_WHILE_STARTING // 2:
+            metrics_during = requests.get(stack.api + "/metrics", timeout=10).text
+
+    # Then it is left alone: it comes back, beats, and /readyz counts both workers with none missing.
+    last_kill = killed_at
+    deadline = time.monotonic() + backoff_seconds(KILLS_WHILE_STARTING) + 120
+    back = False
+    while not back and time.monotonic() < deadline:
+        beat = client.zscore(WORKERS_KEY, worker_name)
+        back = beat is not None and beat > last_kill and probe.samples and probe.samples[-1][2:] == (2, ())
+        time.sleep(0.2)
+    outcomes = trickle.stop()
+    accepted = [o.job_id for o in outcomes if o.status == 202]
+    states = stack.wait_done(accepted, timeout=VISIBILITY_TIMEOUT + 60)
+    samples = probe.stop()
+    output = stack.output()[mark:]
+    waits = [float(w) for w in re.findall(r"worker\.1 died .*?; starting it again in ([\d.]+)s", output)]
+    missing_while_serving = [s for s in samples if s[1] == 200 and any(m.startswith("w1@") for m in s[3])]
+    record("make run: SIGKILL a worker at each start, before it is ready", seed=KILL_SEED, kills=len(kills) + 1,
+           killed_after_s=",".join(f"{k['after_s']:.2f}" for k in kills),
+           killed_with_model_loaded=sum(k["model_loaded"] for k in kills), waits_s=",".join(f"{w:g}" for w in waits),
+           submitted=len(outcomes), accepted=len(accepted), succeeded=sum(s == "SUCCESS" for s in states.values()),
+           readyz_unanswered=sum(s[1] == 0 for s in samples), readyz_200_with_w1_missing=len(missing_while_serving),
+           back=back)
+
+    # Nothing stopped: the stack, its Redis (never restarted) and the API served throughout.
+    assert stack.process.poll() is None, output[-3000:]
+    assert "giving up:" not in output and "stopped: " not in output, output[-3000:]
+    assert client.info("server")["process_id"] == redis_pid
+    assert [s for s in samples if s[1] == 0] == [], "the API did not answer /readyz"
+    assert [o.status for o in outcomes] == [202] * len(outcomes) and accepted
+    assert all(s == "SUCCESS" for s in states.values()), states
+    # Each kill hit a start, before the worker was ready, more times in a row than a never-started service gets.
+    assert all(k["before_ready"] for k in kills), kills
+    assert output.count("exited: worker.1 (terminated by SIGKILL; not expected)") == KILLS_WHILE_STARTING + 1
+    assert KILLS_WHILE_STARTING > START_RETRIES + 1
+    # The stack's lines show the backoff growing, one per failed start.
+    assert waits == [backoff_seconds(n) for n in range(1, KILLS_WHILE_STARTING + 1)], output[-3000:]
+    assert waits == [1, 2, 4, 8, 16] and "it ran before, so it is never given up" in output
+    # Missing while the other worker served: /readyz named it, /metrics counted it; then it was back.
+    assert missing_while_serving, samples[-20:]
+    assert metric(metrics_during, "inferq_workers_missing") >= 1
+    assert back, f"worker.1 did not come back:\n{output[-3000:]}"
+    deadline = time.monotonic() + 30  # a heartbeat late on a busy machine shows as missing for a moment
+    while (missing_after := metric(requests.get(stack.api + "/metrics", timeout=10).text,
+                                   "inferq_workers_missing")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert missing_after == 0
 
 
 def test_ctrl_c_stops_every_service_redis_last_and_leaves_nothing(stack):

@@ -7,7 +7,6 @@ machine goes into the build as the `wheels` context, with no PyTorch index.
 """
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.ci import in_ci
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -46,7 +47,7 @@ class EngineUnavailable(RuntimeError):
 
 def refuse(reason: str):
     """Fail in CI, where the image must be tested; skip elsewhere, saying why."""
-    if os.environ.get("CI") == "true":
+    if in_ci():
         pytest.fail(f"CI must build and run the worker image: {reason}")
     pytest.skip(reason)
 
