@@ -47,6 +47,10 @@ class Holdings:
     def __init__(self) -> None:
         self._tags: set[str] = set()
         self._lock = threading.Lock()
+        # The messages the transport handed Celery, by job id, and those of them the task has acknowledged
+        # in Redis itself (with its batch-mates, in one round trip): Celery's ack then only frees the slot.
+        self._delivered: dict[str, str] = {}
+        self._settled: set[str] = set()
         # The worker's node name once Celery sends it (tasks/worker.py); a unique stand-in until then.
         self.holder = f"{socket.gethostname()}-{os.getpid()}"
         # What is recorded under this worker's name may include messages it does not hold: a take whose
@@ -63,8 +67,30 @@ class Holdings:
             self._tags.update(tags)
 
     def discard(self, tags: Iterable[str]) -> None:
+        """Forget messages this process no longer holds (acknowledged, given back)."""
+        gone = set(tags)
         with self._lock:
-            self._tags.difference_update(tags)
+            self._tags -= gone
+            self._settled -= gone
+            if any(tag in gone for tag in self._delivered.values()):
+                self._delivered = {job: tag for job, tag in self._delivered.items() if tag not in gone}
+
+    def delivered(self, job_id: str | None, tag: str) -> None:
+        """The transport handed Celery the message of job_id (under tag)."""
+        with self._lock:
+            self._tags.add(tag)
+            if job_id:
+                self._delivered[job_id] = tag
+
+    def tag_of(self, job_id: str) -> str | None:
+        """The delivery tag of the message Celery is running for job_id."""
+        with self._lock:
+            return self._delivered.get(job_id)
+
+    def settled(self, tag: str) -> bool:
+        """Whether the task acknowledged tag in Redis already (then Celery's ack only frees its slot)."""
+        with self._lock:
+            return tag in self._settled
 
     def tags(self) -> list[str]:
         with self._lock:
@@ -88,8 +114,10 @@ class Holdings:
         recorded = (bytes_to_str(tag) for tag in client.smembers(self.holding_key))
         return [tag for tag in recorded if tag not in held]
 
-    def acknowledge(self, client: redis.Redis, tags: list[str]) -> None:
-        """Drop finished messages from the record (their results are stored): three commands for all of them."""
+    def acknowledge(self, client: redis.Redis, tags: list[str], delivered: str | None = None) -> None:
+        """Drop finished messages from the record (their results are stored): three commands for all of them.
+        delivered: the tag of the message Celery delivered among them, whose ack Celery then need not write."""
+        tags = tags + [delivered] if delivered else tags
         if not tags:
             return
         try:
@@ -102,8 +130,12 @@ class Holdings:
             # Their results are stored: at worst the visibility timeout gives them back and they
             # run again, stored once under the same ids (at-least-once).
             log.warning("could not acknowledge %d job(s): %s", len(tags), exc)
+            return
         finally:
             self.discard(tags)
+        if delivered:
+            with self._lock:
+                self._settled.add(delivered)
 
     def give_back(self, client: redis.Redis, held: list[Held]) -> None:
         """Put messages back at the head of their queues at once, as they were (their batch was interrupted:

@@ -199,7 +199,7 @@ if #taken > 0 then
   redis.call('HSET', unacked, unpack(fields))
   redis.call('ZADD', index, unpack(leases))
   if #tags > 0 then redis.call('SADD', holding, unpack(tags)) end
-  redis.call('EXPIRE', holding, ttl)
+  if first then redis.call('EXPIRE', holding, ttl) end  -- batch-mates follow a first take: set already
 end
 if not first then return {0, 0, '', unpack(taken)} end
 

@@ -73,11 +73,12 @@ class QoS(kombu_redis.QoS):
     def append(self, message, delivery_tag):
         # The take recorded the message in the same step as it left its queue: only this process's books.
         virtual.QoS.append(self, message, delivery_tag)
-        holdings.add([delivery_tag])
+        holdings.delivered(message.headers.get("id"), delivery_tag)
 
     def ack(self, delivery_tag):
         try:
-            self._with_retry("acknowledge", delivery_tag, lambda: self._forget(delivery_tag))
+            if not holdings.settled(delivery_tag):  # else the task acknowledged it with its batch-mates
+                self._with_retry("acknowledge", delivery_tag, lambda: self._forget(delivery_tag))
         finally:
             virtual.QoS.ack(self, delivery_tag)
             holdings.discard([delivery_tag])

@@ -186,7 +186,9 @@ class Batch:
                 outcome.__traceback__ = None
         events.flush()
         mates = [job for job in jobs if job.taken is not None]
-        holdings.acknowledge(clients.broker(), [job.taken.held.tag for job in mates])  # type: ignore[union-attr]
+        delivered = next((holdings.tag_of(job.job_id) for job in jobs if job.taken is None), None)
+        holdings.acknowledge(clients.broker(), [job.taken.held.tag for job in mates],  # type: ignore[union-attr]
+                             delivered)
         for job in mates:
             self.held.pop(job.job_id, None)
         # Cancelled jobs are counted by the API when it accepts the DELETE.

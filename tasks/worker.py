@@ -20,6 +20,7 @@ from celery import signals
 from inferq.broker.holdings import holdings
 from inferq.contract import WORKERS_KEY, WorkerInfo
 from inferq.settings import Worker, current
+from inferq.tasks import metrics
 from inferq.tasks.loaded_model import LoadedModel, ModelUnavailable
 from inferq.tasks.model import load
 
@@ -110,12 +111,14 @@ def _beat(hostname: str) -> None:
             collected_at = time.monotonic()
         try:
             client.zadd(WORKERS_KEY, {hostname: time.time()})
+            metrics.flush()
             # A thread of its own: the solo pool runs the job on the main thread, which may hold it for
             # longer than the visibility timeout; the leases of what it holds must not run out meanwhile.
             holdings.renew(client, settings.result_ttl)
         except redis.RedisError as exc:
             log.warning("heartbeat to Redis failed: %s", exc)
         _heartbeat_stop.wait(settings.heartbeat_seconds)
+    metrics.flush()  # what this worker's last jobs counted
     try:
         client.zrem(WORKERS_KEY, hostname)
     except redis.RedisError:

@@ -42,10 +42,10 @@ def test_celery_and_kombu_keys_are_the_ones_the_contract_names():
 
 def test_histogram_buckets_are_cumulative_and_failures_counted(fresh_redis):
     fresh_redis.incr(contract.SUBMITTED_KEY)
-    record_many(fresh_redis, [(True, 100.0)], finished_at=100.02)   # 20 ms
-    record_many(fresh_redis, [(True, 100.0)], finished_at=103.0)    # 3 s
-    record_many(fresh_redis, [(False, 100.0)], finished_at=1100.0)  # past the last bound
-    record_many(fresh_redis, [(True, None)])                        # counted, no latency known
+    record_many(fresh_redis, [(True, 0.02)])     # 20 ms
+    record_many(fresh_redis, [(True, 3.0)])      # 3 s
+    record_many(fresh_redis, [(False, 1000.0)])  # past the last bound
+    record_many(fresh_redis, [(True, None)])     # counted, no latency known
     fresh_redis.rpush("q", "a job", "another")
     fresh_redis.zadd(contract.WORKERS_KEY, {"w1@h": 50.0, "w2@h": 10.0, "w3@h": 1.0})
     values = read(fresh_redis, "q", fresh_after=20.0, missing_after=5.0)

@@ -20,12 +20,20 @@ from inferq import contract
 from inferq.broker import transport, wake
 from inferq.broker.holdings import holdings
 from inferq.stack.redis_server import RedisServer
+from tests.reliability.proxy import PartitionProxy
 
 # As celeryconfig.py sets them: every poll scans for messages past the visibility timeout, and the scan's
 # lock expires after half the timeout, so a lock restored from the AOF cannot hold the message for 300 s.
 OPTIONS = {"socket_timeout": 0.3, "socket_connect_timeout": 0.3, "ack_retry_seconds": 0.5,
            "visibility_timeout": 2, "unacked_restore_interval": 1, "unacked_restore_throttle": 1,
            "unacked_mutex_expire": 1, "priority_steps": [0]}
+
+
+@pytest.fixture(autouse=True)
+def fresh_holdings():
+    """Each test starts as a new worker process would: holding nothing, in step with Redis."""
+    holdings.discard(holdings.tags())
+    holdings.out_of_step = False
 
 
 @pytest.fixture
@@ -163,11 +171,42 @@ def test_a_take_whose_reply_is_lost_with_redis_is_recorded_when_redis_is_back(re
     client = redis.client()
     assert client.llen(queue.name) == 0, "the take never ran"
     assert client.hlen(contract.UNACKED_KEY) == 1, "the job is neither queued nor recorded: lost"
-    # Its lease runs out and it is taken again, marked as a delivery of a message whose worker died.
+    # It is taken again: given back by this process before its next take, or by its lease running out.
     with connect(redis) as connection:
         _, again = deliver_one(connection, queue, body=None, timeout=OPTIONS["visibility_timeout"] + 5)
-        assert again.payload == "job" and again.headers["redelivered"] is True
+        assert again.payload == "job"
         again.ack()
+
+
+def test_what_a_take_whose_reply_was_lost_took_is_given_back_before_the_next_take(redis):
+    """The take runs in Redis and its reply is lost on the way (the network cut at that moment): once the
+    consumer is connected again, it gives back what is recorded under its name and not in its hands before it
+    takes again, at once, not after the lease (a minute here)."""
+    queue = Queue("jobs-stray")
+    client = redis.client()
+    proxy = PartitionProxy(redis.port).start()
+    try:
+        url = f"redis://:{redis.password}@127.0.0.1:{proxy.port}/0"
+        options = {**OPTIONS, "visibility_timeout": 60}
+        with Connection(url, transport=transport.Transport, transport_options=options) as connection:
+            connection.Producer(serializer="json").publish("job", routing_key=queue.name, declare=[queue])
+            channel, received = consume(connection, queue)
+            proxy.drop_replies()
+            connection.transport.cycle._register_BRPOP(channel)  # the take goes out; its reply will not come
+            deadline = time.monotonic() + 5
+            while client.llen(queue.name) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert client.llen(queue.name) == 0 and client.hlen(contract.UNACKED_KEY) == 1
+            proxy.heal()  # the stranded connection is closed, as the peers' timeouts would
+            with pytest.raises(connection.connection_errors):
+                connection.drain_events(timeout=2)
+            assert holdings.out_of_step
+            drain_until(connection, received, 10)
+            assert received[0].payload == "job" and "redelivered" not in received[0].headers  # as it was
+            received[0].ack()
+    finally:
+        proxy.stop()
+    assert not holdings.out_of_step and client.hlen(contract.UNACKED_KEY) == 0
 
 
 CONSUMER_THAT_DIES = """
@@ -200,9 +239,10 @@ def test_a_consumer_killed_right_after_its_take_leaves_the_job_recorded(redis):
     assert done.returncode == -signal.SIGKILL, done.stderr
     client = redis.client()
     assert client.llen(queue.name) == 0 and client.hlen(contract.UNACKED_KEY) == 1
+    # Its lease runs out and it is taken again, marked as a delivery of a message whose worker died.
     with connect(redis) as connection:
         _, again = deliver_one(connection, queue, body=None, timeout=OPTIONS["visibility_timeout"] + 5)
-        assert again.payload == "job"
+        assert again.payload == "job" and again.headers["redelivered"] is True
         again.ack()
     assert client.hlen(contract.UNACKED_KEY) == 0
 

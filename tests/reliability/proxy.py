@@ -1,4 +1,4 @@
-"""A TCP proxy the test controls: it forwards to Redis, or drops every byte (a partition).
+"""A TCP proxy the test controls: it forwards to Redis, drops every byte (a partition), or only replies.
 
 A partition here behaves like a network link taken down: connections stay
 open but nothing crosses them, and new connections are accepted but never
@@ -20,6 +20,7 @@ class PartitionProxy:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.partitioned = threading.Event()
+        self.replies_dropped = threading.Event()
         self.stopped = threading.Event()
         self.lock = threading.Lock()
         self.pairs: list[tuple[socket.socket, socket.socket | None]] = []
@@ -33,6 +34,10 @@ class PartitionProxy:
         """Stop forwarding: bytes sent either way are dropped."""
         self.partitioned.set()
 
+    def drop_replies(self) -> None:
+        """Forward what clients send, drop what Redis answers: a command runs, its reply never arrives."""
+        self.replies_dropped.set()
+
     def heal(self) -> None:
         """Close connections stranded by the partition and forward again."""
         with self.lock:
@@ -45,6 +50,7 @@ class PartitionProxy:
                     except OSError:
                         pass
         self.partitioned.clear()
+        self.replies_dropped.clear()
 
     def stop(self) -> None:
         self.stopped.set()
@@ -79,8 +85,10 @@ class PartitionProxy:
                     data = key.fileobj.recv(65536)
                     if not data:
                         return
-                    # Partitioned (or accepted during one): the bytes vanish.
-                    if key.data is not None and not self.partitioned.is_set():
+                    # Partitioned (or accepted during one): the bytes vanish; so do replies while dropped.
+                    reply = key.fileobj is upstream
+                    if key.data is not None and not self.partitioned.is_set() \
+                            and not (reply and self.replies_dropped.is_set()):
                         key.data.sendall(data)
         except (OSError, ValueError):
             return
