@@ -166,7 +166,9 @@ def _callback_url(url: object) -> str:
     return str(url)  # a str: webhooks.check refuses anything else
 
 
+# The seed's route, under both names: its code serves /new_request, and its report calls it /new_requests.
 @bp.post("/new_request")
+@bp.post("/new_requests", endpoint="seed_new_requests")
 def seed_new_request():
     """The seed's route, kept for its clients: 200 once queued; with ?wait=N, the result if done by then.
 

@@ -31,8 +31,8 @@ REFUSALS = {
 }
 """What each error status means, for the routes that answer it (always with schemas.Error)."""
 
-SEED_OPERATIONS = ("seedNewRequest",)
-"""The seed's route."""
+SEED_OPERATIONS = ("seedNewRequest", "seedNewRequests")
+"""The seed's route under its two names, /new_request and /new_requests."""
 
 SECURITY_SCHEMES = [  # what api/auth.py accepts
     SecurityScheme(name="apiKey",
@@ -70,6 +70,7 @@ def _operations(app: Flask) -> dict[str, dict[str, Any]]:
             HTTP_200=(schemas.Cancelled, "cancelled: no worker had started it, and none will"),
             HTTP_202=(schemas.Cancelled, "cancel_requested: a worker runs it; its result will be discarded"))),
         "jobs.seed_new_request": seed(SEED_OPERATIONS[0]),
+        "jobs.seed_new_requests": seed(SEED_OPERATIONS[1]),
         "health.healthz": dict(operation_id="healthz", security={}, resp=Response(HTTP_200=(schemas.Health, "up"))),
         "health.readyz": dict(operation_id="readyz", security={}, resp=Response(
             HTTP_200=(schemas.Readiness, "ready"), HTTP_503=(schemas.Readiness, "not ready"))),

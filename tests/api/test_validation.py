@@ -79,6 +79,7 @@ def test_the_document_states_the_limits_the_app_runs_with(secret):
     job = document["components"]["schemas"]["JobRequest"]
     assert job["properties"]["texts"]["maxItems"] == 3  # what `inferq submit-file` sizes its jobs by
     assert ("callback_url" in job["properties"]) == bool(secret)  # without a secret, callback_url is refused
+    assert {"/new_request", "/new_requests"} <= set(document["paths"])
 
 
 def test_what_the_document_allows_the_api_accepts_and_no_more():
