@@ -12,7 +12,7 @@ from flask import Flask
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Create the API: defaults from the API's settings, then test overrides, then routes."""
-    from inferq.api import errors, health, jobs, openapi
+    from inferq.api import errors, health, jobs, openapi, schemas
     from inferq.api.metrics import bp as metrics_bp
     from inferq.api.store import JobStore
     from inferq.settings import Api, current
@@ -40,9 +40,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["inferq.store"] = JobStore(
         app.config["INFERQ_REDIS_URL"], app.config["INFERQ_RESULT_TTL"], app.config["INFERQ_REDIS_TIMEOUT"])
+    # POST /jobs's body depends on the limits this app runs with: made here, validated in the view, documented.
+    app.extensions["inferq.job_request"] = schemas.job_request(
+        app.config["INFERQ_MAX_TEXTS"], bool(app.config["INFERQ_WEBHOOK_SECRET"]))
     errors.register(app)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics_bp)
-    app.register_blueprint(openapi.bp)
+    openapi.register(app)
     return app

@@ -135,11 +135,8 @@ def submit_job():
     owner = auth.require_key(request)
     idem_key = idempotency.parse(request.headers.get("Idempotency-Key"))
     wait = validation.single_wait(request.args.getlist("wait"), current_app.config["INFERQ_MAX_WAIT_SECONDS"])
-    validation.require_json(request)
-    body = validation.read_json(request)
-    texts = validation.texts_from_job(body, current_app.config["INFERQ_MAX_TEXTS"])
-    priority = validation.priority_of_job(body)
-    callback_url = _callback_url(body)
+    texts, priority, url, has_callback = validation.submission(request, current_app.extensions["inferq.job_request"])
+    callback_url = _callback_url(url) if has_callback else None
     if wait <= 0:
         return _accepted(enqueue(texts, owner, idem_key, priority, callback_url))
     store = _store()
@@ -169,27 +166,30 @@ def submit_job():
     return response
 
 
-def _callback_url(body: dict) -> str | None:
-    """The job's callback_url, checked: callbacks enabled, an http(s) URL, leading to an allowed address."""
-    if "callback_url" not in body:
-        return None
+def _callback_url(url: object) -> str:
+    """A job's callback_url, checked: callbacks enabled, an http(s) URL, leading to an allowed address."""
     config = current_app.config
     if not config["INFERQ_WEBHOOK_SECRET"]:
         raise ApiError(400, "callbacks_disabled", "this API sends no callbacks (INFERQ_WEBHOOK_SECRET is not set, "
                        "and it never sends unsigned ones); poll GET /jobs/<id> instead")
-    url = body["callback_url"]
     try:
         webhooks.check(url, config["INFERQ_WEBHOOK_ALLOWED_NETWORKS"])
     except webhooks.InvalidCallbackUrl as exc:
         raise ApiError(400, "invalid_callback_url", str(exc)) from None
     except webhooks.CallbackNotAllowed as exc:
         raise ApiError(400, "callback_url_not_allowed", str(exc)) from None
-    return url
+    return str(url)  # a str: webhooks.check refuses anything else
 
 
+# The seed's route, under both names: its code serves /new_request, and its report calls it /new_requests.
 @bp.post("/new_request")
+@bp.post("/new_requests", endpoint="seed_new_requests")
 def seed_new_request():
-    """The seed's route, kept for its clients: 200 once queued; with ?wait=N, the result if done by then."""
+    """The seed's route, kept for its clients: 200 once queued; with ?wait=N, the result if done by then.
+
+    A body without a Content-Type, or sent as application/octet-stream, is taken as the text itself (UTF-8):
+    what the seed's clients send.
+    """
     owner = auth.require_key(request)
     idem_key = idempotency.parse(request.headers.get("Idempotency-Key"))
     wait = validation.single_wait(request.args.getlist("wait"), current_app.config["INFERQ_MAX_WAIT_SECONDS"])

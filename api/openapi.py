@@ -1,212 +1,136 @@
-"""``GET /openapi.json``: the API described as OpenAPI 3.0, from the settings it runs with.
+"""``GET /openapi.json``: the API as OpenAPI 3.1, written by spectree from the models of api/schemas.py.
 
-The fuzz tests (tests/security) generate requests from this document and
-check every answer against it, so it has to say what the API really does.
+spectree only documents here (skip_validation): api/validation.py checks requests
+against the same models itself, because the API reads the JSON body itself
+(strict UTF-8, its own invalid_json messages) and checks the key, the headers, the
+query and then the body, in that order, where spectree would read the body with
+Flask's lenient get_json() and check it before the view runs. The fuzz tests
+(tests/security) generate requests from this document and check every answer
+against it, so it has to say what the API really does.
 """
 from __future__ import annotations
 
+from importlib.metadata import version
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Flask, current_app, jsonify
+from pydantic import TypeAdapter
+from spectree import Response, SpecTree
+from spectree.models import InType, SecureType, SecurityScheme, SecuritySchemeData
 
-from inferq.jobview import STATUSES
+from inferq.api import schemas
 
 bp = Blueprint("openapi", __name__)
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
+REFUSALS = {
+    400: "invalid request (see `error`)", 401: "API key missing or wrong (when keys are configured)",
+    404: "no such job (never issued, expired, or another key's)",
+    409: "Idempotency-Key reused with another body; on DELETE, the job has succeeded or failed already",
+    413: "body too large", 415: "unsupported media type", 429: "queue full: retry after `Retry-After` seconds",
+    503: "Redis unreachable: retry shortly",
+}
+"""What each error status means, for the routes that answer it (always with schemas.Error)."""
+
+SEED_OPERATIONS = ("seedNewRequest", "seedNewRequests")
+"""The seed's route under its two names, /new_request and /new_requests."""
+
+SECURITY_SCHEMES = [  # what api/auth.py accepts
+    SecurityScheme(name="apiKey",
+                   data=SecuritySchemeData(type=SecureType.API_KEY, name="X-API-Key", field_in=InType.HEADER)),
+    SecurityScheme(name="bearer", data=SecuritySchemeData(type=SecureType.HTTP, scheme="bearer")),
+]
 
 
-def _errors(*codes: int) -> dict:
-    descriptions = {
-        400: "invalid request (see `error`)", 401: "API key missing or wrong (when keys are configured)",
-        404: "no such job (never issued, expired, or another key's)",
-        409: "Idempotency-Key reused with another body; on DELETE, the job has succeeded or failed already",
-        413: "body too large", 415: "unsupported media type", 429: "queue full: retry after `Retry-After` seconds",
-        503: "Redis unreachable: retry shortly",
-    }
-    answers: dict[str, Any] = {
-        str(c): {"description": descriptions[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
-    # gunicorn answers these itself, in HTML, before the API runs (api/gunicorn_conf.py).
-    answers["400"]["content"]["text/html"] = {"schema": {"type": "string"}}
-    answers["400"]["description"] += "; a header field too long for gunicorn: its own HTML page"
-    answers["414"] = {"description": "request line too long (gunicorn's own HTML page, before the API)",
-                      "content": {"text/html": {"schema": {"type": "string"}}}}
-    return answers
+def _answers(*refusals: int, **answers: tuple[Any, str]) -> Response:
+    """A route's answers: its successes (HTTP_200=(model, description)) and its refusals, each a schemas.Error."""
+    return Response(**answers, **{f"HTTP_{status}": (schemas.Error, REFUSALS[status]) for status in refusals})
 
 
-def document(max_texts: int, max_body: int, max_wait: float, keys_required: bool, callbacks: bool = False) -> dict:
-    """Build the OpenAPI document for these limits; callbacks: INFERQ_WEBHOOK_SECRET is set (else a
-    callback_url is refused with 400 callbacks_disabled, and the document has no such field)."""
-    # At least one character that is not whitespace (blank texts are refused with 400
-    # empty_text). The API strips what Python calls whitespace, which adds \x1c-\x1f and
-    # \x85 to what JSON Schema's (ECMA) \s means.
-    text = {"type": "string", "minLength": 1, "pattern": "[^\\s\\x1c-\\x1f\\x85]",
-            "description": "non-blank text to classify"}
-    options: dict[str, Any] = {
-        "priority": {"type": "string", "enum": ["normal", "low"],
-                     "description": "low: the bulk lane even for one text (default normal: one text is interactive)"},
-    }
-    if callbacks:
-        options["callback_url"] = {
-            "type": "string", "format": "uri", "maxLength": 2048, "pattern": "^https?://",
-            "description": "POSTed the job's JSON, signed (Inferq-Signature), once it is final; 400 "
-                           "callback_url_not_allowed unless every address the host resolves to is public (or in "
-                           "INFERQ_WEBHOOK_ALLOWED_NETWORKS)"}
-    job_body = {
-        "oneOf": [
-            {"type": "object", "required": ["text"], "additionalProperties": False,
-             "properties": {"text": text, **options}},
-            {"type": "object", "required": ["texts"], "additionalProperties": False,
-             "properties": {"texts": {"type": "array", "items": text, "minItems": 1, "maxItems": max_texts},
-                            **options}},
-        ]
-    }
-    accepted = {"description": "queued (or, with a replayed Idempotency-Key, the earlier job)",
-                "headers": {"Location": {"schema": {"type": "string"}}},
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}}
-    idem = {"name": "Idempotency-Key", "in": "header", "required": False,
-            "description": "same key and body: the same job; same key, other body: 409",
-            "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"}}
-    security: list[dict[str, list]] = [{"apiKey": []}, {"bearer": []}] if keys_required else []
-    job_id_param = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    cancelled = {"type": "object", "required": ["job_id", "status"],
-                 "properties": {"job_id": {"type": "string"},
-                                "status": {"type": "string", "enum": ["cancelled", "cancel_requested"]}}}
+def _operations(app: Flask) -> dict[str, dict[str, Any]]:
+    """What spectree documents of each endpoint (a fresh Response each: spectree binds and extends it)."""
+    job = (schemas.Job, "with ?wait=N: the job, done within N seconds")
+
+    def seed(operation_id: str) -> dict[str, Any]:
+        return dict(operation_id=operation_id, json=schemas.SeedRequest, form=schemas.SeedRequest,
+                    query=schemas.WaitQuery, headers=schemas.IdempotencyHeaders,
+                    resp=_answers(400, 401, 409, 413, 415, 429, 503, HTTP_200=(
+                        schemas.SeedAnswer, "queued (the seed's message, the job id and its status URL); with "
+                        "?wait=N and the job done in time, its result as the seed's model containers answered")))
+
     return {
-        "openapi": "3.0.3",
-        "info": {"title": "inferq", "version": "0.1.0",
-                 "description": f"Text classification jobs. Bodies are at most {max_body} bytes. Completion "
-                                "callbacks (callback_url) are " + ("on." if callbacks else
-                                "off on this API (no INFERQ_WEBHOOK_SECRET): 400 callbacks_disabled.")},
-        "security": security,
-        "paths": {
-            "/jobs": {"post": {
-                "operationId": "submitJob", "summary": "Queue one text or a bulk job of texts",
-                "parameters": [idem, {
-                    "name": "wait", "in": "query", "required": False,
-                    "description": "hold the request until the job is done or this many seconds pass "
-                                   f"(cut to {max_wait:g}): 200 with the job when done by then, else 202",
-                    "schema": {"type": "number", "minimum": 0}}],
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/JobRequest"}}}},
-                "responses": {"200": {"description": "with ?wait=N: the job, done within N seconds", "content": {
-                                          "application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
-                              "202": accepted, **_errors(400, 401, 409, 413, 415, 429, 503)},
-            }},
-            "/jobs/{job_id}": {"get": {
-                "operationId": "getJob", "summary": "A job's status and, when done, its results",
-                "parameters": [
-                    job_id_param,
-                    {"name": "wait", "in": "query", "required": False,
-                     "description": "hold the request until the job is done or this many seconds pass "
-                                    f"(cut to {max_wait:g})",
-                     "schema": {"type": "number", "minimum": 0}},
-                ],
-                "responses": {"200": {"description": "the job", "content": {
-                                          "application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
-                              **_errors(400, 401, 404, 503)},
-            }, "delete": {
-                "operationId": "cancelJob",
-                "summary": "Cancel a job: queued, it never runs (200 cancelled); running, its result is discarded "
-                           "(202 cancel_requested, later cancelled); idempotent",
-                "parameters": [job_id_param],
-                "responses": {
-                    "200": {"description": "cancelled: no worker had started it, and none will",
-                            "content": {"application/json": {"schema": cancelled}}},
-                    "202": {"description": "cancel_requested: a worker runs it; its result will be discarded",
-                            "content": {"application/json": {"schema": cancelled}}},
-                    **_errors(400, 401, 404, 409, 503)},
-            }},
-            "/new_request": {"post": {
-                "operationId": "seedNewRequest",
-                "summary": "The seed's route: one text; 200 once queued, or with ?wait=N the result if done by then",
-                # Not in the content map: any UTF-8 is a text, so no schema can say what is invalid.
-                "description": "A body without a Content-Type, or sent as application/octet-stream, is taken "
-                               "as the text itself (UTF-8): what the seed's clients send.",
-                "parameters": [idem, {
-                    "name": "wait", "in": "query", "required": False, "allowEmptyValue": True,  # wait=: no wait
-                    "description": "hold the request until the job is done or this many seconds pass "
-                                   f"(cut to {max_wait:g}); done: the result in the seed's container shape",
-                    "schema": {"type": "number", "minimum": 0}}],
-                "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": {"type": "object", "required": ["text"],
-                                                     "properties": {"text": text}}},
-                    "text/plain": {"schema": text},
-                    "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["text"],
-                                                                      "properties": {"text": text}}},
-                }},
-                "responses": {"200": {
-                    "description": "queued (the seed's message, the job id and its status URL); with ?wait=N and "
-                                   "the job done in time, its result as the seed's model containers answered",
-                    "headers": {"Location": {"schema": {"type": "string"}}},
-                    "content": {"application/json": {"schema": {"anyOf": [
-                        {"$ref": "#/components/schemas/SeedAccepted"}, {"$ref": "#/components/schemas/SeedResult"}]}}},
-                }, **_errors(400, 401, 409, 413, 415, 429, 503)},
-            }},
-            "/healthz": {"get": {"operationId": "healthz", "summary": "the API process is up", "security": [],
-                                 "responses": {"200": {"description": "up"}}}},
-            "/readyz": {"get": {"operationId": "readyz", "security": [],
-                                "summary": "Redis answers and a worker sent a heartbeat recently",
-                                "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
-            "/metrics": {"get": {"operationId": "metrics", "security": [],
-                                 "summary": "Prometheus metrics: jobs submitted, completed, failed, cancelled, "
-                                            "queue depth per lane, latency",
-                                 "responses": {"200": {"description": "Prometheus text format",
-                                                       "content": {"text/plain": {"schema": {"type": "string"}}}},
-                                               "503": {"description": "Redis unreachable"}}}},
-        },
-        "components": {
-            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-                                "bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "JobRequest": job_body,
-                "Error": {"type": "object", "required": ["error", "message"],
-                          "properties": {"error": {"type": "string"}, "message": {"type": "string"}}},
-                "Accepted": {"type": "object", "required": ["job_id", "status"],
-                             "properties": {"job_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-                                            "status": {"type": "string", "enum": ["queued"]},
-                                            "message": {"type": "string"}}},
-                "SeedAccepted": {"type": "object", "required": ["message", "job_id", "status", "status_url"],
-                                 "properties": {"message": {"type": "string"},
-                                                "job_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-                                                "status": {"type": "string", "enum": ["queued", "running", "failed"]},
-                                                "status_url": {"type": "string"},
-                                                "error": {"$ref": "#/components/schemas/Error"}}},
-                "SeedResult": {"type": "object", "required": ["input_text", "probabilities", "label", "job_id"],
-                               "properties": {"input_text": {"type": "string"},
-                                              "probabilities": {"type": "array", "items": {"type": "number"},
-                                                                "description": "in the order of the model's labels"},
-                                              "label": {"type": "string"},
-                                              "job_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}},
-                "Job": {"type": "object", "required": ["job_id", "status", "texts", "timings"],
-                        "properties": {
-                            "job_id": {"type": "string"},
-                            "status": {"type": "string", "enum": list(STATUSES)},
-                            "texts": {"type": "integer", "minimum": 1},
-                            "lane": {"type": "string", "enum": ["interactive", "bulk"]},
-                            "results": {"type": "array", "items": {
-                                "type": "object", "required": ["label", "probabilities"],
-                                "properties": {"label": {"type": "string"},
-                                               "probabilities": {"type": "object",
-                                                                 "additionalProperties": {"type": "number"}}}}},
-                            "model": {"type": "object"}, "worker": {"type": "object"},
-                            "error": {"$ref": "#/components/schemas/Error"},
-                            "timings": {"type": "object"},
-                            "callback": {"type": "object", "required": ["url", "state", "attempts"], "properties": {
-                                "url": {"type": "string"},
-                                "state": {"type": "string", "enum": ["pending", "delivered", "gave_up"]},
-                                "attempts": {"type": "integer", "minimum": 0},
-                                "delivered_at": {"type": "string"},
-                                "last_error": {"type": "string"}}}}},
-            },
-        },
+        "jobs.submit_job": dict(
+            operation_id="submitJob", json=app.extensions["inferq.job_request"], query=schemas.WaitQuery,
+            headers=schemas.IdempotencyHeaders,
+            resp=_answers(400, 401, 409, 413, 415, 429, 503, HTTP_200=job, HTTP_202=(
+                schemas.Accepted, "queued (or, with a replayed Idempotency-Key, the earlier job)"))),
+        "jobs.get_job": dict(operation_id="getJob", query=schemas.WaitQuery,
+                             resp=_answers(400, 401, 404, 503, HTTP_200=(schemas.Job, "the job"))),
+        "jobs.cancel_job": dict(operation_id="cancelJob", resp=_answers(
+            400, 401, 404, 409, 503,
+            HTTP_200=(schemas.Cancelled, "cancelled: no worker had started it, and none will"),
+            HTTP_202=(schemas.Cancelled, "cancel_requested: a worker runs it; its result will be discarded"))),
+        "jobs.seed_new_request": seed(SEED_OPERATIONS[0]),
+        "jobs.seed_new_requests": seed(SEED_OPERATIONS[1]),
+        "health.healthz": dict(operation_id="healthz", security={}, resp=Response(HTTP_200=(schemas.Health, "up"))),
+        "health.readyz": dict(operation_id="readyz", security={}, resp=Response(
+            HTTP_200=(schemas.Readiness, "ready"), HTTP_503=(schemas.Readiness, "not ready"))),
+        "metrics.prometheus_metrics": dict(operation_id="metrics", security={}, resp=_answers(
+            503, HTTP_200=(None, "Prometheus text format"))),
     }
+
+
+def _complete(document: dict[str, Any]) -> dict[str, Any]:
+    """Add what spectree has no words for: gunicorn's own answers, the seed's other bodies, response headers."""
+    text = TypeAdapter(schemas.Text).json_schema()
+    location = {"Location": {"description": "the job's URL", "schema": {"type": "string"}}}
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            responses = operation["responses"]
+            # gunicorn answers these itself, in HTML, before the API runs (api/gunicorn_conf.py).
+            responses["400"]["content"]["text/html"] = {"schema": {"type": "string"}}
+            responses["400"]["description"] += "; a header field too long for gunicorn: its own HTML page"
+            responses["414"] = {"description": "request line too long (gunicorn's own HTML page, before the API)",
+                                "content": {"text/html": {"schema": {"type": "string"}}}}
+            for parameter in operation["parameters"]:  # spectree leaves it in the schema; OpenAPI wants it here
+                if parameter["schema"].pop("allowEmptyValue", False):
+                    parameter["allowEmptyValue"] = True
+            if operation["operationId"] == "submitJob":
+                responses["202"]["headers"] = location
+            if operation["operationId"] in SEED_OPERATIONS:
+                responses["200"]["headers"] = location
+                content = operation["requestBody"]["content"]
+                content["application/x-www-form-urlencoded"] = content["multipart/form-data"]
+                content["text/plain"] = {"schema": text}
+    return document
+
+
+def register(app: Flask) -> None:
+    """Document every route of app with spectree, and serve the document at /openapi.json."""
+    config = app.config
+    spec = SpecTree(
+        "flask", mode="strict", annotations=False, title="inferq", version=version("inferq"),
+        description=f"Text classification jobs. Bodies are at most {config['MAX_CONTENT_LENGTH']} bytes; waits are "
+                    f"cut to {config['INFERQ_MAX_WAIT_SECONDS']:g} s. Completion callbacks (callback_url) are "
+                    + ("on." if config["INFERQ_WEBHOOK_SECRET"] else
+                       "off on this API (no INFERQ_WEBHOOK_SECRET): 400 callbacks_disabled."),
+        security_schemes=SECURITY_SCHEMES,
+        security=[{"apiKey": []}, {"bearer": []}] if config["INFERQ_API_KEYS"] else {},
+        naming_strategy=lambda model: model.__name__, nested_naming_strategy=lambda _parent, child: child,
+        validation_error_status=400, validation_error_model=schemas.Error,
+    )
+    # spectree finds a route's models on the view it wrapped. The models depend on this app's limits, so the
+    # views are wrapped here, per app, for as long as spectree writes the document; then the bare views are put
+    # back, and requests never pass through spectree (it would only repack each answer).
+    views = dict(app.view_functions)
+    for endpoint, declared in _operations(app).items():
+        app.view_functions[endpoint] = spec.validate(skip_validation=True, **declared)(views[endpoint])
+    with app.app_context():
+        app.extensions["inferq.openapi"] = _complete(spec.spec)
+    app.view_functions.update(views)
+    app.register_blueprint(bp)
 
 
 @bp.get("/openapi.json")
 def openapi_json():
     """The OpenAPI document of this API."""
-    config = current_app.config
-    return jsonify(document(config["INFERQ_MAX_TEXTS"], config["MAX_CONTENT_LENGTH"],
-                            config["INFERQ_MAX_WAIT_SECONDS"], bool(config["INFERQ_API_KEYS"]),
-                            bool(config["INFERQ_WEBHOOK_SECRET"])))
+    return jsonify(current_app.extensions["inferq.openapi"])

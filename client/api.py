@@ -105,7 +105,8 @@ class Client:
         try:
             document = self._request("GET", "/openapi.json")
             schema = document["components"]["schemas"]["JobRequest"]
-            for option in schema.get("oneOf", [schema]):
+            # texts is a property of the schema itself; the earlier hand-written document had it in each oneOf option.
+            for option in [schema, *schema.get("oneOf", [])]:
                 texts = option.get("properties", {}).get("texts")
                 if texts and "maxItems" in texts:
                     return int(texts["maxItems"])

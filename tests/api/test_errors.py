@@ -56,6 +56,10 @@ CASES = [
      dict(data=b"x" * (MAX_BODY + 1), headers={"Content-Type": "application/octet-stream"}), 413, "body_too_large"),
 ]
 
+# The seed report calls the seed's route /new_requests: it refuses exactly what /new_request refuses.
+CASES += [(f"{name} (as /new_requests)", "/new_requests", kwargs, status, code)
+          for name, path, kwargs, status, code in CASES if path == "/new_request"]
+
 
 def queue_state(redis_client):
     """Queue length and number of job records, once earlier tests' jobs have drained."""

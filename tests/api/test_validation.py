@@ -66,3 +66,54 @@ def test_a_valid_job_with_redis_away_is_503_with_retry_after(client):
 def test_unknown_route_and_method_are_json(client):
     assert client.get("/nope").json["error"] == "not_found"
     assert client.delete("/jobs").json["error"] == "method_not_allowed"
+
+
+def _document(**config):
+    client = create_app({"TESTING": True, **config}).test_client()
+    return client, client.get("/openapi.json").json
+
+
+@pytest.mark.parametrize("secret", ["", "s" * 24])
+def test_the_document_states_the_limits_the_app_runs_with(secret):
+    _, document = _document(INFERQ_MAX_TEXTS=3, INFERQ_WEBHOOK_SECRET=secret)
+    job = document["components"]["schemas"]["JobRequest"]
+    assert job["properties"]["texts"]["maxItems"] == 3  # what `inferq submit-file` sizes its jobs by
+    assert ("callback_url" in job["properties"]) == bool(secret)  # without a secret, callback_url is refused
+    assert {"/new_request", "/new_requests"} <= set(document["paths"])
+
+
+def test_what_the_document_allows_the_api_accepts_and_no_more():
+    # One declaration: the limits and the enum the document states are the ones validation applies.
+    # Accepted requests reach Redis, which is away here: 503 means "passed validation".
+    client, document = _document(INFERQ_MAX_TEXTS=3)
+    job = document["components"]["schemas"]["JobRequest"]
+    most = job["properties"]["texts"]["maxItems"]
+    assert client.post("/jobs", json={"texts": ["t"] * most}).status_code == 503
+    assert client.post("/jobs", json={"texts": ["t"] * (most + 1)}).json["error"] == "too_many_texts"
+    assert client.post("/jobs", json={"texts": []}).json["error"] == "empty_texts"
+    for priority in job["properties"]["priority"]["enum"]:
+        assert client.post("/jobs", json={"text": "hi", "priority": priority}).status_code == 503
+    refused = client.post("/jobs", json={"text": "hi", "priority": "urgent"}).json
+    assert refused == {"error": "invalid_priority", "message": "priority must be one of 'normal', 'low'"}
+
+
+@pytest.mark.parametrize("body,code,message", [
+    ({"texts": ["ok", 3]}, "invalid_text", "texts[1] must be a string, not int"),
+    ({"text": " \x1c\x85 "}, "empty_text", "text is empty; send at least one non-blank character"),
+    ({"texts": "one"}, "invalid_texts", "texts must be a list of strings, not str"),
+    ({"texts": ["t"] * 9}, "too_many_texts", "texts has 9 items; send at most 8 per job"),
+    ({"txt": "a", "Text": "b", "text": 3}, "unknown_field",
+     "unknown field(s) 'Text', 'txt'; use text or texts (and optionally priority, callback_url)"),
+    ({"text": 3, "texts": ["a"]}, "ambiguous_body", "send either text or texts, not both"),
+    ({"priority": "urgent"}, "missing_text", 'the body has no text; send {"text": "..."} or {"texts": [...]}'),
+    ({"texts": [], "priority": "urgent"}, "empty_texts", "texts is an empty list; send at least one text"),
+])
+def test_messages_are_inferqs_not_pydantics(client, body, code, message):
+    # Clients match on these: pydantic's wording and error order must never leak through.
+    assert client.post("/jobs", json=body).json == {"error": code, "message": message}
+
+
+def test_requests_never_pass_through_spectree(client):
+    # spectree writes the document once, from the models; a request's cost is the view's alone.
+    views = client.application.view_functions
+    assert not [endpoint for endpoint, view in views.items() if hasattr(view, "__wrapped__")]
