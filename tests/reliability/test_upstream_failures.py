@@ -214,3 +214,73 @@ def _drain(stack: Stack, timeout: float = 300) -> None:
             return
         time.sleep(0.2)
     raise AssertionError("the jobs did not drain")
+
+
+class MemoryLimit:
+    """A memory cgroup of its own, what a container's memory limit is made of (v1 here; v2 where mounted so)."""
+
+    def __init__(self, name: str, limit_bytes: int):
+        v1 = Path("/sys/fs/cgroup/memory")
+        self.v2 = not v1.is_dir()
+        self.path = (Path("/sys/fs/cgroup") if self.v2 else v1) / name
+        self.path.mkdir()
+        (self.path / ("memory.max" if self.v2 else "memory.limit_in_bytes")).write_text(str(limit_bytes))
+        if not self.v2 and (self.path / "memory.memsw.limit_in_bytes").exists():
+            (self.path / "memory.memsw.limit_in_bytes").write_text(str(limit_bytes))  # no swap to spill into
+
+    def command(self, command: list[str]) -> list[str]:
+        """command, started inside the limit (the shell joins the cgroup, then becomes the command)."""
+        return ["sh", "-c", f'echo $$ > {self.path}/cgroup.procs && exec "$@"', "sh", *command]
+
+    def oom_kills(self) -> int:
+        text = (self.path / ("memory.events" if self.v2 else "memory.oom_control")).read_text()
+        return int(dict(line.split() for line in text.splitlines()).get("oom_kill", 0))
+
+    def remove(self) -> None:
+        self.path.rmdir()
+
+
+def test_celery_1628_a_worker_oom_killed_inside_its_memory_limit_gets_its_job_back_bounded(tiny_model, tmp_path):
+    """A job that makes its worker exceed its memory limit: the kernel's OOM killer SIGKILLs the worker, which
+    comes back under its name (a restart policy) and gets the job back, until INFERQ_MAX_DELIVERIES fails it;
+    the jobs beside it succeed."""
+    from inferq.settings import Worker, load
+    from inferq.stack import processes
+    from inferq.tasks.faults import EXHAUST_MEMORY
+
+    max_deliveries = load(Worker, {}).max_deliveries
+    limit = MemoryLimit(f"inferq-oom-{uuid.uuid4().hex[:8]}", 400 * 2**20)
+    stack = Stack(tmp_path, tiny_model)
+    stack.start_redis()
+    restarts = 0
+    try:
+        env = stack.service_env()
+        def start_worker() -> None:
+            stack.client.zrem(WORKERS_KEY, f"w1@{HOST}")
+            stack.workers["w1"] = processes.spawn(limit.command(processes.worker_command("w1")), env,
+                                                  stack.log(f"w1-{restarts}"))
+        start_worker()
+        api = stack.start_api()
+        with requests.Session() as http:
+            hog = submit(http, api, EXHAUST_MEMORY).json()["job_id"]
+            others = [submit(http, api, f"beside the hog {i}").json()["job_id"] for i in range(20)]
+        deadline = time.monotonic() + 240
+        while stack.meta(hog) is None and time.monotonic() < deadline:
+            if stack.workers["w1"].poll() is not None:  # the restart policy: the same name, the same limit
+                restarts += 1
+                start_worker()
+            time.sleep(0.2)
+        states = stack.wait_done([hog, *others], timeout=60)
+        deliveries = stack.deliveries([hog])[hog]
+        kills = limit.oom_kills()
+        hog_meta = stack.meta(hog)
+    finally:
+        stack.stop()
+        limit.remove()
+    record("celery#1628: a job that makes its worker exceed a 400 MiB memory limit", oom_kills=kills,
+           worker_restarts=restarts, deliveries=deliveries, status=states[hog],
+           others_succeeded=sum(states[j] == "SUCCESS" for j in others))
+    assert kills == restarts == max_deliveries, "the kernel did not OOM-kill the worker at each delivery"
+    assert states[hog] == "FAILURE" and hog_meta["result"]["exc_type"] == "PoisonJob"
+    assert deliveries == max_deliveries + 1
+    assert all(states[j] == "SUCCESS" for j in others)
