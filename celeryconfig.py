@@ -70,6 +70,8 @@ broker_transport_options = {
     "ack_retry_seconds": min(5.0, _s.visibility_timeout / 2),
     # How long a restored job's delivery count and a worker's holding set are kept (broker/scripts.py).
     "record_ttl": _s.result_ttl,
+    # A take takes the jobs waiting behind the first while their texts fit one forward pass (micro-batching).
+    "batch_texts": _s.batch_size,
 }
 result_backend_transport_options = {"visibility_timeout": _s.visibility_timeout}
 redis_socket_timeout = _s.redis_timeout

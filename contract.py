@@ -66,10 +66,6 @@ DELIVERY_HEADER = "inferq_delivery"
 """A header the workers' take adds to the message it hands Celery: which delivery of its job this is (1: the
 first; a message given back after its worker died counts one more), for the poison-job guard."""
 
-WORK_LEFT_HEADER = "inferq_work_left"
-"""A header the take adds too: whether a lane still held work when it took the job (else the worker looks
-for no batch-mates: a lone job starts at once)."""
-
 ARGSREPR_MAX = 1024
 """Characters of a job's texts that its message's argsrepr carries (what Flower shows), as Celery cuts them."""
 

@@ -67,13 +67,13 @@ TAKE = Script(
 -- ARGV[1] now            unix seconds: the lease's start
 -- ARGV[2] mode           'first': the oldest message of the first lane holding one, whatever its size, then
 --                        batch-mates; 'mates': batch-mates only (a worker filling its next forward pass)
--- ARGV[3] room           texts the batch-mates may add up to (in 'first' mode, the first message's texts count)
+-- ARGV[3] room           texts a forward pass holds: the batch-mates' texts and the first message's fit in it
 -- ARGV[4] task           the only task whose messages are taken as batch-mates (inferq.classify)
 -- ARGV[5] texts_header   the header holding a message's text count (absent: one text)
 -- ARGV[6] deliveries_prefix  key prefix + job id: how often a restored message was taken (the poison guard)
 -- ARGV[7] ttl            seconds the deliveries count and the holding set are kept
 -- Returns {deliveries of the first message (0: none taken), 1 if a lane still holds work else 0,
---          the lane of the first message ('' if none), message, message, ...}.
+--          the lane of the first message ('' if none), message, message, ...}, oldest first.
 local unacked, index, holding, wake, malformed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now, first, room = ARGV[1], ARGV[2] == 'first', tonumber(ARGV[3])
 local task, texts_header, deliveries, ttl = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
@@ -92,51 +92,7 @@ local function read(raw)
           exchange = info.exchange or '', routing_key = info.routing_key}
 end
 
--- The oldest readable message of a lane, left in place; an unreadable one is set aside on the way (copied
--- first, then removed: a refused write leaves it where it was).
-local function peek(lane)
-  while true do
-    local raw = redis.call('LINDEX', lane, -1)
-    if not raw then return nil end
-    local message = read(raw)
-    if message then return raw, message end
-    redis.call('LPUSH', malformed, raw)
-    redis.call('RPOP', lane)
-  end
-end
-
--- At maxmemory Redis refuses a script's first write that may grow memory, and keeps whatever the script
--- did before it. So nothing leaves a lane before the script's first such write has passed: the first
--- message is only looked at, its tag written to the holding set, and then taken. Once one write passed,
--- every later one passes too (Redis decides at the script's start), and messages are popped first.
-local guarded = false
-local function take(lane, fits)
-  local raw, message
-  if guarded then
-    raw = redis.call('RPOP', lane)
-    while raw do
-      message = read(raw)
-      if message then break end
-      redis.call('LPUSH', malformed, raw)
-      raw = redis.call('RPOP', lane)
-    end
-    if not raw then return nil, 'empty' end
-    if not fits(message) then
-      redis.call('RPUSH', lane, raw)
-      return nil, 'left'
-    end
-    return raw, message
-  end
-  raw, message = peek(lane)
-  if not raw then return nil, 'empty' end
-  if not fits(message) then return nil, 'left' end
-  redis.call('SADD', holding, message.tag)
-  guarded = true
-  redis.call('RPOP', lane)
-  return raw, message
-end
-
-local fields, leases, tags, taken = {}, {}, {}, {}
+local fields, leases, tags, taken, aside = {}, {}, {}, {}, {}
 local function hold(raw, message, lane)
   -- kombu's unacked entry, the message exactly as it lay in its queue (what a give-back pushes again).
   fields[#fields + 1] = message.tag
@@ -144,69 +100,79 @@ local function hold(raw, message, lane)
                         .. cjson.encode(message.routing_key or lane) .. ']'
   leases[#leases + 1] = now
   leases[#leases + 1] = message.tag
-  if #taken > 0 then tags[#tags + 1] = message.tag end  -- the first is in the holding set already
+  tags[#tags + 1] = message.tag
   taken[#taken + 1] = raw
 end
 
-local empty, left = {}, false  -- lanes found empty; a message was left at a lane's head
-local count, from, start = 0, '', 6
-if first then
-  local anything = function() return true end
-  for i = 6, #KEYS do
-    local raw, message = take(KEYS[i], anything)
-    if raw then
-      hold(raw, message, KEYS[i])
-      from, start, count = KEYS[i], i, 1
-      if message.redelivered and type(message.id) == 'string' then
-        -- Given back after its worker died: count this delivery (its first delivery wrote nothing).
-        local key = deliveries .. message.id
-        count = redis.call('INCR', key)
-        if count == 1 then count = redis.call('INCR', key) end
-        redis.call('EXPIRE', key, ttl)
+-- Each lane is read once (its oldest messages, at most as many as could still be taken) and cut once
+-- (LTRIM of the oldest n); every write comes before the first cut. At maxmemory Redis refuses a script's
+-- first write that may grow memory and keeps what it did before: then nothing has left a lane.
+local count, from = 0, ''
+local cuts, more, unknown = {}, 0, {}
+for i = 6, #KEYS do
+  local wanted = (first and from == '') and (room > 0 and room or 1) or room  -- each message: a text at least
+  if wanted <= 0 then unknown[i] = true
+  else
+    local items = redis.call('LRANGE', KEYS[i], -wanted, -1)
+    local n, stop = 0, false
+    for j = #items, 1, -1 do
+      local raw = items[j]
+      local message = read(raw)
+      if not message then
+        aside[#aside + 1] = raw
+      elseif first and from == '' then
+        hold(raw, message, KEYS[i])
+        from, count = KEYS[i], 1
+        if message.redelivered and type(message.id) == 'string' then
+          -- Given back after its worker died: count this delivery (its first delivery wrote nothing).
+          local key = deliveries .. message.id
+          count = redis.call('INCR', key)
+          if count == 1 then count = redis.call('INCR', key) end
+          redis.call('EXPIRE', key, ttl)
+        end
+        -- Only a first delivery of a classify job takes batch-mates: a redelivery runs alone (it may have
+        -- killed its last worker), and other tasks are not batched.
+        if count == 1 and message.task == task then room = room - message.texts else room = 0 end
+      elseif message.task == task and not message.redelivered and message.texts <= room then
+        hold(raw, message, KEYS[i])
+        room = room - message.texts
+      else
+        stop = true  -- it stays at the head of its lane, as does everything behind it: the lane keeps its order
       end
-      -- Only a first delivery of a classify job takes batch-mates: a redelivery runs alone (it may have
-      -- killed its last worker), and other tasks are not batched.
-      if count == 1 and message.task == task then room = room - message.texts else room = 0 end
-      break
+      if stop then break end
+      n = n + 1
+      if room <= 0 and from ~= '' or (not first and room <= 0) then break end
     end
-    empty[i] = true
+    cuts[i] = n
+    if n < #items then more = 1                      -- something read was left
+    elseif #items == wanted then unknown[i] = true end -- read all it asked for: more may lie behind
+    if stop then break end
   end
-  if from == '' then
-    redis.call('DEL', wake)  -- nothing is queued: a wake-up now would find nothing
-    return {0, 0, ''}
+  if room <= 0 and (from ~= '' or not first) then
+    for k = i + 1, #KEYS do unknown[k] = true end
+    break
   end
 end
 
--- Batch-mates, oldest first, lane by lane while their texts fit. The first that does not fit stays at the
--- head of its lane, as does a redelivery or another task's message: the lanes stay in order.
-local function mate(message)
-  return message.task == task and not message.redelivered and message.texts <= room
+if #taken == 0 and #aside == 0 then
+  if first then redis.call('DEL', wake) end  -- nothing is queued: a wake-up now would find nothing
+  return {0, 0, ''}
 end
-for i = start, #KEYS do
-  if room <= 0 or left then break end
-  while room > 0 do
-    local raw, message = take(KEYS[i], mate)
-    if not raw then
-      if message == 'empty' then empty[i] = true else left = true end
-      break
-    end
-    hold(raw, message, KEYS[i])
-    room = room - message.texts
-  end
-end
-
 if #taken > 0 then
   redis.call('HSET', unacked, unpack(fields))
   redis.call('ZADD', index, unpack(leases))
-  if #tags > 0 then redis.call('SADD', holding, unpack(tags)) end
-  if first then redis.call('EXPIRE', holding, ttl) end  -- batch-mates follow a first take: set already
+  redis.call('SADD', holding, unpack(tags))
+  if first then redis.call('EXPIRE', holding, ttl) end
+end
+for _, raw in ipairs(aside) do redis.call('LPUSH', malformed, raw) end
+for i, n in pairs(cuts) do
+  if n > 0 then redis.call('LTRIM', KEYS[i], 0, -n - 1) end
 end
 if not first then return {0, 0, '', unpack(taken)} end
 
-local more = left and 1 or 0
 for i = 6, #KEYS do
   if more == 1 then break end
-  if not empty[i] and redis.call('LLEN', KEYS[i]) > 0 then more = 1 end
+  if unknown[i] and redis.call('LLEN', KEYS[i]) > 0 then more = 1 end
 end
 -- Work is left: make sure one more idle worker wakes (it passes the wake-up on in turn); none is left:
 -- clear the wake-ups, which would find nothing.

@@ -10,9 +10,12 @@ worker blocks on the wake list instead (``BRPOP inferq:wake``, at most
 ``brpop_timeout`` seconds: broker/wake.py) and takes when woken. The channel
 alternates between those two commands on kombu's one consuming connection, driven
 by kombu's poller exactly as its ``BRPOP`` is; an idle worker sends one of each per
-``brpop_timeout``. The take also counts the delivery of a message given back after
-its worker died, and says whether work is left; both reach the task as headers
-(contract.DELIVERY_HEADER, WORK_LEFT_HEADER).
+``brpop_timeout``. The same take also takes the jobs waiting behind the first
+while their texts fit one forward pass (``batch_texts``); Celery is handed the
+first, and its task claims the others (tasks/batching.py); any its task never
+claims (Celery dropped the message) are given back before the next take. The
+take also counts the delivery of a message given back after its worker died,
+which reaches the task as a header (contract.DELIVERY_HEADER).
 
 **Give-backs.** Every give-back goes through ``QoS.restore_by_tag``. A message a
 live worker gives back (SIGTERM, a rejected job) goes back as it was; one given back
@@ -173,9 +176,12 @@ class Channel(kombu_redis.Channel):
     ack_retry_seconds = 5.0
     #: Seconds a restored message's delivery count and a worker's holding set are kept (``record_ttl``).
     record_ttl = 24 * 3600
+    #: Texts one forward pass holds (``batch_texts``): a take takes the jobs waiting behind the first while
+    #: their texts fit, for its task (tasks/batching.py); 1 takes one job at a time.
+    batch_texts = 1
 
     from_transport_options = (*kombu_redis.Channel.from_transport_options,  # type: ignore[assignment]
-                              "ack_retry_seconds", "record_ttl")
+                              "ack_retry_seconds", "record_ttl", "batch_texts")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -198,12 +204,28 @@ class Channel(kombu_redis.Channel):
             wait = self.brpop_timeout if timeout is None else timeout
             command = ["BRPOP", contract.WAKE_KEY, wait or 0]
         else:
+            unclaimed = holdings.unclaimed()
+            if unclaimed:
+                self._give_back_unclaimed(unclaimed)
             if holdings.out_of_step:
                 self._give_back_strays()
             command = self._take_command()
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()  # type: ignore[assignment]  # kombu declares it None
         self.client.connection.send_command(*command)
+
+    def _give_back_unclaimed(self, raws: list[bytes]) -> None:
+        """Give back, as they were, batch-mates taken with a job whose task never ran."""
+        tags = [loads(bytes_to_str(raw))["properties"]["delivery_tag"] for raw in raws]
+        try:
+            with self.conn_or_acquire() as client:
+                for tag in tags:
+                    self.qos.restore_by_tag(tag, client=client, worker_died=False)
+        except self.connection_errors:
+            holdings.out_of_step = True  # recorded under this worker's name: the next take gives them back
+        finally:
+            holdings.discard(tags)
+        log.warning("gave back %d job(s) taken with a job whose task did not run", len(tags))
 
     def _give_back_strays(self) -> None:
         """Give back, as they were, the jobs recorded for this worker that it does not hold (a take whose reply
@@ -225,7 +247,7 @@ class Channel(kombu_redis.Channel):
         return scripts.TAKE.command(
             keys=[self.unacked_key, self.unacked_index_key, holdings.holding_key, contract.WAKE_KEY,
                   contract.MALFORMED_KEY, *queues],
-            args=[time.time(), "first", 0, contract.CLASSIFY_TASK, contract.TEXTS_HEADER,
+            args=[time.time(), "first", self.batch_texts, contract.CLASSIFY_TASK, contract.TEXTS_HEADER,
                   contract.DELIVERIES_KEY.format(""), self.record_ttl],
             full=self._send_source)
 
@@ -256,13 +278,15 @@ class Channel(kombu_redis.Channel):
                 self._waiting = True
                 raise Empty() from None
             self._send_source = False
-            deliveries, work_left, lane, *messages = reply
+            deliveries, _work_left, lane, *messages = reply
             if not messages:
                 self._waiting = True
                 raise Empty()
             payload = loads(bytes_to_str(messages[0]))
             payload["headers"][contract.DELIVERY_HEADER] = int(deliveries)
-            payload["headers"][contract.WORK_LEFT_HEADER] = bool(work_left)
+            mates = messages[1:]
+            holdings.stash(payload["headers"].get("id"),
+                           [loads(bytes_to_str(raw))["properties"]["delivery_tag"] for raw in mates], mates)
             self.connection._deliver(payload, bytes_to_str(lane))
             return True
         finally:

@@ -1,17 +1,18 @@
 """Adaptive micro-batching: a worker runs what is already waiting for it in shared forward passes.
 
-Celery hands the worker one job (prefetch 1, taken atomically: broker/transport.py).
-If work was left in the lanes when it was taken, the task takes the jobs waiting
-behind it, oldest first, interactive lane first, while their texts and its own fit
-in ``INFERQ_BATCH_SIZE`` texts, in one atomic script (broker/scripts.TAKE, mode
-"mates"): each leaves its queue and enters the unacknowledged record in the same
-step, exactly as the first job did. Nothing is waited for: a lone job starts at
-once, and under load a batch grows to whatever arrived while the last one ran.
+Celery hands the worker one job (prefetch 1, broker/transport.py); the take that
+took it took the jobs waiting behind it too, oldest first, interactive lane
+first, while their texts and its own fit in ``INFERQ_BATCH_SIZE`` texts, in the
+same atomic script (broker/scripts.TAKE): each left its queue and entered the
+unacknowledged record in that one step. The task claims them (claim()). Nothing
+is waited for: a lone job starts at once, and under load a batch grows to
+whatever arrived while the last one ran.
 
 A job of more texts than ``INFERQ_BATCH_SIZE`` runs in passes of at most that
 many (tasks/passes.py); before each pass after the first, the worker takes the
-interactive jobs waiting, the same way, and runs them first, in a pass of their
-own: a single text never waits for a whole bulk job, only for the pass in flight.
+interactive jobs waiting, with the same script (take(), mode "mates"), and runs
+them first, in a pass of their own: a single text never waits for a whole bulk
+job, only for the pass in flight.
 
 What holds, and how:
 
@@ -67,6 +68,22 @@ def read(raw: bytes, default_queue: str) -> TakenJob:
                     Held(message["properties"]["delivery_tag"], queue, raw))
 
 
+def claim(job_id: str, default_queue: str) -> list[TakenJob]:
+    """The jobs the transport's take took behind job_id (its batch-mates), read."""
+    return _read_all(holdings.claim(job_id), default_queue)
+
+
+def _read_all(raws: list[bytes], default_queue: str) -> list[TakenJob]:
+    taken = []
+    for raw in raws:
+        try:
+            taken.append(read(raw, default_queue))
+        except (ValueError, LookupError, TypeError) as exc:
+            # Recorded and held: given back with the batch if it is interrupted, else its lease runs out.
+            log.error("cannot read a taken message (%r); left recorded for its lease to give back", exc)
+    return taken
+
+
 def take(client: redis.Redis, lanes: list[str], room: int, ttl: int) -> list[TakenJob]:
     """Take the classify jobs waiting first in lanes (in that order) while their texts fit in room: recorded
     as this worker's, in one atomic step. Returns them read; one that cannot be read stays recorded (its
@@ -77,14 +94,7 @@ def take(client: redis.Redis, lanes: list[str], room: int, ttl: int) -> list[Tak
                                        contract.WAKE_KEY, contract.MALFORMED_KEY, *lanes],
                          args=[time.time(), "mates", room, contract.CLASSIFY_TASK, contract.TEXTS_HEADER,
                                contract.DELIVERIES_KEY.format(""), ttl])
-    taken = []
-    for raw in reply[3:]:
-        try:
-            job = read(raw, lanes[0])
-        except (ValueError, LookupError, TypeError) as exc:
-            log.error("cannot read a taken message (%r); left recorded for its lease to give back", exc)
-            continue
-        taken.append(job)
+    taken = _read_all(reply[3:], lanes[0])
     holdings.add(job.held.tag for job in taken)
     return taken
 

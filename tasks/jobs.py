@@ -35,18 +35,14 @@ def classify_job(self, texts: list[str], queued_at: float | None = None) -> cont
     delivered = passes.Job(request.id, texts, queued_at, bool(getattr(request, contract.CALLBACK_HEADER, False)))
     lanes = list(contract.lane_queues(settings.queue).values())
     delivery = int(getattr(request, contract.DELIVERY_HEADER, None) or 1)
-    batch = passes.Batch([delivered], settings.batch_size, lanes[0],
-                         lambda room: _take(lanes[:1], room, settings.result_ttl))
+    # With the jobs the take took behind this one (none for a redelivery: it runs alone).
+    batch = passes.Batch([delivered, *map(passes.Job.of, batching.claim(request.id, lanes[0]))],
+                         settings.batch_size, lambda room: _take(lanes[:1], room, settings.result_ttl))
     try:
         deliveries.admit(request.id, delivery)
     except deliveries.PoisonJob as exc:
         batch.finish([delivered], [exc])
         raise
-    # A first delivery takes the jobs waiting behind it, if the take saw any (a lone job starts at once).
-    if delivery == 1 and getattr(request, contract.WORK_LEFT_HEADER, True):
-        batch.jobs += [passes.Job.of(taken)
-                       for taken in _take(lanes, settings.batch_size - len(texts), settings.result_ttl)]
-        batch.held.update((job.job_id, job) for job in batch.jobs[1:])
     try:
         outcome = batch.run()
     except BaseException:

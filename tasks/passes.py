@@ -64,11 +64,10 @@ def _result(loaded: Any, results: list[contract.TextResult], started_at: float, 
 class Batch:
     """The jobs one task runs: the delivered job first, then the batch-mates, and newcomers between passes."""
 
-    def __init__(self, jobs: list[Job], batch_size: int, interactive_lane: str, take_interactive: Callable):
+    def __init__(self, jobs: list[Job], batch_size: int, take_interactive: Callable):
         self.jobs = jobs
         self.batch_size = batch_size
-        self.interactive_lane = interactive_lane
-        self._take_interactive = take_interactive  # room -> list of TakenJob
+        self._take_interactive = take_interactive  # room -> the interactive jobs waiting that fit, taken
         self.held: dict[str, Job] = {job.job_id: job for job in jobs if job.taken is not None}
         self.host = worker.hostname()
 

@@ -199,3 +199,25 @@ def test_a_poison_job_spends_only_its_own_deliveries(client_app, redis_client, s
     assert [counts[job_id] for job_id in sent] == [2, 2, max_deliveries + 1, 2]
     # After the crash the batch-mates ran alone.
     assert all(s["result"]["worker"]["batch"] == 1 for s in states if s["status"] == "SUCCESS")
+
+
+def test_batch_mates_of_a_job_celery_never_runs_are_given_back_and_run(client_app, redis_client, service_env,
+                                                                       tmp_path):
+    """The take takes a batch with its first job; if Celery then drops that job without running its task
+    (revoked from Flower, say), the batch-mates it took are given back before the next take, and run."""
+    queue = QUEUE + "-revoked"
+    [worker] = start_workers(_env(service_env, queue), ["reviver"], redis_client, tmp_path)
+    try:
+        busy = _push(redis_client, [SLEEP_PREFIX + "2"], queue)
+        processes.wait_until(lambda: redis_client.hexists(contract.UNACKED_KEY, busy), 10, "the worker busy")
+        revoked, *mates = [_push(redis_client, [f"behind the busy one {i}"], queue) for i in range(3)]
+        client_app.control.revoke(revoked)  # reaches the worker's memory: Celery will not run it
+        results = [_result(redis_client, job_id) for job_id in mates]
+        processes.wait_until(lambda: redis_client.hlen(contract.UNACKED_KEY) == 0, 10, "all acknowledged")
+        log = (tmp_path / "reviver.log").read_text()
+    finally:
+        processes.stop(worker)
+    assert all(len(r["results"]) == 1 for r in results)
+    assert "gave back 2 job(s) taken with a job whose task did not run" in log
+    assert not redis_client.exists(contract.result_key(revoked)) or \
+        json.loads(redis_client.get(contract.result_key(revoked)))["status"] == "REVOKED"
