@@ -66,6 +66,10 @@ DELIVERY_HEADER = "inferq_delivery"
 """A header the workers' take adds to the message it hands Celery: which delivery of its job this is (1: the
 first; a message given back after its worker died counts one more), for the poison-job guard."""
 
+CANCEL_HEADER = "inferq_cancel"
+"""A header the take adds when the job it hands Celery was cancelled before it was taken: its cancel mark
+(contract.CANCEL_KEY), read in the take's own round trip."""
+
 ARGSREPR_MAX = 1024
 """Characters of a job's texts that its message's argsrepr carries (what Flower shows), as Celery cuts them."""
 

@@ -51,8 +51,9 @@ class Holdings:
         # in Redis itself (with its batch-mates, in one round trip): Celery's ack then only frees the slot.
         self._delivered: dict[str, str] = {}
         self._settled: set[str] = set()
-        # Batch-mates the transport's take took with a job, until that job's task claims them.
-        self._stash: dict[str, list[bytes]] = {}
+        # Batch-mates the transport's take took with a job (each with its cancel mark, if any), until that
+        # job's task claims them.
+        self._stash: dict[str, list[tuple[bytes, bytes | None]]] = {}
         # The worker's node name once Celery sends it (tasks/worker.py); a unique stand-in until then.
         self.holder = f"{socket.gethostname()}-{os.getpid()}"
         # What is recorded under this worker's name may include messages it does not hold: a take whose
@@ -84,14 +85,15 @@ class Holdings:
             if job_id:
                 self._delivered[job_id] = tag
 
-    def stash(self, job_id: str | None, tags: list[str], raws: list[bytes]) -> None:
-        """Keep the batch-mates taken with job_id for its task (they are held: their leases are renewed)."""
+    def stash(self, job_id: str | None, tags: list[str], mates: list[tuple[bytes, bytes | None]]) -> None:
+        """Keep the batch-mates taken with job_id, (message, cancel mark) each, for its task (they are held:
+        their leases are renewed)."""
         with self._lock:
             self._tags.update(tags)
-            if job_id and raws:
-                self._stash[job_id] = raws
+            if job_id and mates:
+                self._stash[job_id] = mates
 
-    def claim(self, job_id: str) -> list[bytes]:
+    def claim(self, job_id: str) -> list[tuple[bytes, bytes | None]]:
         """The batch-mates taken with job_id, handed to its task once."""
         with self._lock:
             return self._stash.pop(job_id, [])
@@ -99,7 +101,7 @@ class Holdings:
     def unclaimed(self) -> list[bytes]:
         """Batch-mates whose task never ran (Celery dropped or revoked its message): to give back."""
         with self._lock:
-            raws = [raw for group in self._stash.values() for raw in group]
+            raws = [raw for group in self._stash.values() for raw, _ in group]
             self._stash.clear()
             return raws
 

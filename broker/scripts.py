@@ -54,7 +54,7 @@ class Script:
 TAKE = Script(
     "take",
     keys=("unacked", "unacked_index", "holding", "wake", "malformed", "lanes..."),
-    args=("now", "mode", "room", "task", "texts_header", "deliveries_prefix", "ttl"),
+    args=("now", "mode", "room", "task", "texts_header", "deliveries_prefix", "ttl", "cancel_prefix"),
     source="""
 -- Take messages from the lanes into kombu's unacknowledged record, in one atomic step.
 -- KEYS[1] unacked        kombu's hash: delivery tag -> [message, exchange, routing key]
@@ -72,11 +72,15 @@ TAKE = Script(
 -- ARGV[5] texts_header   the header holding a message's text count (absent: one text)
 -- ARGV[6] deliveries_prefix  key prefix + job id: how often a restored message was taken (the poison guard)
 -- ARGV[7] ttl            seconds the deliveries count and the holding set are kept
+-- ARGV[8] cancel_prefix  key prefix + job id: a job's cancel mark, read for each classify job taken (the worker
+--                        skips a job cancelled before it ran without another round trip)
 -- Returns {deliveries of the first message (0: none taken), 1 if a lane still holds work else 0,
---          the lane of the first message ('' if none), message, message, ...}, oldest first.
+--          the lane of the first message ('' if none), message, ..., message, mark, ..., mark}: the messages
+--          oldest first, then each one's cancel mark (nil: none).
 local unacked, index, holding, wake, malformed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now, first, room = ARGV[1], ARGV[2] == 'first', tonumber(ARGV[3])
 local task, texts_header, deliveries, ttl = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
+local cancel_prefix = ARGV[8]
 
 -- What the take reads of a message: kombu's envelope, Celery's headers and inferq's text count.
 local function read(raw)
@@ -92,8 +96,9 @@ local function read(raw)
           exchange = info.exchange or '', routing_key = info.routing_key}
 end
 
-local fields, leases, tags, taken, aside = {}, {}, {}, {}, {}
+local fields, leases, tags, taken, aside, jobs = {}, {}, {}, {}, {}, {}
 local function hold(raw, message, lane)
+  jobs[#jobs + 1] = message.task == task and type(message.id) == 'string' and message.id or false
   -- kombu's unacked entry, the message exactly as it lay in its queue (what a give-back pushes again).
   fields[#fields + 1] = message.tag
   fields[#fields + 1] = '[' .. raw .. ',' .. cjson.encode(message.exchange) .. ','
@@ -168,7 +173,26 @@ for _, raw in ipairs(aside) do redis.call('LPUSH', malformed, raw) end
 for i, n in pairs(cuts) do
   if n > 0 then redis.call('LTRIM', KEYS[i], 0, -n - 1) end
 end
-if not first then return {0, 0, '', unpack(taken)} end
+
+-- The reply: the messages, then their cancel marks (one read for all of them).
+local function reply(deliveries_count, work_left)
+  local out, keys, at = {deliveries_count, work_left, from}, {}, {}
+  for j, raw in ipairs(taken) do
+    out[#out + 1] = raw
+    if jobs[j] then
+      keys[#keys + 1] = cancel_prefix .. jobs[j]
+      at[#keys] = j
+    end
+  end
+  local marks = {}
+  for j = 1, #taken do marks[j] = false end
+  if #keys > 0 then
+    for k, mark in ipairs(redis.call('MGET', unpack(keys))) do marks[at[k]] = mark end
+  end
+  for j = 1, #taken do out[#out + 1] = marks[j] end
+  return out
+end
+if not first then return reply(0, 0) end
 
 for i = 6, #KEYS do
   if more == 1 then break end
@@ -181,7 +205,7 @@ if more == 1 then
 else
   redis.call('DEL', wake)
 end
-return {count, more, from, unpack(taken)}
+return reply(count, more)
 """)
 
 

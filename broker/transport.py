@@ -248,7 +248,7 @@ class Channel(kombu_redis.Channel):
             keys=[self.unacked_key, self.unacked_index_key, holdings.holding_key, contract.WAKE_KEY,
                   contract.MALFORMED_KEY, *queues],
             args=[time.time(), "first", self.batch_texts, contract.CLASSIFY_TASK, contract.TEXTS_HEADER,
-                  contract.DELIVERIES_KEY.format(""), self.record_ttl],
+                  contract.DELIVERIES_KEY.format(""), self.record_ttl, contract.CANCEL_KEY.format("")],
             full=self._send_source)
 
     def _brpop_read(self, **options):
@@ -278,15 +278,18 @@ class Channel(kombu_redis.Channel):
                 self._waiting = True
                 raise Empty() from None
             self._send_source = False
-            deliveries, _work_left, lane, *messages = reply
-            if not messages:
+            deliveries, _work_left, lane, *taken = reply
+            if not taken:
                 self._waiting = True
                 raise Empty()
+            messages, marks = taken[:len(taken) // 2], taken[len(taken) // 2:]
             payload = loads(bytes_to_str(messages[0]))
             payload["headers"][contract.DELIVERY_HEADER] = int(deliveries)
-            mates = messages[1:]
+            if marks[0] is not None:
+                payload["headers"][contract.CANCEL_HEADER] = bytes_to_str(marks[0])
+            mates = list(zip(messages[1:], marks[1:]))
             holdings.stash(payload["headers"].get("id"),
-                           [loads(bytes_to_str(raw))["properties"]["delivery_tag"] for raw in mates], mates)
+                           [loads(bytes_to_str(raw))["properties"]["delivery_tag"] for raw, _ in mates], mates)
             self.connection._deliver(payload, bytes_to_str(lane))
             return True
         finally:

@@ -52,6 +52,7 @@ class TakenJob:
     queued_at: float | None
     headers: dict[str, Any]
     held: Held
+    cancel_mark: bytes | None = None  # read by the take: cancelled before it was taken
 
 
 def read(raw: bytes, default_queue: str) -> TakenJob:
@@ -73,11 +74,13 @@ def claim(job_id: str, default_queue: str) -> list[TakenJob]:
     return _read_all(holdings.claim(job_id), default_queue)
 
 
-def _read_all(raws: list[bytes], default_queue: str) -> list[TakenJob]:
+def _read_all(taken_raw: list[tuple[bytes, bytes | None]], default_queue: str) -> list[TakenJob]:
     taken = []
-    for raw in raws:
+    for raw, mark in taken_raw:
         try:
-            taken.append(read(raw, default_queue))
+            job = read(raw, default_queue)
+            job.cancel_mark = mark
+            taken.append(job)
         except (ValueError, LookupError, TypeError) as exc:
             # Recorded and held: given back with the batch if it is interrupted, else its lease runs out.
             log.error("cannot read a taken message (%r); left recorded for its lease to give back", exc)
@@ -93,8 +96,9 @@ def take(client: redis.Redis, lanes: list[str], room: int, ttl: int) -> list[Tak
     reply = scripts.TAKE(client, keys=[contract.UNACKED_KEY, contract.UNACKED_INDEX_KEY, holdings.holding_key,
                                        contract.WAKE_KEY, contract.MALFORMED_KEY, *lanes],
                          args=[time.time(), "mates", room, contract.CLASSIFY_TASK, contract.TEXTS_HEADER,
-                               contract.DELIVERIES_KEY.format(""), ttl])
-    taken = _read_all(reply[3:], lanes[0])
+                               contract.DELIVERIES_KEY.format(""), ttl, contract.CANCEL_KEY.format("")])
+    rest = reply[3:]
+    taken = _read_all(list(zip(rest[:len(rest) // 2], rest[len(rest) // 2:])), lanes[0])
     holdings.add(job.held.tag for job in taken)
     return taken
 

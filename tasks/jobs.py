@@ -32,7 +32,9 @@ def classify_job(self, texts: list[str], queued_at: float | None = None) -> cont
     """
     settings = current(Worker)
     request = self.request
-    delivered = passes.Job(request.id, texts, queued_at, bool(getattr(request, contract.CALLBACK_HEADER, False)))
+    mark = getattr(request, contract.CANCEL_HEADER, None)
+    delivered = passes.Job(request.id, texts, queued_at, bool(getattr(request, contract.CALLBACK_HEADER, False)),
+                           cancel_mark=mark.encode() if mark else None)
     lanes = list(contract.lane_queues(settings.queue).values())
     delivery = int(getattr(request, contract.DELIVERY_HEADER, None) or 1)
     # With the jobs the take took behind this one (none for a redelivery: it runs alone).

@@ -35,11 +35,12 @@ class Job:
     queued_at: float | None
     callback: bool  # submitted with a callback_url (its message's header says so)
     taken: batching.TakenJob | None = None
+    cancel_mark: bytes | None = None  # read by the take: cancelled before it was taken
 
     @classmethod
     def of(cls, taken: batching.TakenJob) -> Job:
         return cls(taken.job_id, taken.texts, taken.queued_at, bool(taken.headers.get(contract.CALLBACK_HEADER)),
-                   taken)
+                   taken, taken.cancel_mark)
 
 
 class Cancelled(Exception):
@@ -88,9 +89,8 @@ class Batch:
 
     def _long(self, job: Job) -> Outcome:
         """A job of more texts than one pass holds: passes of its texts by length, interactive work between."""
-        marks = cancellation.cancelled([job.job_id])
-        if job.job_id in marks:
-            return Cancelled("cancelled before it ran: skipped", marks[job.job_id])
+        if job.cancel_mark is not None:
+            return Cancelled("cancelled before it ran: skipped", job.cancel_mark)
         try:
             faults.inject(job.texts)  # test-only, off unless INFERQ_TEST_FAULTS=1
         except Exception as exc:
@@ -129,11 +129,11 @@ class Batch:
 
     def _pass(self, jobs: list[Job]) -> list[Outcome]:
         """Run jobs whose texts fit one pass; return each one's outcome, in order."""
-        # A job is recorded as taken (the take script) before its cancel mark is read, here: a DELETE
-        # either found it taken (its result is discarded below) or left its mark first (it is skipped).
+        # The take read each job's cancel mark in the same atomic step as it recorded the job taken: a
+        # DELETE either found it taken (its result is discarded below) or left its mark first (skipped).
         refused: dict[str, Outcome] = {
-            job_id: Cancelled("cancelled before it ran: skipped", mark)
-            for job_id, mark in cancellation.cancelled(job.job_id for job in jobs).items()}
+            job.job_id: Cancelled("cancelled before it ran: skipped", job.cancel_mark)
+            for job in jobs if job.cancel_mark is not None}
         ready: list[Job] = []
         for job in jobs:
             if job.taken is not None:  # Celery sent the delivered job's events itself

@@ -36,13 +36,18 @@ def tag_of(raw: str | bytes) -> str:
     return json.loads(raw)["properties"]["delivery_tag"]
 
 
-def take(client, mode: str = "first", room: int = 0, lanes=LANES):
-    count, more, lane, *taken = scripts.TAKE(
+def take_with_marks(client, mode: str = "first", room: int = 0, lanes=LANES):
+    count, more, lane, *rest = scripts.TAKE(
         client, keys=[contract.UNACKED_KEY, contract.UNACKED_INDEX_KEY, HOLDING, contract.WAKE_KEY,
                       contract.MALFORMED_KEY, *lanes],
         args=[time.time(), mode, room, contract.CLASSIFY_TASK, contract.TEXTS_HEADER,
-              contract.DELIVERIES_KEY.format(""), 60])
-    return count, more, lane.decode(), [raw.decode() for raw in taken]
+              contract.DELIVERIES_KEY.format(""), 60, contract.CANCEL_KEY.format("")])
+    taken, marks = rest[:len(rest) // 2], rest[len(rest) // 2:]
+    return count, more, lane.decode(), [raw.decode() for raw in taken], marks
+
+
+def take(client, mode: str = "first", room: int = 0, lanes=LANES):
+    return take_with_marks(client, mode, room, lanes)[:4]
 
 
 def test_takes_the_oldest_of_the_first_lane_and_records_it_in_the_same_step(client):
@@ -162,3 +167,13 @@ def test_cancel_sees_a_taken_job_as_running(client):
     other = json.loads(message())["headers"]["id"]
     assert cancel(other) == "queued"
     assert cancel(other) == "final"  # its REVOKED state is stored
+
+
+def test_the_take_reads_the_cancel_marks_of_what_it_takes(client):
+    jobs = [message(), message(), message()]
+    for raw in jobs:
+        client.lpush(LANES[0], raw)
+    cancelled = json.loads(jobs[1])["headers"]["id"]
+    client.set(contract.CANCEL_KEY.format(cancelled), "queued")
+    *_, taken, marks = take_with_marks(client, room=16)
+    assert taken == jobs and marks == [None, b"queued", None]

@@ -207,17 +207,21 @@ def test_batch_mates_of_a_job_celery_never_runs_are_given_back_and_run(client_ap
     (revoked from Flower, say), the batch-mates it took are given back before the next take, and run."""
     queue = QUEUE + "-revoked"
     [worker] = start_workers(_env(service_env, queue), ["reviver"], redis_client, tmp_path)
+    log = tmp_path / "reviver.log"
     try:
-        busy = _push(redis_client, [SLEEP_PREFIX + "2"], queue)
+        revoked = uuid.uuid4().hex
+        client_app.control.revoke(revoked)  # kept in the worker's memory: Celery will not run that job
+        processes.wait_until(lambda: f"Tasks flagged as revoked: {revoked}" in log.read_text(), 10, "the revoke")
+        busy = _push(redis_client, [SLEEP_PREFIX + "1"], queue)
         processes.wait_until(lambda: redis_client.hexists(contract.UNACKED_KEY, busy), 10, "the worker busy")
-        revoked, *mates = [_push(redis_client, [f"behind the busy one {i}"], queue) for i in range(3)]
-        client_app.control.revoke(revoked)  # reaches the worker's memory: Celery will not run it
+        wake.push(redis_client, queue, contract.classify_envelope(revoked, ["revoked"], time.time(), queue))
+        mates = [_push(redis_client, [f"behind the revoked one {i}"], queue) for i in range(2)]
         results = [_result(redis_client, job_id) for job_id in mates]
         processes.wait_until(lambda: redis_client.hlen(contract.UNACKED_KEY) == 0, 10, "all acknowledged")
-        log = (tmp_path / "reviver.log").read_text()
+        log_text = log.read_text()
     finally:
         processes.stop(worker)
     assert all(len(r["results"]) == 1 for r in results)
-    assert "gave back 2 job(s) taken with a job whose task did not run" in log
+    assert "gave back 2 job(s) taken with a job whose task did not run" in log_text
     assert not redis_client.exists(contract.result_key(revoked)) or \
         json.loads(redis_client.get(contract.result_key(revoked)))["status"] == "REVOKED"
