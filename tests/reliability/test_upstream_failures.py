@@ -125,7 +125,8 @@ def test_kombu_1405_sigterm_while_jobs_are_given_back_loses_none(tiny_model, tmp
 
 JOBS = 20_000
 FAILING_SHARE = 10  # one job in ten raises (celery#8882: memory leaked with each exception)
-WARM_UP = 2_000
+WARM_UP = 4_000
+"""Jobs before worker memory is first read: the allocator's pools settle over the first few thousand jobs."""
 
 PER_JOB_KEYS = ("inferq:job:", "celery-task-meta-", "inferq:deliveries:", "inferq:cancel:", "inferq:callback:",
                 "inferq:holding:")

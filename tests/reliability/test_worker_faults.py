@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from inferq.contract import result_key
+from inferq.contract import HOLDING_KEY, UNACKED_KEY, result_key
 from inferq.tasks.faults import KILL_WORKER, SLEEP_PREFIX
 from tests.figures import record
 from tests.reliability.stack import HOST, VISIBILITY_TIMEOUT, log_text, submit
@@ -60,11 +60,17 @@ def test_sigkill_worker_during_1000_jobs(stack):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             seen = [accepted[i] for i in slow if i < len(accepted)]
-            in_flight = running_on(stack, seen, "w1")
-            if in_flight:
+            if running_on(stack, seen, "w1"):
                 killed["at"] = stack.kill_worker("w1")
-                killed["jobs"] = in_flight
-                return
+                stack.workers["w1"].wait()
+                # What it held when it died, as Redis recorded it (a job seen in flight may have finished
+                # in the instant before the kill landed): nothing moves these until w1's leases run out.
+                killed["jobs"] = [j for j in stack.client.smembers(HOLDING_KEY.format(f"w1@{HOST}"))
+                                  if stack.client.hexists(UNACKED_KEY, j)]
+                killed["jobs"] = [j.decode() for j in killed["jobs"]]
+                if killed["jobs"]:
+                    return
+                stack.start_workers(["w1"])  # it held nothing after all: again
             time.sleep(0.005)
 
     started = time.monotonic()
