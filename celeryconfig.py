@@ -7,6 +7,7 @@ are in settings.py; the key names kombu is told to use are in contract.py.
 from kombu import Queue
 
 from inferq import contract
+from inferq.broker import wire
 from inferq.settings import Celery, current
 
 _s = current(Celery)
@@ -62,9 +63,9 @@ broker_transport_options = {
     # 300 s held jobs of a killed worker for minutes after a Redis restart.
     "unacked_mutex_expire": max(1, min(60, _s.visibility_timeout // 2)),
     # kombu's defaults, named here so that contract.py states every key.
-    "unacked_key": contract.UNACKED_KEY,
-    "unacked_index_key": contract.UNACKED_INDEX_KEY,
-    "unacked_mutex_key": contract.UNACKED_MUTEX_KEY,
+    "unacked_key": wire.UNACKED_KEY,
+    "unacked_index_key": wire.UNACKED_INDEX_KEY,
+    "unacked_mutex_key": wire.UNACKED_MUTEX_KEY,
     # An acknowledgement that cannot reach Redis is retried this long, then left
     # to the visibility timeout; the worker goes on either way (broker/transport.py).
     "ack_retry_seconds": min(5.0, _s.visibility_timeout / 2),

@@ -3,14 +3,10 @@
 The API imports this module and the settings, never ``tasks``: it enqueues by task
 name, reads results and records by key, and needs neither the model code nor the
 worker's dependencies. The workers import it too, so each name is written once.
-Celery's and kombu's own keys are here as well: celeryconfig.py sets kombu's from
-these names, and a test checks that Celery's result keys are what is written here.
+The formats and keys of Celery and kombu are broker/wire.py's.
 """
 from __future__ import annotations
 
-import base64
-import json
-import uuid
 from typing import Any, TypedDict
 
 # --- the task ---
@@ -69,56 +65,6 @@ first; a message given back after its worker died counts one more), for the pois
 CANCEL_HEADER = "inferq_cancel"
 """A header the take adds when the job it hands Celery was cancelled before it was taken: its cancel mark
 (contract.CANCEL_KEY), read in the take's own round trip."""
-
-ARGSREPR_MAX = 1024
-"""Characters of a job's texts that its message's argsrepr carries (what Flower shows), as Celery cuts them."""
-
-
-def task_envelope(task: str, task_id: str, args: list, kwargs: dict, queue: str,
-                  headers: dict[str, Any] | None = None, delivery_tag: str | None = None) -> str:
-    """A task's message as it lies in its queue: Celery's task message (protocol 2) in kombu's Redis envelope.
-
-    The API pushes this onto the queue's list itself (api/publisher.py) instead of
-    calling Celery's send_task, whose producer also subscribes to and unsubscribes
-    from the task's result channel (two Redis commands and most of the API's
-    publishing CPU per job) for a result the API reads its own way.
-    tests/api/test_publisher.py checks it against what send_task writes.
-    headers: inferq's own, added to Celery's. delivery_tag: kombu's tag (default: a new uuid, as kombu makes).
-    """
-    body = json.dumps([args, kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
-    return json.dumps({
-        "body": base64.b64encode(body.encode()).decode(),
-        "content-encoding": "utf-8",
-        "content-type": "application/json",
-        "headers": {
-            "lang": "py", "task": task, "id": task_id, "shadow": None, "eta": None, "expires": None,
-            "group": None, "group_index": None, "retries": 0, "timelimit": [None, None],
-            "root_id": task_id, "parent_id": None,
-            "argsrepr": repr(args)[:ARGSREPR_MAX], "kwargsrepr": repr(kwargs),
-            # ignore_result: the worker stores each job's state itself (tasks/results.py); with False,
-            # Celery would read the result key once more per job before leaving it alone.
-            "origin": "inferq-api", "ignore_result": True, "replaced_task_nesting": 0,
-            "stamped_headers": None, "stamps": {},
-            **(headers or {}),
-        },
-        "properties": {
-            "correlation_id": task_id, "delivery_mode": 2,
-            "delivery_info": {"exchange": "", "routing_key": queue}, "priority": 0,
-            "body_encoding": "base64", "delivery_tag": delivery_tag or str(uuid.uuid4()),
-        },
-    })
-
-
-def classify_envelope(job_id: str, texts: list[str], queued_at: float, queue: str, callback: bool = False) -> str:
-    """The message of one job, as the API queues it (task_envelope), with its text count and callback flag.
-
-    Its delivery tag is the job's id: while a worker holds the job, the job's id is a field of kombu's
-    unacknowledged hash, which is how the API tells "running" from "queued" without a key of its own.
-    """
-    message = classify_message(texts, queued_at)
-    return task_envelope(CLASSIFY_TASK, job_id, message["args"], dict(message["kwargs"]), queue,
-                         {TEXTS_HEADER: len(texts), **({CALLBACK_HEADER: True} if callback else {})}, job_id)
-
 
 class TextResult(TypedDict):
     """One text's answer."""
@@ -196,51 +142,3 @@ LATENCY_KEY = METRICS_PREFIX + "latency"
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 """Latency bucket bounds in seconds: from a tiny model's milliseconds to a backlog's minutes."""
-
-# --- Celery's and kombu's keys ---
-
-RESULT_KEY_PREFIX = "celery-task-meta-"
-"""Celery's Redis result backend: a job's state under RESULT_KEY_PREFIX + id, published on a channel of that name."""
-
-UNACKED_KEY = "unacked"
-"""kombu's hash of messages taken by a worker and not yet acknowledged (delivery tag -> message)."""
-
-UNACKED_INDEX_KEY = "unacked_index"
-"""kombu's sorted set of those delivery tags by time taken: what the visibility-timeout scan reads."""
-
-UNACKED_MUTEX_KEY = "unacked_mutex"
-"""kombu's lock around that scan."""
-
-BINDING_KEY = "_kombu.binding.{}"
-"""kombu's routing table of an exchange; a queue's waiting jobs are the Redis list named after the queue."""
-
-
-def result_key(job_id: str) -> str:
-    """The key (and channel) of a job's state in Celery's result backend."""
-    return RESULT_KEY_PREFIX + job_id
-
-
-def success_state(job_id: str, result: JobResult, date_done: str) -> dict[str, Any]:
-    """A finished job's state under result_key(job_id), as Celery's Redis result backend stores it."""
-    return {"status": "SUCCESS", "result": result, "traceback": None, "children": [], "date_done": date_done,
-            "task_id": job_id}
-
-
-def failure_state(job_id: str, exc_type: str, exc_message: str, exc_module: str, traceback: str | None,
-                  date_done: str) -> dict[str, Any]:
-    """A failed job's state, as Celery stores an exception (the API shows "exc_type: exc_message")."""
-    return {"status": "FAILURE", "result": {"exc_type": exc_type, "exc_message": [exc_message],
-                                            "exc_module": exc_module},
-            "traceback": traceback, "children": [], "date_done": date_done, "task_id": job_id}
-
-
-def revoked_state(job_id: str, reason: str, date_done: str) -> dict[str, Any]:
-    """A cancelled job's state, as Celery stores a revoked task's (the API shows "cancelled")."""
-    return {"status": "REVOKED", "result": {"exc_type": "TaskRevokedError", "exc_message": [reason],
-                                            "exc_module": "celery.exceptions"},
-            "traceback": None, "children": [], "date_done": date_done, "task_id": job_id}
-
-
-def decode_state(raw: bytes) -> dict[str, Any]:
-    """A job's state as Celery stored or published it: {"status", "result", ...} (JSON: no pickle)."""
-    return json.loads(raw)

@@ -10,21 +10,23 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from inferq.contract import CALLBACK_KEY, CANCEL_KEY, JOB_KEY, UNACKED_KEY, decode_state, result_key
+from inferq.broker import wire
+from inferq.broker.wire import UNACKED_KEY, decode_state, result_key
+from inferq.contract import CALLBACK_KEY, CANCEL_KEY, JOB_KEY
 
 CANCEL_REQUESTED = "CANCEL_REQUESTED"
 """Not a Celery state: no result yet, a worker runs the job, and a DELETE asked to cancel it."""
 
 # Celery's states (and ours), as the statuses clients see.
 STATUS_OF_STATE = {
-    "PENDING": "queued",
-    "RECEIVED": "queued",
-    "RETRY": "queued",
-    "STARTED": "running",
+    wire.PENDING: "queued",
+    wire.RECEIVED: "queued",
+    wire.RETRY: "queued",
+    wire.STARTED: "running",
     CANCEL_REQUESTED: "cancel_requested",
-    "SUCCESS": "succeeded",
-    "FAILURE": "failed",
-    "REVOKED": "cancelled",
+    wire.SUCCESS: "succeeded",
+    wire.FAILURE: "failed",
+    wire.REVOKED: "cancelled",
 }
 TERMINAL = {"succeeded", "failed", "cancelled"}
 STATUSES = ("queued", "running", "cancel_requested", "succeeded", "failed", "cancelled")
@@ -41,12 +43,12 @@ def state(raw_meta: bytes | None, taken: bool = False, cancel: bytes | None = No
         return decode_state(raw_meta)
     if cancel is not None:
         # Cancelled while it ran (or a queued cancel whose result expired first): no result will be kept.
-        return {"status": CANCEL_REQUESTED if cancel == b"running" else "REVOKED", "result": None}
+        return {"status": CANCEL_REQUESTED if cancel == b"running" else wire.REVOKED, "result": None}
     if taken:
         # No result yet, but a worker holds it (it is in kombu's record of taken messages, under its id).
         # A job whose worker died stays "running" until it is given back to its queue.
-        return {"status": "STARTED", "result": None}
-    return {"status": "PENDING", "result": None}
+        return {"status": wire.STARTED, "result": None}
+    return {"status": wire.PENDING, "result": None}
 
 
 def read_state(client: Any, job_id: str) -> dict[str, Any]:

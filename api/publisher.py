@@ -1,6 +1,6 @@
 """A job's message, and putting it on its queue: kombu's Redis list named after the queue, LPUSH.
 
-Celery's send_task would publish the same message (contract.classify_envelope,
+Celery's send_task would publish the same message (wire.classify_envelope,
 checked against send_task's in tests/api/test_publisher.py), and also subscribe
 to and unsubscribe from the job's result channel (its producer prepares for
 ``AsyncResult.get``, which the API never calls: it reads results by key and
@@ -15,7 +15,8 @@ import uuid
 import redis
 
 from inferq.broker import wake
-from inferq.contract import DELIVER_CALLBACK_TASK, classify_envelope, task_envelope
+from inferq.broker.wire import classify_envelope, task_envelope
+from inferq.contract import DELIVER_CALLBACK_TASK
 
 
 def job_message(job_id: str, texts: list[str], queued_at: float, queue: str, callback: bool = False) -> str:

@@ -17,18 +17,8 @@ from redis.retry import Retry
 from inferq import jobview
 from inferq.api.results import POLL_SECONDS, ResultListener, Watch
 from inferq.broker import scripts, wake
-from inferq.contract import (
-    CALLBACK_KEY,
-    CANCEL_KEY,
-    CANCELLED_KEY,
-    JOB_KEY,
-    RESULT_KEY_PREFIX,
-    SUBMITTED_KEY,
-    UNACKED_KEY,
-    WAKE_KEY,
-    result_key,
-    revoked_state,
-)
+from inferq.broker.wire import RESULT_KEY_PREFIX, UNACKED_KEY, result_key, revoked_state
+from inferq.contract import CALLBACK_KEY, CANCEL_KEY, CANCELLED_KEY, JOB_KEY, SUBMITTED_KEY, WAKE_KEY
 from inferq.jobview import STATUS_OF_STATE, TERMINAL
 
 __all__ = ["STATUS_OF_STATE", "TERMINAL", "JobStore", "Load"]

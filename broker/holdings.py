@@ -27,7 +27,8 @@ import redis
 from redis.utils import str_if_bytes as bytes_to_str
 
 from inferq.broker.wake import ring
-from inferq.contract import HOLDING_KEY, UNACKED_INDEX_KEY, UNACKED_KEY
+from inferq.broker.wire import UNACKED_INDEX_KEY, UNACKED_KEY
+from inferq.contract import HOLDING_KEY
 
 log = logging.getLogger(__name__)
 

@@ -58,7 +58,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
 from inferq import contract
-from inferq.broker import scripts
+from inferq.broker import scripts, wire
 from inferq.broker.holdings import holdings
 from inferq.broker.wake import rang_for, ring
 
@@ -130,10 +130,9 @@ class QoS(kombu_redis.QoS):
             if not worker_died:
                 pipe.srem(holdings.holding_key, tag)
             if raw:
-                message, exchange, routing_key = loads(bytes_to_str(raw))  # kombu's unacked entry
+                message, exchange, routing_key = wire.read_unacked_entry(raw)
                 if worker_died:
-                    message["headers"]["redelivered"] = True
-                    message["properties"]["delivery_info"]["redelivered"] = True
+                    wire.mark_redelivered(message)
                 for queue in channel._lookup(exchange, routing_key):
                     pipe.rpush(queue, dumps(message))
                 found.append(raw)

@@ -27,8 +27,6 @@ What holds, and how:
 """
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -37,7 +35,7 @@ from typing import Any
 import redis
 
 from inferq import contract
-from inferq.broker import scripts
+from inferq.broker import scripts, wire
 from inferq.broker.holdings import Held, holdings
 
 log = logging.getLogger(__name__)
@@ -56,17 +54,13 @@ class TakenJob:
 
 
 def read(raw: bytes, default_queue: str) -> TakenJob:
-    """A taken classify message (Celery's protocol 2 body in kombu's envelope); its queue is its routing key
-    (as the API and kombu write it), else default_queue."""
-    message = json.loads(raw)
-    queue = message["properties"].get("delivery_info", {}).get("routing_key") or default_queue
-    body = message["body"]
-    if message["properties"].get("body_encoding") == "base64":
-        body = base64.b64decode(body)
-    args, kwargs, _embed = json.loads(body)
+    """A taken classify message; its queue is its routing key (as the API and kombu write it), else
+    default_queue."""
+    headers, properties, args, kwargs = wire.read_task(raw)
+    queue = properties.get("delivery_info", {}).get("routing_key") or default_queue
     texts = args[0] if args else kwargs["texts"]
-    return TakenJob(message["headers"]["id"], texts, (kwargs or {}).get("queued_at"), message["headers"],
-                    Held(message["properties"]["delivery_tag"], queue, raw))
+    return TakenJob(headers["id"], texts, kwargs.get("queued_at"), headers,
+                    Held(properties["delivery_tag"], queue, raw))
 
 
 def claim(job_id: str, default_queue: str) -> list[TakenJob]:
@@ -93,7 +87,7 @@ def take(client: redis.Redis, lanes: list[str], room: int, ttl: int) -> list[Tak
     lease gives it back) rather than being dropped."""
     if room <= 0 or not lanes:
         return []
-    reply = scripts.TAKE(client, keys=[contract.UNACKED_KEY, contract.UNACKED_INDEX_KEY, holdings.holding_key,
+    reply = scripts.TAKE(client, keys=[wire.UNACKED_KEY, wire.UNACKED_INDEX_KEY, holdings.holding_key,
                                        contract.WAKE_KEY, contract.MALFORMED_KEY, *lanes],
                          args=[time.time(), "mates", room, contract.CLASSIFY_TASK, contract.TEXTS_HEADER,
                                contract.DELIVERIES_KEY.format(""), ttl, contract.CANCEL_KEY.format("")])

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inferq import contract
+from inferq.broker import wire
 from inferq.broker.holdings import holdings
 from inferq.tasks import batching, callbacks, cancellation, clients, faults, inference, metrics, results, worker
 from inferq.tasks.events import events
@@ -137,10 +138,7 @@ class Batch:
         ready: list[Job] = []
         for job in jobs:
             if job.taken is not None:  # Celery sent the delivered job's events itself
-                headers = job.taken.headers
-                events.send(self.host, "task-received", job.job_id, name=contract.CLASSIFY_TASK,
-                            args=headers.get("argsrepr", ""), kwargs=headers.get("kwargsrepr", ""),
-                            retries=0, eta=None, expires=None, root_id=job.job_id, parent_id=None)
+                events.send(self.host, "task-received", job.job_id, **wire.received_event(job.taken.headers))
             if job.job_id in refused:
                 continue
             try:
@@ -200,14 +198,14 @@ class Batch:
         """Flower's event for a finished job (Celery reports the delivered job's success or failure itself)."""
         if isinstance(outcome, Cancelled):  # Flower shows it revoked, the delivered job included
             log.info("job %s %s", job.job_id, outcome)
-            events.send(self.host, "task-revoked", job.job_id, terminated=False, signum=None, expired=False)
+            events.send(self.host, "task-revoked", job.job_id, **wire.revoked_event())
         elif job.taken is None:
             return
         elif isinstance(outcome, BaseException):
-            events.send(self.host, "task-failed", job.job_id, exception=repr(outcome), traceback="")
+            events.send(self.host, "task-failed", job.job_id, **wire.failed_event(outcome))
         else:
-            events.send(self.host, "task-succeeded", job.job_id, result=repr(outcome["results"])[:200],
-                        runtime=outcome["finished_at"] - outcome["started_at"])
+            events.send(self.host, "task-succeeded", job.job_id,
+                        **wire.succeeded_event(outcome["results"], outcome["finished_at"] - outcome["started_at"]))
 
 
 def _alone(loaded: Any, texts: list[str]) -> Outcome:

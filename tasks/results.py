@@ -1,7 +1,7 @@
 """Store finished jobs' states: every job of a batch in one round trip, two commands per job.
 
 The workers write each job's state themselves, in the format of Celery's Redis
-result backend (contract.success_state / failure_state: the API and Flower's
+result backend (wire.success_state / failure_state: the API and Flower's
 readers see no difference), instead of through the backend: Celery's
 store_result reads the key before writing it (a GET) and writes it in a
 MULTI/EXEC transaction, five commands and a round trip per job where SET and
@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 import redis
 
 from inferq import contract
+from inferq.broker import wire
 from inferq.settings import Worker, current
 from inferq.tasks import clients
 
@@ -43,17 +44,17 @@ def state(job_id: str, outcome: Outcome) -> dict:
     """The state stored for a job that ended with outcome."""
     done = datetime.now(UTC).isoformat()
     if outcome == CANCELLED:
-        return contract.revoked_state(job_id, "cancelled", done)
+        return wire.revoked_state(job_id, "cancelled", done)
     if isinstance(outcome, BaseException):
-        return contract.failure_state(job_id, type(outcome).__name__, str(outcome), type(outcome).__module__,
+        return wire.failure_state(job_id, type(outcome).__name__, str(outcome), type(outcome).__module__,
                                       "".join(traceback.format_exception(outcome)), done)
-    return contract.success_state(job_id, outcome, done)  # type: ignore[arg-type]
+    return wire.success_state(job_id, outcome, done)  # type: ignore[arg-type]
 
 
 def store(outcomes: list[tuple[str, Outcome]]) -> None:
     """Store (SET with the results' TTL) and publish (for the API's long-polls) each job's state, in one round trip."""
     ttl = current(Worker).result_ttl
-    states = [(contract.result_key(job_id), json.dumps(state(job_id, outcome))) for job_id, outcome in outcomes]
+    states = [(wire.result_key(job_id), json.dumps(state(job_id, outcome))) for job_id, outcome in outcomes]
     warned = False
     while True:
         try:

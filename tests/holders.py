@@ -1,7 +1,8 @@
 """Which worker holds a job, read the way the workers record it (broker/holdings.py): for tests."""
 from __future__ import annotations
 
-from inferq.contract import DELIVERIES_KEY, HOLDING_KEY, UNACKED_KEY
+from inferq.broker.wire import UNACKED_KEY
+from inferq.contract import DELIVERIES_KEY, HOLDING_KEY
 
 
 def holder(client, job_id: str) -> str | None:

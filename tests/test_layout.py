@@ -104,7 +104,7 @@ def test_only_workers_import_worker_code(what, code):
 
 
 def test_the_api_publishes_without_celery():
-    # It pushes each job's message itself (api/publisher.py, contract.classify_envelope).
+    # It pushes each job's message itself (api/publisher.py, wire.classify_envelope).
     loaded = loaded_after("from inferq.api import create_app; create_app()")
     assert not loaded & {"celery", "kombu"}
 

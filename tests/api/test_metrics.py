@@ -7,6 +7,7 @@ import pytest
 
 from inferq import contract
 from inferq.api.metrics import read
+from inferq.broker import wire
 from inferq.stack.redis_server import RedisServer
 from inferq.tasks.metrics import record_many
 
@@ -33,11 +34,11 @@ def test_celery_and_kombu_keys_are_the_ones_the_contract_names():
 
     from inferq.celery_app import app
 
-    assert app.backend.get_key_for_task("abc").decode() == contract.result_key("abc")
-    assert Channel.keyprefix_queue == contract.BINDING_KEY.replace("{}", "%s")
+    assert app.backend.get_key_for_task("abc").decode() == wire.result_key("abc")
+    assert Channel.keyprefix_queue == wire.BINDING_KEY.replace("{}", "%s")
     options = app.conf.broker_transport_options
     assert (options["unacked_key"], options["unacked_index_key"], options["unacked_mutex_key"]) == (
-        contract.UNACKED_KEY, contract.UNACKED_INDEX_KEY, contract.UNACKED_MUTEX_KEY)
+        wire.UNACKED_KEY, wire.UNACKED_INDEX_KEY, wire.UNACKED_MUTEX_KEY)
 
 
 def test_histogram_buckets_are_cumulative_and_failures_counted(fresh_redis):

@@ -9,7 +9,7 @@ import pytest
 import redis as redis_py
 
 from inferq import contract
-from inferq.broker import scripts
+from inferq.broker import scripts, wire
 from inferq.stack.redis_server import RedisServer
 
 LANES = ["lane", "lane.bulk"]
@@ -25,7 +25,7 @@ def client(tmp_path):
 
 def message(texts: int = 1, task: str = contract.CLASSIFY_TASK, redelivered: bool = False, lane: str = LANES[0]) -> str:
     job_id = uuid.uuid4().hex
-    raw = json.loads(contract.classify_envelope(job_id, ["t"] * texts, time.time(), lane))
+    raw = json.loads(wire.classify_envelope(job_id, ["t"] * texts, time.time(), lane))
     raw["headers"]["task"] = task
     if redelivered:
         raw["headers"]["redelivered"] = True
@@ -38,7 +38,7 @@ def tag_of(raw: str | bytes) -> str:
 
 def take_with_marks(client, mode: str = "first", room: int = 0, lanes=LANES):
     count, more, lane, *rest = scripts.TAKE(
-        client, keys=[contract.UNACKED_KEY, contract.UNACKED_INDEX_KEY, HOLDING, contract.WAKE_KEY,
+        client, keys=[wire.UNACKED_KEY, wire.UNACKED_INDEX_KEY, HOLDING, contract.WAKE_KEY,
                       contract.MALFORMED_KEY, *lanes],
         args=[time.time(), mode, room, contract.CLASSIFY_TASK, contract.TEXTS_HEADER,
               contract.DELIVERIES_KEY.format(""), 60, contract.CANCEL_KEY.format("")])
@@ -57,9 +57,9 @@ def test_takes_the_oldest_of_the_first_lane_and_records_it_in_the_same_step(clie
     client.lpush(LANES[0], new)
     count, more, lane, taken = take(client)
     assert (count, more, lane, taken) == (1, 1, LANES[0], [old])
-    entry = json.loads(client.hget(contract.UNACKED_KEY, tag_of(old)))
+    entry = json.loads(client.hget(wire.UNACKED_KEY, tag_of(old)))
     assert entry == [json.loads(old), "", LANES[0]]  # kombu's layout: [message, exchange, routing key]
-    assert client.zscore(contract.UNACKED_INDEX_KEY, tag_of(old)) == pytest.approx(time.time(), abs=5)
+    assert client.zscore(wire.UNACKED_INDEX_KEY, tag_of(old)) == pytest.approx(time.time(), abs=5)
     assert client.smembers(HOLDING) == {tag_of(old).encode()}
     assert 0 < client.ttl(HOLDING) <= 60
     assert client.lrange(LANES[0], 0, -1) == [new.encode()]
@@ -76,7 +76,7 @@ def test_mates_fill_the_room_in_lane_order_and_the_first_that_does_not_fit_stays
     _, more, _, taken = take(client, room=4)  # room: the first counts in it
     assert taken == jobs[:2] and more == 1
     assert client.lrange(LANES[0], 0, -1) == [raw.encode() for raw in reversed(jobs[2:])]
-    assert client.hlen(contract.UNACKED_KEY) == 2 and client.scard(HOLDING) == 2
+    assert client.hlen(wire.UNACKED_KEY) == 2 and client.scard(HOLDING) == 2
     # Mates only: what fits in the room, nothing else.
     assert take(client, mode="mates", room=2)[3] == []
     assert take(client, mode="mates", room=3)[3] == [jobs[2]]
@@ -141,7 +141,7 @@ def test_at_maxmemory_the_take_is_refused_before_anything_leaves_its_lane(client
             take(client)
     finally:
         client.config_set("maxmemory", "16mb")
-    assert client.lrange(LANES[0], 0, -1) == [raw.encode()] and client.hlen(contract.UNACKED_KEY) == 0
+    assert client.lrange(LANES[0], 0, -1) == [raw.encode()] and client.hlen(wire.UNACKED_KEY) == 0
     assert take(client)[3] == [raw]
 
 
@@ -158,7 +158,7 @@ def test_cancel_sees_a_taken_job_as_running(client):
     client.lpush(LANES[0], raw)
 
     def cancel(job):
-        keys = [contract.result_key(job), contract.UNACKED_KEY, contract.CANCEL_KEY.format(job), contract.CANCELLED_KEY]
+        keys = [wire.result_key(job), wire.UNACKED_KEY, contract.CANCEL_KEY.format(job), contract.CANCELLED_KEY]
         return scripts.CANCEL(client, keys=keys, args=[60, "{}", job])[0].decode()
 
     take(client)

@@ -17,7 +17,7 @@ from kombu import Connection, Queue
 from kombu.transport import redis as kombu_redis
 
 from inferq import contract
-from inferq.broker import transport, wake
+from inferq.broker import transport, wake, wire
 from inferq.broker.holdings import holdings
 from inferq.stack.redis_server import RedisServer
 from tests.reliability.proxy import PartitionProxy
@@ -93,7 +93,7 @@ def test_ack_with_redis_down_frees_the_slot_and_the_message_comes_back(redis, ac
     # Redis back from its AOF: the message was never acknowledged there, so it is
     # held for redelivery and a consumer gets it again once its lease runs out.
     redis.start()
-    assert redis.client().hlen(contract.UNACKED_KEY) == 1
+    assert redis.client().hlen(wire.UNACKED_KEY) == 1
     with connect(redis) as connection:
         _, again = deliver_one(connection, queue, body=None, timeout=OPTIONS["visibility_timeout"] + 5)
         assert again.payload == "job"
@@ -112,7 +112,7 @@ def test_ack_after_a_short_freeze_reaches_redis(redis):
         thaw.join()
         assert channel.qos.can_consume()
     client = redis.client()
-    assert client.hlen(contract.UNACKED_KEY) == 0 and client.zcard(contract.UNACKED_INDEX_KEY) == 0
+    assert client.hlen(wire.UNACKED_KEY) == 0 and client.zcard(wire.UNACKED_INDEX_KEY) == 0
 
 
 def test_kombu_stock_transport_wedges(redis):
@@ -170,7 +170,7 @@ def test_a_take_whose_reply_is_lost_with_redis_is_recorded_when_redis_is_back(re
     redis.start()
     client = redis.client()
     assert client.llen(queue.name) == 0, "the take never ran"
-    assert client.hlen(contract.UNACKED_KEY) == 1, "the job is neither queued nor recorded: lost"
+    assert client.hlen(wire.UNACKED_KEY) == 1, "the job is neither queued nor recorded: lost"
     # It is taken again: given back by this process before its next take, or by its lease running out.
     with connect(redis) as connection:
         _, again = deliver_one(connection, queue, body=None, timeout=OPTIONS["visibility_timeout"] + 5)
@@ -196,7 +196,7 @@ def test_what_a_take_whose_reply_was_lost_took_is_given_back_before_the_next_tak
             deadline = time.monotonic() + 5
             while client.llen(queue.name) and time.monotonic() < deadline:
                 time.sleep(0.01)
-            assert client.llen(queue.name) == 0 and client.hlen(contract.UNACKED_KEY) == 1
+            assert client.llen(queue.name) == 0 and client.hlen(wire.UNACKED_KEY) == 1
             proxy.heal()  # the stranded connection is closed, as the peers' timeouts would
             with pytest.raises(connection.connection_errors):
                 connection.drain_events(timeout=2)
@@ -206,7 +206,7 @@ def test_what_a_take_whose_reply_was_lost_took_is_given_back_before_the_next_tak
             received[0].ack()
     finally:
         proxy.stop()
-    assert not holdings.out_of_step and client.hlen(contract.UNACKED_KEY) == 0
+    assert not holdings.out_of_step and client.hlen(wire.UNACKED_KEY) == 0
 
 
 CONSUMER_THAT_DIES = """
@@ -238,13 +238,13 @@ def test_a_consumer_killed_right_after_its_take_leaves_the_job_recorded(redis):
                           capture_output=True, text=True)
     assert done.returncode == -signal.SIGKILL, done.stderr
     client = redis.client()
-    assert client.llen(queue.name) == 0 and client.hlen(contract.UNACKED_KEY) == 1
+    assert client.llen(queue.name) == 0 and client.hlen(wire.UNACKED_KEY) == 1
     # Its lease runs out and it is taken again, marked as a delivery of a message whose worker died.
     with connect(redis) as connection:
         _, again = deliver_one(connection, queue, body=None, timeout=OPTIONS["visibility_timeout"] + 5)
         assert again.payload == "job" and again.headers["redelivered"] is True
         again.ack()
-    assert client.hlen(contract.UNACKED_KEY) == 0
+    assert client.hlen(wire.UNACKED_KEY) == 0
 
 
 def test_an_idle_consumer_is_woken_by_a_push_not_by_its_timer(redis):
@@ -260,7 +260,7 @@ def test_an_idle_consumer_is_woken_by_a_push_not_by_its_timer(redis):
         except TimeoutError:
             pass
         assert channel._waiting
-        message = json.loads(contract.classify_envelope("c" * 32, ["woken"], time.time(), queue.name))
+        message = json.loads(wire.classify_envelope("c" * 32, ["woken"], time.time(), queue.name))
         message["body_encoding"] = message["properties"]["body_encoding"]
         wake.push(redis.client(), queue.name, json.dumps(message))
         drain_until(connection, received, 10)
@@ -277,7 +277,7 @@ def test_a_push_that_rings_nobody_is_still_taken(redis):
         _, received = consume(connection, queue)
         drain_until(connection, received, 5)
         received.pop().ack()
-        redis.client().lpush(queue.name, contract.classify_envelope("d" * 32, ["unrung"], time.time(), queue.name))
+        redis.client().lpush(queue.name, wire.classify_envelope("d" * 32, ["unrung"], time.time(), queue.name))
         drain_until(connection, received, 10)
         assert received[0].headers["id"] == "d" * 32
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import requests
 
-from inferq.contract import WORKERS_KEY, result_key
+from inferq.broker.wire import result_key
+from inferq.contract import WORKERS_KEY
 from inferq.stack import processes
 from inferq.stack.redis_server import RedisServer, free_port
 from tests import holders

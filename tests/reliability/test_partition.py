@@ -6,7 +6,8 @@ import time
 import pytest
 import requests
 
-from inferq.contract import WORKERS_KEY, result_key
+from inferq.broker.wire import result_key
+from inferq.contract import WORKERS_KEY
 from inferq.tasks.faults import SLEEP_PREFIX
 from tests.figures import record
 from tests.reliability.proxy import PartitionProxy

@@ -16,7 +16,7 @@ import requests
 from celery import Celery
 
 from inferq import contract
-from inferq.broker import wake
+from inferq.broker import wake, wire
 from inferq.contract import WORKERS_KEY
 from inferq.tasks.faults import FAIL_JOB, SLEEP_PREFIX
 from tests.figures import record
@@ -94,12 +94,12 @@ def test_kombu_1405_sigterm_while_jobs_are_given_back_loses_none(tiny_model, tmp
         jobs = [uuid.uuid4().hex for _ in range(16)]
         for i, job_id in enumerate(jobs):  # queued before the worker starts: it takes them as one batch
             text = f"{SLEEP_PREFIX}5" if i == 0 else f"batch-mate {i}"
-            wake.push(client, queue, contract.classify_envelope(job_id, [text], time.time(), queue))
+            wake.push(client, queue, wire.classify_envelope(job_id, [text], time.time(), queue))
         stack.start_workers(["w1"])
         deadline = time.monotonic() + 20
-        while client.hlen(contract.UNACKED_KEY) < len(jobs) and time.monotonic() < deadline:
+        while client.hlen(wire.UNACKED_KEY) < len(jobs) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert client.hlen(contract.UNACKED_KEY) == len(jobs), "the worker did not take the batch"
+        assert client.hlen(wire.UNACKED_KEY) == len(jobs), "the worker did not take the batch"
         worker = stack.workers["w1"]
         for _ in range(40):  # a supervisor that repeats itself, every 5 ms
             try:
@@ -108,7 +108,7 @@ def test_kombu_1405_sigterm_while_jobs_are_given_back_loses_none(tiny_model, tmp
                 break
             time.sleep(0.005)
         worker.wait(timeout=30)
-        queued, recorded = client.llen(queue), client.hlen(contract.UNACKED_KEY)
+        queued, recorded = client.llen(queue), client.hlen(wire.UNACKED_KEY)
         client.zrem(WORKERS_KEY, f"w1@{HOST}")
         stack.start_workers(["w1"])
         states = stack.wait_done(jobs, timeout=60)
@@ -132,7 +132,7 @@ PER_JOB_KEYS = ("inferq:job:", "celery-task-meta-", "inferq:deliveries:", "infer
                 "inferq:holding:")
 """Keys made per job (or per worker name): each must expire."""
 
-LASTING_KEYS = {contract.UNACKED_KEY, contract.UNACKED_INDEX_KEY, WORKERS_KEY, contract.WAKE_KEY,
+LASTING_KEYS = {wire.UNACKED_KEY, wire.UNACKED_INDEX_KEY, WORKERS_KEY, contract.WAKE_KEY,
                 contract.MALFORMED_KEY, contract.SUBMITTED_KEY, contract.SUCCEEDED_KEY, contract.FAILED_KEY,
                 contract.CANCELLED_KEY, contract.LATENCY_KEY, "inferq", "inferq.bulk"}
 """Keys that may last: a fixed set, however many jobs ran (and kombu's _kombu.binding* keys, one per queue)."""
@@ -184,7 +184,7 @@ def test_celery_7801_6089_8882_no_key_grows_and_worker_memory_stays_flat_over_20
         unexpected = [k for k in lasting if k not in LASTING_KEYS and not k.startswith("_kombu.binding")]
         not_expiring = [k for k in lasting if k.startswith(PER_JOB_KEYS)]
         replies = [k for k in keys if k.endswith("reply.celery.pidbox") and not k.startswith("_kombu.binding.")]
-        unacked = client.hlen(contract.UNACKED_KEY)
+        unacked = client.hlen(wire.UNACKED_KEY)
         metrics = {k: int(client.get(k) or 0) for k in (contract.SUCCEEDED_KEY, contract.FAILED_KEY)}
     finally:
         stop_inspecting.set()
@@ -211,7 +211,7 @@ def _drain(stack: Stack, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     client = stack.client
     while time.monotonic() < deadline:
-        if client.llen("inferq") + client.llen("inferq.bulk") + client.hlen(contract.UNACKED_KEY) == 0:
+        if client.llen("inferq") + client.llen("inferq.bulk") + client.hlen(wire.UNACKED_KEY) == 0:
             return
         time.sleep(0.2)
     raise AssertionError("the jobs did not drain")

@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from inferq.contract import HOLDING_KEY, UNACKED_KEY, result_key
+from inferq.broker.wire import UNACKED_KEY, result_key
+from inferq.contract import HOLDING_KEY
 from inferq.tasks.faults import KILL_WORKER, SLEEP_PREFIX
 from tests.figures import record
 from tests.reliability.stack import HOST, VISIBILITY_TIMEOUT, log_text, submit

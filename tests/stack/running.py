@@ -14,7 +14,7 @@ import psutil
 import pytest
 import redis
 
-from inferq.contract import result_key
+from inferq.broker.wire import result_key
 from inferq.stack.processes import BIN
 from inferq.stack.readiness import READY_LINE
 

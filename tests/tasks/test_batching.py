@@ -3,7 +3,6 @@ failure and delivery count; a lone job runs alone at once."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 
@@ -11,7 +10,7 @@ import pytest
 from celery import Celery
 
 from inferq import contract
-from inferq.broker import wake
+from inferq.broker import wake, wire
 from inferq.settings import Worker
 from inferq.settings import load as load_settings
 from inferq.stack import processes
@@ -20,6 +19,7 @@ from inferq.tasks.inference import classify
 from inferq.tasks.model import load
 from tests import holders
 from tests.conftest import start_workers
+from tests.events import EventLog
 
 QUEUE = "inferq-batch-test"
 """Queues of their own (this name plus a suffix), so the session's workers never take these jobs."""
@@ -42,51 +42,24 @@ def _send(app, texts: list[str], queue: str):
 
 
 def _push(redis_client, texts: list[str], queue: str) -> str:
-    """A job queued as the API queues it (contract.classify_envelope, with its texts header; an idle worker
+    """A job queued as the API queues it (wire.classify_envelope, with its texts header; an idle worker
     woken)."""
     job_id = uuid.uuid4().hex
-    wake.push(redis_client, queue, contract.classify_envelope(job_id, texts, time.time(), queue))
+    wake.push(redis_client, queue, wire.classify_envelope(job_id, texts, time.time(), queue))
     return job_id
 
 
 def _state(redis_client, job_id: str, timeout: float = 60) -> dict:
     # Read the stored state straight from Redis: AsyncResult.get would leave a
     # result subscription behind that outlives the session's Redis.
-    processes.wait_until(lambda: redis_client.exists(contract.result_key(job_id)), timeout, f"result of {job_id}")
-    return json.loads(redis_client.get(contract.result_key(job_id)))
+    processes.wait_until(lambda: redis_client.exists(wire.result_key(job_id)), timeout, f"result of {job_id}")
+    return json.loads(redis_client.get(wire.result_key(job_id)))
 
 
 def _result(redis_client, job_id: str, timeout: float = 60) -> dict:
     meta = _state(redis_client, job_id, timeout)
     assert meta["status"] == "SUCCESS", meta
     return meta["result"]
-
-
-class EventLog:
-    """The task events Flower would see, received on a thread of its own."""
-
-    def __init__(self, app):
-        self.succeeded: set[str] = set()
-        self.received: set[str] = set()
-        self._connection = app.connection_for_read()
-        handlers = {"task-succeeded": lambda e: self.succeeded.add(e["uuid"]),
-                    "task-received": lambda e: self.received.add(e["uuid"])}
-        self._receiver = app.events.Receiver(self._connection, handlers=handlers)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._ready = threading.Event()
-        self._thread.start()
-
-    def _run(self):
-        self._receiver.should_stop = False
-        for _ in self._receiver.consume(limit=None, timeout=None, wakeup=False):
-            self._ready.set()
-            if self._receiver.should_stop:
-                break
-
-    def close(self):
-        self._receiver.should_stop = True
-        self._thread.join(5)
-        self._connection.release()
 
 
 def _env(service_env, queue: str, batch: int = BATCH, **extra: str) -> dict[str, str]:
@@ -114,7 +87,7 @@ def test_waiting_jobs_run_together_each_with_its_own_result(client_app, redis_cl
         ids = set(sent)
         processes.wait_until(lambda: ids <= events.succeeded and ids <= events.received, 10, "task events")
         # Every message is acknowledged once its result is stored, and none is left in the queue.
-        processes.wait_until(lambda: redis_client.hlen(contract.UNACKED_KEY) == 0 and redis_client.llen(queue) == 0,
+        processes.wait_until(lambda: redis_client.hlen(wire.UNACKED_KEY) == 0 and redis_client.llen(queue) == 0,
                              10, "all acknowledged")
         # Each batched job counts as succeeded in the API's metrics, as a lone job does.
         processes.wait_until(
@@ -157,7 +130,7 @@ def test_a_failing_job_fails_alone_inside_a_batch(client_app, redis_client, serv
     [worker] = start_workers(_env(service_env, queue), ["failer"], redis_client, tmp_path)
     try:
         states = [_state(redis_client, job_id) for job_id in sent]
-        processes.wait_until(lambda: redis_client.hlen(contract.UNACKED_KEY) == 0, 10, "all acknowledged")
+        processes.wait_until(lambda: redis_client.hlen(wire.UNACKED_KEY) == 0, 10, "all acknowledged")
     finally:
         processes.stop(worker)
     assert [s["status"] for s in states] == ["SUCCESS", "SUCCESS", "FAILURE", "SUCCESS"]
@@ -178,13 +151,13 @@ def test_a_poison_job_spends_only_its_own_deliveries(client_app, redis_client, s
     try:
         # Restarted under the same name each time it dies, as the stack's supervisor and a
         # container's restart policy do: it gives back what its predecessor held (tasks/recovery.py).
-        while not all(redis_client.exists(contract.result_key(job_id)) for job_id in sent):
+        while not all(redis_client.exists(wire.result_key(job_id)) for job_id in sent):
             assert restarts <= max_deliveries + 1, "the poison job was not stopped"
             # Not waiting for its heartbeat: given back the poison job first, it may die before sending one.
             worker = processes.spawn(processes.worker_command("poisoned"), env, tmp_path / f"poisoned-{restarts}.log")
             processes.wait_until(
                 lambda w=worker: w.poll() is not None
-                or all(redis_client.exists(contract.result_key(job_id)) for job_id in sent),
+                or all(redis_client.exists(wire.result_key(job_id)) for job_id in sent),
                 90, "a death or all results")
             if worker.poll() is not None:
                 restarts += 1
@@ -213,15 +186,15 @@ def test_batch_mates_of_a_job_celery_never_runs_are_given_back_and_run(client_ap
         client_app.control.revoke(revoked)  # kept in the worker's memory: Celery will not run that job
         processes.wait_until(lambda: f"Tasks flagged as revoked: {revoked}" in log.read_text(), 10, "the revoke")
         busy = _push(redis_client, [SLEEP_PREFIX + "1"], queue)
-        processes.wait_until(lambda: redis_client.hexists(contract.UNACKED_KEY, busy), 10, "the worker busy")
-        wake.push(redis_client, queue, contract.classify_envelope(revoked, ["revoked"], time.time(), queue))
+        processes.wait_until(lambda: redis_client.hexists(wire.UNACKED_KEY, busy), 10, "the worker busy")
+        wake.push(redis_client, queue, wire.classify_envelope(revoked, ["revoked"], time.time(), queue))
         mates = [_push(redis_client, [f"behind the revoked one {i}"], queue) for i in range(2)]
         results = [_result(redis_client, job_id) for job_id in mates]
-        processes.wait_until(lambda: redis_client.hlen(contract.UNACKED_KEY) == 0, 10, "all acknowledged")
+        processes.wait_until(lambda: redis_client.hlen(wire.UNACKED_KEY) == 0, 10, "all acknowledged")
         log_text = log.read_text()
     finally:
         processes.stop(worker)
     assert all(len(r["results"]) == 1 for r in results)
     assert "gave back 2 job(s) taken with a job whose task did not run" in log_text
-    assert not redis_client.exists(contract.result_key(revoked)) or \
-        json.loads(redis_client.get(contract.result_key(revoked)))["status"] == "REVOKED"
+    assert not redis_client.exists(wire.result_key(revoked)) or \
+        json.loads(redis_client.get(wire.result_key(revoked)))["status"] == "REVOKED"
