@@ -36,16 +36,20 @@ lint: venv
 test: system-deps venv lint
 	$(PY) -m pytest
 
+# From a checkout, the stack keeps its state and model cache in it (state/, .cache/models: both ignored by
+# git) unless INFERQ_STATE_DIR / INFERQ_MODEL_CACHE say otherwise; installed, it uses the user's XDG folders.
+CHECKOUT_DIRS = INFERQ_STATE_DIR=$${INFERQ_STATE_DIR:-$(CURDIR)/state} INFERQ_MODEL_CACHE=$${INFERQ_MODEL_CACHE:-$(CURDIR)/.cache/models}
+
 # The whole stack in the foreground under supervisord: its own Redis (else the one in REDIS_URL),
 # the API on :5000, WORKERS workers (default: one per core), Flower on :5555. A service that
 # dies is restarted; Ctrl-C stops all of it.
 run: venv
-	$(VENV)/bin/inferq-stack
+	$(CHECKOUT_DIRS) $(VENV)/bin/inferq-stack
 
 # Starts the stack, runs the seed's test (5 threads x 10 requests) through the API,
 # prints a summary and stops it; fails if any job failed or was lost.
 demo: venv
-	$(VENV)/bin/inferq-demo
+	$(CHECKOUT_DIRS) $(VENV)/bin/inferq-demo
 
 # The crash checker of the suite (tests/reliability/checker.py) for MINUTES minutes with a new seed:
 # clients submit while a seeded schedule kills and stops Redis, workers and the API; prints

@@ -22,8 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-PROJECT_DIR = Path(__file__).resolve().parent
-"""The checkout (editable install): where the local stack keeps its state and model cache by default."""
+
+def _user_dir(variable: str, fallback: str) -> Path:
+    """inferq's folder in an XDG base directory: $variable, else fallback under the home directory."""
+    return Path(os.environ.get(variable) or Path.home() / fallback) / "inferq"
+
+
+USER_CACHE_DIR = _user_dir("XDG_CACHE_HOME", ".cache")
+"""Where models built or exported here are cached by default: a user's folder, never the installed package
+(a wheel install puts the package in site-packages). `make run` points it at the checkout's .cache/models."""
+
+USER_STATE_DIR = _user_dir("XDG_STATE_HOME", ".local/state")
+"""Where the local stack keeps Redis's data, logs and Flower's login by default (`make run`: the checkout's
+state/)."""
 
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 """The Redis every process uses when REDIS_URL is not set."""
@@ -53,9 +64,11 @@ class ConfigError(ValueError):
 
 
 def setting(env: str, default: Any, doc: str, minimum: float | None = None,
-            choices: tuple[str, ...] = ()) -> Any:
-    """Declare a section's field: its environment variable, default, meaning and bounds."""
-    return field(default=default, metadata={"env": env, "doc": doc, "minimum": minimum, "choices": choices})
+            choices: tuple[str, ...] = (), shown: str = "") -> Any:
+    """Declare a section's field: its environment variable, default, meaning and bounds (shown: how the
+    settings page writes a default that depends on the machine)."""
+    return field(default=default, metadata={"env": env, "doc": doc, "minimum": minimum, "choices": choices,
+                                            "shown": shown})
 
 
 @dataclass(frozen=True)
@@ -124,8 +137,9 @@ class ModelSource(Section):
 
     model: str = setting("INFERQ_MODEL", DEFAULT_MODEL, "A hub id, a model directory, or offline:tiny / "
                          "offline:base (built here, random weights).")
-    model_cache: str = setting("INFERQ_MODEL_CACHE", str(PROJECT_DIR / ".cache" / "models"),
-                               "Where offline builds and ONNX exports are kept.")
+    model_cache: str = setting("INFERQ_MODEL_CACHE", str(USER_CACHE_DIR / "models"),
+                               "Where offline builds and ONNX exports are kept.",
+                               shown="$XDG_CACHE_HOME/inferq/models (~/.cache/inferq/models)")
 
 
 @dataclass(frozen=True)
@@ -273,8 +287,8 @@ class RedisServer(Section):
 class Stack(Redis, ModelSource, ApiKeys, Client, RedisServer):
     """The local stack (make run, make demo): its services, ports and state."""
 
-    state_dir: str = setting("INFERQ_STATE_DIR", str(PROJECT_DIR / "state"), "Where the stack keeps Redis's "
-                             "data, logs and Flower's login.")
+    state_dir: str = setting("INFERQ_STATE_DIR", str(USER_STATE_DIR), "Where the stack keeps Redis's data, logs "
+                             "and Flower's login.", shown="$XDG_STATE_HOME/inferq (~/.local/state/inferq)")
     workers: int = setting("WORKERS", 0, "Worker processes (0: one per core).", minimum=0)
     flower_bind: str = setting("INFERQ_FLOWER_BIND", "127.0.0.1:5555", "host:port Flower listens on.")
     ready_timeout: float = setting("INFERQ_STACK_READY_TIMEOUT", 600.0, "Seconds the stack may take to be "
@@ -371,7 +385,7 @@ def markdown() -> str:
                 "| variable | default | meaning |", "| --- | --- | --- |"]
         for item in own:
             default = item.default
-            shown = "" if default in ("", ()) else str(default).replace(str(PROJECT_DIR), ".")
+            shown = item.metadata["shown"] or ("" if default in ("", ()) else str(default))
             cell = f"`{shown}`" if shown else "(unset)"
             out.append(f"| `{item.metadata['env']}` | {cell} | {item.metadata['doc']} |")
         out.append("")

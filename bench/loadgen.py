@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import requests
 
-from inferq.bench.stats import percentile
+from inferq.stack.stats import percentile
 
 WAIT_SECONDS = 30
 """Long-poll length per GET: far longer than any job here takes."""

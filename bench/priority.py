@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from inferq.bench.stats import percentile
+from inferq.stack.stats import percentile
 
 TEXT = "the film was a delight from start to end"
 

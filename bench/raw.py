@@ -5,7 +5,7 @@ import multiprocessing
 import time
 from dataclasses import dataclass
 
-from inferq.bench.stats import percentile
+from inferq.stack.stats import percentile
 
 
 @dataclass

@@ -12,8 +12,8 @@ import requests
 from inferq.bench import flops, loadgen, pinning, precision, priority, raw, seed, workload
 from inferq.bench.progress import Progress
 from inferq.bench.services import Services
-from inferq.bench.stats import percentile
 from inferq.settings import ModelSource, current
+from inferq.stack.stats import percentile
 from inferq.tasks.model import resolve
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from inferq.bench.stats import percentile
 from inferq.client.api import ApiRefused, Client
+from inferq.stack.stats import percentile
 
 SEED_THREADS = 5
 SEED_REQUESTS_PER_THREAD = 10

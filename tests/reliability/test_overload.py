@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from inferq.bench.stats import percentile
+from inferq.stack.stats import percentile
 from inferq.tasks.faults import SLEEP_PREFIX
 from tests.figures import record
 from tests.reliability.load import one_submit

@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from inferq.bench.stats import percentile
+from inferq.stack.stats import percentile
 from tests.figures import record
 from tests.reliability.load import Load, one_submit
 from tests.reliability.stack import VISIBILITY_TIMEOUT

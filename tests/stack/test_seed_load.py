@@ -4,9 +4,9 @@ from __future__ import annotations
 import math
 import random
 
-from inferq.bench.stats import percentile
 from inferq.stack import seed_load
 from inferq.stack.seed_load import Outcome
+from inferq.stack.stats import percentile
 
 
 def test_percentile_interpolates_between_ranks():

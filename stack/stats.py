@@ -1,4 +1,4 @@
-"""The one percentile of measured latencies, for the benchmark, the demo and the tests."""
+"""The one percentile of measured latencies, for the demo (stack/seed_load.py), the benchmark and the tests."""
 from __future__ import annotations
 
 import statistics
