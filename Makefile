@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.inferq-installed
 
-.PHONY: venv test lint clean system-deps run demo soak
+.PHONY: venv test test-fast lint clean system-deps run demo soak
 
 # The virtual environment, rebuilt when the dependencies change.
 # constraints.txt pins every version (torch 2.13.0, the CPU build pip finds locally).
@@ -34,7 +34,12 @@ lint: venv
 # The test suite: the static checks, then the tests; they start their own Redis, workers and
 # API and need nothing running.
 test: system-deps venv lint
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25
+
+# The inner loop: everything but the deploy lab, the worker image and the tests marked slow (the long fault
+# tests and the crash checker, fuzzing, the stack under supervision), in a few minutes. CI runs `test`.
+test-fast: venv lint
+	$(PY) -m pytest -m "not slow" --ignore=tests/deploy --ignore=tests/worker_image
 
 # From a checkout, the stack keeps its state and model cache in it (state/, .cache/models: both ignored by
 # git) unless INFERQ_STATE_DIR / INFERQ_MODEL_CACHE say otherwise; installed, it uses the user's XDG folders.
