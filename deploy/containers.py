@@ -20,7 +20,8 @@ from inferq.deploy.connections import root
 from inferq.deploy.errors import DeployError
 from inferq.deploy.files import put_if_changed
 from inferq.deploy.inventory import Host, Inventory
-from inferq.deploy.layout import REPO, Layout, Report
+from inferq.deploy.layout import Layout, Report
+from inferq.deploy.release import Release
 from inferq.deploy.settings import KEEP_IMAGES
 
 PROJECT = "inferq"
@@ -36,9 +37,11 @@ class Containers:
     uses_image = True
 
     def __init__(self, inventory: Inventory, host: Host, where: Layout, docker: str, compose: str,
-                 keep_images: int = KEEP_IMAGES):
+                 keep_images: int = KEEP_IMAGES, shipped: Release | None = None):
         self.inventory, self.host, self.where = inventory, host, where
         self.docker, self.compose, self.keep_images = docker, compose, keep_images
+        # The release whose docker-compose.yml the host runs (None: status and logs, which write nothing).
+        self.shipped = shipped
         self.history = f"{where.remote_dir}/images.log"
 
     def services(self) -> list[str]:
@@ -57,9 +60,17 @@ class Containers:
         return {"id": found[0], "state": state, "exit_code": int(code), "restarts": int(restarts),
                 "image": images.plain_id(image)}
 
+    def current(self, c: Connection) -> images.Image | None:
+        """The image the host's workers run now: the newest line of its image history, if the host still has it."""
+        ran = root(c, f"cat {self.history} 2>/dev/null", warn=True).stdout.split()
+        found = images.remote_id(c, self.docker, ran[-1]) if ran else None
+        return images.Image(ran[-1], found) if found else None
+
     def configure(self, c: Connection, image: images.Image) -> bool:
         """Write the compose file and its .env (image, host); True if either changed."""
-        compose_file = put_if_changed(c, (REPO / "docker-compose.yml").read_text(),
+        if self.shipped is None:
+            raise DeployError("no release to take docker-compose.yml from (deploy.operations packs it first)")
+        compose_file = put_if_changed(c, self.shipped.file("docker-compose.yml"),
                                       f"{self.where.remote_dir}/docker-compose.yml")
         dotenv = put_if_changed(c, config_files.compose_dotenv(self.host, image.tag), f"{self.where.remote_dir}/.env")
         return compose_file or dotenv

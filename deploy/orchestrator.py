@@ -92,3 +92,34 @@ def deploy_orchestrator(c: Connection, runtime: Runtime, inventory: Inventory, s
         changes += outcome != "unchanged"
         report(f"{host.name}: {service.name} {outcome}")
     return changes
+
+
+def snapshot(c: Connection, runtime: Runtime, inventory: Inventory) -> dict[str, str]:
+    """Before a deploy changes the orchestrator: its current release, and a copy of the API's env file.
+
+    What roll_back() returns to when the new release fails its smoke job.
+    """
+    where = runtime.layout(inventory, inventory.orchestrator)
+    env = f"{where.remote_dir}/etc/orchestrator.env"
+    root(c, f"if test -f {env}; then cp -p {env} {env}.previous; else rm -f {env}.previous; fi")
+    current = root(c, f"readlink -f {where.remote_dir}/current", warn=True).stdout.strip()
+    return {"release": current if current.startswith(f"{where.remote_dir}/releases/") else ""}
+
+
+def roll_back(c: Connection, runtime: Runtime, inventory: Inventory, before: dict[str, str], report: Report) -> str:
+    """Put the API and Flower back on the release and env file they ran before; the release now current."""
+    from inferq.deploy import release
+
+    host = inventory.orchestrator
+    where = runtime.layout(inventory, host)
+    env = f"{where.remote_dir}/etc/orchestrator.env"
+    if before["release"] and root(c, f"test -f {before['release']}/.installed", warn=True).ok:
+        release.switch(c, where.remote_dir, before["release"])
+    root(c, f"if test -f {env}.previous; then cp -p {env}.previous {env}; fi")
+    services = runtime.service_manager(where)
+    for service in orchestrator_services(runtime, inventory, host, where):
+        if service.name in ("api", "flower"):
+            services.ensure(c, service, True)
+    now = root(c, f"readlink -f {where.remote_dir}/current", warn=True).stdout.strip().rsplit("/", 1)[-1]
+    report(f"{host.name}: api and flower back on release {now or 'none'}")
+    return now

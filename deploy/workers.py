@@ -10,6 +10,7 @@ from inferq.deploy.image import Archive, Image
 from inferq.deploy.inventory import Host, Inventory
 from inferq.deploy.layout import Report
 from inferq.deploy.runtime import Runtime
+from inferq.deploy.settings import WORKER_UID
 
 
 def deploy_worker(runtime: Runtime, inventory: Inventory, host: Host, secrets: Secrets, image: Image | None,
@@ -22,10 +23,12 @@ def deploy_worker(runtime: Runtime, inventory: Inventory, host: Host, secrets: S
     where = runtime.layout(inventory, host)
     with connect(inventory, host) as c:
         changes = runtime.prepare_worker(c, inventory, host)
+        workers = runtime.workers(inventory, host)
+        # Containers read it as the image's user (a compose secret keeps the file's owner and mode).
+        owner = str(WORKER_UID) if workers.uses_image else "root"
         env_changed = put_if_changed(c, config_files.worker_env(inventory, secrets),
-                                     f"{where.remote_dir}/worker.env", "600")
+                                     f"{where.remote_dir}/worker.env", "600", owner)
         changes += env_changed
-        changes += runtime.workers(inventory, host).deploy(c, archive, image, env_changed, restart_unchanged,
-                                                          wait, report)
+        changes += workers.deploy(c, archive, image, env_changed, restart_unchanged, wait, report)
     report(f"{host.name}: workers deployed ({changes} change(s))")
     return changes
