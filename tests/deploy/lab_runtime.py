@@ -188,5 +188,5 @@ class LabRuntime(Runtime):
         """Containers on container_hosts, processes elsewhere."""
         where = self.layout(inventory, host)
         if host.name in self.container_hosts:
-            return Containers(inventory, host, where, self.docker, self.compose, self.keep_images)
+            return Containers(inventory, host, where, self.docker, self.compose, self.keep_images, self.release)
         return ProcessWorkers(inventory, host, where, self.process_env)

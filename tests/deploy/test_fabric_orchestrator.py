@@ -117,3 +117,30 @@ def test_a_full_redis_answers_429_before_refusing_writes_and_loses_no_accepted_j
     assert "errorstat_OOM" not in errors, errors
     # ... and every job it accepted finished.
     assert outcome["finals"] == ["succeeded"] * outcome["accepted"], outcome["finals"]
+
+
+def test_an_orchestrator_failing_its_smoke_job_goes_back_to_what_it_ran(cluster):
+    from tests.deploy.commands import UPDATE
+
+    orchestrator = cluster.tmp / "hosts" / "orchestrator"
+    env_before = (orchestrator / "etc" / "orchestrator.env").read_text()
+    running = (orchestrator / "current").resolve()
+    # A configuration whose API starts but refuses every job (bodies over 16 bytes): the smoke job fails.
+    inventory = json.loads(cluster.inventory.read_text())
+    inventory["env"]["INFERQ_MAX_BODY_BYTES"] = "16"
+    cluster.inventory.write_text(json.dumps(inventory))
+    try:
+        failed = cluster.fab(UPDATE, check=False)
+    finally:
+        del inventory["env"]["INFERQ_MAX_BODY_BYTES"]
+        cluster.inventory.write_text(json.dumps(inventory))
+    lines = failed.stderr.strip().splitlines()
+    assert failed.returncode == 1 and len(lines) == 1, failed.stderr
+    assert lines[0].startswith("fab: the smoke job through https://10.231.0.11 ended refused (413") and (
+        f"the orchestrator went back to release {running.name} and its previous env file (a smoke job there: "
+        "succeeded)") in lines[0], lines[0]
+    assert "orchestrator: api and flower back on release" in failed.stdout
+    assert "worker-1: updated" not in failed.stdout  # it stopped before any worker host
+    assert (orchestrator / "etc" / "orchestrator.env").read_text() == env_before
+    assert (orchestrator / "current").resolve() == running
+    assert json.loads(cluster.fab(SUBMIT).stdout)["status"] == "succeeded"
