@@ -70,7 +70,13 @@ class Cluster:
             store.mkdir(parents=True)
             (store / "storage.conf").write_text(
                 f'[storage]\ndriver = "overlay"\ngraphroot = "{store}/storage"\nrunroot = "{store}/run"\n')
-            host_env[name] = {"CONTAINERS_STORAGE_CONF": str(store / "storage.conf")}
+            # Podman keeps its networks in one machine-wide directory: each lab host gets its own, or two
+            # hosts creating compose's network at once collide (on AWS each host has its own /etc).
+            system = Path("/etc/containers/containers.conf")
+            (store / "containers.conf").write_text((system.read_text() if system.exists() else "")
+                                                   + f'\n[network]\nnetwork_config_dir = "{store}/networks"\n')
+            host_env[name] = {"CONTAINERS_STORAGE_CONF": str(store / "storage.conf"),
+                              "CONTAINERS_CONF": str(store / "containers.conf")}
         self.lab = Lab(tmp, HOSTS, host_env=host_env)
         self.inventory = tmp / "inventory.json"
         self.known_hosts = tmp / "known_hosts"
