@@ -122,9 +122,10 @@ class Cluster:
         self.outputs.append(result.stdout + result.stderr)
         return result
 
-    def in_admin(self, *command: str) -> subprocess.CompletedProcess:
+    def in_admin(self, *command: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run a command in the admin namespace (the operator's machine), with env added to this environment."""
         return subprocess.run([*self.lab.exec_prefix(self.lab.admin), *command], capture_output=True, text=True,
-                              timeout=300)
+                              timeout=300, env={**os.environ, **(env or {})})
 
     def on_container_host(self, *command: str, check: bool = True, host: str = CONTAINER_HOST
                           ) -> subprocess.CompletedProcess:

@@ -70,10 +70,10 @@ def api_key(cluster) -> str:
 
 
 def jobs(cluster, *args: str) -> subprocess.Popen:
-    """Start tests/deploy/jobs.py in the admin namespace (the API's network)."""
+    """Start tests/deploy/jobs.py in the admin namespace (the API's network); its API key in its environment."""
     return subprocess.Popen([*cluster.lab.exec_prefix(cluster.lab.admin), sys.executable, "-m", "tests.deploy.jobs",
-                             API, api_key(cluster), cluster.api_sha256(), *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                             API, cluster.api_sha256(), *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "INFERQ_API_KEY": api_key(cluster)})
 
 
 def outcomes(process: subprocess.Popen, timeout: float = 300) -> list[dict]:

@@ -100,8 +100,8 @@ def test_a_full_redis_answers_429_before_refusing_writes_and_loses_no_accepted_j
     password = json.loads((cluster.secrets / "lab" / "cluster-secrets.json").read_text())["redis_password"]
     stats = ("import json, redis, sys; r = redis.Redis(host='10.231.0.11', password=sys.argv[1]); "
              "m = r.info('memory'); print(json.dumps([m['used_memory'], m['maxmemory'], r.info('errorstats')]))")
-    filled = cluster.in_admin(sys.executable, "-m", "tests.deploy.fill", API, api_key(cluster), cluster.api_sha256(),
-                              "--hold", "45")
+    filled = cluster.in_admin(sys.executable, "-m", "tests.deploy.fill", API, cluster.api_sha256(), "--hold", "45",
+                              env={"INFERQ_API_KEY": api_key(cluster)})
     assert filled.returncode == 0, filled.stderr[-2000:]
     outcome = json.loads(filled.stdout)
     used, limit, errors = json.loads(cluster.in_admin(sys.executable, "-c", stats, password).stdout)
