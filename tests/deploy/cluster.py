@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -90,7 +89,6 @@ class Cluster:
             "known_hosts": str(self.known_hosts), "redis_memory_fraction": REDIS_MEMORY / mem_total(),
             "runtime": "tests.deploy.lab_runtime:LabRuntime",
             "runtime_options": {
-                "code_dir": str(ROOT), "python": sys.prefix, "container_hosts": CONTAINER_HOSTS,
                 "pip_args": ["--no-index", "--find-links", str(wheelhouse())],
                 "docker": engine.DOCKER, "compose": str(BIN / "podman-compose"), "keep_images": KEEP_IMAGES,
                 "build_args": build_args, "build_contexts": build_contexts,

@@ -206,6 +206,7 @@ def test_the_webhook_secret_is_a_cluster_secret_and_the_inventory_may_not_hold_o
 
 
 def test_the_runtime_is_chosen_once_from_the_inventory():
+    from inferq.deploy.containers import Containers
     from inferq.deploy.errors import DeployError
     from inferq.deploy.runtime import Runtime, load
     from tests.deploy.lab_runtime import LabRuntime
@@ -214,11 +215,10 @@ def test_the_runtime_is_chosen_once_from_the_inventory():
     assert type(aws) is Runtime and aws.docker == "docker" and aws.compose == "docker compose"
     inventory = lab_inventory()
     inventory.runtime = "tests.deploy.lab_runtime:LabRuntime"
-    inventory.runtime_options = {"code_dir": "/src", "python": "/venv", "container_hosts": ["worker-1"]}
+    inventory.runtime_options = {"docker": "/usr/bin/docker", "keep_images": 2}
     lab = load(inventory)
-    assert isinstance(lab, LabRuntime) and lab.layout(inventory, inventory.workers[0]).code == "/src"
-    assert lab.workers(inventory, inventory.workers[0]).uses_image  # worker-1: containers
-    assert not lab.workers(inventory, inventory.workers[1]).uses_image  # worker-2: processes
+    assert isinstance(lab, LabRuntime) and lab.docker == "/usr/bin/docker" and lab.keep_images == 2
+    assert all(isinstance(lab.workers(inventory, host), Containers) for host in inventory.workers)
     inventory.runtime = "nowhere:Runtime"
     with pytest.raises(DeployError, match=r"^unknown runtime 'nowhere:Runtime'"):
         load(inventory)
