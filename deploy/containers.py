@@ -34,8 +34,6 @@ Wait = Callable[[list[str], Callable[[], str | None]], str | None]
 class Containers:
     """The workers of one host as containers of the worker image, run by docker compose."""
 
-    uses_image = True
-
     def __init__(self, inventory: Inventory, host: Host, where: Layout, docker: str, compose: str,
                  keep_images: int = KEEP_IMAGES, shipped: Release | None = None):
         self.inventory, self.host, self.where = inventory, host, where
@@ -123,12 +121,11 @@ class Containers:
         report(f"{what}; rolled back to {tag} ({before[:12]})")
         raise DeployError(f"{what}; rolled back to {tag} ({before[:12]})")
 
-    def deploy(self, c: Connection, archive: images.Archive, image: images.Image, env_changed: bool,
-               restart_unchanged: bool, wait: Wait, report: Report) -> int:
+    def deploy(self, c: Connection, archive: images.Archive, image: images.Image, env_changed: bool, wait: Wait,
+               report: Report) -> int:
         """Ship the image if the host lacks it, write the compose files, roll the containers. Return changes.
 
-        restart_unchanged is for runtimes without versions to compare; a container
-        is replaced when its image or configuration changed, never otherwise.
+        A container is replaced when its image or configuration changed, never otherwise.
         """
         shipped = images.ship(c, self.docker, archive, image)
         if shipped:

@@ -19,12 +19,9 @@ from inferq.deploy.workers import deploy_worker
 
 
 def running_image(runtime: Runtime, inventory: Inventory, host: Host) -> Image | None:
-    """The image the host's workers run now (the newest of its image history), or None (processes, or none yet)."""
-    workers = runtime.workers(inventory, host)
-    if not workers.uses_image:
-        return None
+    """The image the host's workers run now (the newest of its image history), or None (none yet)."""
     with connect(inventory, host) as c:
-        return workers.current(c)
+        return runtime.workers(inventory, host).current(c)
 
 
 def roll_back(runtime: Runtime, inventory: Inventory, secrets: Secrets, updated: list[tuple[Host, Image | None]],
@@ -32,10 +29,10 @@ def roll_back(runtime: Runtime, inventory: Inventory, secrets: Secrets, updated:
     """Put each updated host back on the image it ran before (newest first); what the fleet runs now, one line."""
     for host, before in reversed(updated):
         if before is None:
-            continue  # nothing ran there before this update (or no image at all): nothing to go back to
+            continue  # nothing ran there before this update: nothing to go back to
         # The host kept the image (deploy.settings.KEEP_IMAGES): nothing is shipped unless it lost it.
         archive = Archive(runtime.docker, before, scratch)
-        deploy_worker(runtime, inventory, host, secrets, before, archive, wait, report, restart_unchanged=True)
+        deploy_worker(runtime, inventory, host, secrets, before, archive, wait, report)
         report(f"{host.name}: rolled back to {before.tag} ({before.short})")
     return one_image(runtime, inventory)
 
@@ -44,11 +41,8 @@ def one_image(runtime: Runtime, inventory: Inventory) -> str:
     """One line: the image every worker container of the fleet runs, or the images it is split between."""
     found: dict[str, set[str]] = {}
     for host in inventory.workers:
-        workers = runtime.workers(inventory, host)
-        if not workers.uses_image:
-            continue
         with connect(inventory, host) as c:
-            for container in workers.status(c):
+            for container in runtime.workers(inventory, host).status(c):
                 tag = (container["tags"].split(",") or [""])[0] or "untagged"
                 found.setdefault(container["image"] or "none", set()).add(f"{tag} on {host.name}")
     if len(found) == 1:

@@ -73,15 +73,15 @@ def deploy(inventory: Inventory, secrets: Secrets, secrets_dir: str, report: Rep
         with connect(inventory, inventory.orchestrator) as c:
             before = orchestrator.snapshot(c, runtime, inventory)
             changes = deploy_orchestrator(c, runtime, inventory, secrets, secrets_dir, report)
-        image = runtime.build_image(report) if runtime.needs_image(inventory) else None
-        wait = waiter(runtime, inventory, wait_seconds)
         workers = inventory.workers
-        with tempfile.TemporaryDirectory(prefix="inferq-image-") as scratch, \
-                ThreadPoolExecutor(max_workers=max(1, len(workers))) as pool:
-            archive = Archive(runtime.docker, image, scratch) if image else None
-            changes += sum(pool.map(lambda h: deploy_worker(runtime, inventory, h, secrets, image, archive, wait,
-                                                            report), workers))
-        if image:
+        if workers:  # the worker image: built once, here, and shipped to every worker host
+            image = runtime.build_image(report)
+            wait = waiter(runtime, inventory, wait_seconds)
+            with tempfile.TemporaryDirectory(prefix="inferq-image-") as scratch, \
+                    ThreadPoolExecutor(max_workers=len(workers)) as pool:
+                archive = Archive(runtime.docker, image, scratch)
+                changes += sum(pool.map(lambda h: deploy_worker(runtime, inventory, h, secrets, image, archive, wait,
+                                                                report), workers))
             runtime.prune_images(image, report)
         expected = nodes.worker_nodes(inventory)
         with connect(inventory, inventory.orchestrator) as c:
@@ -225,26 +225,24 @@ def rolling_update(inventory: Inventory, secrets: Secrets, secrets_dir: str, rep
             before = orchestrator.snapshot(c, runtime, inventory)
             deploy_orchestrator(c, runtime, inventory, secrets, secrets_dir, report)
         smoke_or_roll_back(runtime, inventory, secrets, secrets_dir, before, report)
-        image = None
-        if runtime.needs_image(inventory):
+        if inventory.workers:
             image = runtime.existing_image(image_tag) if image_tag else runtime.build_image(report)
-        with tempfile.TemporaryDirectory(prefix="inferq-image-") as scratch:
-            update_workers(runtime, inventory, secrets, image, scratch, waiter(runtime, inventory, wait_seconds),
-                           report)
-        if image:
+            with tempfile.TemporaryDirectory(prefix="inferq-image-") as scratch:
+                update_workers(runtime, inventory, secrets, image, scratch, waiter(runtime, inventory, wait_seconds),
+                               report)
             runtime.prune_images(image, report)
 
 
-def update_workers(runtime: Runtime, inventory: Inventory, secrets: Secrets, image: Image | None, scratch: str,
+def update_workers(runtime: Runtime, inventory: Inventory, secrets: Secrets, image: Image, scratch: str,
                    wait: Wait, report: Report) -> None:
     """Roll image out host by host; on a failure, every host already updated goes back (fleet.roll_back)."""
-    archive = Archive(runtime.docker, image, scratch) if image else None
+    archive = Archive(runtime.docker, image, scratch)
     updated: list[tuple[Host, Image | None]] = []
     for host in inventory.workers:
         started = time.monotonic()
         before = fleet.running_image(runtime, inventory, host)
         try:
-            deploy_worker(runtime, inventory, host, secrets, image, archive, wait, report, restart_unchanged=True)
+            deploy_worker(runtime, inventory, host, secrets, image, archive, wait, report)
         except DeployError as exc:
             back = fleet.roll_back(runtime, inventory, secrets, updated, scratch, wait, report)
             raise DeployError(f"{exc}; {back}") from None

@@ -109,10 +109,6 @@ class Runtime:
         return Containers(inventory, host, self.layout(inventory, host), self.docker, self.compose, self.keep_images,
                           self.release)
 
-    def needs_image(self, inventory: Inventory) -> bool:
-        """Whether any worker host runs the worker image (then the deploy builds it, once)."""
-        return any(self.workers(inventory, host).uses_image for host in inventory.workers)
-
     def existing_image(self, tag: str) -> images.Image:
         """An image already built on this machine, by tag (to roll out, or back to, a given one)."""
         found = images.local_id(self.docker, tag)
