@@ -75,8 +75,17 @@ class Containers:
 
     def recreate(self, c: Connection, service: str) -> None:
         """Replace one service's container (SIGTERM to the old one: its job goes back to the queue)."""
-        root(c, f"cd {shlex.quote(self.where.remote_dir)} && {self.compose} up -d --no-deps --force-recreate {service}",
-             timeout=600)
+        up = f"cd {shlex.quote(self.where.remote_dir)} && {self.compose} up -d --no-deps"
+        old = self.container(c, service)
+        root(c, f"{up} --force-recreate {service}", timeout=600)
+        now = self.container(c, service)
+        if old and now and now["id"] == old["id"]:
+            # The old container survived: podman-compose stops it, then removes it without -f, and one that
+            # keeps exiting, started again by its restart policy in between, cannot be removed so; compose
+            # then starts that one instead of creating the new one, and exits 0. It was stopped once
+            # already (a worker's job went back then): remove it by force, and create the service anew.
+            root(c, f"{self.docker} rm -f {old['id']}", timeout=120)
+            root(c, f"{up} {service}", timeout=600)
 
     def failure(self, c: Connection, service: str, image: images.Image) -> str | None:
         """Why the service's container is not a healthy run of image, if it is not."""
