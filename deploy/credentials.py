@@ -37,6 +37,17 @@ class Secrets:
         return "Secrets(<hidden>)"
 
 
+def token(nbytes: int) -> str:
+    """A random URL-safe secret of nbytes that never starts with "-".
+
+    token_urlsafe starts one in 64 with "-", which a command line takes for an
+    option: `inferq --api-key <it>` then fails with a usage error.
+    """
+    while (made := secrets.token_urlsafe(nbytes)).startswith("-"):
+        continue
+    return made
+
+
 def path_of(secrets_dir: str | os.PathLike, cluster: str) -> Path:
     """Where a cluster's secrets are kept."""
     return Path(secrets_dir) / cluster / "cluster-secrets.json"
@@ -50,12 +61,11 @@ def load_or_create(secrets_dir: str | os.PathLike, cluster: str) -> Secrets:
         stored = json.loads(path.read_text())
         added = [key for key in ADDED_LATER if not stored.get(key)]
         if added:
-            stored.update({key: secrets.token_urlsafe(32) for key in added})
+            stored.update({key: token(32) for key in added})
             _write(path, stored)
         return Secrets(**stored)
-    made = Secrets(redis_password=secrets.token_urlsafe(32), flower_user=FLOWER_USER,
-                   flower_password=secrets.token_urlsafe(18), api_key=secrets.token_urlsafe(32),
-                   worker_redis_password=secrets.token_urlsafe(32), webhook_secret=secrets.token_urlsafe(32))
+    made = Secrets(redis_password=token(32), flower_user=FLOWER_USER, flower_password=token(18), api_key=token(32),
+                   worker_redis_password=token(32), webhook_secret=token(32))
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     _write(path, asdict(made))
