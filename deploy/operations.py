@@ -129,8 +129,8 @@ def smoke_or_roll_back(runtime: Runtime, inventory: Inventory, secrets: Secrets,
     with connect(inventory, inventory.orchestrator) as c:
         now = orchestrator.roll_back(c, runtime, inventory, before, report)
     again = smoke(inventory, secrets, secrets_dir).get("status")
-    raise DeployError(f"{what}: the orchestrator went back to release {now or 'none'} and its previous env file "
-                      f"(a smoke job there: {again}); see `fab -r deploy logs`")
+    raise DeployError(f"{what}: the orchestrator went back to release {now or 'none'} and its previous env file and "
+                      f"proxy configuration (a smoke job there: {again}); see `fab -r deploy logs`")
 
 
 def api_url(inventory: Inventory) -> str:

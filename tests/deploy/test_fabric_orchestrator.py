@@ -124,8 +124,10 @@ def test_an_orchestrator_failing_its_smoke_job_goes_back_to_what_it_ran(cluster)
 
     orchestrator = cluster.tmp / "hosts" / "orchestrator"
     env_before = (orchestrator / "etc" / "orchestrator.env").read_text()
+    proxy_before = (orchestrator / "etc" / "nginx.conf").read_text()
     running = (orchestrator / "current").resolve()
-    # A configuration whose API starts but refuses every job (bodies over 16 bytes): the smoke job fails.
+    # A configuration whose API starts but refuses every job (bodies over 16 bytes): the smoke job fails. The
+    # proxy's body limit follows the API's, so its configuration changes too, and must go back with the API's.
     inventory = json.loads(cluster.inventory.read_text())
     inventory["env"]["INFERQ_MAX_BODY_BYTES"] = "16"
     cluster.inventory.write_text(json.dumps(inventory))
@@ -137,10 +139,13 @@ def test_an_orchestrator_failing_its_smoke_job_goes_back_to_what_it_ran(cluster)
     lines = failed.stderr.strip().splitlines()
     assert failed.returncode == 1 and len(lines) == 1, failed.stderr
     assert lines[0].startswith("fab: the smoke job through https://10.231.0.11 ended refused (413") and (
-        f"the orchestrator went back to release {running.name} and its previous env file (a smoke job there: "
-        "succeeded)") in lines[0], lines[0]
-    assert "orchestrator: api and flower back on release" in failed.stdout
+        f"the orchestrator went back to release {running.name} and its previous env file and proxy configuration "
+        "(a smoke job there: succeeded)") in lines[0], lines[0]
+    assert "orchestrator: proxy restarted" in failed.stdout  # the failed deploy changed the proxy's configuration
+    assert (f"orchestrator: api and flower back on release {running.name}; proxy back on its previous configuration"
+            in failed.stdout), failed.stdout
     assert "worker-1: updated" not in failed.stdout  # it stopped before any worker host
     assert (orchestrator / "etc" / "orchestrator.env").read_text() == env_before
+    assert (orchestrator / "etc" / "nginx.conf").read_text() == proxy_before
     assert (orchestrator / "current").resolve() == running
     assert json.loads(cluster.fab(SUBMIT).stdout)["status"] == "succeeded"
