@@ -1,7 +1,7 @@
 """``inferq-provision``: create (up) or delete (down) the cluster's AWS resources.
 
     inferq-provision up --admin-cidr 203.0.113.7/32 [--workers 5] [--dry-run]
-    inferq-provision down [--dry-run]
+    inferq-provision down [--dry-run] [--keep-secrets]
 
 boto3 finds credentials the usual way (AWS_PROFILE, AWS_ACCESS_KEY_ID ...;
 AWS_ENDPOINT_URL points it at another endpoint). The region and cluster come
@@ -42,7 +42,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     make.add_argument("--orchestrator-ami-name", default=settings.ORCHESTRATOR_AMI_NAME,
                       help="orchestrator's AMI name pattern: its python3 must be "
                            f"{settings.PYTHON_VERSION} (default %(default)s)")
-    for sub in (make, commands.add_parser("down", help="delete everything tagged with the cluster, in its region")):
+    make.add_argument("--host-key-wait", type=float, default=settings.HOST_KEY_WAIT_SECONDS,
+                      help="seconds to wait for new hosts to print their SSH host keys on the console "
+                           "(default %(default)s)")
+    remove = commands.add_parser("down", help="delete everything tagged with the cluster, in its region")
+    remove.add_argument("--keep-secrets", action="store_true",
+                        help="keep secrets/<cluster>/cluster-secrets.json (default: removed, so a new cluster of "
+                             "the same name gets new passwords)")
+    for sub in (make, remove):
         add_common(sub, argparse.SUPPRESS)  # the same options after the command: `up --region eu-west-1`
     return parser.parse_args(argv)
 
@@ -90,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
                               ami_owner=args.ami_owner, ami_name=args.ami_name,
                               orchestrator_ami_owner=args.orchestrator_ami_owner,
                               orchestrator_ami_name=args.orchestrator_ami_name, **common)
-            up(clients.connect(where.region), options, args.dry_run, print)
+            up(clients.connect(where.region), options, args.dry_run, print, args.host_key_wait)
         else:
-            down(clients.connect(where.region), Options(**common), args.dry_run, print)
+            down(clients.connect(where.region), Options(**common), args.dry_run, print, args.keep_secrets)
     except DeployError as exc:
         print(f"inferq-provision: {exc}", file=sys.stderr)
         return 1

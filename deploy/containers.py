@@ -20,7 +20,8 @@ from inferq.deploy.connections import root
 from inferq.deploy.errors import DeployError
 from inferq.deploy.files import put_if_changed
 from inferq.deploy.inventory import Host, Inventory
-from inferq.deploy.layout import REPO, Layout, Report
+from inferq.deploy.layout import Layout, Report
+from inferq.deploy.release import Release
 from inferq.deploy.settings import KEEP_IMAGES
 
 PROJECT = "inferq"
@@ -33,12 +34,12 @@ Wait = Callable[[list[str], Callable[[], str | None]], str | None]
 class Containers:
     """The workers of one host as containers of the worker image, run by docker compose."""
 
-    uses_image = True
-
     def __init__(self, inventory: Inventory, host: Host, where: Layout, docker: str, compose: str,
-                 keep_images: int = KEEP_IMAGES):
+                 keep_images: int = KEEP_IMAGES, shipped: Release | None = None):
         self.inventory, self.host, self.where = inventory, host, where
         self.docker, self.compose, self.keep_images = docker, compose, keep_images
+        # The release whose docker-compose.yml the host runs (None: status and logs, which write nothing).
+        self.shipped = shipped
         self.history = f"{where.remote_dir}/images.log"
 
     def services(self) -> list[str]:
@@ -57,17 +58,34 @@ class Containers:
         return {"id": found[0], "state": state, "exit_code": int(code), "restarts": int(restarts),
                 "image": images.plain_id(image)}
 
+    def current(self, c: Connection) -> images.Image | None:
+        """The image the host's workers run now: the newest line of its image history, if the host still has it."""
+        ran = root(c, f"cat {self.history} 2>/dev/null", warn=True).stdout.split()
+        found = images.remote_id(c, self.docker, ran[-1]) if ran else None
+        return images.Image(ran[-1], found) if found else None
+
     def configure(self, c: Connection, image: images.Image) -> bool:
         """Write the compose file and its .env (image, host); True if either changed."""
-        compose_file = put_if_changed(c, (REPO / "docker-compose.yml").read_text(),
+        if self.shipped is None:
+            raise DeployError("no release to take docker-compose.yml from (deploy.operations packs it first)")
+        compose_file = put_if_changed(c, self.shipped.file("docker-compose.yml"),
                                       f"{self.where.remote_dir}/docker-compose.yml")
         dotenv = put_if_changed(c, config_files.compose_dotenv(self.host, image.tag), f"{self.where.remote_dir}/.env")
         return compose_file or dotenv
 
     def recreate(self, c: Connection, service: str) -> None:
         """Replace one service's container (SIGTERM to the old one: its job goes back to the queue)."""
-        root(c, f"cd {shlex.quote(self.where.remote_dir)} && {self.compose} up -d --no-deps --force-recreate {service}",
-             timeout=600)
+        up = f"cd {shlex.quote(self.where.remote_dir)} && {self.compose} up -d --no-deps"
+        old = self.container(c, service)
+        root(c, f"{up} --force-recreate {service}", timeout=600)
+        now = self.container(c, service)
+        if old and now and now["id"] == old["id"]:
+            # The old container survived: podman-compose stops it, then removes it without -f, and one that
+            # keeps exiting, started again by its restart policy in between, cannot be removed so; compose
+            # then starts that one instead of creating the new one, and exits 0. It was stopped once
+            # already (a worker's job went back then): remove it by force, and create the service anew.
+            root(c, f"{self.docker} rm -f {old['id']}", timeout=120)
+            root(c, f"{up} {service}", timeout=600)
 
     def failure(self, c: Connection, service: str, image: images.Image) -> str | None:
         """Why the service's container is not a healthy run of image, if it is not."""
@@ -112,12 +130,11 @@ class Containers:
         report(f"{what}; rolled back to {tag} ({before[:12]})")
         raise DeployError(f"{what}; rolled back to {tag} ({before[:12]})")
 
-    def deploy(self, c: Connection, archive: images.Archive, image: images.Image, env_changed: bool,
-               restart_unchanged: bool, wait: Wait, report: Report) -> int:
+    def deploy(self, c: Connection, archive: images.Archive, image: images.Image, env_changed: bool, wait: Wait,
+               report: Report) -> int:
         """Ship the image if the host lacks it, write the compose files, roll the containers. Return changes.
 
-        restart_unchanged is for runtimes without versions to compare; a container
-        is replaced when its image or configuration changed, never otherwise.
+        A container is replaced when its image or configuration changed, never otherwise.
         """
         shipped = images.ship(c, self.docker, archive, image)
         if shipped:

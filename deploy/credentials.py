@@ -1,8 +1,9 @@
 """The cluster's secrets: generated once, kept locally in a mode-600 file, never printed.
 
-The Redis password, Flower's basic-auth login and an API key reach the hosts
-only inside env files written over SFTP with mode 600; no command line and
-no log line carries them.
+The Redis passwords, Flower's basic-auth login, an API key and the webhook
+signing secret reach the hosts only inside env files written over SFTP with
+mode 600; no command line and no log line carries them. `inferq-provision
+down` removes them (forget), so a new cluster of the same name gets new ones.
 """
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 FLOWER_USER = "inferq"
+
+ADDED_LATER = ("worker_redis_password", "webhook_secret")
+"""Secrets newer than some secrets files: generated when such a file is loaded, the others kept."""
 
 
 @dataclass(frozen=True)
@@ -26,9 +30,22 @@ class Secrets:
     # The workers' own Redis user (see deploy.config_files.WORKER_ACL); empty only
     # in secrets files written before workers had one, and filled in on load.
     worker_redis_password: str = ""
+    # INFERQ_WEBHOOK_SECRET of the API and the workers (signed callbacks); filled in on load likewise.
+    webhook_secret: str = ""
 
     def __repr__(self) -> str:  # never leak a secret through a traceback or a log line
         return "Secrets(<hidden>)"
+
+
+def token(nbytes: int) -> str:
+    """A random URL-safe secret of nbytes that never starts with "-".
+
+    token_urlsafe starts one in 64 with "-", which a command line takes for an
+    option: `inferq --api-key <it>` then fails with a usage error.
+    """
+    while (made := secrets.token_urlsafe(nbytes)).startswith("-"):
+        continue
+    return made
 
 
 def path_of(secrets_dir: str | os.PathLike, cluster: str) -> Path:
@@ -42,13 +59,13 @@ def load_or_create(secrets_dir: str | os.PathLike, cluster: str) -> Secrets:
     if path.exists():
         os.chmod(path, 0o600)
         stored = json.loads(path.read_text())
-        if not stored.get("worker_redis_password"):
-            stored["worker_redis_password"] = secrets.token_urlsafe(32)
+        added = [key for key in ADDED_LATER if not stored.get(key)]
+        if added:
+            stored.update({key: token(32) for key in added})
             _write(path, stored)
         return Secrets(**stored)
-    made = Secrets(redis_password=secrets.token_urlsafe(32), flower_user=FLOWER_USER,
-                   flower_password=secrets.token_urlsafe(18), api_key=secrets.token_urlsafe(32),
-                   worker_redis_password=secrets.token_urlsafe(32))
+    made = Secrets(redis_password=token(32), flower_user=FLOWER_USER, flower_password=token(18), api_key=token(32),
+                   worker_redis_password=token(32), webhook_secret=token(32))
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     _write(path, asdict(made))
@@ -62,3 +79,11 @@ def _write(path: Path, values: dict) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(values, f)
     os.replace(partial, path)
+
+
+def forget(secrets_dir: str | os.PathLike, cluster: str) -> bool:
+    """Remove the cluster's secrets file (after teardown); True if there was one."""
+    path = path_of(secrets_dir, cluster)
+    existed = path.exists()
+    path.unlink(missing_ok=True)
+    return existed

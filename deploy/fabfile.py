@@ -5,6 +5,7 @@
     fab -r deploy submit --text "what a lovely day"   # through the public API: TLS, the certificate pinned
     fab -r deploy logs [--lines 50]
     fab -r deploy update [--image TAG]   # orchestrator, then one worker host and one container at a time
+    deploy and update: --allow-dirty (ship uncommitted changes, marked dirty), --break-lock (a dead deploy's lock)
 
 The work is in deploy.operations; these wrappers parse options and print. Every
 SSH connection checks the host's key against the known_hosts file beside the
@@ -21,6 +22,11 @@ from inferq.deploy.errors import DeployError
 
 HELP = {"inventory": f"inventory file (default {settings.INVENTORY})",
         "secrets": f"local secrets directory (default {settings.SECRETS_DIR})"}
+
+SHIP_HELP = {**HELP,
+             "allow-dirty": "ship the tracked files as they are, uncommitted changes included (the release is "
+                            "marked dirty; untracked files never ship)",
+             "break-lock": "remove another deploy's lock first (one that died and left it), saying whose it was"}
 
 
 def _load(inventory, secrets_dir):
@@ -48,12 +54,12 @@ def _run(action):
         raise Exit(f"fab: SSH failed: {exc}; check the inventory's addresses and the admin CIDR", code=1) from None
 
 
-@task(help=HELP)
-def deploy(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR):
+@task(help=SHIP_HELP)
+def deploy(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR, allow_dirty=False, break_lock=False):
     """Configure the orchestrator; build the worker image once and run it on every worker host; smoke job."""
     def action():
         cluster, made = _load(inventory, secrets)
-        operations.deploy(cluster, made, secrets, print)
+        operations.deploy(cluster, made, secrets, print, allow_dirty=allow_dirty, break_lock=break_lock)
     _run(action)
 
 
@@ -69,13 +75,16 @@ def logs(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR, lines=50
     _run(lambda: operations.logs(inv.read_ready(inventory), int(lines), print))
 
 
-@task(help={**HELP, "image": "roll out this image, already built here, instead of building the release's "
-                            "(to go back to an earlier one, say)"})
-def update(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR, image=None):
-    """Update the orchestrator, then the workers one host and one container at a time; roll back on failure."""
+@task(help={**SHIP_HELP, "image": "roll out this image, already built here, instead of building the release's "
+                                 "(to go back to an earlier one, say)"})
+def update(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR, image=None, allow_dirty=False,
+           break_lock=False):
+    """Update the orchestrator (smoke job, else back), then the workers one host at a time; on a failure the whole
+    fleet goes back to the image it ran."""
     def action():
         cluster, made = _load(inventory, secrets)
-        operations.rolling_update(cluster, made, secrets, print, image_tag=image)
+        operations.rolling_update(cluster, made, secrets, print, image_tag=image, allow_dirty=allow_dirty,
+                                  break_lock=break_lock)
     _run(action)
 
 

@@ -16,9 +16,10 @@ def put_if_changed(c: Connection, content: str | bytes, path: str, mode: str = "
     data = content.encode() if isinstance(content, str) else content
     digest = hashlib.sha256(data).hexdigest()
     quoted = shlex.quote(path)
-    have = root(c, f"test -f {quoted} && sha256sum {quoted} | cut -d' ' -f1 && stat -c '%a %U' {quoted}",
+    # owner is a name, or a numeric uid the host may have no name for (the worker image's user).
+    have = root(c, f"test -f {quoted} && sha256sum {quoted} | cut -d' ' -f1 && stat -c '%a %U %u' {quoted}",
                 warn=True).stdout.split()
-    if have == [digest, mode.lstrip("0") or "0", owner]:
+    if have[:2] == [digest, mode.lstrip("0") or "0"] and owner in have[2:]:
         return False
     upload_then(c, data, lambda upload: f"install -D -m {mode} -o {owner} {upload} {quoted}")
     return True

@@ -1,12 +1,14 @@
-"""SSH host keys: made here, handed to each new instance in its user data, pinned in a known_hosts file.
+"""SSH host keys: made by each host at first boot, read from its console through the EC2 API, pinned in known_hosts.
 
-The key a host proves itself with is never learned from the SSH connection
-(no trust on first use): `up` generates it, cloud-init installs it before sshd
-first starts (`ssh_keys` in the user data; no other key type is generated), and
-the public half is written beside the inventory. A second `up` learns it again
-from the instance's user data, through the EC2 API. The private half lives in
-the user data only, which the instance's metadata service hands to processes on
-that host (containers cannot reach it: one IMDS hop, deploy.settings.IMDS_HOP_LIMIT).
+No private key ever leaves the host, and none is in the user data (which the
+metadata service hands to any process on the host, and DescribeInstanceAttribute
+to anyone allowed it). cloud-init generates the host key at first boot and
+prints the public keys to the serial console (its keys-to-console module: a
+block between "-----BEGIN SSH HOST KEY KEYS-----" and "-----END SSH HOST KEY
+KEYS-----"); `up` reads that console with GetConsoleOutput, an authenticated AWS
+call the host cannot forge for another one, and pins what it says in a known_hosts
+file beside the inventory. Nothing is learned from an SSH connection (no trust
+on first use): fab refuses a host that has no pin or shows another key.
 """
 from __future__ import annotations
 
@@ -14,54 +16,47 @@ import base64
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+import re
 from pathlib import Path
 
 CLOUD_CONFIG = "#cloud-config\n"
 """First line of user data that cloud-init reads as configuration (the rest is JSON, which is YAML)."""
 
+BEGIN, END = "-----BEGIN SSH HOST KEY KEYS-----", "-----END SSH HOST KEY KEYS-----"
+"""The lines around the host's public keys on its console (cloud-init's write-ssh-key-fingerprints)."""
 
-@dataclass(frozen=True)
-class HostKey:
-    """An ed25519 host key: the private half in OpenSSH's format, the public half as `ssh-ed25519 AAAA...`."""
-
-    private: str
-    public: str
-
-    def __repr__(self) -> str:  # never print the private half
-        return f"HostKey({self.public})"
+KEY = re.compile(r"(ssh-ed25519|ecdsa-sha2-nistp(?:256|384|521)|ssh-rsa) (AAAA[0-9A-Za-z+/]+=*)")
+"""One public key on a console line (cloud-init logs each line with a prefix such as "ec2: ")."""
 
 
-def generate() -> HostKey:
-    """A new ed25519 host key."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    return HostKey(private, public.decode())
-
-
-def user_data(key: HostKey) -> str:
-    """cloud-init user data installing key as the host's only SSH host key."""
+def user_data() -> str:
+    """cloud-init user data: a fresh ed25519 host key made on the host, printed to the console; no secret in it."""
     return CLOUD_CONFIG + json.dumps({
         "ssh_deletekeys": True,
-        "ssh_genkeytypes": [],
-        "ssh_keys": {"ed25519_private": key.private, "ed25519_public": key.public},
+        "ssh_genkeytypes": ["ed25519"],
+        "ssh": {"emit_keys_to_console": True},
+        "ssh_key_console_blacklist": [],
     })
 
 
-def public_key_in(data: str) -> str | None:
-    """The host public key that user data written by user_data() installs; None for any other user data."""
-    if not data.startswith(CLOUD_CONFIG):
-        return None
-    try:
-        public = json.loads(data[len(CLOUD_CONFIG):])["ssh_keys"]["ed25519_public"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    return public if isinstance(public, str) and public.startswith("ssh-ed25519 ") else None
+def keys_in_console(output: str) -> list[str]:
+    """The host public keys ("type base64") of the last complete block a console shows; [] if none yet."""
+    blocks, current = [], None
+    for line in output.splitlines():
+        if BEGIN in line:
+            current = []
+        elif END in line and current is not None:
+            blocks.append(current)
+            current = None
+        elif current is not None and (found := KEY.search(line)):
+            current.append(f"{found.group(1)} {found.group(2)}")
+    # A reboot prints the block again: the last one is what the host holds now.
+    return blocks[-1] if blocks else []
+
+
+def private_material_in(text: str) -> bool:
+    """Whether text holds anything that looks like a private key (what user data must never carry)."""
+    return "PRIVATE KEY" in text or "_private" in text
 
 
 def fingerprint(public: str) -> str:
@@ -73,6 +68,18 @@ def fingerprint(public: str) -> str:
 def host_pattern(address: str, port: int) -> str:
     """How OpenSSH (and paramiko) name a host in known_hosts."""
     return address if port == 22 else f"[{address}]:{port}"
+
+
+def read_known_hosts(path: str | os.PathLike) -> dict[str, list[str]]:
+    """host pattern -> its pinned public keys, from a known_hosts file (empty if there is none)."""
+    path = Path(path)
+    found: dict[str, list[str]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3:
+                found.setdefault(parts[0], []).append(f"{parts[1]} {parts[2]}")
+    return found
 
 
 def write_known_hosts(path: str | os.PathLike, entries: list[tuple[str, int, str]]) -> Path:

@@ -75,11 +75,10 @@ def local_id(docker: str, tag: str) -> str | None:
     return plain_id(found.stdout) if found.returncode == 0 and found.stdout.strip() else None
 
 
-def build(docker: str, repo: Path, build_args: dict[str, str], build_contexts: dict[str, str],
+def build(docker: str, made: release.Release, build_args: dict[str, str], build_contexts: dict[str, str],
           report: Report) -> Image:
     """Build the release's worker image here, once: a tag already present is reused."""
-    version, data = release.package(repo)
-    tag = tag_for(version, build_args)
+    tag = tag_for(made.version, build_args)
     found = local_id(docker, tag)
     if found:
         report(f"image {tag} ({found[:12]}) already built")
@@ -87,9 +86,9 @@ def build(docker: str, repo: Path, build_args: dict[str, str], build_contexts: d
     options = [f"--build-arg={k}={v}" for k, v in sorted(build_args.items())]
     options += [f"--build-context={k}={v}" for k, v in sorted(build_contexts.items())]
     started = time.monotonic()
-    # The context is the release itself (the files git knows), never the working tree's other files.
+    # The context is the release itself (the commit's tracked files), never the working tree's other files.
     with tempfile.TemporaryDirectory(prefix="inferq-release-") as context:
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        with tarfile.open(fileobj=io.BytesIO(made.data)) as tar:
             tar.extractall(context, filter="data")
         command = [*shlex.split(docker), "build", "-f", "worker_image/Dockerfile", "-t", tag, *options, context]
         done = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT)

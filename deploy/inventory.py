@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from inferq.deploy.errors import DeployError
@@ -64,6 +64,10 @@ class Inventory:
     redis_memory_fraction: float = REDIS_MEMORY_FRACTION
     containers_per_worker: int = 2
     env: dict = field(default_factory=dict)
+    # role -> the AMI id `up` resolved once; hosts launched later use it, so replacements match their peers.
+    amis: dict = field(default_factory=dict)
+    # instance name -> the ClientToken of its RunInstances, kept until the instance is found by its tag.
+    launch_tokens: dict = field(default_factory=dict)
 
     @property
     def orchestrator(self) -> Host:
@@ -89,13 +93,29 @@ def known_hosts_beside(path: str | os.PathLike) -> Path:
 
 
 def write(inventory: Inventory, path: str | os.PathLike) -> Path:
-    """Write the inventory as JSON (atomically: Fabric may read it while provisioning reruns)."""
+    """Write the inventory as JSON, mode 600 (it names the key file and the hosts), atomically: Fabric may
+    read it while provisioning reruns."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(inventory), indent=2) + "\n")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(asdict(inventory), indent=2) + "\n")
+    os.chmod(tmp, 0o600)  # an older .tmp kept its mode through O_CREAT
     tmp.replace(path)
     return path
+
+
+def merge(path: str | os.PathLike, **changes) -> Inventory:
+    """Write the inventory at path with these fields changed and every other one kept (env, runtime_options,
+    ports ...); a new inventory if there is none. Provisioning owns the hosts and state, the operator the rest."""
+    path = Path(path)
+    if path.exists():
+        merged = replace(read(path), **changes)
+    else:
+        merged = Inventory(**changes)
+    write(merged, path)
+    return merged
 
 
 def read(path: str | os.PathLike) -> Inventory:

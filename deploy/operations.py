@@ -16,17 +16,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fabric import Connection
 
-from inferq.deploy import nodes, tls
+from inferq.deploy import deploy_lock, fleet, nodes, orchestrator, release, tls
 from inferq.deploy.connections import connect, root
 from inferq.deploy.containers import Wait
 from inferq.deploy.credentials import Secrets
 from inferq.deploy.errors import DeployError
-from inferq.deploy.image import Archive
-from inferq.deploy.inventory import Inventory
-from inferq.deploy.layout import Report
+from inferq.deploy.image import Archive, Image
+from inferq.deploy.inventory import Host, Inventory
+from inferq.deploy.layout import REPO, Report
 from inferq.deploy.orchestrator import deploy_orchestrator, orchestrator_services
 from inferq.deploy.runtime import Runtime, load
-from inferq.deploy.settings import PING_ROUND_SECONDS, WAIT_SECONDS
+from inferq.deploy.settings import PING_ROUND_SECONDS, SMOKE_SECONDS, WAIT_SECONDS
 from inferq.deploy.workers import deploy_worker
 
 
@@ -64,36 +64,73 @@ def waiter(runtime: Runtime, inventory: Inventory, wait_seconds: float) -> Wait:
 
 
 def deploy(inventory: Inventory, secrets: Secrets, secrets_dir: str, report: Report,
-           wait_seconds: float = WAIT_SECONDS) -> int:
+           wait_seconds: float = WAIT_SECONDS, allow_dirty: bool = False, break_lock: bool = False) -> int:
     """Configure the whole cluster, wait for every worker's ping, run a smoke job. Return changes made."""
     runtime = load(inventory)
-    with connect(inventory, inventory.orchestrator) as c:
-        changes = deploy_orchestrator(c, runtime, inventory, secrets, secrets_dir, report)
-    image = runtime.build_image(report) if runtime.needs_image(inventory) else None
-    wait = waiter(runtime, inventory, wait_seconds)
-    workers = inventory.workers
-    with tempfile.TemporaryDirectory(prefix="inferq-image-") as scratch, \
-            ThreadPoolExecutor(max_workers=max(1, len(workers))) as pool:
-        archive = Archive(runtime.docker, image, scratch) if image else None
-        changes += sum(pool.map(lambda h: deploy_worker(runtime, inventory, h, secrets, image, archive, wait,
-                                                        report), workers))
-    if image:
-        runtime.prune_images(image, report)
-    expected = nodes.worker_nodes(inventory)
-    with connect(inventory, inventory.orchestrator) as c:
-        pinged = on_orchestrator(c, runtime, inventory,
-                                 ["ping", "--expect", ",".join(expected), "--timeout", str(wait_seconds)], wait_seconds)
+    runtime.release = release.package(REPO, allow_dirty)
+    report(runtime.release.describe())
+    with deploy_lock.holding(inventory, "deploy", break_lock, report):
+        with connect(inventory, inventory.orchestrator) as c:
+            before = orchestrator.snapshot(c, runtime, inventory)
+            changes = deploy_orchestrator(c, runtime, inventory, secrets, secrets_dir, report)
+        workers = inventory.workers
+        if workers:  # the worker image: built once, here, and shipped to every worker host
+            image = runtime.build_image(report)
+            wait = waiter(runtime, inventory, wait_seconds)
+            with tempfile.TemporaryDirectory(prefix="inferq-image-") as scratch, \
+                    ThreadPoolExecutor(max_workers=len(workers)) as pool:
+                archive = Archive(runtime.docker, image, scratch)
+                changes += sum(pool.map(lambda h: deploy_worker(runtime, inventory, h, secrets, image, archive, wait,
+                                                                report), workers))
+            runtime.prune_images(image, report)
+        expected = nodes.worker_nodes(inventory)
+        with connect(inventory, inventory.orchestrator) as c:
+            pinged = on_orchestrator(c, runtime, inventory,
+                                     ["ping", "--expect", ",".join(expected), "--timeout", str(wait_seconds)],
+                                     wait_seconds)
         if pinged["missing"]:
             raise DeployError(f"workers not answering a Celery ping after {wait_seconds:.0f}s: "
                               f"{', '.join(pinged['missing'])}; see `fab -r deploy logs`")
         report(f"{len(expected)} worker(s) answer a Celery ping")
-        smoke = on_orchestrator(c, runtime, inventory, ["smoke", "--api", f"http://127.0.0.1:{inventory.api_port}"], 60)
-    if smoke["status"] != "succeeded":
-        raise DeployError(f"smoke job {smoke.get('job_id')} ended {smoke.get('status')}")
-    report(f"smoke job {smoke['job_id']} succeeded on {smoke['worker']}")
+        smoke_or_roll_back(runtime, inventory, secrets, secrets_dir, before, report)
     report(public_api(inventory, secrets_dir))
     report(f"deploy done: {changes} change(s)")
     return changes
+
+
+def smoke(inventory: Inventory, secrets: Secrets, secrets_dir: str) -> dict:
+    """One job through the public API (TLS, the certificate pinned, the API key), waited for; the job's JSON."""
+    import requests
+
+    session, _ = pinned_session(inventory, secrets_dir)
+    base = api_url(inventory)
+    session.headers["X-API-Key"] = secrets.api_key
+    deadline = time.monotonic() + SMOKE_SECONDS
+    try:
+        posted = session.post(f"{base}/jobs", json={"text": "inferq deploy smoke test"}, timeout=10)
+        if posted.status_code != 202:
+            return {"status": f"refused ({posted.status_code}: {posted.text.strip()[:160]})"}
+        job = posted.json()
+        while job.get("status") not in ("succeeded", "failed", "cancelled") and time.monotonic() < deadline:
+            job = session.get(f"{base}/jobs/{job['job_id']}", params={"wait": 10}, timeout=25).json()
+        return job
+    except requests.RequestException as exc:
+        return {"status": f"unanswered ({type(exc).__name__})"}
+
+
+def smoke_or_roll_back(runtime: Runtime, inventory: Inventory, secrets: Secrets, secrets_dir: str,
+                       before: dict[str, str], report: Report) -> None:
+    """A smoke job through the public API; if it fails, the orchestrator goes back to what it ran before."""
+    job = smoke(inventory, secrets, secrets_dir)
+    if job.get("status") == "succeeded":
+        report(f"smoke job {job['job_id']} succeeded through {api_url(inventory)} on {job['worker']['hostname']}")
+        return
+    what = f"the smoke job through {api_url(inventory)} ended {job.get('status')}"
+    with connect(inventory, inventory.orchestrator) as c:
+        now = orchestrator.roll_back(c, runtime, inventory, before, report)
+    again = smoke(inventory, secrets, secrets_dir).get("status")
+    raise DeployError(f"{what}: the orchestrator went back to release {now or 'none'} and its previous env file and "
+                      f"proxy configuration (a smoke job there: {again}); see `fab -r deploy logs`")
 
 
 def api_url(inventory: Inventory) -> str:
@@ -171,29 +208,48 @@ def logs(inventory: Inventory, lines: int, report: Report) -> None:
 
 
 def rolling_update(inventory: Inventory, secrets: Secrets, secrets_dir: str, report: Report,
-                   wait_seconds: float = WAIT_SECONDS, image_tag: str | None = None) -> None:
-    """Update the orchestrator's services, then the workers one host and one worker at a time.
+                   wait_seconds: float = WAIT_SECONDS, image_tag: str | None = None, allow_dirty: bool = False,
+                   break_lock: bool = False) -> None:
+    """Update the orchestrator's services (smoke job, else back), then the workers one host and one worker at a time.
 
     The release's image is built once (or image_tag, already built here, is
-    used); a host whose new workers fail their health check goes back to the
-    image it ran, and the update stops there.
+    used). If a host's new workers fail their health check, that host and every
+    host updated before it go back to the image each ran, so the fleet never
+    stays mixed; the run ends saying which image the whole fleet runs.
     """
     runtime = load(inventory)
-    with connect(inventory, inventory.orchestrator) as c:
-        deploy_orchestrator(c, runtime, inventory, secrets, secrets_dir, report)
-    image = None
-    if runtime.needs_image(inventory):
-        image = runtime.existing_image(image_tag) if image_tag else runtime.build_image(report)
-    wait = waiter(runtime, inventory, wait_seconds)
-    with tempfile.TemporaryDirectory(prefix="inferq-image-") as scratch:
-        archive = Archive(runtime.docker, image, scratch) if image else None
-        for host in inventory.workers:
-            started = time.monotonic()
-            deploy_worker(runtime, inventory, host, secrets, image, archive, wait, report, restart_unchanged=True)
-            report(f"{host.name}: updated, {len(nodes.host_nodes(inventory, host))} worker(s) answer a Celery ping "
-                   f"({time.monotonic() - started:.1f}s)")
-    if image:
-        runtime.prune_images(image, report)
+    runtime.release = release.package(REPO, allow_dirty)
+    report(runtime.release.describe())
+    with deploy_lock.holding(inventory, "update", break_lock, report):
+        with connect(inventory, inventory.orchestrator) as c:
+            before = orchestrator.snapshot(c, runtime, inventory)
+            deploy_orchestrator(c, runtime, inventory, secrets, secrets_dir, report)
+        smoke_or_roll_back(runtime, inventory, secrets, secrets_dir, before, report)
+        if inventory.workers:
+            image = runtime.existing_image(image_tag) if image_tag else runtime.build_image(report)
+            with tempfile.TemporaryDirectory(prefix="inferq-image-") as scratch:
+                update_workers(runtime, inventory, secrets, image, scratch, waiter(runtime, inventory, wait_seconds),
+                               report)
+            runtime.prune_images(image, report)
+
+
+def update_workers(runtime: Runtime, inventory: Inventory, secrets: Secrets, image: Image, scratch: str,
+                   wait: Wait, report: Report) -> None:
+    """Roll image out host by host; on a failure, every host already updated goes back (fleet.roll_back)."""
+    archive = Archive(runtime.docker, image, scratch)
+    updated: list[tuple[Host, Image | None]] = []
+    for host in inventory.workers:
+        started = time.monotonic()
+        before = fleet.running_image(runtime, inventory, host)
+        try:
+            deploy_worker(runtime, inventory, host, secrets, image, archive, wait, report)
+        except DeployError as exc:
+            back = fleet.roll_back(runtime, inventory, secrets, updated, scratch, wait, report)
+            raise DeployError(f"{exc}; {back}") from None
+        updated.append((host, before))
+        report(f"{host.name}: updated, {len(nodes.host_nodes(inventory, host))} worker(s) answer a Celery ping "
+               f"({time.monotonic() - started:.1f}s)")
+    report(fleet.one_image(runtime, inventory))
 
 
 def submit(inventory: Inventory, secrets: Secrets, secrets_dir: str, text: str, wait: float = 30) -> dict:

@@ -14,6 +14,10 @@ from inferq.deploy.layout import Layout, Report
 from inferq.deploy.runtime import Runtime
 from inferq.deploy.services import Service
 
+ROLLED_BACK = ("orchestrator.env", "nginx.conf")
+"""The files under etc/ that a failed smoke job puts back: the API's and Flower's settings, and the proxy's
+(its body limit and timeouts follow the API's settings, so it changes with them)."""
+
 
 def orchestrator_services(runtime: Runtime, inventory: Inventory, host: Host, where: Layout) -> list[Service]:
     """Redis, the API under gunicorn, Flower (loopback: reached through SSH), the TLS proxy."""
@@ -92,3 +96,46 @@ def deploy_orchestrator(c: Connection, runtime: Runtime, inventory: Inventory, s
         changes += outcome != "unchanged"
         report(f"{host.name}: {service.name} {outcome}")
     return changes
+
+
+def snapshot(c: Connection, runtime: Runtime, inventory: Inventory) -> dict[str, str]:
+    """Before a deploy changes the orchestrator: its current release, and copies of the files in ROLLED_BACK.
+
+    What roll_back() returns to when the new release fails its smoke job.
+    """
+    where = runtime.layout(inventory, inventory.orchestrator)
+    for name in ROLLED_BACK:
+        path = f"{where.remote_dir}/etc/{name}"
+        root(c, f"if test -f {path}; then cp -p {path} {path}.previous; else rm -f {path}.previous; fi")
+    current = root(c, f"readlink -f {where.remote_dir}/current", warn=True).stdout.strip()
+    return {"release": current if current.startswith(f"{where.remote_dir}/releases/") else ""}
+
+
+def roll_back(c: Connection, runtime: Runtime, inventory: Inventory, before: dict[str, str], report: Report) -> str:
+    """Put the API and Flower back on the release and env file they ran before, the proxy on its configuration.
+
+    Return the release now current.
+    """
+    from inferq.deploy import release
+
+    host = inventory.orchestrator
+    where = runtime.layout(inventory, host)
+    if before["release"] and root(c, f"test -f {before['release']}/.installed", warn=True).ok:
+        release.switch(c, where.remote_dir, before["release"])
+    restored = []
+    for name in ROLLED_BACK:
+        path = f"{where.remote_dir}/etc/{name}"
+        # Nothing to put back without a copy (a first deploy), nor when the deploy left the file as it was.
+        if root(c, f"test -f {path}.previous && ! cmp -s {path}.previous {path}", warn=True).ok:
+            root(c, f"cp -p {path}.previous {path}")
+            restored.append(name)
+    services = runtime.service_manager(where)
+    for service in orchestrator_services(runtime, inventory, host, where):
+        if service.name in ("api", "flower"):
+            services.ensure(c, service, True)
+        elif service.name == "proxy":
+            services.ensure(c, service, "nginx.conf" in restored)
+    now = root(c, f"readlink -f {where.remote_dir}/current", warn=True).stdout.strip().rsplit("/", 1)[-1]
+    report(f"{host.name}: api and flower back on release {now or 'none'}"
+           + ("; proxy back on its previous configuration" if "nginx.conf" in restored else ""))
+    return now

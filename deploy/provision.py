@@ -9,6 +9,8 @@ read-only calls are made and the plan is reported. Teardown is deploy.teardown.
 """
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,8 +20,8 @@ from inferq.deploy.aws import instances, keypairs, quotas, security_groups
 from inferq.deploy.aws.clients import Aws
 from inferq.deploy.aws.security_groups import Rule
 from inferq.deploy.aws.tags import tag_spec, tag_value
-from inferq.deploy.errors import DeployError
 from inferq.deploy.options import Options
+from inferq.deploy.settings import HOST_KEY_POLL_SECONDS, HOST_KEY_WAIT_SECONDS
 from inferq.deploy.survey import ROLES, Survey, survey
 
 Report = Callable[[str], None]
@@ -123,21 +125,41 @@ def ensure_instances(ec2, options: Options, found: Survey, key_name: str, groups
             report(f"{'would require' if dry_run else 'require'} IMDSv2 on {name}")
             if not dry_run:
                 instances.require_imdsv2(ec2, instance, name)
+        if tag_value(instance, settings.ROLE_TAG_KEY) == "orchestrator" and \
+                not instances.protected(ec2, instance["InstanceId"]):
+            report(f"{'would protect' if dry_run else 'protect'} {name} from termination")
+            if not dry_run:
+                instances.protect(ec2, instance["InstanceId"], True)
+                found.protected.append(instance["InstanceId"])
     ids = [i["InstanceId"] for i in found.instances.values()]
     if dry_run:
         return ids
+    tokens = launch_tokens(options, found)
     for role, name in found.missing:
         request = instances.launch_request(options.cluster, role, name, found.images[role],
-                                           options.instance_type(role), options.volume_gb,
-                                           host_keys.user_data(host_keys.generate()), key_name,
-                                           groups[ROLES[role]]["GroupId"])
+                                           options.instance_type(role), options.volume_gb, host_keys.user_data(),
+                                           key_name, groups[ROLES[role]]["GroupId"], tokens[name])
         ids.append(instances.launch(ec2, request, name))
     if found.stopped:
         instances.start(ec2, found.stopped)
     return ids
 
 
-def up(aws: Aws, options: Options, dry_run: bool, report: Report) -> int:
+def launch_tokens(options: Options, found: Survey) -> dict[str, str]:
+    """A ClientToken per instance to launch, recorded in the inventory before the launch.
+
+    A retried RunInstances with the same token returns the instance the first
+    one made instead of a second one: botocore's own retries, and an `up`
+    rerun after a crash before the new instance shows in DescribeInstances.
+    """
+    recorded = found.recorded.launch_tokens if found.recorded else {}
+    tokens = {name: recorded.get(name) or f"{options.cluster}-{name}-{uuid.uuid4().hex[:16]}"
+              for _, name in found.missing}
+    inv.merge(options.inventory, launch_tokens=tokens)
+    return tokens
+
+
+def up(aws: Aws, options: Options, dry_run: bool, report: Report, host_key_wait: float = HOST_KEY_WAIT_SECONDS) -> int:
     """Pre-flight, then create or find everything; write the inventory. Return the number of changes."""
     ec2 = aws.ec2
     arn = preflight.identity(aws)  # first: with refused credentials, every later call would fail obscurely
@@ -162,37 +184,68 @@ def up(aws: Aws, options: Options, dry_run: bool, report: Report) -> int:
     # Running is not reachable: wait for EC2's status checks, by then sshd answers.
     instances.wait(ec2, ids, "status_ok")
     described = instances.describe(ec2, ids)
+    for instance in described:
+        # Launched with DisableApiTermination; checked anyway (moto, for one, ignores it at launch).
+        if tag_value(instance, settings.ROLE_TAG_KEY) == "orchestrator" and \
+                instance["InstanceId"] not in found.protected and not instances.protected(ec2, instance["InstanceId"]):
+            instances.protect(ec2, instance["InstanceId"], True)
     for volume in instances.unencrypted_volumes(ec2, ids):
         report(f"note: volume {volume} was made before inferq encrypted root volumes; only `down` and `up` "
                "replace it")
     hosts = sorted((host_of(i) for i in described), key=host_order)
-    pins = host_keys.write_known_hosts(options.known_hosts, [
-        (h.public_ip, h.ssh_port, pinned_key(ec2, h)) for h in hosts])
-    path = inv.write(inv.Inventory(cluster=options.cluster, hosts=hosts, key_file=str(options.key_file),
-                                   region=options.region, known_hosts=str(pins),
-                                   containers_per_worker=settings.CONTAINERS_PER_WORKER), options.inventory)
+    pins, unpinned = pin_host_keys(ec2, options, hosts, host_key_wait, report)
+    path = Path(options.inventory)
+    inv.merge(path, cluster=options.cluster, hosts=hosts, key_file=str(options.key_file), region=options.region,
+              known_hosts=str(pins), state=inv.READY, amis=found.amis(), launch_tokens={},
+              **({} if found.recorded else {"containers_per_worker": settings.CONTAINERS_PER_WORKER}))
     report(f"{len(changes)} change(s); {len(hosts)} instance(s) running; inventory written to {path}, "
            f"host keys pinned in {pins}")
+    if unpinned:
+        report(f"not pinned yet: {', '.join(unpinned)} printed no SSH host key on the console within "
+               f"{host_key_wait:g}s (cloud-init does at first boot); fab refuses them until `inferq-provision up` "
+               "runs again and pins them")
     return len(changes)
 
 
+def pin_host_keys(ec2, options: Options, hosts: list[inv.Host], wait: float,
+                  report: Report) -> tuple[Path, list[str]]:
+    """Pin each host's keys as its console shows them (waiting up to `wait` for silent ones); keep older pins.
+
+    Returns the known_hosts file and the hosts that still have no pin.
+    """
+    earlier = host_keys.read_known_hosts(options.known_hosts)
+    keys: dict[str, list[str]] = {}
+    deadline = time.monotonic() + wait
+    while True:
+        for host in hosts:
+            if not keys.get(host.name):
+                keys[host.name] = host_keys.keys_in_console(instances.console_output(ec2, host.instance_id))
+        silent = [h.name for h in hosts if not keys[h.name]]
+        if not silent or time.monotonic() + HOST_KEY_POLL_SECONDS > deadline:
+            break
+        report(f"waiting for {', '.join(silent)} to print SSH host keys on the console")
+        time.sleep(HOST_KEY_POLL_SECONDS)
+    entries, unpinned = [], []
+    for host in hosts:
+        # The console is the authority; a pin made before stays when the console no longer shows the keys
+        # (AWS keeps only its last 64 KB).
+        found = keys[host.name] or earlier.get(host_keys.host_pattern(host.public_ip, host.ssh_port), [])
+        entries += [(host.public_ip, host.ssh_port, key) for key in found]
+        if not found:
+            unpinned.append(host.name)
+    return host_keys.write_known_hosts(options.known_hosts, entries), unpinned
+
+
 def mark_provisioning(options: Options) -> None:
-    """Before the first change: an inventory naming the cluster and region, unless a complete one does already."""
+    """Before the first change: an inventory naming the cluster and region, unless a complete one does already.
+
+    Merged, never rewritten: the operator's env and runtime_options stay.
+    """
     path = Path(options.inventory)
     if path.exists() and inv.read(path).state == inv.READY:
         return
-    inv.write(inv.Inventory(cluster=options.cluster, hosts=[], key_file=str(options.key_file),
-                            region=options.region, state=inv.PROVISIONING,
-                            known_hosts=str(options.known_hosts)), path)
-
-
-def pinned_key(ec2, host: inv.Host) -> str:
-    """The host key an instance was given at launch, read back from its user data through the EC2 API."""
-    key = host_keys.public_key_in(instances.user_data(ec2, host.instance_id))
-    if key is None:
-        raise DeployError(f"{host.name} ({host.instance_id}) was launched without a host key inferq can pin; "
-                          "replace it: `inferq-provision down`, then `up`")
-    return key
+    inv.merge(path, cluster=options.cluster, key_file=str(options.key_file), region=options.region,
+              state=inv.PROVISIONING, known_hosts=str(options.known_hosts), hosts=[])
 
 
 def host_of(instance: dict) -> inv.Host:

@@ -1,4 +1,4 @@
-"""A release: the project's files packed into one tarball, named by its content hash, installed in a venv of its own.
+"""A release: a commit's tracked files in one tarball, named by its content hash, installed in a venv of its own.
 
 Each release under remote_dir/releases/<hash> gets its own venv, built with
 the host's Python (which must be the one the pins are tested with,
@@ -15,6 +15,7 @@ import io
 import shlex
 import subprocess
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from fabric import Connection
@@ -31,25 +32,84 @@ SMOKE_IMPORTS = "import inferq.api, inferq.celery_app, inferq.deploy.remote, flo
 """A release's venv must import what its services and the deploy's checks run before it becomes current."""
 
 
-def package(repo: Path) -> tuple[str, bytes]:
-    """(version, tar.gz bytes) of the files git knows about (tracked or not ignored)."""
-    names = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=repo,
-                           check=True, capture_output=True).stdout.decode().split("\0")
+@dataclass(frozen=True)
+class Release:
+    """What a deploy ships: HEAD's tracked files (and, only when allowed, their uncommitted changes) as a tarball."""
+
+    version: str  # the tarball's hash; "-dirty" appended when it holds uncommitted changes
+    data: bytes
+    commit: str
+    dirty: tuple[str, ...] = ()  # tracked files that differ from the commit
+
+    def file(self, name: str) -> bytes:
+        """One file of the release, as it ships (the compose file the worker hosts run, say)."""
+        with tarfile.open(fileobj=io.BytesIO(self.data)) as tar:
+            member = tar.extractfile(name)
+            if member is None:
+                raise DeployError(f"release {self.version} has no file {name}")
+            return member.read()
+
+    def describe(self) -> str:
+        """One line for the operator: which commit, and whether (and how) it differs from it."""
+        base = f"release {self.version} (commit {self.commit[:12]}"
+        return base + (f", dirty: {', '.join(self.dirty)})" if self.dirty else ")")
+
+
+def git(repo: Path, *args: str) -> bytes:
+    """Run git in repo; its stdout; a DeployError naming the command if it fails (not a repository, say)."""
+    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, timeout=120)
+    if done.returncode != 0:
+        raise DeployError(f"`git {' '.join(args)}` failed in {repo}: {done.stderr.decode(errors='replace').strip()}; "
+                          "a release is a commit of a git checkout")
+    return done.stdout
+
+
+def uncommitted(repo: Path) -> list[str]:
+    """Tracked files whose content differs from HEAD (staged or not); untracked files never count: they never ship."""
+    entries = git(repo, "status", "--porcelain=v1", "-z", "--untracked-files=no").decode().split("\0")
+    names, skip = [], False
+    for entry in entries:
+        if skip or not entry:
+            skip = False
+            continue
+        names.append(entry[3:])
+        skip = entry[0] in "RC"  # a rename or copy is followed by its old name
+    return sorted(names)
+
+
+def package(repo: Path, allow_dirty: bool = False) -> Release:
+    """HEAD's tracked files as a deterministic tar.gz; uncommitted changes refused unless allow_dirty.
+
+    git archive reads the files from git's objects, so nothing in the work tree
+    that git does not track (a log, an editor's backup, a .env) can ever ship.
+    With allow_dirty, `git stash create` makes a commit of the tracked files as
+    they are now (no ref, no change to the work tree) and that is archived.
+    """
+    commit = git(repo, "rev-parse", "HEAD").decode().strip()
+    dirty = uncommitted(repo)
+    if dirty and not allow_dirty:
+        shown = ", ".join(dirty[:8]) + (f" and {len(dirty) - 8} more" if len(dirty) > 8 else "")
+        raise DeployError(f"uncommitted changes to tracked files: {shown}; a release is a commit: commit them, or "
+                          "pass --allow-dirty to ship the tracked files as they are, marked dirty")
+    source = commit
+    if dirty:
+        source = git(repo, "-c", "user.name=inferq", "-c", "user.email=inferq@localhost", "stash", "create") \
+            .decode().strip() or commit
+    archived = tarfile.open(fileobj=io.BytesIO(git(repo, "archive", "--format=tar", source)))
     buffer = io.BytesIO()
-    # gzip's header carries a timestamp (tarfile's "w:gz" writes the current
-    # second): fix it too, or a package made a second later is a new version.
+    # Fixed owner and times, and gzip's own timestamp fixed too (tarfile's "w:gz" writes the current
+    # second): the same files give the same bytes, hence the same version. git archive's header
+    # naming the commit is left out, so two commits of the same files are one release.
     with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=6, mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w") as tar:
-        for name in sorted(n for n in names if n and (repo / n).is_file()):
-            # Fixed owner and times: the same files give the same bytes, hence the same version.
-            info = tar.gettarinfo(str(repo / name), arcname=name)
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
-            info.mtime = 0
-            with open(repo / name, "rb") as f:
-                tar.addfile(info, f)
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for member in sorted(archived.getmembers(), key=lambda m: m.name):
+            if not member.isfile():
+                continue  # directories are made by tar -x; symlinks: the project has none to ship
+            member.mtime, member.uid, member.gid, member.uname, member.gname = 0, 0, 0, "root", "root"
+            tar.addfile(member, archived.extractfile(member))
     data = buffer.getvalue()
-    return hashlib.sha256(data).hexdigest()[:12], data
+    version = hashlib.sha256(data).hexdigest()[:12] + ("-dirty" if dirty else "")
+    return Release(version, data, commit, tuple(dirty))
 
 
 def install(c: Connection, remote_dir: str, version: str, data: bytes, python: str,

@@ -19,7 +19,7 @@ from inferq.deploy.connections import apt_install, root
 from inferq.deploy.containers import Containers
 from inferq.deploy.errors import DeployError
 from inferq.deploy.inventory import Host, Inventory
-from inferq.deploy.layout import REPO, Layout, Report
+from inferq.deploy.layout import Layout, Report
 from inferq.deploy.services import Systemd
 from inferq.deploy.settings import IMAGE_NAME, KEEP_IMAGES, KEEP_RELEASES
 
@@ -48,6 +48,14 @@ class Runtime:
         self.build_args, self.build_contexts = dict(build_args or {}), dict(build_contexts or {})
         # Extra pip options of a release's install (where its packages come from); empty: PyPI.
         self.pip_args = list(pip_args or [])
+        # What this operation ships (deploy.release), packed once by the operation that needs it.
+        self.release: release.Release | None = None
+
+    def shipping(self) -> release.Release:
+        """The release this operation ships; set by the operation before anything is installed or built."""
+        if self.release is None:
+            raise DeployError("no release was packed for this operation (deploy.operations packs it first)")
+        return self.release
 
     def layout(self, inventory: Inventory, host: Host) -> Layout:
         """The release under remote_dir/current, with its own venv inside it."""
@@ -82,9 +90,9 @@ class Runtime:
         return changes + self.install_release(c, where)
 
     def install_release(self, c: Connection, where: Layout) -> int:
-        """This checkout's release in its own venv, made current if it installs (older ones pruned)."""
-        version, data = release.package(REPO)
-        changed = release.install(c, where.remote_dir, version, data, self.python, self.pip_args)
+        """This operation's release in its own venv, made current if it installs (older ones pruned)."""
+        made = self.shipping()
+        changed = release.install(c, where.remote_dir, made.version, made.data, self.python, self.pip_args)
         release.prune(c, where.remote_dir, KEEP_RELEASES)
         return int(changed)
 
@@ -98,11 +106,8 @@ class Runtime:
 
     def workers(self, inventory: Inventory, host: Host) -> Containers:
         """What runs a worker host's workers: its containers."""
-        return Containers(inventory, host, self.layout(inventory, host), self.docker, self.compose, self.keep_images)
-
-    def needs_image(self, inventory: Inventory) -> bool:
-        """Whether any worker host runs the worker image (then the deploy builds it, once)."""
-        return any(self.workers(inventory, host).uses_image for host in inventory.workers)
+        return Containers(inventory, host, self.layout(inventory, host), self.docker, self.compose, self.keep_images,
+                          self.release)
 
     def existing_image(self, tag: str) -> images.Image:
         """An image already built on this machine, by tag (to roll out, or back to, a given one)."""
@@ -119,7 +124,7 @@ class Runtime:
 
     def build_image(self, report: Report) -> images.Image:
         """Build this release's worker image on this machine (reused if built before)."""
-        return images.build(self.docker, REPO, self.build_args, self.build_contexts, report)
+        return images.build(self.docker, self.shipping(), self.build_args, self.build_contexts, report)
 
 
 def load(inventory: Inventory) -> Runtime:

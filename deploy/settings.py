@@ -89,6 +89,16 @@ SSH_CONNECT_ATTEMPTS = 5
 SSH_RETRY_SECONDS = 1.0
 """First wait between SSH connection attempts; it doubles (1, 2, 4, 8 s: 15 s in all)."""
 
+AWS_MAX_ATTEMPTS = 8
+"""Attempts botocore makes of one AWS call (its "standard" retry mode: throttling, 5xx, timeouts), backing off."""
+
+HOST_KEY_WAIT_SECONDS = 300
+"""How long `up` waits for new instances to print their SSH host keys to the console (cloud-init does it at
+first boot, a minute or two in); a host still silent then is left unpinned, and fab refuses it."""
+
+HOST_KEY_POLL_SECONDS = 10
+"""Between two reads of the consoles while waiting for host keys."""
+
 AWS_RETRY_ATTEMPTS = 8
 """Tries of an AWS call that fails only until AWS catches up (a group still used by a terminated
 instance's interface: DependencyViolation)."""
@@ -111,6 +121,10 @@ REMOTE_DIR = "/opt/inferq"
 WAIT_SECONDS = 600
 """How long a waiter or the Fabric readiness check waits before giving up."""
 
+WORKER_UID = 10001
+"""The worker image's unprivileged user (worker_image/Dockerfile, docker-compose.yml): it owns the workers'
+secrets file on a host, mode 600, so its containers can read it and no other user can."""
+
 IMAGE_NAME = "inferq-worker"
 """Repository name of the worker image; its tag names the release and build arguments it was built from."""
 
@@ -119,6 +133,9 @@ KEEP_IMAGES = 3
 
 KEEP_RELEASES = 3
 """Releases the orchestrator keeps under remote_dir/releases (the current one among them)."""
+
+SMOKE_SECONDS = 120
+"""How long a deploy's smoke job through the public API may take before the deploy counts it failed."""
 
 PING_ROUND_SECONDS = 5
 """How long one Celery ping round waits before the deploy looks at the containers again."""

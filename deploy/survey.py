@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from inferq.deploy import inventory as inv
 from inferq.deploy import settings
 from inferq.deploy.aws import images, instances, keypairs, security_groups
 from inferq.deploy.aws.tags import tag_value
@@ -24,6 +26,21 @@ class Survey:
     stopped: list[str]
     images: dict[str, dict] = field(default_factory=dict)
     surplus: list[str] = field(default_factory=list)
+    recorded: inv.Inventory | None = None  # the inventory as `up` found it (its AMIs, launch tokens, env ...)
+    protected: list[str] = field(default_factory=list)  # instances `up` gave termination protection this run
+
+    def amis(self) -> dict[str, str]:
+        """role -> AMI id to record: what was recorded, else what this run launches, else what the hosts run."""
+        found = {role: i["ImageId"] for name, i in sorted(self.instances.items(), reverse=True)
+                 for role in [i_role(i)] if role}
+        found.update({role: image["ImageId"] for role, image in self.images.items()})
+        found.update(self.recorded.amis if self.recorded else {})
+        return found
+
+
+def i_role(instance: dict) -> str | None:
+    """An instance's role tag."""
+    return tag_value(instance, settings.ROLE_TAG_KEY)
 
 
 def host_names(workers: int) -> list[tuple[str, str]]:
@@ -40,7 +57,12 @@ def survey(ec2, options: Options) -> Survey:
         groups={role: security_groups.find(ec2, options.cluster, role) for role in ROLES.values()},
         instances=existing, missing=[(role, name) for role, name in wanted if name not in existing],
         stopped=[i["InstanceId"] for i in existing.values() if i["State"]["Name"] in ("stopped", "stopping")])
+    path = Path(options.inventory)
+    found.recorded = inv.read(path) if path.exists() else None
+    recorded = found.amis()
     for role in sorted({role for role, _ in found.missing}):
-        found.images[role] = images.latest_image(ec2, *options.image(role))
+        # Resolved once, then recorded: a later host boots the image its peers did.
+        found.images[role] = (images.recorded_image(ec2, recorded[role], role) if role in recorded
+                              else images.latest_image(ec2, *options.image(role)))
     found.surplus = sorted(set(existing) - {name for _, name in wanted})
     return found

@@ -3,15 +3,16 @@
 The region and cluster come from the inventory (deploy.target), so a cluster
 made with `up --region eu-west-1` is found by a plain `down`. Before deleting
 anything, the pre-flight checks the credentials and every delete (EC2 DryRun).
-Afterwards the inventory is marked torn down, and the pinned host keys and
-the API's certificate go: the addresses may be someone else's next.
+Afterwards the inventory is marked torn down, and the pinned host keys, the
+API's certificate and the cluster's secrets go: the addresses may be someone
+else's next, and a new cluster of the same name gets passwords of its own.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from inferq.deploy import credentials, preflight, settings, tls
 from inferq.deploy import inventory as inv
-from inferq.deploy import preflight, settings, tls
 from inferq.deploy.aws import instances, keypairs, security_groups
 from inferq.deploy.aws.clients import Aws
 from inferq.deploy.aws.tags import tag_value
@@ -39,7 +40,7 @@ def checks(aws: Aws, doomed: list[dict], groups: list[dict], pair: dict | None) 
     return todo
 
 
-def down(aws: Aws, options: Options, dry_run: bool, report: Report) -> int:
+def down(aws: Aws, options: Options, dry_run: bool, report: Report, keep_secrets: bool = False) -> int:
     """Delete the cluster's instances, security groups and key pair (found by tag). Return the count."""
     ec2 = aws.ec2
     arn = preflight.identity(aws)
@@ -62,6 +63,10 @@ def down(aws: Aws, options: Options, dry_run: bool, report: Report) -> int:
         return count
     if doomed:
         ids = [i["InstanceId"] for i in doomed]
+        for instance in doomed:
+            # The orchestrator is protected against a stray TerminateInstances; this one is meant.
+            if instances.protected(ec2, instance["InstanceId"]):
+                instances.protect(ec2, instance["InstanceId"], False)
         instances.terminate(ec2, ids)
         report(f"waiting for {len(ids)} instance(s) to terminate")
         # Groups in use by an instance cannot be deleted: wait until none is.
@@ -72,18 +77,24 @@ def down(aws: Aws, options: Options, dry_run: bool, report: Report) -> int:
         security_groups.delete(ec2, group)
     if pair:
         keypairs.delete(ec2, pair)
-    forget(options)
+    forget(options, keep_secrets)
     report(f"deleted {count} resource(s) {where}")
+    if keep_secrets:
+        report(f"kept the cluster's secrets ({credentials.path_of(options.secrets_dir, options.cluster)}): a new "
+               "cluster of this name will use the same passwords and keys")
     return count
 
 
-def forget(options: Options) -> None:
-    """What this machine kept about the cluster's hosts: the SSH key, the pins, the API certificate; the inventory
-    stays, marked torn down, so fab refuses it and a later `down` still knows the region."""
+def forget(options: Options, keep_secrets: bool = False) -> None:
+    """What this machine kept about the cluster's hosts: the SSH key, the pins, the API certificate and (unless
+    keep_secrets) its passwords and keys, so a new cluster of the same name gets new ones. The inventory stays,
+    marked torn down (its env and runtime_options kept), so fab refuses it and a later `down` knows the region."""
     options.key_file.unlink(missing_ok=True)
     options.known_hosts.unlink(missing_ok=True)
     tls.forget(options.secrets_dir, options.cluster)
+    if not keep_secrets:
+        credentials.forget(options.secrets_dir, options.cluster)
     path = Path(options.inventory)
     if path.exists():
-        inv.write(inv.Inventory(cluster=options.cluster, hosts=[], key_file=str(options.key_file),
-                                region=options.region, state=inv.TORN_DOWN), path)
+        inv.merge(path, cluster=options.cluster, hosts=[], key_file=str(options.key_file), region=options.region,
+                  state=inv.TORN_DOWN, launch_tokens={})

@@ -10,22 +10,20 @@ from inferq.deploy.image import Archive, Image
 from inferq.deploy.inventory import Host, Inventory
 from inferq.deploy.layout import Report
 from inferq.deploy.runtime import Runtime
+from inferq.deploy.settings import WORKER_UID
 
 
-def deploy_worker(runtime: Runtime, inventory: Inventory, host: Host, secrets: Secrets, image: Image | None,
-                  archive: Archive | None, wait: Wait, report: Report, restart_unchanged: bool = False) -> int:
-    """Write the worker env, then start or roll the host's workers one at a time. Return changes made.
-
-    restart_unchanged (an update): workers without a version to compare are
-    restarted anyway; containers are replaced only for a new image or configuration.
-    """
+def deploy_worker(runtime: Runtime, inventory: Inventory, host: Host, secrets: Secrets, image: Image,
+                  archive: Archive, wait: Wait, report: Report) -> int:
+    """Write the worker env, then start or roll the host's containers one at a time. Return changes made."""
     where = runtime.layout(inventory, host)
     with connect(inventory, host) as c:
         changes = runtime.prepare_worker(c, inventory, host)
+        workers = runtime.workers(inventory, host)
+        # Containers read it as the image's user (a compose secret keeps the file's owner and mode).
         env_changed = put_if_changed(c, config_files.worker_env(inventory, secrets),
-                                     f"{where.remote_dir}/worker.env", "600")
+                                     f"{where.remote_dir}/worker.env", "600", str(WORKER_UID))
         changes += env_changed
-        changes += runtime.workers(inventory, host).deploy(c, archive, image, env_changed, restart_unchanged,
-                                                          wait, report)
+        changes += workers.deploy(c, archive, image, env_changed, wait, report)
     report(f"{host.name}: workers deployed ({changes} change(s))")
     return changes

@@ -51,9 +51,15 @@ def tokenizer_encode(directory: Path, max_length: int) -> tuple[Any, Callable[[l
     return tokenizer, encode, pad_id
 
 
+def exported(source: str) -> Path | None:
+    """source's model.onnx when source is itself an export directory (the worker image ships only that)."""
+    candidate = Path(source) / "model.onnx"
+    return candidate if candidate.is_file() else None
+
+
 def load_onnx(reference: str, source: str, cache_dir: str, quantized: bool, threads: int) -> LoadedModel:
-    """Load (exporting first if needed) the ONNX model of source."""
-    path = cached(source, cache_dir, quantized)
+    """Load the ONNX model of source: an export directory as it is, else its cached export (made first if needed)."""
+    path = exported(source) or cached(source, cache_dir, quantized)
     if path is None:
         try:
             path = export_in_child(source, cache_dir, quantized)

@@ -1,6 +1,6 @@
 """Put the worker's model into the image at build time, and check it as the worker will load it.
 
-    bake_model.py SOURCE REVISION PRECISION MODEL_DIR CACHE_DIR
+    bake_model.py SOURCE REVISION PRECISION MODEL_DIR CACHE_DIR [EXPORT_DIR]
     bake_model.py --check
 
 SOURCE is a Hugging Face hub id (downloaded once, at REVISION, while the image
@@ -8,8 +8,11 @@ builds) or ``offline:base`` / ``offline:tiny`` (the offline DistilBERT with
 random weights, for a build machine without a network). MODEL_DIR ends up a
 directory ``from_pretrained`` loads; for an ONNX PRECISION the export the
 worker would otherwise make at every start is made now, into CACHE_DIR, where
-the worker looks for it. ``--check`` (run as the container's user, with the
-image's settings) loads the model exactly as a worker does and serves one text.
+the worker looks for it; with EXPORT_DIR, the export alone (model.onnx, its
+config and tokenizer) is copied there too: the runtime stage of the image ships
+that directory and nothing else of the model. ``--check`` (run as the
+container's user, with the image's settings) loads the model exactly as a
+worker does and serves one text.
 
 Any failure is one line on stdout starting ``inferq-build:``, and exit status 1,
 so a bad build argument stops the build with a reason rather than a traceback.
@@ -17,6 +20,7 @@ so a bad build argument stops the build with a reason rather than a traceback.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -52,15 +56,22 @@ def settle(directory: Path, mtime: int | None = None) -> None:
             os.utime(path, (mtime, mtime))
 
 
-def bake(source: str, revision: str, precision: str, model_dir: Path, cache_dir: Path) -> None:
-    """Fetch or build the model, export it for precision, and leave all of it readable."""
+def bake(source: str, revision: str, precision: str, model_dir: Path, cache_dir: Path,
+         export_dir: Path | None = None) -> None:
+    """Fetch or build the model, export it for precision (a copy of the export in export_dir), all of it readable."""
     fetch(source, revision, model_dir)
     settle(model_dir, FIXED_MTIME)
     if precision.startswith("onnx-"):
         from inferq.tasks.onnx_export import export
 
-        export(str(model_dir), str(cache_dir), precision == "onnx-int8")
+        onnx = export(str(model_dir), str(cache_dir), precision == "onnx-int8")
         settle(cache_dir)
+        if export_dir is not None:
+            shutil.copytree(onnx.parent, export_dir)
+            settle(export_dir, FIXED_MTIME)
+    elif export_dir is not None:
+        raise ValueError(f"PRECISION={precision} runs on torch, which the ONNX runtime stage does not have: "
+                         "build with --target torch, or PRECISION=onnx-int8/onnx-fp32")
 
 
 def check() -> None:
@@ -69,9 +80,10 @@ def check() -> None:
     from inferq.tasks.inference import classify
     from inferq.tasks.model import load
     from inferq.tasks.onnx_export import cached
+    from inferq.tasks.onnx_model import exported
 
     settings = current(Worker)
-    if settings.precision.startswith("onnx-") and cached(
+    if settings.precision.startswith("onnx-") and not exported(settings.model) and cached(
             settings.model, settings.model_cache, settings.precision == "onnx-int8") is None:
         raise RuntimeError(f"no ONNX export of {settings.model} under {settings.model_cache}: "
                            "every worker would export it again at start")
@@ -85,11 +97,11 @@ def main(argv: list[str]) -> int:
     try:
         if argv == ["--check"]:
             check()
-        elif len(argv) == 5:
-            source, revision, precision, model_dir, cache_dir = argv
-            bake(source, revision, precision, Path(model_dir), Path(cache_dir))
+        elif len(argv) in (5, 6):
+            source, revision, precision, model_dir, cache_dir = argv[:5]
+            bake(source, revision, precision, Path(model_dir), Path(cache_dir), Path(argv[5]) if argv[5:] else None)
         else:
-            print("usage: bake_model.py SOURCE REVISION PRECISION MODEL_DIR CACHE_DIR | --check")
+            print("usage: bake_model.py SOURCE REVISION PRECISION MODEL_DIR CACHE_DIR [EXPORT_DIR] | --check")
             return 2
     except Exception as exc:
         what = "the baked model does not load" if argv == ["--check"] else f"cannot bake MODEL={argv[0]}"

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inferq.deploy.errors import DeployError
+from inferq.deploy.settings import AWS_MAX_ATTEMPTS
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,14 @@ def connect(region: str) -> Aws:
     if session.get_credentials() is None:
         raise DeployError("no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
                           "AWS_SECRET_ACCESS_KEY (nothing was created)")
-    return Aws(session.client("ec2", region_name=region), session.client("sts", region_name=region),
-               session.client("service-quotas", region_name=region), region)
+    from botocore.config import Config
+
+    # "standard" retries throttling and transient errors with backoff (the legacy default retries fewer of them);
+    # RunInstances carries a ClientToken, so a retried launch never makes a second instance.
+    config = Config(retries={"mode": "standard", "total_max_attempts": AWS_MAX_ATTEMPTS})
+    return Aws(session.client("ec2", region_name=region, config=config),
+               session.client("sts", region_name=region, config=config),
+               session.client("service-quotas", region_name=region, config=config), region)
 
 
 def default_region() -> str | None:

@@ -1,7 +1,11 @@
 """EC2 instances: found by their name tag, created one per name, waited for with boto3 waiters.
 
 Every instance requires IMDSv2 (session tokens, one hop) and boots from an
-encrypted root volume; its user data carries its SSH host key (deploy.host_keys).
+encrypted root volume; its user data holds no secret: the host makes its own SSH
+host key at first boot and prints it to its console (deploy.host_keys). A
+burstable (T) instance is launched with standard CPU credits (no surplus
+billed), the orchestrator with termination protection, and every launch with a
+ClientToken, so a retried RunInstances never makes a second instance.
 """
 from __future__ import annotations
 
@@ -27,8 +31,13 @@ def find(ec2, cluster: str) -> list[dict]:
         return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
 
+def burstable(instance_type: str) -> bool:
+    """Whether an instance type earns CPU credits (t2, t3, t3a, t4g ...): its credit option must be set."""
+    return instance_type.startswith("t") and instance_type[1:2].isdigit()
+
+
 def launch_request(cluster: str, role: str, name: str, image: dict, instance_type: str, volume_gb: int,
-                   user_data: str = "", key_name: str = "", group_id: str = "") -> dict:
+                   user_data: str = "", key_name: str = "", group_id: str = "", client_token: str = "") -> dict:
     """RunInstances' arguments for one tagged instance (the pre-flight dry-runs the same request)."""
     request = dict(
         ImageId=image["ImageId"], InstanceType=instance_type, MinCount=1, MaxCount=1,
@@ -39,6 +48,14 @@ def launch_request(cluster: str, role: str, name: str, image: dict, instance_typ
         TagSpecifications=(tag_spec("instance", cluster, role, name) + tag_spec("volume", cluster, role, name)
                            + tag_spec("network-interface", cluster, role, name)),
     )
+    if burstable(instance_type):
+        # T3 defaults to "unlimited": a busy instance would bill surplus credits. Standard throttles instead.
+        request["CreditSpecification"] = {"CpuCredits": "standard"}
+    if role == "orchestrator":
+        # It holds Redis and every queued job: a stray TerminateInstances must not take it (down lifts this first).
+        request["DisableApiTermination"] = True
+    if client_token:
+        request["ClientToken"] = client_token
     if user_data:
         request["UserData"] = user_data
     if key_name:
@@ -83,6 +100,34 @@ def user_data(ec2, instance_id: str) -> str:
         reply = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
     value = reply.get("UserData", {}).get("Value")
     return base64.b64decode(value).decode() if value else ""
+
+
+def console_output(ec2, instance_id: str) -> str:
+    """What the instance printed to its serial console ("" before anything), through the EC2 API."""
+    from botocore.exceptions import ClientError
+
+    with aws_call(f"reading the console output of {instance_id}"):
+        try:
+            # Latest: the console as it is now (Nitro instances); older types only have it as of the last boot.
+            reply = ec2.get_console_output(InstanceId=instance_id, Latest=True)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "UnsupportedOperation":
+                raise
+            reply = ec2.get_console_output(InstanceId=instance_id)
+    return reply.get("Output") or ""  # botocore decodes its base64 already
+
+
+def protected(ec2, instance_id: str) -> bool:
+    """Whether the instance has termination protection."""
+    with aws_call(f"reading the termination protection of {instance_id}"):
+        reply = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="disableApiTermination")
+    return bool(reply.get("DisableApiTermination", {}).get("Value"))
+
+
+def protect(ec2, instance_id: str, on: bool) -> None:
+    """Turn termination protection on (the orchestrator, by up) or off (before down terminates it)."""
+    with aws_call(f"{'setting' if on else 'lifting'} the termination protection of {instance_id}"):
+        ec2.modify_instance_attribute(InstanceId=instance_id, DisableApiTermination={"Value": on})
 
 
 def start(ec2, ids: list[str]) -> None:

@@ -23,6 +23,8 @@ class Rule(NamedTuple):
         perm = {"IpProtocol": "tcp", "FromPort": self.port, "ToPort": self.port}
         if self.source.startswith("sg-"):
             perm["UserIdGroupPairs"] = [{"GroupId": self.source, "Description": self.what}]
+        elif ":" in self.source:
+            perm["Ipv6Ranges"] = [{"CidrIpv6": self.source, "Description": self.what}]
         else:
             perm["IpRanges"] = [{"CidrIp": self.source, "Description": self.what}]
         return perm
@@ -76,6 +78,8 @@ def rules_of(group: dict) -> set[tuple[int, str]]:
             found.add((-1, repr(sorted(perm.items()))))
             continue
         found |= {(perm["FromPort"], r["CidrIp"]) for r in perm.get("IpRanges", [])}
+        # IPv6 too: a hand-added ::/0 would otherwise open the port to the whole IPv6 Internet unnoticed.
+        found |= {(perm["FromPort"], r["CidrIpv6"]) for r in perm.get("Ipv6Ranges", [])}
         found |= {(perm["FromPort"], p["GroupId"]) for p in perm.get("UserIdGroupPairs", [])}
     return found
 

@@ -1,18 +1,20 @@
 """The Fabric test cluster: an orchestrator and two worker hosts in network namespaces, and its inventory.
 
-worker-1 runs its workers as containers of the worker image that `fab deploy`
-builds here and ships to it over SSH; its container store is its own (sshd
-gives its sessions CONTAINERS_STORAGE_CONF), so the image arrives there as it
-would on another machine. worker-2 and the orchestrator run processes of this
-checkout (tests/deploy/lab_runtime.py). Needs root: outside CI these tests
-skip with the reason; in CI (CI=true or CI=1) they fail instead.
+Both worker hosts run their workers as containers of the worker image that
+`fab deploy` builds here and ships to them over SSH; each has a container store
+of its own (sshd gives its sessions CONTAINERS_STORAGE_CONF), so the image
+arrives there as it would on another machine. The orchestrator runs its
+release as processes (tests/deploy/lab_runtime.py). The hosts' keys are pinned
+from their consoles, as `inferq-provision up` pins them. While the cluster is
+up, an untracked file sits in this checkout (and grows between deploys): it
+must never reach a release. Needs root: outside CI these tests skip with the
+reason; in CI (CI=true or CI=1) they fail instead.
 """
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,8 +28,12 @@ from tests.deploy.wheelhouse import wheelhouse
 from tests.worker_image import engine
 
 HOSTS = ["orchestrator", "worker-1", "worker-2"]
+CONTAINER_HOSTS = ["worker-1", "worker-2"]
 CONTAINER_HOST = "worker-1"
-"""The host whose workers are containers; the others run processes."""
+"""The container host most tests look at."""
+
+STRAY = ROOT / "lab-untracked.log"
+"""An untracked file in the checkout during the lab's deploys (a log, say): no release may contain it."""
 
 KEEP_IMAGES = 2
 """Images the container host keeps (fewer than the default 3, so a test sees one pruned)."""
@@ -57,12 +63,20 @@ class Cluster:
 
     def __init__(self, tmp: Path, tiny_model: Path, base_image: str):
         self.tmp = tmp
-        self.store = tmp / "hosts" / CONTAINER_HOST / "containers"
-        self.store.mkdir(parents=True)
-        (self.store / "storage.conf").write_text(
-            f'[storage]\ndriver = "overlay"\ngraphroot = "{self.store}/storage"\nrunroot = "{self.store}/run"\n')
-        self.store_env = {"CONTAINERS_STORAGE_CONF": str(self.store / "storage.conf")}
-        self.lab = Lab(tmp, HOSTS, host_env={CONTAINER_HOST: self.store_env})
+        self.stores = {name: tmp / "hosts" / name / "containers" for name in CONTAINER_HOSTS}
+        host_env = {}
+        for name, store in self.stores.items():
+            store.mkdir(parents=True)
+            (store / "storage.conf").write_text(
+                f'[storage]\ndriver = "overlay"\ngraphroot = "{store}/storage"\nrunroot = "{store}/run"\n')
+            # Podman keeps its networks in one machine-wide directory: each lab host gets its own, or two
+            # hosts creating compose's network at once collide (on AWS each host has its own /etc).
+            system = Path("/etc/containers/containers.conf")
+            (store / "containers.conf").write_text((system.read_text() if system.exists() else "")
+                                                   + f'\n[network]\nnetwork_config_dir = "{store}/networks"\n')
+            host_env[name] = {"CONTAINERS_STORAGE_CONF": str(store / "storage.conf"),
+                              "CONTAINERS_CONF": str(store / "containers.conf")}
+        self.lab = Lab(tmp, HOSTS, host_env=host_env)
         self.inventory = tmp / "inventory.json"
         self.known_hosts = tmp / "known_hosts"
         self.secrets = tmp / "secrets"
@@ -70,61 +84,75 @@ class Cluster:
         hosts = [{"name": h.name, "role": "orchestrator" if h.name == "orchestrator" else "worker",
                   "public_ip": h.address, "private_ip": h.address, "instance_id": f"netns:{h.namespace}",
                   "remote_dir": str(tmp / "hosts" / h.name)} for h in self.lab.hosts]
-        # The hosts' keys, pinned as `inferq-provision up` pins them: from where they were made, not from SSH.
-        host_keys.write_known_hosts(self.known_hosts, [(h.address, 22, self.lab.host_keys[h.name].public)
-                                                       for h in self.lab.hosts])
-        self.inventory.write_text(json.dumps({
+        self.inventory_data = {
             "cluster": "lab", "hosts": hosts, "key_file": str(self.lab.key), "ssh_user": "root",
             "known_hosts": str(self.known_hosts), "redis_memory_fraction": REDIS_MEMORY / mem_total(),
             "runtime": "tests.deploy.lab_runtime:LabRuntime",
             "runtime_options": {
-                "code_dir": str(ROOT), "python": sys.prefix, "container_hosts": [CONTAINER_HOST],
                 "pip_args": ["--no-index", "--find-links", str(wheelhouse())],
-                # The process workers' model; the containers serve the one baked into the image.
-                "process_env": {"INFERQ_MODEL": str(tiny_model)},
                 "docker": engine.DOCKER, "compose": str(BIN / "podman-compose"), "keep_images": KEEP_IMAGES,
                 "build_args": build_args, "build_contexts": build_contexts,
             },
             "containers_per_worker": 2,
             "env": {"INFERQ_HEARTBEAT_SECONDS": "0.5", "INFERQ_TEST_FAULTS": "1"},
-        }))
+        }
         self.outputs: list[str] = []
+        # A developer's checkout with uncommitted changes deploys them as an operator would (--allow-dirty,
+        # the release marked dirty); CI's clean clone deploys its commit.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        self.ship_flags = " --allow-dirty" if dirty else ""
+
+    def pin(self) -> None:
+        """Write the inventory, and pin each host's keys as `inferq-provision up` does: from its console."""
+        entries = [(h.address, 22, key) for h in self.lab.hosts
+                   for key in host_keys.keys_in_console(self.lab.console(h.name).read_text())]
+        assert len(entries) == len(self.lab.hosts), entries
+        host_keys.write_known_hosts(self.known_hosts, entries)
+        self.inventory.write_text(json.dumps(self.inventory_data))
 
     def fab(self, template: str, check: bool = True, extra: str = "") -> subprocess.CompletedProcess:
         command = (template + FAB_PATHS).format(inventory=self.inventory, secrets=self.secrets) + extra
+        if template.split()[:4] in (["fab", "-r", "deploy", "deploy"], ["fab", "-r", "deploy", "update"]):
+            command += self.ship_flags
         result = run_command(" ".join(self.lab.exec_prefix(self.lab.admin)) + " " + command, {}, ROOT, check=check,
                              timeout=FAB_TIMEOUT)
         self.outputs.append(result.stdout + result.stderr)
         return result
 
-    def in_admin(self, *command: str) -> subprocess.CompletedProcess:
+    def in_admin(self, *command: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run a command in the admin namespace (the operator's machine), with env added to this environment."""
         return subprocess.run([*self.lab.exec_prefix(self.lab.admin), *command], capture_output=True, text=True,
-                              timeout=300)
+                              timeout=300, env={**os.environ, **(env or {})})
 
-    def on_container_host(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
-        """Run a command as a session on the container host would (its namespace, its container store)."""
-        done = subprocess.run([*self.lab.on_host(CONTAINER_HOST), *command], capture_output=True, text=True,
-                              timeout=300)
+    def on_container_host(self, *command: str, check: bool = True, host: str = CONTAINER_HOST
+                          ) -> subprocess.CompletedProcess:
+        """Run a command as a session on a container host would (its namespace, its container store)."""
+        done = subprocess.run([*self.lab.on_host(host), *command], capture_output=True, text=True, timeout=300)
         if check and done.returncode != 0:
-            raise AssertionError(f"{' '.join(command)} on {CONTAINER_HOST}: {done.stderr[-800:]}")
+            raise AssertionError(f"{' '.join(command)} on {host}: {done.stderr[-800:]}")
         return done
 
-    def containers(self) -> dict[str, dict]:
-        """The container host's compose containers by service: id and image id."""
+    def containers(self, host: str = CONTAINER_HOST) -> dict[str, dict]:
+        """A container host's compose containers by service: id, state and image id."""
         found = {}
         for line in self.on_container_host("podman", "ps", "-a", "--filter", "label=com.docker.compose.project=inferq",
-                                           "--format", "{{.ID}}").stdout.split():
+                                           "--format", "{{.ID}}", host=host).stdout.split():
             service, state, image = self.on_container_host(
                 "podman", "inspect", "--format",
                 '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.Image}}',
-                line).stdout.split()
+                line, host=host).stdout.split()
             found[service] = {"id": line, "state": state, "image": image}
         return found
 
-    def images(self) -> set[str]:
-        """Tags of the worker images in the container host's store."""
-        return {tag for tag in self.on_container_host("podman", "images", "--format", "{{.Repository}}:{{.Tag}}")
-                .stdout.split() if "inferq-worker" in tag}
+    def fleet(self) -> dict[str, set[str]]:
+        """Each container host's set of image ids its containers run."""
+        return {host: {c["image"] for c in self.containers(host).values()} for host in CONTAINER_HOSTS}
+
+    def images(self, host: str = CONTAINER_HOST) -> set[str]:
+        """Tags of the worker images in a container host's store."""
+        return {tag for tag in self.on_container_host("podman", "images", "--format", "{{.Repository}}:{{.Tag}}",
+                                                      host=host).stdout.split() if "inferq-worker" in tag}
 
     def pids(self, host: str) -> dict[str, str]:
         run = self.tmp / "hosts" / host / "run"
@@ -143,9 +171,11 @@ class Cluster:
     def down(self) -> None:
         """Remove the container host's containers and store, then the lab."""
         if self.lab.namespaces:
-            # In its namespace: the containers' network teardown happens where their network is.
-            self.on_container_host("podman", "rm", "-af", "-t", "5", check=False)
-            self.on_container_host("podman", "pod", "rm", "-af", check=False)
-            self.on_container_host("podman", "rmi", "-af", check=False)
+            for host in CONTAINER_HOSTS:
+                # In its namespace: the containers' network teardown happens where their network is.
+                self.on_container_host("podman", "rm", "-af", "-t", "5", check=False, host=host)
+                self.on_container_host("podman", "pod", "rm", "-af", check=False, host=host)
+                self.on_container_host("podman", "rmi", "-af", check=False, host=host)
         self.lab.down()
-        shutil.rmtree(self.store, ignore_errors=True)
+        for store in self.stores.values():
+            shutil.rmtree(store, ignore_errors=True)

@@ -98,7 +98,7 @@ def run_command(command: str, env: dict[str, str], cwd: Path, check: bool = True
 @pytest.fixture(scope="package")
 def cluster(tmp_path_factory, tiny_model, container_base, worker_image):
     """The lab with the cluster deployed once by `fab deploy` (tests/deploy/cluster.py)."""
-    from tests.deploy.cluster import Cluster, refuse
+    from tests.deploy.cluster import STRAY, Cluster, refuse
     from tests.deploy.netns import LabUnavailable, unavailable_reason
 
     reason = unavailable_reason()
@@ -110,7 +110,10 @@ def cluster(tmp_path_factory, tiny_model, container_base, worker_image):
             made.lab.up()
         except LabUnavailable as exc:
             refuse(str(exc))
+        made.pin()
+        STRAY.write_text("an untracked file in the checkout before the first deploy\n")
         made.first = made.fab(DEPLOY)
         yield made
     finally:
+        STRAY.unlink(missing_ok=True)
         made.down()

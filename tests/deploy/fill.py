@@ -1,4 +1,6 @@
-"""Fill the lab's Redis through its public API: ``python -m tests.deploy.fill API KEY SHA256 --hold 45``.
+"""Fill the lab's Redis through its public API: ``INFERQ_API_KEY=KEY python -m tests.deploy.fill API SHA256``.
+
+The API key comes from the environment, never from the command line (no secret on any command line).
 
 Every worker is first given a job that holds it `hold` seconds (test fault
 injection), so what follows stays queued; then large texts are submitted
@@ -16,6 +18,7 @@ import time
 import requests
 
 from inferq.client.pinning import pin
+from inferq.settings import Client, load
 from inferq.tasks.faults import SLEEP_PREFIX
 
 TEXT_BYTES = 300_000
@@ -47,13 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     """Hold the workers, fill, wait; print the outcome."""
     parser = argparse.ArgumentParser(prog="python -m tests.deploy.fill")
     parser.add_argument("api")
-    parser.add_argument("key")
     parser.add_argument("cert_sha256")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--hold", type=float, default=45)
     args = parser.parse_args(argv)
     with pin(requests.Session(), args.cert_sha256) as http:
-        http.headers["X-API-Key"] = args.key
+        http.headers["X-API-Key"] = load(Client).api_key
         holds, held = [], []
         # One at a time, each running before the next is sent: a worker takes the jobs waiting behind
         # its own into its batch (micro-batching), and the holds must be on as many workers.

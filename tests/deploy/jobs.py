@@ -1,9 +1,11 @@
-"""Jobs through the lab's API, from inside its admin namespace: ``python -m tests.deploy.jobs API KEY SHA256 ...``.
+"""Jobs through the lab's API, from inside its admin namespace: ``python -m tests.deploy.jobs API SHA256 ...``.
 
-    python -m tests.deploy.jobs https://10.231.0.11 KEY SHA256 --count 40 --hold 0.3
-    python -m tests.deploy.jobs https://10.231.0.11 KEY SHA256 --until STOPFILE --hold 0.3
+    INFERQ_API_KEY=KEY python -m tests.deploy.jobs https://10.231.0.11 SHA256 --count 40 --hold 0.3
+    INFERQ_API_KEY=KEY python -m tests.deploy.jobs https://10.231.0.11 SHA256 --until STOPFILE --hold 0.3
 
-The API is the public port: TLS, its certificate pinned by SHA256 (the cluster's fingerprint).
+The API is the public port: TLS, its certificate pinned by SHA256 (the cluster's fingerprint). The API
+key comes from the environment, as the inferq client's does, never from the command line: the tests
+check that no secret is on any command line of the lab's machine while they run.
 
 Submits texts that hold their worker `hold` seconds (test fault injection), so
 jobs spread over every worker; waits for each; prints one JSON list of
@@ -20,6 +22,7 @@ from pathlib import Path
 import requests
 
 from inferq.client.pinning import pin
+from inferq.settings import Client, load
 from inferq.tasks.faults import SLEEP_PREFIX
 
 
@@ -37,7 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     """Submit, wait, print the outcomes."""
     parser = argparse.ArgumentParser(prog="python -m tests.deploy.jobs")
     parser.add_argument("api")
-    parser.add_argument("key")
     parser.add_argument("cert_sha256")
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--until", default="")
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     text = f"{SLEEP_PREFIX}{args.hold}"
     outcomes = []
     with pin(requests.Session(), args.cert_sha256) as http:
-        http.headers["X-API-Key"] = args.key
+        http.headers["X-API-Key"] = load(Client).api_key
         post = lambda: http.post(f"{args.api}/jobs", json={"text": text}, timeout=10).json()["job_id"]  # noqa: E731
         if args.count:
             ids = [post() for _ in range(args.count)]

@@ -1,16 +1,16 @@
 """The tests' runtime: network-namespace hosts that share this machine's filesystem and have no systemd.
 
 The inventory of tests/deploy/test_fabric.py names it ("runtime":
-"tests.deploy.lab_runtime:LabRuntime"). Services run as plain supervised
-processes (Processes), as the AWS runtime's systemd units would run them. The
-orchestrator's come from a release installed as on AWS: uploaded, in a venv of
-its own built with this machine's /usr/bin/python3 (Debian 12's 3.11, as on the
+"tests.deploy.lab_runtime:LabRuntime"). The orchestrator's services run as
+plain supervised processes (Processes), as the AWS runtime's systemd units
+would run them, from a release installed as on AWS: uploaded, in a venv of its
+own built with this machine's /usr/bin/python3 (Debian 12's 3.11, as on the
 orchestrator's AMI), made current only once it installs; pip takes the packages
 from a local wheelhouse (pip_args), the lab having no way out. The worker hosts
-run this checkout and venv; those in container_hosts run their workers the AWS
-way instead: the worker image, built once by `fab deploy` and shipped over SSH,
-under compose, through a `docker` command (Debian's podman-docker) and
-podman-compose; their container store is the host's own (tests/deploy/netns.py).
+run their workers the AWS way (deploy.containers): the worker image, built once
+by `fab deploy` and shipped over SSH, under compose, through a `docker` command
+(Debian's podman-docker) and podman-compose; each host's container store is its
+own (tests/deploy/cluster.py).
 """
 from __future__ import annotations
 
@@ -18,14 +18,11 @@ import shlex
 
 from fabric import Connection
 
-from inferq.deploy import nodes
 from inferq.deploy.connections import root
-from inferq.deploy.containers import Containers, Wait
 from inferq.deploy.errors import DeployError
 from inferq.deploy.files import put_if_changed
-from inferq.deploy.image import Archive, Image
 from inferq.deploy.inventory import Host, Inventory
-from inferq.deploy.layout import Layout, Report
+from inferq.deploy.layout import Layout
 from inferq.deploy.runtime import Runtime
 from inferq.deploy.services import STOP_SECONDS, Service
 
@@ -98,71 +95,11 @@ class Processes:
         return root(c, f"tail -n {int(lines)} {self.remote_dir}/log/{service.name}.log", warn=True).stdout
 
 
-class ProcessWorkers:
-    """A host's workers as processes: the image's command with the node name spelled out, named like the services."""
-
-    uses_image = False
-
-    def __init__(self, inventory: Inventory, host: Host, where: Layout, env: dict[str, str]):
-        self.inventory, self.host, self.where = inventory, host, where
-        self.manager = Processes(where.remote_dir)
-        # What the image would carry (its baked model, say): variables set before the env file is read.
-        self.prefix = ["env", *(f"{k}={v}" for k, v in sorted(env.items()))] if env else []
-
-    def services(self) -> list[Service]:
-        """The host's worker services, named and ordered as the compose file's."""
-        return [Service(nodes.service(i), [*self.prefix, *nodes.worker_command(self.where.bin, self.host, i)],
-                        f"{self.where.remote_dir}/worker.env", self.where.code)
-                for i in range(1, self.inventory.containers_per_worker + 1)]
-
-    def deploy(self, c: Connection, archive: Archive | None, image: Image | None, env_changed: bool,
-               restart_unchanged: bool, wait: Wait, report: Report) -> int:
-        """Start or restart the workers one at a time, each back on the Celery ping before the next."""
-        changes = 0
-        for index, service in enumerate(self.services(), start=1):
-            if restart_unchanged:
-                self.manager.restart(c, service)
-                outcome = "restarted"
-            else:
-                outcome = self.manager.ensure(c, service, env_changed)
-            if outcome == "unchanged":
-                continue
-            changes += 1
-            reason = wait([nodes.node(self.host, index)],
-                          lambda service=service: None if self.manager.running_pid(c, service) else "process exited")
-            if reason:
-                raise DeployError(f"{self.host.name}: {service.name} did not come back ({reason})")
-            report(f"{self.host.name}: {service.name} {outcome}")
-        return changes
-
-    def status(self, c: Connection) -> list[dict]:
-        """Each worker's state (processes run no image)."""
-        return [{"service": s.name, "state": self.manager.state(c, s), "image": None, "tags": ""}
-                for s in self.services()]
-
-    def logs(self, c: Connection, lines: int) -> list[tuple[str, str]]:
-        """Each worker and the last lines of its log."""
-        return [(s.name, self.manager.logs(c, s, lines)) for s in self.services()]
-
-
 class LabRuntime(Runtime):
-    """A release on the orchestrator, this checkout on the worker hosts, container_hosts' workers under compose."""
+    """The orchestrator's services as processes from its installed release; the worker hosts' containers as on AWS."""
 
     redis_server = "redis-server"
     """The process runtime finds it on PATH (the system's, or the one tests/conftest.py found)."""
-
-    def __init__(self, code_dir: str, python: str, container_hosts: list[str] | None = None,
-                 process_env: dict[str, str] | None = None, **options):
-        super().__init__(**options)
-        self.code_dir, self.checkout_python = code_dir, python
-        self.container_hosts = set(container_hosts or [])
-        self.process_env = dict(process_env or {})
-
-    def layout(self, inventory: Inventory, host: Host) -> Layout:
-        """The orchestrator: its current release (as on AWS); worker hosts share this checkout and venv."""
-        if host.role == "orchestrator":
-            return super().layout(inventory, host)
-        return Layout(host.remote_dir, self.checkout_python, self.code_dir)
 
     def service_manager(self, where: Layout) -> Processes:
         """Plain processes: the hosts have no systemd."""
@@ -179,14 +116,7 @@ class LabRuntime(Runtime):
     def prepare_worker(self, c: Connection, inventory: Inventory, host: Host) -> int:
         """Never installs anything on this machine: scripts/container-engine.sh must have run."""
         tools = f"command -v zstd && {self.docker} version && {self.compose} version"
-        if host.name in self.container_hosts and root(c, f"({tools}) >/dev/null 2>&1", warn=True).failed:
+        if root(c, f"({tools}) >/dev/null 2>&1", warn=True).failed:
             raise DeployError(f"{host.name}: `{self.docker}` or `{self.compose}` does not run; "
                               "run scripts/container-engine.sh and `make venv`")
         return 0
-
-    def workers(self, inventory: Inventory, host: Host):
-        """Containers on container_hosts, processes elsewhere."""
-        where = self.layout(inventory, host)
-        if host.name in self.container_hosts:
-            return Containers(inventory, host, where, self.docker, self.compose, self.keep_images)
-        return ProcessWorkers(inventory, host, where, self.process_env)

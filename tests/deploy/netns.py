@@ -6,9 +6,11 @@ it by a veth pair and gets an address in SUBNET, which exists only inside
 these namespaces. Each host's sshd runs in its own UTS namespace too, so a
 host has its own hostname. The namespaces share this machine's filesystem.
 
-Each host has a host key of its own, made by deploy.host_keys as `inferq-provision
-up` makes them (there, cloud-init installs them from the user data; here, the
-host's sshd is started with it); host_keys holds them for the known_hosts file.
+Each host makes a host key of its own at "first boot" (ssh-keygen, as cloud-init
+does on EC2) and prints the public half to its console in cloud-init's format
+(console(name)); the cluster pins what the console shows, with the parser `up`
+uses on GetConsoleOutput (deploy.host_keys.keys_in_console). No private key
+leaves the host's own directory.
 """
 from __future__ import annotations
 
@@ -19,8 +21,6 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-from inferq.deploy import host_keys
 
 SUBNET = "10.231.0"
 """Private /24 of the lab; no route to it exists outside the lab's namespaces."""
@@ -52,6 +52,30 @@ def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
+@dataclass(frozen=True)
+class HostKey:
+    """A host key a lab host made: its private key file (the host's alone) and the public key line."""
+
+    path: Path
+    public: str
+
+
+def make_host_key(path: Path) -> HostKey:
+    """ssh-keygen an ed25519 host key at path, as a host does at first boot."""
+    path.unlink(missing_ok=True)
+    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path))
+    return HostKey(path, " ".join(path.with_suffix(".pub").read_text().split()[:2]))
+
+
+def console_lines(key: HostKey, hostname: str) -> list[str]:
+    """What cloud-init's write-ssh-key-fingerprints prints to the console (through `logger -t ec2`)."""
+    fingerprint = sh("ssh-keygen", "-l", "-f", str(key.path.with_suffix(".pub"))).stdout.strip()
+    return [f"ec2: {line}" for line in [
+        "", "#" * 61, "-----BEGIN SSH HOST KEY FINGERPRINTS-----", fingerprint,
+        "-----END SSH HOST KEY FINGERPRINTS-----", "#" * 61, "-----BEGIN SSH HOST KEY KEYS-----",
+        f"{key.public} root@{hostname}", "-----END SSH HOST KEY KEYS-----"]]
+
+
 @dataclass
 class LabHost:
     name: str
@@ -73,7 +97,7 @@ class Lab:
         self.namespaces: list[str] = []
         self.sshd: list[subprocess.Popen] = []
         self.key = workdir / "id_ed25519"
-        self.host_keys = {h.name: host_keys.generate() for h in self.hosts}
+        self.host_keys: dict[str, HostKey] = {}
 
     def exec_prefix(self, namespace: str) -> list[str]:
         """Command prefix running something inside a namespace."""
@@ -115,10 +139,19 @@ class Lab:
             self._namespace(host.namespace)
             self._join(host.namespace, index, host.address)
         for host in self.hosts:
+            # First boot: the host makes its key and prints it to its console, as cloud-init does.
+            self.host_keys[host.name] = make_host_key(self.workdir / f"host_key-{host.name}")
+            self.console(host.name).write_text("\n".join(
+                ["[    0.000000] Linux version 6.1.0 (a boot log)", *console_lines(self.host_keys[host.name],
+                                                                                  host.name), "login:"]) + "\n")
             self.start_sshd(host.name, 22, self.host_keys[host.name])
         return self
 
-    def start_sshd(self, name: str, port: int, key: host_keys.HostKey) -> subprocess.Popen:
+    def console(self, name: str) -> Path:
+        """The host's console log (what GetConsoleOutput would answer for an instance)."""
+        return self.workdir / f"console-{name}.log"
+
+    def start_sshd(self, name: str, port: int, key: HostKey) -> subprocess.Popen:
         """Start an sshd on host name's address and port with this host key; return once it listens."""
         host = next(h for h in self.hosts if h.name == name)
         process = self._start_sshd(host, port, key)
@@ -126,12 +159,9 @@ class Lab:
         self._wait_listening(host, process, port)
         return process
 
-    def _start_sshd(self, host: LabHost, port: int, key: host_keys.HostKey) -> subprocess.Popen:
+    def _start_sshd(self, host: LabHost, port: int, key: HostKey) -> subprocess.Popen:
         tag = f"{host.name}-{port}"
-        key_file = self.workdir / f"host_key-{tag}"
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(key.private)
+        key_file = key.path
         config = self.workdir / f"sshd-{tag}.conf"
         config.write_text("\n".join([
             f"ListenAddress {host.address}", f"Port {port}", f"HostKey {key_file}",

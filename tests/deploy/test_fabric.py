@@ -1,8 +1,8 @@
 """The Fabric tasks over real SSH, against sshd hosts in network namespaces (tests/deploy/cluster.py).
 
-One orchestrator and two worker hosts (worker-1's workers are containers,
-worker-2's processes); the README's fab commands run in the lab's admin
-namespace. test_fabric_containers.py goes on with the container host.
+One orchestrator and two worker hosts, whose workers are containers; the
+README's fab commands run in the lab's admin namespace.
+test_fabric_containers.py goes on with the container hosts.
 """
 from __future__ import annotations
 
@@ -16,11 +16,10 @@ import sys
 import pytest
 
 from inferq.deploy import host_keys
-from tests.deploy.cluster import CONTAINER_HOST, HOSTS, mem_total
+from tests.deploy.cluster import CONTAINER_HOSTS, STRAY, mem_total
 from tests.deploy.commands import DEPLOY, LOGS, STATUS, SUBMIT, UPDATE
 from tests.deploy.conftest import BIN, ROOT, run_command
-
-PROCESS_HOSTS = [h for h in HOSTS if h != CONTAINER_HOST]
+from tests.deploy.netns import make_host_key
 
 # The first test sets the cluster up: the image build (cached layers) and its shipping take minutes.
 pytestmark = pytest.mark.timeout(1200)
@@ -29,14 +28,26 @@ pytestmark = pytest.mark.timeout(1200)
 def test_deploy_configures_every_host_and_runs_a_smoke_job(cluster):
     out = cluster.first.stdout
     assert "4 worker(s) answer a Celery ping" in out, out
-    smoke = re.search(r"smoke job \S+ succeeded on (\S+)", out)
+    # The smoke job goes through the public API, TLS and all, as a client's would.
+    smoke = re.search(r"smoke job \S+ succeeded through https://10\.231\.0\.11 on (\S+)", out)
     assert smoke and re.fullmatch(r"worker@worker-[12]-w[12]", smoke.group(1)), out
     assert set(cluster.pids("orchestrator")) == {"redis", "api", "flower", "proxy"}
     assert f"API: https://10.231.0.11 (TLS, certificate SHA-256 {cluster.api_sha256()};" in out
-    assert set(cluster.pids("worker-2")) == {"worker-1", "worker-2"}
-    containers = cluster.containers()
-    assert sorted(containers) == ["worker-1", "worker-2"], containers
-    assert {c["state"] for c in containers.values()} == {"running"}
+    for host in CONTAINER_HOSTS:
+        containers = cluster.containers(host)
+        assert sorted(containers) == ["worker-1", "worker-2"], containers
+        assert {c["state"] for c in containers.values()} == {"running"}
+
+
+def test_the_release_is_the_commit_and_an_untracked_file_never_ships(cluster):
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    described = re.search(r"^release (\S+) \(commit ([0-9a-f]{12})(, dirty: .*)?\)$", cluster.first.stdout, re.M)
+    assert described and described.group(2) == head[:12], cluster.first.stdout
+    assert described.group(1).endswith("-dirty") == bool(cluster.ship_flags)
+    current = (cluster.tmp / "hosts" / "orchestrator" / "current").resolve()
+    assert current.name == described.group(1) and (current / "deploy" / "release.py").exists()
+    assert STRAY.exists() and not (current / STRAY.name).exists()
 
 
 def test_redis_is_configured_with_password_aof_private_bind_and_a_memory_limit(cluster):
@@ -85,14 +96,18 @@ def test_workers_redis_user_cannot_administer_or_wipe_redis(cluster):
 def test_env_files_and_secrets_are_readable_by_their_owner_only(cluster):
     files = [cluster.tmp / "hosts" / "orchestrator" / "etc" / "orchestrator.env",
              cluster.tmp / "hosts" / "orchestrator" / "etc" / "redis.conf",
-             cluster.tmp / "hosts" / "worker-1" / "worker.env", cluster.tmp / "hosts" / "worker-2" / "worker.env",
              cluster.secrets / "lab" / "cluster-secrets.json"]
     for path in files:
         info = path.stat()
         assert stat.S_IMODE(info.st_mode) == 0o600 and info.st_uid == 0, path
+    for host in CONTAINER_HOSTS:  # the containers' secrets file: their user's alone (it is mounted into them)
+        info = (cluster.tmp / "hosts" / host / "worker.env").stat()
+        assert stat.S_IMODE(info.st_mode) == 0o600 and info.st_uid == 10001, host
     worker_env = (cluster.tmp / "hosts" / "worker-1" / "worker.env").read_text()
     assert "REDIS_URL=redis://inferq-worker:" in worker_env and "@10.231.0.11:6379/0" in worker_env
     assert "INFERQ_TORCH_THREADS=1" in worker_env
+    webhook = json.loads((cluster.secrets / "lab" / "cluster-secrets.json").read_text())["webhook_secret"]
+    assert f"INFERQ_WEBHOOK_SECRET={webhook}\n" in worker_env
 
 
 def ssh_options(cluster) -> list[str]:
@@ -158,11 +173,10 @@ def test_a_job_submitted_to_the_api_is_done_on_a_worker_host(cluster):
 def test_status_reports_workers_queue_processes_and_the_image_per_host(cluster):
     out = cluster.fab(STATUS).stdout
     assert "workers online: 4" in out and "queue depth: 0" in out
-    assert re.search(r"worker-2: worker-1 running \(pid \d+\); worker-2 running \(pid \d+\)", out), out
     image = r"image ([0-9a-f]{12}) \(localhost/inferq-worker:[0-9a-f]{12}\)"
-    found = re.search(rf"worker-1: worker-1 running {image}; worker-2 running {image}", out)
-    assert found and found.group(1) == found.group(2), out
-    assert f"image: every container runs {found.group(1)}" in out
+    found = [re.search(rf"{host}: worker-1 running {image}; worker-2 running {image}", out) for host in CONTAINER_HOSTS]
+    assert all(found) and len({m.group(i) for m in found for i in (1, 2)}) == 1, out
+    assert f"image: every container runs {found[0].group(1)}" in out
 
 
 def test_logs_shows_each_service(cluster):
@@ -172,28 +186,27 @@ def test_logs_shows_each_service(cluster):
 
 
 def test_a_second_deploy_changes_nothing_and_breaks_nothing(cluster):
-    before = {host: cluster.pids(host) for host in PROCESS_HOSTS}
-    containers = cluster.containers()
+    before = cluster.pids("orchestrator")
+    containers = {host: cluster.containers(host) for host in CONTAINER_HOSTS}
+    with STRAY.open("a") as stray:  # the untracked file grows between deploys, as a log does: nothing changes
+        stray.write("grown during the deploy tests\n" * 100)
     out = cluster.fab(DEPLOY).stdout
     assert "deploy done: 0 change(s)" in out, out
-    assert {host: cluster.pids(host) for host in PROCESS_HOSTS} == before
-    assert cluster.containers() == containers  # the image is built, shipped and run once
+    assert cluster.pids("orchestrator") == before
+    # The image is built, shipped and run once.
+    assert {host: cluster.containers(host) for host in CONTAINER_HOSTS} == containers
     assert "already built" in out and "loaded" not in out
     assert "smoke job" in out and "succeeded" in out
 
 
 def test_rolling_update_goes_host_by_host_and_worker_by_worker(cluster):
-    before = cluster.pids("worker-2")
-    containers = cluster.containers()
+    containers = {host: cluster.containers(host) for host in CONTAINER_HOSTS}
     orchestrator = cluster.pids("orchestrator")
     out = cluster.fab(UPDATE).stdout
     assert out.index("worker-1: updated") < out.index("worker-2: updated")
-    # Processes have no version to compare: each is restarted, one at a time.
-    assert out.index("worker-2: worker-1 restarted") < out.index("worker-2: worker-2 restarted")
-    after = cluster.pids("worker-2")
-    assert set(after) == set(before) and all(after[name] != pid for name, pid in before.items())
+    assert re.search(r"^fleet: every worker container runs \S+ \([0-9a-f]{12}\)$", out, re.M), out
     # Containers are replaced for a new image or configuration only (test_fabric_containers.py).
-    assert cluster.containers() == containers
+    assert {host: cluster.containers(host) for host in CONTAINER_HOSTS} == containers
     # The orchestrator's services restart when their inputs change; this release changed none.
     assert "orchestrator: api unchanged" in out and cluster.pids("orchestrator") == orchestrator
     assert json.loads(cluster.fab(SUBMIT).stdout)["status"] == "succeeded"
@@ -255,7 +268,7 @@ def test_a_host_whose_sshd_comes_up_late_is_waited_for(cluster, tmp_path):
 
 def test_a_changed_host_key_is_refused_before_anything_is_sent(cluster, tmp_path):
     # Someone else answers at worker-2's address (here: on port 2022), with a key that is not the one pinned.
-    cluster.lab.start_sshd("worker-2", 2022, host_keys.generate())
+    cluster.lab.start_sshd("worker-2", 2022, make_host_key(tmp_path / "impostor_key"))
     pinned = cluster.lab.host_keys["worker-2"].public
     copy = inventory_with(cluster, tmp_path, 2022, pins(cluster, w=(2022, pinned)))
     result = fab_in_admin(cluster, f"fab -r deploy status --inventory {copy} --secrets {cluster.secrets}",
@@ -299,3 +312,29 @@ def test_old_releases_are_pruned_but_the_current_one_stays(cluster):
     assert removed.returncode == 0, removed.stderr
     assert removed.stdout.split() == ["r3", "r5"]
     assert sorted(p.name for p in (remote / "releases").iterdir()) == ["r1", "r2", "r4"]
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from inferq.deploy import connections, deploy_lock, inventory
+cluster = inventory.read(sys.argv[1])
+with connections.connect(cluster, cluster.orchestrator) as c:
+    deploy_lock.acquire(c, cluster, "update", False, print)
+print("held", flush=True)
+"""
+
+
+def test_a_second_deploy_is_refused_while_one_holds_the_lock_and_a_stale_lock_can_be_broken(cluster):
+    # Another operator's update took the lock (and died holding it, as this process exits without releasing).
+    held = cluster.in_admin(sys.executable, "-c", HOLD, str(cluster.inventory))
+    assert held.returncode == 0 and held.stdout.strip() == "held", held.stderr[-1500:]
+    lock = json.loads((cluster.tmp / "hosts" / "orchestrator" / "deploy.lock").read_text())
+    refused = cluster.fab(UPDATE, check=False)
+    assert refused.returncode == 1 and refused.stderr.strip().splitlines() == [
+        f"fab: cluster lab is locked by {lock['holder']}, running update since {lock['since']}: wait for it to "
+        "finish; if it died, rerun with --break-lock"], refused.stderr
+    assert "restarted" not in refused.stdout  # nothing was touched
+    out = cluster.fab(UPDATE, extra=" --break-lock").stdout
+    assert f"broke the deploy lock of {lock['holder']} (update since {lock['since']})" in out
+    assert not (cluster.tmp / "hosts" / "orchestrator" / "deploy.lock").exists()  # released at the end

@@ -41,7 +41,7 @@ with connections.connect(cluster, cluster.orchestrator) as c:
 
 def variant(tmp_path: Path, name: str, change: dict[str, str]) -> Path:
     """This checkout's release with some files' contents changed; the tarball's path."""
-    _, data = release.package(ROOT)
+    data = release.package(ROOT, allow_dirty=True).data  # as fab ships it (a developer's checkout may be dirty)
     out = io.BytesIO()
     with tarfile.open(fileobj=io.BytesIO(data)) as old, tarfile.open(fileobj=out, mode="w:gz") as new:
         for member in old.getmembers():
@@ -100,8 +100,8 @@ def test_a_full_redis_answers_429_before_refusing_writes_and_loses_no_accepted_j
     password = json.loads((cluster.secrets / "lab" / "cluster-secrets.json").read_text())["redis_password"]
     stats = ("import json, redis, sys; r = redis.Redis(host='10.231.0.11', password=sys.argv[1]); "
              "m = r.info('memory'); print(json.dumps([m['used_memory'], m['maxmemory'], r.info('errorstats')]))")
-    filled = cluster.in_admin(sys.executable, "-m", "tests.deploy.fill", API, api_key(cluster), cluster.api_sha256(),
-                              "--hold", "45")
+    filled = cluster.in_admin(sys.executable, "-m", "tests.deploy.fill", API, cluster.api_sha256(), "--hold", "45",
+                              env={"INFERQ_API_KEY": api_key(cluster)})
     assert filled.returncode == 0, filled.stderr[-2000:]
     outcome = json.loads(filled.stdout)
     used, limit, errors = json.loads(cluster.in_admin(sys.executable, "-c", stats, password).stdout)
@@ -117,3 +117,35 @@ def test_a_full_redis_answers_429_before_refusing_writes_and_loses_no_accepted_j
     assert "errorstat_OOM" not in errors, errors
     # ... and every job it accepted finished.
     assert outcome["finals"] == ["succeeded"] * outcome["accepted"], outcome["finals"]
+
+
+def test_an_orchestrator_failing_its_smoke_job_goes_back_to_what_it_ran(cluster):
+    from tests.deploy.commands import UPDATE
+
+    orchestrator = cluster.tmp / "hosts" / "orchestrator"
+    env_before = (orchestrator / "etc" / "orchestrator.env").read_text()
+    proxy_before = (orchestrator / "etc" / "nginx.conf").read_text()
+    running = (orchestrator / "current").resolve()
+    # A configuration whose API starts but refuses every job (bodies over 16 bytes): the smoke job fails. The
+    # proxy's body limit follows the API's, so its configuration changes too, and must go back with the API's.
+    inventory = json.loads(cluster.inventory.read_text())
+    inventory["env"]["INFERQ_MAX_BODY_BYTES"] = "16"
+    cluster.inventory.write_text(json.dumps(inventory))
+    try:
+        failed = cluster.fab(UPDATE, check=False)
+    finally:
+        del inventory["env"]["INFERQ_MAX_BODY_BYTES"]
+        cluster.inventory.write_text(json.dumps(inventory))
+    lines = failed.stderr.strip().splitlines()
+    assert failed.returncode == 1 and len(lines) == 1, failed.stderr
+    assert lines[0].startswith("fab: the smoke job through https://10.231.0.11 ended refused (413") and (
+        f"the orchestrator went back to release {running.name} and its previous env file and proxy configuration "
+        "(a smoke job there: succeeded)") in lines[0], lines[0]
+    assert "orchestrator: proxy restarted" in failed.stdout  # the failed deploy changed the proxy's configuration
+    assert (f"orchestrator: api and flower back on release {running.name}; proxy back on its previous configuration"
+            in failed.stdout), failed.stdout
+    assert "worker-1: updated" not in failed.stdout  # it stopped before any worker host
+    assert (orchestrator / "etc" / "orchestrator.env").read_text() == env_before
+    assert (orchestrator / "etc" / "nginx.conf").read_text() == proxy_before
+    assert (orchestrator / "current").resolve() == running
+    assert json.loads(cluster.fab(SUBMIT).stdout)["status"] == "succeeded"

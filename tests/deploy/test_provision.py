@@ -9,11 +9,16 @@ import pytest
 import requests
 
 from inferq.deploy import host_keys
-from tests.deploy.commands import ADMIN_CIDR, DOWN, DOWN_DRY, UP, UP_DRY
-from tests.deploy.conftest import NEWEST_DEBIAN, NEWEST_UBUNTU, ROOT, run_command
+from tests.deploy import commands
+from tests.deploy.commands import ADMIN_CIDR, DOWN, DOWN_DRY, UP_DRY
+from tests.deploy.conftest import AMIS, NEWEST_DEBIAN, NEWEST_UBUNTU, ROOT, run_command
 
 ADMIN = ADMIN_CIDR
 TAG = "inferq:cluster"
+
+UP = commands.UP + " --host-key-wait 0"
+"""moto boots no host, so no console ever shows host keys: `up` is told not to wait for them (the lab pins
+keys from consoles, tests/deploy/cluster.py)."""
 
 
 @pytest.fixture()
@@ -205,28 +210,140 @@ def test_instances_require_imdsv2_and_boot_from_encrypted_volumes(fresh, aws_env
     assert again["MetadataOptions"]["HttpTokens"] == "required"
 
 
-def test_host_keys_come_from_the_user_data_and_are_pinned_beside_the_inventory(fresh, aws_env, ec2):
-    run_command(UP, aws_env, fresh)
+def test_user_data_holds_no_private_key_and_keys_are_pinned_only_from_the_console(fresh, aws_env, ec2):
+    out = run_command(UP, aws_env, fresh).stdout
     inventory = json.loads((fresh / "state" / "inventory.json").read_text())
-    pinned = dict(line.split(" ", 1) for line in (fresh / "state" / "known_hosts").read_text().splitlines())
-    assert sorted(pinned) == sorted(h["public_ip"] for h in inventory["hosts"])
-    keys = set()
     for host in inventory["hosts"]:
         raw = ec2.describe_instance_attribute(InstanceId=host["instance_id"], Attribute="userData")
         data = base64.b64decode(raw["UserData"]["Value"]).decode()
-        # cloud-init installs this key before sshd first starts, and makes no other.
+        # cloud-init makes the host's own key at first boot and prints it to the console; no key travels in.
         config = json.loads(data.removeprefix("#cloud-config\n"))
-        assert config["ssh_genkeytypes"] == [] and config["ssh_deletekeys"] is True
-        assert "BEGIN OPENSSH PRIVATE KEY" in config["ssh_keys"]["ed25519_private"]
-        assert pinned[host["public_ip"]].strip() == config["ssh_keys"]["ed25519_public"]
-        keys.add(config["ssh_keys"]["ed25519_public"])
-    assert len(keys) == 6  # a key of its own per host
+        assert config["ssh_genkeytypes"] == ["ed25519"] and config["ssh"] == {"emit_keys_to_console": True}
+        assert not host_keys.private_material_in(data) and "ssh_keys" not in config
+    # moto's consoles show a canned boot log and no key block: nothing is pinned, nothing is trusted on first use.
+    console = ec2.get_console_output(InstanceId=inventory["hosts"][0]["instance_id"])["Output"]
+    assert "Linux version" in console and host_keys.keys_in_console(console) == []
+    assert (fresh / "state" / "known_hosts").read_text() == ""
+    assert "not pinned yet: orchestrator, worker-1, worker-2, worker-3, worker-4, worker-5 printed no SSH host key" \
+        in out
+    assert inventory["state"] == "ready"
 
-    # The pins are learned again from AWS, not from anything the hosts say: a lost file comes back the same.
-    before = (fresh / "state" / "known_hosts").read_text()
-    (fresh / "state" / "known_hosts").unlink()
+
+def test_a_consoles_key_block_is_read_as_cloud_init_prints_it():
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHc2Yy1ZuHoD+2K5bYxS6Q0J8qvZ2mCqf8QeTmVYy0hM"
+    # cloud-init's write-ssh-key-fingerprints sends each line through `logger -t ec2`: a prefix on every line.
+    block = ["ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----", "ec2: 256 SHA256:abc root@ip-10-0-0-1 (ED25519)",
+             "ec2: -----END SSH HOST KEY FINGERPRINTS-----", "ec2: -----BEGIN SSH HOST KEY KEYS-----",
+             f"ec2: {key} root@ip-10-0-0-1", "ec2: -----END SSH HOST KEY KEYS-----"]
+    old = [line.replace("IHc2", "OLD0") for line in block]
+    assert host_keys.keys_in_console("\n".join(["[    1.0] Linux", *old, "reboot", *block, "login:"])) == [key]
+    assert host_keys.keys_in_console("\n".join(block[:-1])) == []  # a block still being printed is not one yet
+    assert host_keys.private_material_in("ssh_keys: {ed25519_private: ...}")
+    assert not host_keys.private_material_in(host_keys.user_data())
+
+
+def test_the_ami_is_resolved_once_and_later_hosts_use_the_recorded_one(fresh, aws_env, ec2):
     run_command(UP, aws_env, fresh)
-    assert (fresh / "state" / "known_hosts").read_text() == before
+    path = fresh / "state" / "inventory.json"
+    inventory = json.loads(path.read_text())
+    assert inventory["amis"] == {"worker": NEWEST_UBUNTU, "orchestrator": NEWEST_DEBIAN}
+    # Say the cluster was made when the older Ubuntu image was the newest: the recorded one stays the workers'.
+    older = AMIS[0]["ami_id"]
+    inventory["amis"]["worker"] = older
+    path.write_text(json.dumps(inventory))
+    gone = next(h for h in inventory["hosts"] if h["name"] == "worker-3")["instance_id"]
+    ec2.terminate_instances(InstanceIds=[gone])
+    out = run_command(UP, aws_env, fresh).stdout
+    assert f"launch worker-3 (c6i.large, {older} " in out
+    replaced = [i for i in tagged(ec2)["instances"] if any(t["Value"] == "worker-3" for t in i["Tags"])]
+    assert [i["ImageId"] for i in replaced] == [older]
+    assert json.loads(path.read_text())["amis"]["worker"] == older
+
+
+def test_launches_carry_a_client_token_and_the_orchestrator_termination_protection(fresh, aws_env, ec2):
+    run_command(UP, aws_env, fresh)
+    made = tagged(ec2)["instances"]
+    names = {i["InstanceId"]: next(t["Value"] for t in i["Tags"] if t["Key"] == "inferq:name") for i in made}
+    tokens = {names[i["InstanceId"]]: i.get("ClientToken", "") for i in made}
+    assert all(token.startswith(f"inferq-{name}-") for name, token in tokens.items()), tokens
+    assert len(set(tokens.values())) == 6
+    assert json.loads((fresh / "state" / "inventory.json").read_text())["launch_tokens"] == {}  # all found by tag
+    protection = {names[i]: ec2.describe_instance_attribute(InstanceId=i, Attribute="disableApiTermination")
+                  ["DisableApiTermination"]["Value"] for i in names}
+    assert protection == {name: name == "orchestrator" for name in names.values()}
+    orchestrator = next(i for i, name in names.items() if name == "orchestrator")
+    with pytest.raises(Exception, match="OperationNotPermitted"):
+        ec2.terminate_instances(InstanceIds=[orchestrator])
+    # An orchestrator that lost it (by hand) gets it back; `down` lifts it, then terminates.
+    ec2.modify_instance_attribute(InstanceId=orchestrator, DisableApiTermination={"Value": False})
+    assert "protect orchestrator from termination" in run_command(UP, aws_env, fresh).stdout
+    assert "deleted 9 resource(s)" in run_command(DOWN, aws_env, fresh).stdout
+    assert tagged(ec2)["instances"] == []
+
+
+def test_burstable_instances_get_standard_credits():
+    from inferq.deploy.aws import instances
+
+    # moto records no credit specification (it answers "standard" for every instance): the request is checked.
+    image = {"ImageId": "ami-1", "RootDeviceName": "/dev/xvda"}
+    small = instances.launch_request("c", "orchestrator", "orchestrator", image, "t3.small", 30, client_token="t")
+    large = instances.launch_request("c", "worker", "worker-1", image, "c6i.large", 30)
+    assert small["CreditSpecification"] == {"CpuCredits": "standard"} and small["DisableApiTermination"] is True
+    assert "CreditSpecification" not in large and "DisableApiTermination" not in large
+    assert [instances.burstable(t) for t in ("t3.small", "t3a.micro", "t4g.nano", "t2.micro", "c6i.large",
+                                             "trn1.2xlarge")] == [True, True, True, True, False, False]
+
+
+def test_ipv6_rules_are_converged_too(fresh, aws_env, ec2):
+    run_command(UP, aws_env, fresh)
+    workers = next(g for g in tagged(ec2)["groups"] if g["GroupName"] == "inferq-workers")
+    ec2.authorize_security_group_ingress(GroupId=workers["GroupId"], IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}])
+    out = run_command(UP, aws_env, fresh).stdout
+    assert "revoke tcp/22 from ::/0 into inferq-workers" in out
+    again = ec2.describe_security_groups(GroupIds=[workers["GroupId"]])["SecurityGroups"][0]
+    assert not [p for p in again["IpPermissions"] if p.get("Ipv6Ranges")], again["IpPermissions"]
+
+
+def test_aws_clients_retry_in_standard_mode(aws_env, monkeypatch):
+    from inferq.deploy.aws import clients
+    from inferq.deploy.settings import AWS_MAX_ATTEMPTS
+
+    for key, value in aws_env.items():
+        monkeypatch.setenv(key, value)
+    made = clients.connect("us-east-1")
+    for client in (made.ec2, made.sts, made.quotas):
+        assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": AWS_MAX_ATTEMPTS}
+
+
+def test_up_merges_into_the_inventory_and_writes_it_mode_600(fresh, aws_env, ec2):
+    run_command(UP, aws_env, fresh)
+    path = fresh / "state" / "inventory.json"
+    inventory = json.loads(path.read_text())
+    inventory["env"] = {"INFERQ_MAX_TEXTS": "64"}
+    inventory["runtime_options"] = {"build_args": {"MODEL": "offline:base"}}
+    path.write_text(json.dumps(inventory))
+    run_command(UP, aws_env, fresh)
+    again = json.loads(path.read_text())
+    assert again["env"] == {"INFERQ_MAX_TEXTS": "64"}
+    assert again["runtime_options"] == {"build_args": {"MODEL": "offline:base"}}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    run_command(DOWN, aws_env, fresh)
+    assert json.loads(path.read_text())["env"] == {"INFERQ_MAX_TEXTS": "64"}  # torn down, still the operator's
+
+
+def test_down_removes_the_clusters_secrets_unless_told_to_keep_them(fresh, aws_env, ec2):
+    from inferq.deploy import credentials
+
+    run_command(UP, aws_env, fresh)
+    made = credentials.load_or_create(fresh / "secrets", "inferq")  # what `fab deploy` would have generated
+    run_command(DOWN + " --keep-secrets", aws_env, fresh)
+    assert credentials.load_or_create(fresh / "secrets", "inferq") == made
+    run_command(UP, aws_env, fresh)
+    out = run_command(DOWN, aws_env, fresh).stdout
+    assert "kept the cluster's secrets" not in out
+    assert not credentials.path_of(fresh / "secrets", "inferq").exists()
+    assert credentials.load_or_create(fresh / "secrets", "inferq").redis_password != made.redis_password
 
 
 def test_down_finds_the_cluster_in_the_region_of_its_inventory(fresh, aws_env, ec2):
@@ -329,12 +446,3 @@ def test_the_vcpu_quota_check_itself():
     assert [quotas.standard(t) for t in ("t3.small", "c6i.large", "m7g.medium", "z1d.large", "inf1.xlarge",
                                          "p4d.24xlarge", "g5.xlarge", "hpc7a.96xlarge", "mac2.metal")] == \
         [True, True, True, True, False, False, False, False, False]
-
-
-def test_user_data_carries_one_host_key_and_gives_it_back():
-    key = host_keys.generate()
-    data = host_keys.user_data(key)
-    assert data.startswith("#cloud-config\n") and host_keys.public_key_in(data) == key.public
-    assert key.private not in repr(key)
-    assert host_keys.public_key_in("#!/bin/sh\necho hi\n") is None
-    assert host_keys.fingerprint(key.public).startswith("SHA256:")

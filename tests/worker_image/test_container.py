@@ -8,6 +8,8 @@ the orchestrator's address). podman-compose runs it, podman runs the containers.
 """
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import time
@@ -21,6 +23,7 @@ from inferq.contract import WORKERS_KEY
 from inferq.deploy import nodes
 from inferq.deploy.config_files import compose_dotenv, env_file
 from inferq.deploy.inventory import Host
+from inferq.deploy.settings import WORKER_UID
 from inferq.stack import processes
 from inferq.tasks.faults import SLEEP_PREFIX
 from tests import holders
@@ -39,6 +42,9 @@ HOST = Host("imagetest", "worker", "127.0.0.1", "127.0.0.1")
 NODES = [nodes.node(HOST, 1), nodes.node(HOST, 2)]
 
 JOBS = 24
+
+MAX_SIZE_MB = 700
+"""The runtime image's budget (issue 21): onnxruntime, tokenizers, Celery, our code and the export, no torch."""
 """Jobs the main check sends through the API (at least 20, half of them held 0.2 s so both workers take some)."""
 
 
@@ -48,8 +54,13 @@ class Compose:
     def __init__(self, directory: Path, image: str, redis_url: str):
         self.directory = directory
         shutil.copy(ROOT / "docker-compose.yml", directory / "docker-compose.yml")
-        # What `fab deploy` writes beside it: the workers' env file and compose's .env.
-        (directory / "worker.env").write_text(env_file({"REDIS_URL": redis_url, **FAULT_ENV}))
+        # What `fab deploy` writes beside it: the workers' env file (a compose secret: owned by the image's
+        # user, mode 600, as the deploy writes it) and compose's .env.
+        secrets = directory / "worker.env"
+        secrets.write_text(env_file({"REDIS_URL": redis_url, **FAULT_ENV}))
+        os.chown(secrets, WORKER_UID, WORKER_UID)
+        secrets.chmod(0o600)
+        self.redis_url = redis_url
         (directory / ".env").write_text(compose_dotenv(HOST, image))
         services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
         (directory / "host-network.yml").write_text(
@@ -140,15 +151,43 @@ def test_jobs_through_the_api_run_on_both_containers_as_non_root(cluster, worker
     by = {cluster.meta(j)["result"]["worker"]["hostname"] for j in ids if states[j] == "SUCCESS"}
     containers = [cluster.compose.container(s) for s in cluster.compose.services]
     uids = set().union(*map(worker_uids, containers))
+    packages = podman("run", "--rm", "--entrypoint", "pip", worker_image.tag, "list", "--format", "freeze",
+                      "--disable-pip-version-check").stdout.split()
     record("worker image", build_s=worker_image.build_s, size_mb=round(worker_image.size_mb),
            start_s=cluster.start_s, containers=len(containers), jobs=len(ids), succeeded=succeeded,
-           user=",".join(map(str, sorted(uids))))
+           user=",".join(map(str, sorted(uids))), runtime_packages=",".join(packages))
+    assert worker_image.size_mb <= MAX_SIZE_MB, worker_image.size_mb
+    names = {p.split("==")[0].lower() for p in packages}
+    assert {"celery", "onnxruntime", "tokenizers", "inferq"} <= names
+    assert not names & {"torch", "transformers", "onnx", "safetensors", "optimum"}, names
     assert succeeded == len(ids) == JOBS, states
     assert by == set(NODES), by
     assert uids and 0 not in uids, uids
     for container in containers:
         # The export was baked: no worker made its own at start (it would be under /tmp).
         assert podman("exec", container, "test", "-e", "/tmp/inferq-onnx", check=False).returncode == 1
+
+
+def test_containers_run_read_only_without_capabilities_or_secrets_on_any_command_line(cluster):
+    for service in cluster.compose.services:
+        container = cluster.compose.container(service)
+        host, config = (json.loads(podman("inspect", "--format", f"{{{{json .{part}}}}}", container).stdout)
+                        for part in ("HostConfig", "Config"))
+        assert host["ReadonlyRootfs"] is True and host["CapAdd"] in (None, [])
+        assert "no-new-privileges" in " ".join(host["SecurityOpt"] or []), host["SecurityOpt"]
+        assert config["User"] == f"{WORKER_UID}:{WORKER_UID}"
+        status = podman("exec", container, "sh", "-c", "grep -E '^(CapEff|NoNewPrivs):' /proc/1/status").stdout
+        assert dict(line.split(":") for line in status.split("\n") if line) == {"CapEff": "\t0000000000000000",
+                                                                            "NoNewPrivs": "\t1"}, status
+        assert podman("exec", container, "touch", "/opt/inferq/x", check=False).returncode != 0
+        assert podman("exec", container, "touch", "/tmp/x", check=False).returncode == 0  # the tmpfs
+        # The broker URL (with its password) is in no command line podman-compose ran, nor the container's config.
+        created = " ".join(config.get("CreateCommand") or [])
+        assert created and cluster.compose.redis_url not in created and "REDIS_URL" not in created
+        assert not [e for e in config["Env"] or [] if e.startswith("REDIS_URL=")]
+    lines = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in os.listdir("/proc") if pid.isdigit()
+             and Path(f"/proc/{pid}/cmdline").exists()]
+    assert lines and not [line for line in lines if cluster.compose.redis_url.encode() in line]
 
 
 def test_healthcheck_passes_in_each_container(cluster):
