@@ -13,6 +13,7 @@ reason; in CI (CI=true or CI=1) they fail instead.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
