@@ -106,7 +106,11 @@ worker died (a first delivery writes nothing): the poison-job guard."""
 
 HOLDING_KEY = "inferq:holding:{}"
 """Per worker name (set): the delivery tags it holds, so that a worker restarted under that name gives back
-at once what its dead predecessor held (tasks/recovery.py)."""
+at once what its dead predecessor held (tasks/recovery.py); and HOLDING_PLACEHOLDER, which keeps the set, and
+the expiry its worker renews at every heartbeat, while it holds nothing."""
+
+HOLDING_PLACEHOLDER = "-"
+"""The member of every holding set that is no delivery tag (a set emptied by Redis would lose its expiry)."""
 
 WAKE_KEY = "inferq:wake"
 """List: idle workers block on it; one element wakes one (broker/wake.py)."""

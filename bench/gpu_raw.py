@@ -31,7 +31,7 @@ def main() -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from inferq.bench.workload import texts as workload_texts
-    from inferq.tasks.model_builder import build
+    from inferq.model.builder import build
 
     path = build("base", ".cache/models/offline-base")
     tokenizer = AutoTokenizer.from_pretrained(path)

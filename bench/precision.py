@@ -8,8 +8,8 @@ from inferq.settings import PRECISIONS
 
 
 def _measure(model_dir, cache, precisions, texts, queue):
-    from inferq.tasks.inference import classify
-    from inferq.tasks.model import load
+    from inferq.model.inference import classify
+    from inferq.model.loader import load
 
     for precision in precisions:
         loaded = load(model_dir, cache, precision, torch_threads=1)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from inferq.bench import loadgen, workload
 from inferq.bench.services import Services
+from inferq.model.loader import resolve
 from inferq.settings import ModelSource, current
-from inferq.tasks.model import resolve
 
 
 def record(pid: int, seconds: float, out: Path, subprocesses: bool) -> subprocess.Popen:

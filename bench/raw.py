@@ -31,8 +31,8 @@ def _run(model_dir, cache, precision, texts, seconds, barrier, queue, cpus):
     if cpus:
         os.sched_setaffinity(0, cpus)  # before the model starts any thread: they inherit it
 
-    from inferq.tasks.inference import classify
-    from inferq.tasks.model import load
+    from inferq.model.inference import classify
+    from inferq.model.loader import load
 
     loaded = load(model_dir, cache, precision, torch_threads=1)
     classify(loaded, texts[:3])  # warm, as a worker does

@@ -12,9 +12,9 @@ import requests
 from inferq.bench import flops, loadgen, pinning, precision, priority, raw, seed, workload
 from inferq.bench.progress import Progress
 from inferq.bench.services import Services
+from inferq.model.loader import resolve
 from inferq.settings import ModelSource, current
 from inferq.stack.stats import percentile
-from inferq.tasks.model import resolve
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ import gzip
 import random
 from functools import lru_cache
 
-from inferq.tasks.model_builder import CORPUS
+from inferq.model.builder import CORPUS
 
 WORKLOADS = ("short", "mixed")
 """short: 5-40 words per text; mixed: 80% short, 20% of 150-400 words."""

@@ -28,7 +28,7 @@ from redis.utils import str_if_bytes as bytes_to_str
 
 from inferq.broker.wake import ring
 from inferq.broker.wire import UNACKED_INDEX_KEY, UNACKED_KEY
-from inferq.contract import HOLDING_KEY
+from inferq.contract import HOLDING_KEY, HOLDING_PLACEHOLDER
 
 log = logging.getLogger(__name__)
 
@@ -120,15 +120,24 @@ class Holdings:
         with self._lock:
             return list(self._tags)
 
+    def keep(self, client: redis.Redis, ttl: int) -> None:
+        """Keep this worker's holding set, with an expiry (a worker that dies leaves it for ttl at most): set
+        before the worker's first take, renewed at every heartbeat. The takes themselves never touch it."""
+        with client.pipeline(transaction=False) as pipe:
+            pipe.sadd(self.holding_key, HOLDING_PLACEHOLDER)
+            pipe.expire(self.holding_key, ttl)
+            pipe.execute()
+
     def renew(self, client: redis.Redis, ttl: int) -> int:
-        """Renew the lease of every message held (only those still recorded: XX); return how many are held."""
+        """Renew the lease of every message held (only those still recorded: XX) and the holding set's expiry;
+        return how many are held."""
         tags = self.tags()
-        if tags:
-            now = time.time()
-            with client.pipeline(transaction=False) as pipe:
-                pipe.zadd(UNACKED_INDEX_KEY, dict.fromkeys(tags, now), xx=True)
-                pipe.expire(self.holding_key, ttl)
-                pipe.execute()
+        with client.pipeline(transaction=False) as pipe:
+            if tags:
+                pipe.zadd(UNACKED_INDEX_KEY, dict.fromkeys(tags, time.time()), xx=True)
+            pipe.sadd(self.holding_key, HOLDING_PLACEHOLDER)
+            pipe.expire(self.holding_key, ttl)
+            pipe.execute()
         return len(tags)
 
     def strays(self, client: redis.Redis) -> list[str]:
@@ -136,7 +145,7 @@ class Holdings:
         between jobs, when nothing else takes."""
         held = set(self.tags())
         recorded = (bytes_to_str(tag) for tag in client.smembers(self.holding_key))
-        return [tag for tag in recorded if tag not in held]
+        return [tag for tag in recorded if tag not in held and tag != HOLDING_PLACEHOLDER]
 
     def acknowledge(self, client: redis.Redis, tags: list[str], delivered: str | None = None) -> None:
         """Drop finished messages from the record (their results are stored): three commands for all of them.

@@ -59,7 +59,8 @@ TAKE = Script(
 -- Take messages from the lanes into kombu's unacknowledged record, in one atomic step.
 -- KEYS[1] unacked        kombu's hash: delivery tag -> [message, exchange, routing key]
 -- KEYS[2] unacked_index  kombu's sorted set: delivery tag -> when taken (its lease; renewed while held)
--- KEYS[3] holding        this worker's set of the tags it holds (given back when it restarts under its name)
+-- KEYS[3] holding        this worker's set of the tags it holds (given back when it restarts under its name;
+--                        the worker keeps it, and its expiry, with a placeholder member: broker/holdings.py)
 -- KEYS[4] wake           the list idle workers block on (BRPOP); one element wakes one worker
 -- KEYS[5] malformed      where a message that cannot be read is set aside (kept, never run, never dropped)
 -- KEYS[6..] lanes        the queues, in the order they are served (interactive first); kombu's lists:
@@ -71,7 +72,7 @@ TAKE = Script(
 -- ARGV[4] task           the only task whose messages are taken as batch-mates (inferq.classify)
 -- ARGV[5] texts_header   the header holding a message's text count (absent: one text)
 -- ARGV[6] deliveries_prefix  key prefix + job id: how often a restored message was taken (the poison guard)
--- ARGV[7] ttl            seconds the deliveries count and the holding set are kept
+-- ARGV[7] ttl            seconds a restored message's deliveries count is kept
 -- ARGV[8] cancel_prefix  key prefix + job id: a job's cancel mark, read for each classify job taken (the worker
 --                        skips a job cancelled before it ran without another round trip)
 -- Returns {deliveries of the first message (0: none taken), 1 if a lane still holds work else 0,
@@ -167,7 +168,6 @@ if #taken > 0 then
   redis.call('HSET', unacked, unpack(fields))
   redis.call('ZADD', index, unpack(leases))
   redis.call('SADD', holding, unpack(tags))
-  if first then redis.call('EXPIRE', holding, ttl) end
 end
 for _, raw in ipairs(aside) do redis.call('LPUSH', malformed, raw) end
 for i, n in pairs(cuts) do

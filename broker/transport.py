@@ -10,7 +10,10 @@ worker blocks on the wake list instead (``BRPOP inferq:wake``, at most
 ``brpop_timeout`` seconds: broker/wake.py) and takes when woken. The channel
 alternates between those two commands on kombu's one consuming connection, driven
 by kombu's poller exactly as its ``BRPOP`` is; an idle worker sends one of each per
-``brpop_timeout``. The same take also takes the jobs waiting behind the first
+``brpop_timeout``. After a take that left the lanes empty, the worker's next
+command is the wait: whatever arrived while it ran its job rang the wake list (the
+first push into an empty lane rings), so the wait returns at once, and when nothing
+did, no take is spent on finding nothing. The same take also takes the jobs waiting behind the first
 while their texts fit one forward pass (``batch_texts``); Celery is handed the
 first, and its task claims the others (tasks/batching.py); any its task never
 claims (Celery dropped the message) are given back before the next take. The
@@ -203,11 +206,6 @@ class Channel(kombu_redis.Channel):
             wait = self.brpop_timeout if timeout is None else timeout
             command = ["BRPOP", contract.WAKE_KEY, wait or 0]
         else:
-            unclaimed = holdings.unclaimed()
-            if unclaimed:
-                self._give_back_unclaimed(unclaimed)
-            if holdings.out_of_step:
-                self._give_back_strays()
             command = self._take_command()
         self._in_poll = self.client.connection
         self._brpop_sent_at = time.monotonic()  # type: ignore[assignment]  # kombu declares it None
@@ -242,6 +240,12 @@ class Channel(kombu_redis.Channel):
                         "give-back was lost with Redis)", len(tags))
 
     def _take_command(self) -> list:
+        """The next take's command; what this worker holds by mistake is given back first."""
+        unclaimed = holdings.unclaimed()
+        if unclaimed:
+            self._give_back_unclaimed(unclaimed)
+        if holdings.out_of_step:
+            self._give_back_strays()
         queues = self._queue_cycle.consume(len(self.active_queues))
         return scripts.TAKE.command(
             keys=[self.unacked_key, self.unacked_index_key, holdings.holding_key, contract.WAKE_KEY,
@@ -277,10 +281,13 @@ class Channel(kombu_redis.Channel):
                 self._waiting = True
                 raise Empty() from None
             self._send_source = False
-            deliveries, _work_left, lane, *taken = reply
+            deliveries, work_left, lane, *taken = reply
             if not taken:
                 self._waiting = True
                 raise Empty()
+            # Nothing was left behind this take: after this job, wait on the wake list rather than take
+            # again (anything pushed meanwhile rang it, as the first push into an empty lane rings).
+            self._waiting = not work_left
             messages, marks = taken[:len(taken) // 2], taken[len(taken) // 2:]
             payload = loads(bytes_to_str(messages[0]))
             payload["headers"][contract.DELIVERY_HEADER] = int(deliveries)

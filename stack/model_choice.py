@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from inferq.tasks.model import OFFLINE_PREFIX
+from inferq.model.loader import OFFLINE_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def prepare(choice: ModelChoice, cache_dir: str) -> Path | None:
     """Build an offline model now (once), so N workers do not all start by building it."""
     if not choice.reference.startswith(OFFLINE_PREFIX):
         return None
-    from inferq.tasks.model_builder import build
+    from inferq.model.builder import build
 
     size = choice.reference[len(OFFLINE_PREFIX):]
     return build(size, Path(cache_dir) / f"offline-{size}")

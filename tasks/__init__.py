@@ -1,4 +1,4 @@
-"""inferq's workers: the inference task, model loading, and what else a worker process does.
+"""inferq's workers: the inference task and what else a worker process does (the model is model/'s).
 
 A worker runs ``celery -A inferq.tasks.app worker`` (the ``inferq-worker``
 command). Only workers import this package: the API queues jobs by task name

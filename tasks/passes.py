@@ -21,7 +21,8 @@ from typing import Any
 from inferq import contract
 from inferq.broker import wire
 from inferq.broker.holdings import holdings
-from inferq.tasks import batching, callbacks, cancellation, clients, faults, inference, metrics, results, worker
+from inferq.model import inference
+from inferq.tasks import batching, callbacks, cancellation, clients, faults, metrics, results, worker
 from inferq.tasks.events import events
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ from typing import Any
 from celery import signals
 
 from inferq.broker.holdings import holdings
-from inferq.contract import HOLDING_KEY
+from inferq.contract import HOLDING_KEY, HOLDING_PLACEHOLDER
+from inferq.settings import Worker, current
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def give_back(channel: Any, node: str) -> list[bytes]:
     """Put what the worker named node held back at the head of its queues; return their delivery tags."""
     client = channel.client
     key = HOLDING_KEY.format(node)
-    tags = sorted(client.smembers(key))
+    tags = sorted(tag for tag in client.smembers(key) if tag != HOLDING_PLACEHOLDER.encode())
     for tag in tags:
         channel.qos.restore_by_tag(tag, client=client, worker_died=True)
     client.delete(key)
@@ -45,6 +46,8 @@ def _give_back_orphans(sender: Any = None, **_: Any) -> None:
         return
     try:
         tags = give_back(sender.task_consumer.channel, sender.hostname)
+        # The name's holding set, kept (with its expiry) from before this worker's first take.
+        holdings.keep(sender.task_consumer.channel.client, current(Worker).result_ttl)
     except Exception as exc:  # never stop a worker from starting: the leases still run out
         log.warning("could not look for jobs a previous %s left behind (%s: %s); they come back once their "
                     "leases run out (the visibility timeout)", getattr(sender, "hostname", "worker"),

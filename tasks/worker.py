@@ -19,10 +19,10 @@ from celery import signals
 
 from inferq.broker.holdings import holdings
 from inferq.contract import WORKERS_KEY, WorkerInfo
+from inferq.model.loaded import LoadedModel, ModelUnavailable
+from inferq.model.loader import load
 from inferq.settings import Worker, current
 from inferq.tasks import metrics
-from inferq.tasks.loaded_model import LoadedModel, ModelUnavailable
-from inferq.tasks.model import load
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ _heartbeat_stop = threading.Event()
 
 def load_model() -> LoadedModel:
     """Load and warm the configured model in this process, counting loads."""
-    from inferq.tasks.inference import classify
+    from inferq.model.inference import classify
 
     settings = current(Worker)
     started = time.perf_counter()

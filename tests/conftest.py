@@ -30,7 +30,7 @@ HEARTBEAT_SECONDS = "0.5"
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     """The offline tiny DistilBERT (built once, deterministic, so cached between runs)."""
-    from inferq.tasks.model_builder import build
+    from inferq.model.builder import build
 
     return build("tiny", MODEL_CACHE / "offline-tiny")
 

@@ -34,7 +34,7 @@ key on a host that loaded the image, and its workers would export again."""
 def fetch(source: str, revision: str, out_dir: Path) -> None:
     """Save SOURCE's tokenizer and model (a hub id at revision, or offline:SIZE) into out_dir."""
     if source.startswith("offline:"):
-        from inferq.tasks.model_builder import build
+        from inferq.model.builder import build
 
         build(source.partition(":")[2], out_dir)
         return
@@ -62,7 +62,7 @@ def bake(source: str, revision: str, precision: str, model_dir: Path, cache_dir:
     fetch(source, revision, model_dir)
     settle(model_dir, FIXED_MTIME)
     if precision.startswith("onnx-"):
-        from inferq.tasks.onnx_export import export
+        from inferq.model.onnx_export import export
 
         onnx = export(str(model_dir), str(cache_dir), precision == "onnx-int8")
         settle(cache_dir)
@@ -76,11 +76,11 @@ def bake(source: str, revision: str, precision: str, model_dir: Path, cache_dir:
 
 def check() -> None:
     """Load the model as a worker would, with this process's settings; serve one text."""
+    from inferq.model.inference import classify
+    from inferq.model.loader import load
+    from inferq.model.onnx_export import cached
+    from inferq.model.onnx_model import exported
     from inferq.settings import Worker, current
-    from inferq.tasks.inference import classify
-    from inferq.tasks.model import load
-    from inferq.tasks.onnx_export import cached
-    from inferq.tasks.onnx_model import exported
 
     settings = current(Worker)
     if settings.precision.startswith("onnx-") and not exported(settings.model) and cached(

@@ -51,10 +51,10 @@ def test_submit_one_text_and_fetch_its_result(http, api_url, tiny_model):
 
 
 def test_bulk_job_returns_results_in_input_order(http, api_url, tiny_model):
+    from inferq.model.inference import classify
+    from inferq.model.loader import load
     from inferq.settings import Worker
     from inferq.settings import load as load_settings
-    from inferq.tasks.inference import classify
-    from inferq.tasks.model import load
 
     # Lengths deliberately out of order: the worker sorts by length to batch.
     texts = ["word " * 60, "short", "a medium length sentence here", "x " * 300, "two words"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from inferq.bench import workload
+from inferq.model.inference import classify
+from inferq.model.loader import load
 from inferq.settings import PRECISIONS
-from inferq.tasks.inference import classify
-from inferq.tasks.model import load
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_path_agrees_with_fp32(precision, tiny_model, tmp_path_factory, texts, f
 
 
 def test_onnx_export_is_cached_and_reused(tiny_model, tmp_path):
-    from inferq.tasks.onnx_export import cached
+    from inferq.model.onnx_export import cached
 
     assert cached(str(tiny_model), str(tmp_path), quantized=True) is None
     load(str(tiny_model), str(tmp_path), "onnx-int8")

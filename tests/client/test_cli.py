@@ -54,10 +54,10 @@ def test_submit_wait_prints_the_result(api_url):
 
 
 def test_submit_file_sends_bulk_jobs_and_writes_json_lines_in_input_order(api_url, tmp_path, tiny_model):
+    from inferq.model.inference import classify
+    from inferq.model.loader import load
     from inferq.settings import Worker
     from inferq.settings import load as load_settings
-    from inferq.tasks.inference import classify
-    from inferq.tasks.model import load
 
     # Lengths out of order: the worker sorts a job's texts by length; the output must not be.
     texts = [f"text number {i} of the file " + "padding " * ((7 * i) % 11) for i in range(12)]

@@ -265,9 +265,9 @@ class Checker:
 
     def _expected(self, accepted: dict[str, list[str]]) -> dict[str, tuple[str, float]]:
         """Each text's label and top probability, from the same model and path, one text at a time."""
+        from inferq.model.inference import classify
+        from inferq.model.loader import load
         from inferq.settings import ModelSource, current
-        from inferq.tasks.inference import classify
-        from inferq.tasks.model import load
 
         loaded = load(self.stack.env["INFERQ_MODEL"], current(ModelSource).model_cache, CHECKER_ENV["INFERQ_PRECISION"])
         texts = sorted({t for ts in accepted.values() for t in ts})
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:1/0")  # never a shared Redis
-    from inferq.tasks.model_builder import build
+    from inferq.model.builder import build
     from tests.figures import record
 
     model = build("tiny", Path(__file__).resolve().parents[2] / ".cache" / "models" / "offline-tiny")

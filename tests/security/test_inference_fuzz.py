@@ -19,7 +19,7 @@ CALLS = {"n": 0}
 
 @pytest.fixture(scope="module")
 def loaded(tiny_model):
-    from inferq.tasks.model import load
+    from inferq.model.loader import load
 
     return load(str(tiny_model), str(tiny_model.parent), "int8", 1)
 
@@ -32,7 +32,7 @@ _texts = st.lists(st.text(min_size=1, max_size=3000).filter(lambda t: t.strip())
 @given(texts=_texts)
 @settings(max_examples=150, deadline=None, database=None, derandomize=IN_CI, suppress_health_check=list(HealthCheck))
 def test_classify_any_text(loaded, texts):
-    from inferq.tasks.inference import classify
+    from inferq.model.inference import classify
 
     results = classify(loaded, texts)
     CALLS["n"] += 1

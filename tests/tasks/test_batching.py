@@ -11,12 +11,12 @@ from celery import Celery
 
 from inferq import contract
 from inferq.broker import wake, wire
+from inferq.model.inference import classify
+from inferq.model.loader import load
 from inferq.settings import Worker
 from inferq.settings import load as load_settings
 from inferq.stack import processes
 from inferq.tasks.faults import FAIL_JOB, KILL_WORKER, SLEEP_PREFIX
-from inferq.tasks.inference import classify
-from inferq.tasks.model import load
 from tests import holders
 from tests.conftest import start_workers
 from tests.events import EventLog

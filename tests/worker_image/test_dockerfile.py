@@ -134,7 +134,7 @@ def test_bake_model_exports_where_the_worker_looks_and_leaves_it_readable(tmp_pa
         # Readable by any user: the container runs as 10001, the build as root.
         assert path.stat().st_mode & 0o004, path
     assert {p.stat().st_mtime for p in model.iterdir()} == {0}  # survives `docker save` (whole seconds)
-    from inferq.tasks.onnx_export import cached
+    from inferq.model.onnx_export import cached
 
     assert cached(str(model), str(cache), True) is not None
     # With an export directory: the export alone, which a worker loads as its model (the runtime stage's way).

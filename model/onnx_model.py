@@ -13,8 +13,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from inferq.tasks.loaded_model import LoadedModel, ModelUnavailable, describe
-from inferq.tasks.onnx_export import cached, export_in_child
+from inferq.model.loaded import LoadedModel, ModelUnavailable, describe
+from inferq.model.onnx_export import cached, export_in_child
 
 
 def session_forward(path: str, threads: int) -> tuple[Any, Callable[[Any, Any], Any]]:

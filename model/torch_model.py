@@ -5,7 +5,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from inferq.tasks.loaded_model import BUILD_COMMAND, LoadedModel, ModelUnavailable, describe
+from inferq.model.loaded import BUILD_COMMAND, LoadedModel, ModelUnavailable, describe
 
 
 def torch_forward(model: Any) -> Callable[[Any, Any], Any]:

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from inferq.tasks.inference import classify, length_sorted_batches
-from inferq.tasks.model import load
+from inferq.model.inference import classify, length_sorted_batches
+from inferq.model.loader import load
 
 
 @pytest.fixture(scope="module", params=["fp32", "int8"])
@@ -59,7 +59,7 @@ def test_model_info_names_the_model_and_says_weights_are_random(loaded, tiny_mod
 
 def test_hub_model_without_network_names_the_offline_build_command(tmp_path):
     # HF_HUB_OFFLINE and an empty cache: exactly what a machine without network sees.
-    code = ("from inferq.tasks.model import load\n"
+    code = ("from inferq.model.loader import load\n"
             "load('distilbert-base-uncased-finetuned-sst-2-english', '', 'fp32')")
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path), "REDIS_URL": "redis://127.0.0.1:1/0",
            "PATH": "/usr/bin:/bin"}

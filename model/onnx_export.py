@@ -5,7 +5,7 @@ ONNX Runtime is one of the inference paths a worker can pick
 through ``from_pretrained`` (no optimum, no network beyond what loading needs)
 and writes ``model.onnx``, ``config.json`` and the tokenizer into one
 directory, once per model and precision. It runs in a child process
-(``python -m inferq.tasks.onnx_export``), so the worker that asked for it never
+(``python -m inferq.model.onnx_export``), so the worker that asked for it never
 imports torch or transformers: that keeps its memory small.
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ def cached(source: str, cache_dir: str, quantized: bool) -> Path | None:
 
 def export_in_child(source: str, cache_dir: str, quantized: bool) -> Path:
     """Export in a child process (torch and transformers stay out of this one); return model.onnx."""
-    command = [sys.executable, "-m", "inferq.tasks.onnx_export", source, cache_dir or "",
+    command = [sys.executable, "-m", "inferq.model.onnx_export", source, cache_dir or "",
                *(["--int8"] if quantized else [])]
     done = subprocess.run(command, capture_output=True, text=True, timeout=EXPORT_TIMEOUT)
     path = cached(source, cache_dir, quantized)
@@ -138,8 +138,8 @@ def export(source: str, cache_dir: str, quantized: bool) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m inferq.tasks.onnx_export SOURCE CACHE_DIR [--int8]"""
-    parser = argparse.ArgumentParser(prog="python -m inferq.tasks.onnx_export")
+    """python -m inferq.model.onnx_export SOURCE CACHE_DIR [--int8]"""
+    parser = argparse.ArgumentParser(prog="python -m inferq.model.onnx_export")
     parser.add_argument("source")
     parser.add_argument("cache_dir")
     parser.add_argument("--int8", action="store_true")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from inferq.tasks.loaded_model import LoadedModel
+from inferq.model.loaded import LoadedModel
 
 OFFLINE_PREFIX = "offline:"
 """INFERQ_MODEL=offline:tiny or offline:base builds (once) and serves the offline model."""
@@ -16,7 +16,7 @@ OFFLINE_PREFIX = "offline:"
 def resolve(reference: str, cache_dir: str) -> str:
     """Turn INFERQ_MODEL into something from_pretrained accepts, building offline models on demand."""
     if reference.startswith(OFFLINE_PREFIX):
-        from inferq.tasks.model_builder import build
+        from inferq.model.builder import build
 
         size = reference[len(OFFLINE_PREFIX):]
         return str(build(size, Path(cache_dir) / f"offline-{size}"))
@@ -32,9 +32,9 @@ def load(reference: str, cache_dir: str, precision: str = "int8", torch_threads:
     source = resolve(reference, cache_dir)
     if precision.startswith("onnx-"):
         # ONNX Runtime needs neither torch nor transformers in the worker: it stays lean.
-        from inferq.tasks.onnx_model import load_onnx
+        from inferq.model.onnx_model import load_onnx
 
         return load_onnx(reference, source, cache_dir, precision == "onnx-int8", torch_threads)
-    from inferq.tasks.torch_model import load_torch
+    from inferq.model.torch_model import load_torch
 
     return load_torch(reference, source, precision, torch_threads)

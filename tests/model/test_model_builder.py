@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from inferq.tasks.model_builder import SIZES, build
+from inferq.model.builder import SIZES, build
 
 
 def digest(path):

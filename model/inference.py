@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from inferq.contract import TextResult
-from inferq.tasks.loaded_model import LoadedModel
+from inferq.model.loaded import LoadedModel
 
 MAX_BATCH = 16
 """Texts per forward pass: past this, padding and attention cost more than batching saves on CPU."""
