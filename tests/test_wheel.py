@@ -43,7 +43,7 @@ def test_a_wheel_install_builds_and_loads_the_model_and_runs_the_cli_outside_its
              "from inferq.tasks.worker import load_model\n"
              "loaded = load_model()\n"
              "print(inferq.__file__)\n"
-             "print(s.current(s.ModelSource).model_cache)\n"
+             "print(s.current(s.ModelSource).cache)\n"
              "print(s.current(s.Stack).state_dir)\n"
              "print(loaded.info['name'], loaded.labels)\n")
     done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True,
