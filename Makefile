@@ -29,7 +29,7 @@ system-deps:
 lint: venv
 	$(VENV)/bin/ruff check .
 	mkdir -p .cache/mypy-path && ln -sfn ../.. .cache/mypy-path/inferq
-	MYPYPATH=.cache/mypy-path $(VENV)/bin/mypy -p inferq.api -p inferq.broker -p inferq.model -p inferq.tasks -m inferq.contract -m inferq.settings -m inferq.jobview -m inferq.webhooks
+	MYPYPATH=.cache/mypy-path $(VENV)/bin/mypy -p inferq.api -p inferq.broker -p inferq.model -p inferq.settings -p inferq.tasks -m inferq.contract -m inferq.jobview -m inferq.webhooks
 
 # The test suite: the static checks, then the tests; they start their own Redis, workers and
 # API and need nothing running.

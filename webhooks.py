@@ -80,7 +80,7 @@ def parse(url: object) -> Target:
 
 
 def networks(cidrs: Iterable[str]) -> list[IpNetwork]:
-    """INFERQ_WEBHOOK_ALLOWED_NETWORKS as networks (settings.py has checked they parse)."""
+    """INFERQ_WEBHOOK_ALLOWED_NETWORKS as networks (inferq.settings has checked they parse)."""
     return [ipaddress.ip_network(c, strict=False) for c in cidrs]
 
 

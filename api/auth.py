@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from flask import Request, current_app
+from flask import Request
 
+from inferq.api import config
 from inferq.api.errors import ApiError
 
 OWNER_BYTES = 16
@@ -34,7 +35,7 @@ def fingerprint(key: str) -> str:
 
 def require_key(request: Request) -> str | None:
     """Return the caller's fingerprint (None when keys are off); raise 401 without a valid key."""
-    keys = current_app.config["INFERQ_API_KEYS"]
+    keys = config.current().keys.accepted
     if not keys:
         return None
     key = presented_key(request)

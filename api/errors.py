@@ -4,6 +4,8 @@ from __future__ import annotations
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from inferq.api.config import settings_of
+
 
 class ApiError(Exception):
     """An error answered as JSON ``{"error": code, "message": message}``."""
@@ -65,7 +67,7 @@ def register(app: Flask) -> None:
         if exc.code == 413:
             drain_body()
             message = (
-                f"request body exceeds {app.config['MAX_CONTENT_LENGTH']} bytes; "
+                f"request body exceeds {settings_of(app).max_body_bytes} bytes; "
                 "send fewer or shorter texts"
             )
         return error_response(exc.code or 500, code, message)

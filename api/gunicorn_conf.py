@@ -6,13 +6,13 @@ it waits: a sync worker would be blocked for the whole wait.
 from inferq import settings
 
 # gunicorn reads this file first: a setting the API cannot run with stops it here, in one line.
-settings.require(settings.Api, settings.Celery)
+settings.require(settings.Api)
 _api = settings.current(settings.Api)
 
-bind = _api.api_bind
+bind = _api.address.bind
 worker_class = "gthread"
-workers = _api.api_workers
-threads = _api.api_threads
+workers = _api.workers
+threads = _api.threads
 timeout = 60
 graceful_timeout = 10
 accesslog = "-"

@@ -6,6 +6,7 @@ import time
 import redis
 from flask import Blueprint, current_app, jsonify
 
+from inferq.api import config
 from inferq.contract import WORKERS_KEY
 
 bp = Blueprint("health", __name__)
@@ -24,7 +25,7 @@ so it does not stay missing forever."""
 def heartbeat_bounds(now: float) -> tuple[float, float]:
     """(fresh_after, missing_after): a worker whose last beat came after fresh_after is ready; one whose last beat
     came between missing_after and fresh_after is missing."""
-    fresh_after = now - MISSED_BEATS * current_app.config["INFERQ_HEARTBEAT_SECONDS"]
+    fresh_after = now - MISSED_BEATS * config.current().redis.heartbeat_seconds
     return fresh_after, now - MISSING_FOR_SECONDS
 
 

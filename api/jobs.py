@@ -10,7 +10,7 @@ import redis
 from flask import Blueprint, current_app, jsonify, request, url_for
 
 from inferq import webhooks
-from inferq.api import admission, auth, idempotency, publisher, seed, validation
+from inferq.api import admission, auth, config, idempotency, publisher, seed, validation
 from inferq.api.errors import ApiError
 from inferq.api.store import STATUS_OF_STATE, TERMINAL, JobStore, Load, cancel
 from inferq.contract import lane_of, lane_queues
@@ -54,9 +54,8 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
     for its result first); else a new one.
     """
     store = _store()
-    config = current_app.config
     lane = lane_of(len(texts), priority)
-    queue = lane_queues(config["INFERQ_QUEUE"])[lane]
+    queue = lane_queues(config.current().redis.queue)[lane]
     body = idempotency.body_fingerprint(texts) if idem_key else ""
     try:
         if idem_key:
@@ -88,9 +87,9 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
             raise
     except FULL:
         current_app.logger.warning("Redis refused a write: it is at its maxmemory")
-        raise ApiError(429, "queue_full", "the job queue's memory is full; retry after "
-                       f"{config['INFERQ_RETRY_AFTER']}s",
-                       headers={"Retry-After": str(config["INFERQ_RETRY_AFTER"])}) from None
+        retry_after = config.current().retry_after
+        raise ApiError(429, "queue_full", f"the job queue's memory is full; retry after {retry_after}s",
+                       headers={"Retry-After": str(retry_after)}) from None
     except UNAVAILABLE:
         current_app.logger.warning("cannot reach Redis to enqueue a job")
         raise _redis_down() from None
@@ -102,11 +101,10 @@ def _admit(store: JobStore, load: Load, lane: str, queue: str, message: str, ide
     """Admission control after the push: a job past its lane's cap or Redis's memory threshold is taken off
     the queue again and refused (429), its Idempotency-Key released. One a worker took meanwhile stays
     accepted: it is running."""
-    config = current_app.config
+    settings = config.current()
     try:
-        admission.admit(load.depth - 1, config["INFERQ_MAX_QUEUE_DEPTH"], config["INFERQ_RETRY_AFTER"], lane)
-        admission.admit_memory(load.used_memory, load.maxmemory, config["INFERQ_REDIS_MEMORY_HIGH"],
-                               config["INFERQ_RETRY_AFTER"])
+        admission.admit(load.depth - 1, settings.max_queue_depth, settings.retry_after, lane)
+        admission.admit_memory(load.used_memory, load.maxmemory, settings.redis_memory_high, settings.retry_after)
     except ApiError:
         if store.withdraw(queue, message):
             if idem_key:
@@ -134,7 +132,7 @@ def submit_job():
     """Queue one text or a bulk job of texts; with ?wait=N, answer 200 with the result if it is done by then."""
     owner = auth.require_key(request)
     idem_key = idempotency.parse(request.headers.get("Idempotency-Key"))
-    wait = validation.single_wait(request.args.getlist("wait"), current_app.config["INFERQ_MAX_WAIT_SECONDS"])
+    wait = validation.single_wait(request.args.getlist("wait"), config.current().max_wait_seconds)
     texts, priority, url, has_callback = validation.submission(request, current_app.extensions["inferq.job_request"])
     callback_url = _callback_url(url) if has_callback else None
     if wait <= 0:
@@ -168,12 +166,12 @@ def submit_job():
 
 def _callback_url(url: object) -> str:
     """A job's callback_url, checked: callbacks enabled, an http(s) URL, leading to an allowed address."""
-    config = current_app.config
-    if not config["INFERQ_WEBHOOK_SECRET"]:
+    hooks = config.current().webhooks
+    if not hooks.secret:
         raise ApiError(400, "callbacks_disabled", "this API sends no callbacks (INFERQ_WEBHOOK_SECRET is not set, "
                        "and it never sends unsigned ones); poll GET /jobs/<id> instead")
     try:
-        webhooks.check(url, config["INFERQ_WEBHOOK_ALLOWED_NETWORKS"])
+        webhooks.check(url, hooks.allowed_networks)
     except webhooks.InvalidCallbackUrl as exc:
         raise ApiError(400, "invalid_callback_url", str(exc)) from None
     except webhooks.CallbackNotAllowed as exc:
@@ -192,7 +190,7 @@ def seed_new_request():
     """
     owner = auth.require_key(request)
     idem_key = idempotency.parse(request.headers.get("Idempotency-Key"))
-    wait = validation.single_wait(request.args.getlist("wait"), current_app.config["INFERQ_MAX_WAIT_SECONDS"])
+    wait = validation.single_wait(request.args.getlist("wait"), config.current().max_wait_seconds)
     text = validation.text_from_seed_request(request)
     job_id, created, _ = enqueue([text], owner, idem_key)
     if wait <= 0:
@@ -225,7 +223,7 @@ def _own_record(store: JobStore, job_id: str, owner: str | None) -> tuple[dict, 
 def get_job(job_id: str):
     """A job's status and, when done, its result; ?wait=N long-polls."""
     owner = auth.require_key(request)
-    wait = validation.wait_seconds(request.args.get("wait"), current_app.config["INFERQ_MAX_WAIT_SECONDS"])
+    wait = validation.wait_seconds(request.args.get("wait"), config.current().max_wait_seconds)
     store = _store()
     try:
         record, meta, callback = _own_record(store, job_id, owner)
@@ -258,6 +256,6 @@ def cancel_job(job_id: str):
 def _send_callback(store: JobStore, job_id: str) -> None:
     """Queue the delivery of a job's callback (cancelled by the API: no worker reaches a final state for it)."""
     try:
-        publisher.publish_callback(store.redis, current_app.config["INFERQ_QUEUE"], job_id)
+        publisher.publish_callback(store.redis, config.current().redis.queue, job_id)
     except Exception as exc:  # the job is cancelled; its callback is then never sent: say so
         current_app.logger.error("could not queue the callback of cancelled job %s: %s", job_id, exc)

@@ -14,6 +14,7 @@ from flask import Blueprint, Response, current_app
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from inferq.api import config
 from inferq.api.errors import ApiError
 from inferq.api.health import heartbeat_bounds
 from inferq.contract import (
@@ -106,7 +107,7 @@ def prometheus_metrics():
     # The same bounds as /readyz: a worker counted ready or missing here is so there.
     fresh_after, missing_after = heartbeat_bounds(time.time())
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(QueueCollector(store.redis, current_app.config["INFERQ_QUEUE"], fresh_after, missing_after))
+    registry.register(QueueCollector(store.redis, config.current().redis.queue, fresh_after, missing_after))
     try:
         body = generate_latest(registry)
     except redis.RedisError:

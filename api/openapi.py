@@ -18,7 +18,7 @@ from pydantic import TypeAdapter
 from spectree import Response, SpecTree
 from spectree.models import InType, SecureType, SecurityScheme, SecuritySchemeData
 
-from inferq.api import schemas
+from inferq.api import config, schemas
 
 bp = Blueprint("openapi", __name__)
 
@@ -106,15 +106,15 @@ def _complete(document: dict[str, Any]) -> dict[str, Any]:
 
 def register(app: Flask) -> None:
     """Document every route of app with spectree, and serve the document at /openapi.json."""
-    config = app.config
+    settings = config.settings_of(app)
     spec = SpecTree(
         "flask", mode="strict", annotations=False, title="inferq", version=version("inferq"),
-        description=f"Text classification jobs. Bodies are at most {config['MAX_CONTENT_LENGTH']} bytes; waits are "
-                    f"cut to {config['INFERQ_MAX_WAIT_SECONDS']:g} s. Completion callbacks (callback_url) are "
-                    + ("on." if config["INFERQ_WEBHOOK_SECRET"] else
+        description=f"Text classification jobs. Bodies are at most {settings.max_body_bytes} bytes; waits are "
+                    f"cut to {settings.max_wait_seconds:g} s. Completion callbacks (callback_url) are "
+                    + ("on." if settings.webhooks.secret else
                        "off on this API (no INFERQ_WEBHOOK_SECRET): 400 callbacks_disabled."),
         security_schemes=SECURITY_SCHEMES,
-        security=[{"apiKey": []}, {"bearer": []}] if config["INFERQ_API_KEYS"] else {},
+        security=[{"apiKey": []}, {"bearer": []}] if settings.keys.accepted else {},
         naming_strategy=lambda model: model.__name__, nested_naming_strategy=lambda _parent, child: child,
         validation_error_status=400, validation_error_model=schemas.Error,
     )

@@ -62,7 +62,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workload", choices=("short", "mixed"), default="short")
     parser.add_argument("--precision", default=defaults.precision, choices=PRECISIONS,
                         help="default: INFERQ_PRECISION")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
+    parser.add_argument("--batch-size", type=int, default=defaults.delivery.batch_size,
                         help="INFERQ_BATCH_SIZE for inferq's workers")
     parser.add_argument("--model", help="INFERQ_MODEL for every path (default offline:base)")
     parser.add_argument("--out", default=str(Path(__file__).parent), help="where RESULTS.md and plots go")

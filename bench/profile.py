@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cache = current(ModelSource).model_cache
+    cache = current(ModelSource).cache
     model_dir = resolve("offline:base", cache)
     texts = workload.texts("short", 600)
     services = Services(out, {"INFERQ_MODEL": model_dir, "INFERQ_MODEL_CACHE": cache})

@@ -73,7 +73,7 @@ def _reference_layout(plan, args, services: Services, texts, per_text, peak, out
     """Workers on a core of their own, as on the reference deployment where they have hosts of their own:
     inferq's throughput there over the raw model's on that one core is the worker's efficiency."""
     progress.stage("raw model on one core")
-    cache = current(ModelSource).model_cache
+    cache = current(ModelSource).cache
     model_dir = services.env["INFERQ_MODEL"]
     r = raw.run(model_dir, cache, args.precision, texts, 1, plan.raw_seconds, cpus=WORKER_CPUS)
     progress()
@@ -102,7 +102,7 @@ def run(plan, args, tmp: Path) -> dict:
                  "batch_size": args.batch_size, "model": plan.model}
     try:
         progress.stage("building the model")
-        cache = current(ModelSource).model_cache
+        cache = current(ModelSource).cache
         model_dir = resolve(plan.model, cache)
         texts = workload.texts(args.workload, plan.texts)
         mixed_texts = workload.texts("mixed", plan.texts) if mixed else []

@@ -117,9 +117,9 @@ def cmd_result(client: Client, args) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The command line."""
-    from inferq.settings import Client, current
+    from inferq import settings as inferq_settings  # by module: Client here names the HTTP client
 
-    settings = current(Client)  # the client's own section: no server setting can stop it
+    settings = inferq_settings.current(inferq_settings.Client)  # the client's own: no server setting can stop it
     p = argparse.ArgumentParser(prog="inferq", description=__doc__.splitlines()[0])
     p.add_argument("--api", default=settings.url,
                    help="the API's base URL (default: INFERQ_API_URL, else %(default)s)")

@@ -13,7 +13,7 @@ import argparse
 import ipaddress
 import sys
 
-from inferq.deploy import logs, settings, target
+from inferq.deploy import defaults, logs, target
 from inferq.deploy.aws import clients
 from inferq.deploy.errors import DeployError
 from inferq.deploy.options import Options
@@ -29,20 +29,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     make = commands.add_parser("up", help="pre-flight, create or find everything, wait, write the inventory")
     make.add_argument("--admin-cidr", required=True, type=cidr,
                       help="the only addresses allowed to SSH (and through it Flower), e.g. your IP/32")
-    make.add_argument("--api-cidr", default=settings.API_CIDR, type=cidr,
+    make.add_argument("--api-cidr", default=defaults.API_CIDR, type=cidr,
                       help="who may reach the API's TLS port (default %(default)s)")
-    make.add_argument("--workers", type=int, default=settings.WORKERS, help="worker instances (default %(default)s)")
-    make.add_argument("--orchestrator-type", default=settings.ORCHESTRATOR_TYPE, help="(default %(default)s)")
-    make.add_argument("--worker-type", default=settings.WORKER_TYPE, help="(default %(default)s)")
-    make.add_argument("--ami-owner", default=settings.AMI_OWNER, help="workers' AMI owner (default %(default)s, "
+    make.add_argument("--workers", type=int, default=defaults.WORKERS, help="worker instances (default %(default)s)")
+    make.add_argument("--orchestrator-type", default=defaults.ORCHESTRATOR_TYPE, help="(default %(default)s)")
+    make.add_argument("--worker-type", default=defaults.WORKER_TYPE, help="(default %(default)s)")
+    make.add_argument("--ami-owner", default=defaults.AMI_OWNER, help="workers' AMI owner (default %(default)s, "
                                                                       "Canonical)")
-    make.add_argument("--ami-name", default=settings.AMI_NAME, help="workers' AMI name pattern (default %(default)s)")
-    make.add_argument("--orchestrator-ami-owner", default=settings.ORCHESTRATOR_AMI_OWNER,
+    make.add_argument("--ami-name", default=defaults.AMI_NAME, help="workers' AMI name pattern (default %(default)s)")
+    make.add_argument("--orchestrator-ami-owner", default=defaults.ORCHESTRATOR_AMI_OWNER,
                       help="(default %(default)s, Debian)")
-    make.add_argument("--orchestrator-ami-name", default=settings.ORCHESTRATOR_AMI_NAME,
+    make.add_argument("--orchestrator-ami-name", default=defaults.ORCHESTRATOR_AMI_NAME,
                       help="orchestrator's AMI name pattern: its python3 must be "
-                           f"{settings.PYTHON_VERSION} (default %(default)s)")
-    make.add_argument("--host-key-wait", type=float, default=settings.HOST_KEY_WAIT_SECONDS,
+                           f"{defaults.PYTHON_VERSION} (default %(default)s)")
+    make.add_argument("--host-key-wait", type=float, default=defaults.HOST_KEY_WAIT_SECONDS,
                       help="seconds to wait for new hosts to print their SSH host keys on the console "
                            "(default %(default)s)")
     remove = commands.add_parser("down", help="delete everything tagged with the cluster, in its region")
@@ -60,13 +60,13 @@ def add_common(parser: argparse.ArgumentParser, suppress: str | None) -> None:
         return suppress if suppress else value
 
     parser.add_argument("--cluster", default=default(None),
-                        help=f"value of the inferq:cluster tag (default: the inventory's, else {settings.CLUSTER})")
+                        help=f"value of the inferq:cluster tag (default: the inventory's, else {defaults.CLUSTER})")
     parser.add_argument("--region", default=default(None),
-                        help=f"AWS region (default: the inventory's, else boto3's, else {settings.REGION})")
-    parser.add_argument("--secrets-dir", default=default(settings.SECRETS_DIR),
-                        help=f"where the private key goes (default {settings.SECRETS_DIR})")
-    parser.add_argument("--inventory", default=default(settings.INVENTORY),
-                        help=f"inventory file; the pinned host keys go beside it (default {settings.INVENTORY})")
+                        help=f"AWS region (default: the inventory's, else boto3's, else {defaults.REGION})")
+    parser.add_argument("--secrets-dir", default=default(defaults.SECRETS_DIR),
+                        help=f"where the private key goes (default {defaults.SECRETS_DIR})")
+    parser.add_argument("--inventory", default=default(defaults.INVENTORY),
+                        help=f"inventory file; the pinned host keys go beside it (default {defaults.INVENTORY})")
     parser.add_argument("--dry-run", action="store_true", default=default(False),
                         help="pre-flight and print the plan; change nothing")
 

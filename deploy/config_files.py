@@ -41,9 +41,9 @@ def redis_conf(inventory: Inventory, host: Host, secrets: Secrets, data_dir: str
     fab runs (docs/operations.md, "Guarantees", for the trade-off), as for the local stack.
     """
     if appendfsync is None:
-        from inferq.settings import RedisServer, current
+        from inferq.settings import Durability, current
 
-        appendfsync = current(RedisServer).redis_appendfsync
+        appendfsync = current(Durability).appendfsync
     return "\n".join([
         # The private address for the workers, loopback for the API and for an admin on the host.
         f"bind {host.private_ip} 127.0.0.1",

@@ -13,10 +13,10 @@ from fabric import Config, Connection
 from paramiko import BadHostKeyException, RejectPolicy, SSHException
 
 from inferq.deploy import host_keys
+from inferq.deploy.defaults import SSH_CONNECT_ATTEMPTS, SSH_RETRY_SECONDS
 from inferq.deploy.errors import DeployError
 from inferq.deploy.inventory import Host, Inventory
 from inferq.deploy.retry import retrying
-from inferq.deploy.settings import SSH_CONNECT_ATTEMPTS, SSH_RETRY_SECONDS
 
 
 def connect(inventory: Inventory, host: Host) -> Connection:

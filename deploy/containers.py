@@ -17,12 +17,12 @@ from fabric import Connection
 from inferq.deploy import config_files, nodes
 from inferq.deploy import image as images
 from inferq.deploy.connections import root
+from inferq.deploy.defaults import KEEP_IMAGES
 from inferq.deploy.errors import DeployError
 from inferq.deploy.files import put_if_changed
 from inferq.deploy.inventory import Host, Inventory
 from inferq.deploy.layout import Layout, Report
 from inferq.deploy.release import Release
-from inferq.deploy.settings import KEEP_IMAGES
 
 PROJECT = "inferq"
 """The compose project (docker-compose.yml's `name`); its containers carry this label."""

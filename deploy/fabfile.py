@@ -15,13 +15,13 @@ import json
 
 from invoke import Exit, task
 
-from inferq.deploy import credentials, operations, settings
+from inferq.deploy import credentials, defaults, operations
 from inferq.deploy import inventory as inv
 from inferq.deploy import logs as deploy_logs
 from inferq.deploy.errors import DeployError
 
-HELP = {"inventory": f"inventory file (default {settings.INVENTORY})",
-        "secrets": f"local secrets directory (default {settings.SECRETS_DIR})"}
+HELP = {"inventory": f"inventory file (default {defaults.INVENTORY})",
+        "secrets": f"local secrets directory (default {defaults.SECRETS_DIR})"}
 
 SHIP_HELP = {**HELP,
              "allow-dirty": "ship the tracked files as they are, uncommitted changes included (the release is "
@@ -55,7 +55,7 @@ def _run(action):
 
 
 @task(help=SHIP_HELP)
-def deploy(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR, allow_dirty=False, break_lock=False):
+def deploy(c, inventory=defaults.INVENTORY, secrets=defaults.SECRETS_DIR, allow_dirty=False, break_lock=False):
     """Configure the orchestrator; build the worker image once and run it on every worker host; smoke job."""
     def action():
         cluster, made = _load(inventory, secrets)
@@ -64,20 +64,20 @@ def deploy(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR, allow_
 
 
 @task(help=HELP)
-def status(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR):
+def status(c, inventory=defaults.INVENTORY, secrets=defaults.SECRETS_DIR):
     """The API's address and certificate, workers online, queue depth, each worker host's containers and images."""
     _run(lambda: operations.status(inv.read_ready(inventory), secrets, print))
 
 
 @task(help={**HELP, "lines": "lines per service (default 50)"})
-def logs(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR, lines=50):
+def logs(c, inventory=defaults.INVENTORY, secrets=defaults.SECRETS_DIR, lines=50):
     """The last log lines of every service on every host."""
     _run(lambda: operations.logs(inv.read_ready(inventory), int(lines), print))
 
 
 @task(help={**SHIP_HELP, "image": "roll out this image, already built here, instead of building the release's "
                                  "(to go back to an earlier one, say)"})
-def update(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR, image=None, allow_dirty=False,
+def update(c, inventory=defaults.INVENTORY, secrets=defaults.SECRETS_DIR, image=None, allow_dirty=False,
            break_lock=False):
     """Update the orchestrator (smoke job, else back), then the workers one host at a time; on a failure the whole
     fleet goes back to the image it ran."""
@@ -89,7 +89,7 @@ def update(c, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR, image=
 
 
 @task(help={**HELP, "text": "the text to classify"})
-def submit(c, text, inventory=settings.INVENTORY, secrets=settings.SECRETS_DIR):
+def submit(c, text, inventory=defaults.INVENTORY, secrets=defaults.SECRETS_DIR):
     """Submit one text to the cluster's API and print the finished job."""
     def action():
         cluster, made = _load(inventory, secrets)

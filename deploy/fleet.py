@@ -30,7 +30,7 @@ def roll_back(runtime: Runtime, inventory: Inventory, secrets: Secrets, updated:
     for host, before in reversed(updated):
         if before is None:
             continue  # nothing ran there before this update: nothing to go back to
-        # The host kept the image (deploy.settings.KEEP_IMAGES): nothing is shipped unless it lost it.
+        # The host kept the image (deploy.defaults.KEEP_IMAGES): nothing is shipped unless it lost it.
         archive = Archive(runtime.docker, before, scratch)
         deploy_worker(runtime, inventory, host, secrets, before, archive, wait, report)
         report(f"{host.name}: rolled back to {before.tag} ({before.short})")

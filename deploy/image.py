@@ -24,10 +24,10 @@ from fabric import Connection
 
 from inferq.deploy import release
 from inferq.deploy.connections import root
+from inferq.deploy.defaults import IMAGE_NAME
 from inferq.deploy.errors import DeployError
 from inferq.deploy.files import put_if_changed
 from inferq.deploy.layout import Report
-from inferq.deploy.settings import IMAGE_NAME
 
 BUILD_TIMEOUT = 3600
 """Seconds a build may take: a cold one downloads torch and every dependency."""

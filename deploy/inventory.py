@@ -6,8 +6,7 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from inferq.deploy.errors import DeployError
-from inferq.deploy.settings import (
+from inferq.deploy.defaults import (
     API_PORT,
     FLOWER_PORT,
     HTTPS_PORT,
@@ -17,6 +16,7 @@ from inferq.deploy.settings import (
     SSH_PORT,
     SSH_USER,
 )
+from inferq.deploy.errors import DeployError
 
 READY, PROVISIONING, TORN_DOWN = "ready", "provisioning", "torn-down"
 """An inventory's states: written before anything is created, complete, and after `down`."""

@@ -20,13 +20,13 @@ from inferq.deploy import deploy_lock, fleet, nodes, orchestrator, release, tls
 from inferq.deploy.connections import connect, root
 from inferq.deploy.containers import Wait
 from inferq.deploy.credentials import Secrets
+from inferq.deploy.defaults import PING_ROUND_SECONDS, SMOKE_SECONDS, WAIT_SECONDS
 from inferq.deploy.errors import DeployError
 from inferq.deploy.image import Archive, Image
 from inferq.deploy.inventory import Host, Inventory
 from inferq.deploy.layout import REPO, Report
 from inferq.deploy.orchestrator import deploy_orchestrator, orchestrator_services
 from inferq.deploy.runtime import Runtime, load
-from inferq.deploy.settings import PING_ROUND_SECONDS, SMOKE_SECONDS, WAIT_SECONDS
 from inferq.deploy.workers import deploy_worker
 
 

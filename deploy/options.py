@@ -4,28 +4,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from inferq.deploy import defaults
 from inferq.deploy import inventory as inv
-from inferq.deploy import settings
 
 
 @dataclass(frozen=True)
 class Options:
-    """What to provision (defaults in deploy.settings)."""
+    """What to provision (defaults in deploy.defaults)."""
 
-    cluster: str = settings.CLUSTER
-    region: str = settings.REGION
-    workers: int = settings.WORKERS
-    orchestrator_type: str = settings.ORCHESTRATOR_TYPE
-    worker_type: str = settings.WORKER_TYPE
+    cluster: str = defaults.CLUSTER
+    region: str = defaults.REGION
+    workers: int = defaults.WORKERS
+    orchestrator_type: str = defaults.ORCHESTRATOR_TYPE
+    worker_type: str = defaults.WORKER_TYPE
     admin_cidr: str = ""
-    api_cidr: str = settings.API_CIDR
-    ami_owner: str = settings.AMI_OWNER
-    ami_name: str = settings.AMI_NAME
-    orchestrator_ami_owner: str = settings.ORCHESTRATOR_AMI_OWNER
-    orchestrator_ami_name: str = settings.ORCHESTRATOR_AMI_NAME
-    volume_gb: int = settings.ROOT_VOLUME_GB
-    secrets_dir: str = settings.SECRETS_DIR
-    inventory: str = settings.INVENTORY
+    api_cidr: str = defaults.API_CIDR
+    ami_owner: str = defaults.AMI_OWNER
+    ami_name: str = defaults.AMI_NAME
+    orchestrator_ami_owner: str = defaults.ORCHESTRATOR_AMI_OWNER
+    orchestrator_ami_name: str = defaults.ORCHESTRATOR_AMI_NAME
+    volume_gb: int = defaults.ROOT_VOLUME_GB
+    secrets_dir: str = defaults.SECRETS_DIR
+    inventory: str = defaults.INVENTORY
 
     @property
     def key_file(self) -> Path:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from inferq.deploy.aws import quotas
 from inferq.deploy.aws.clients import Aws
+from inferq.deploy.defaults import VCPU_QUOTA_CODE
 from inferq.deploy.errors import DeployError
-from inferq.deploy.settings import VCPU_QUOTA_CODE
 
 Report = Callable[[str], None]
 

@@ -14,14 +14,14 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from inferq.deploy import host_keys, preflight, settings
+from inferq.deploy import defaults, host_keys, preflight
 from inferq.deploy import inventory as inv
 from inferq.deploy.aws import instances, keypairs, quotas, security_groups
 from inferq.deploy.aws.clients import Aws
 from inferq.deploy.aws.security_groups import Rule
 from inferq.deploy.aws.tags import tag_spec, tag_value
+from inferq.deploy.defaults import HOST_KEY_POLL_SECONDS, HOST_KEY_WAIT_SECONDS
 from inferq.deploy.options import Options
-from inferq.deploy.settings import HOST_KEY_POLL_SECONDS, HOST_KEY_WAIT_SECONDS
 from inferq.deploy.survey import ROLES, Survey, survey
 
 Report = Callable[[str], None]
@@ -30,15 +30,15 @@ Report = Callable[[str], None]
 def orchestrator_rules(options: Options, worker_group: str) -> list[Rule]:
     """Who may reach the orchestrator: the API (TLS) from api_cidr, SSH from the admin, Redis from workers only."""
     return [
-        Rule(settings.HTTPS_PORT, options.api_cidr, "inferq API (TLS)"),
-        Rule(settings.SSH_PORT, options.admin_cidr, "SSH from the admin"),
-        Rule(settings.REDIS_PORT, worker_group, "Redis from the workers"),
+        Rule(defaults.HTTPS_PORT, options.api_cidr, "inferq API (TLS)"),
+        Rule(defaults.SSH_PORT, options.admin_cidr, "SSH from the admin"),
+        Rule(defaults.REDIS_PORT, worker_group, "Redis from the workers"),
     ]
 
 
 def worker_rules(options: Options) -> list[Rule]:
     """Workers accept SSH from the admin and nothing else (they only connect out, to Redis)."""
-    return [Rule(settings.SSH_PORT, options.admin_cidr, "SSH from the admin")]
+    return [Rule(defaults.SSH_PORT, options.admin_cidr, "SSH from the admin")]
 
 
 def checks(aws: Aws, options: Options, found: Survey) -> preflight.Checks:
@@ -125,7 +125,7 @@ def ensure_instances(ec2, options: Options, found: Survey, key_name: str, groups
             report(f"{'would require' if dry_run else 'require'} IMDSv2 on {name}")
             if not dry_run:
                 instances.require_imdsv2(ec2, instance, name)
-        if tag_value(instance, settings.ROLE_TAG_KEY) == "orchestrator" and \
+        if tag_value(instance, defaults.ROLE_TAG_KEY) == "orchestrator" and \
                 not instances.protected(ec2, instance["InstanceId"]):
             report(f"{'would protect' if dry_run else 'protect'} {name} from termination")
             if not dry_run:
@@ -186,7 +186,7 @@ def up(aws: Aws, options: Options, dry_run: bool, report: Report, host_key_wait:
     described = instances.describe(ec2, ids)
     for instance in described:
         # Launched with DisableApiTermination; checked anyway (moto, for one, ignores it at launch).
-        if tag_value(instance, settings.ROLE_TAG_KEY) == "orchestrator" and \
+        if tag_value(instance, defaults.ROLE_TAG_KEY) == "orchestrator" and \
                 instance["InstanceId"] not in found.protected and not instances.protected(ec2, instance["InstanceId"]):
             instances.protect(ec2, instance["InstanceId"], True)
     for volume in instances.unencrypted_volumes(ec2, ids):
@@ -197,7 +197,7 @@ def up(aws: Aws, options: Options, dry_run: bool, report: Report, host_key_wait:
     path = Path(options.inventory)
     inv.merge(path, cluster=options.cluster, hosts=hosts, key_file=str(options.key_file), region=options.region,
               known_hosts=str(pins), state=inv.READY, amis=found.amis(), launch_tokens={},
-              **({} if found.recorded else {"containers_per_worker": settings.CONTAINERS_PER_WORKER}))
+              **({} if found.recorded else {"containers_per_worker": defaults.CONTAINERS_PER_WORKER}))
     report(f"{len(changes)} change(s); {len(hosts)} instance(s) running; inventory written to {path}, "
            f"host keys pinned in {pins}")
     if unpinned:
@@ -250,11 +250,11 @@ def mark_provisioning(options: Options) -> None:
 
 def host_of(instance: dict) -> inv.Host:
     """An inventory host from a described instance."""
-    role = tag_value(instance, settings.ROLE_TAG_KEY) or ""
-    return inv.Host(name=tag_value(instance, settings.NAME_TAG_KEY) or "", role=role,
+    role = tag_value(instance, defaults.ROLE_TAG_KEY) or ""
+    return inv.Host(name=tag_value(instance, defaults.NAME_TAG_KEY) or "", role=role,
                     instance_id=instance["InstanceId"], public_ip=instance.get("PublicIpAddress", ""),
                     private_ip=instance.get("PrivateIpAddress", ""),
-                    ssh_user=settings.ORCHESTRATOR_SSH_USER if role == "orchestrator" else settings.SSH_USER)
+                    ssh_user=defaults.ORCHESTRATOR_SSH_USER if role == "orchestrator" else defaults.SSH_USER)
 
 
 def host_order(host: inv.Host) -> tuple:

@@ -2,7 +2,7 @@
 
 Each release under remote_dir/releases/<hash> gets its own venv, built with
 the host's Python (which must be the one the pins are tested with,
-deploy.settings.PYTHON_VERSION) and checked (pip check, the services' imports)
+deploy.defaults.PYTHON_VERSION) and checked (pip check, the services' imports)
 before remote_dir/current is switched to it in one rename. A release that
 does not install is removed and `current` is untouched: the running services
 go on with the release they run, and the previous ones stay for going back.
@@ -21,9 +21,9 @@ from pathlib import Path
 from fabric import Connection
 
 from inferq.deploy.connections import root
+from inferq.deploy.defaults import PYTHON_VERSION
 from inferq.deploy.errors import DeployError
 from inferq.deploy.files import upload_then
-from inferq.deploy.settings import PYTHON_VERSION
 
 EXTRAS = "api,flower"
 """What the orchestrator runs from a release: the API under gunicorn, Flower (no torch: no inference there)."""

@@ -37,9 +37,9 @@ def queue_depth() -> int:
     import redis
 
     from inferq.contract import lane_queues
-    from inferq.settings import Redis, current
+    from inferq.settings import RedisLink, current
 
-    settings = current(Redis)
+    settings = current(RedisLink)
     client = redis.Redis.from_url(settings.broker, socket_timeout=5)
     return sum(client.llen(name) for name in lane_queues(settings.queue).values())
 
@@ -50,7 +50,7 @@ def smoke(api: str, timeout: float) -> dict:
 
     from inferq.settings import ApiKeys, current
 
-    keys = current(ApiKeys).api_keys
+    keys = current(ApiKeys).accepted
     headers = {"X-API-Key": keys[0]} if keys else {}
     posted = requests.post(f"{api}/jobs", json={"text": "inferq deploy smoke test"}, headers=headers, timeout=10)
     posted.raise_for_status()

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from inferq.deploy.settings import AWS_RETRY_ATTEMPTS, AWS_RETRY_LONGEST, AWS_RETRY_SECONDS
+from inferq.deploy.defaults import AWS_RETRY_ATTEMPTS, AWS_RETRY_LONGEST, AWS_RETRY_SECONDS
 
 log = logging.getLogger(__name__)
 

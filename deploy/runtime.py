@@ -17,11 +17,11 @@ from inferq.deploy import image as images
 from inferq.deploy import release
 from inferq.deploy.connections import apt_install, root
 from inferq.deploy.containers import Containers
+from inferq.deploy.defaults import IMAGE_NAME, KEEP_IMAGES, KEEP_RELEASES
 from inferq.deploy.errors import DeployError
 from inferq.deploy.inventory import Host, Inventory
 from inferq.deploy.layout import Layout, Report
 from inferq.deploy.services import Systemd
-from inferq.deploy.settings import IMAGE_NAME, KEEP_IMAGES, KEEP_RELEASES
 
 
 class Runtime:
@@ -34,7 +34,7 @@ class Runtime:
     """The TLS proxy in front of the API (Debian's nginx package)."""
 
     python = "/usr/bin/python3"
-    """The host's Python that builds each release's venv (Debian 12's: 3.11, deploy.settings.PYTHON_VERSION)."""
+    """The host's Python that builds each release's venv (Debian 12's: 3.11, deploy.defaults.PYTHON_VERSION)."""
 
     packages = "redis-server python3-venv nginx"
     """What the orchestrator installs from its distribution (the tests install the same, scripts/system-deps.sh)."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from inferq.deploy import defaults
 from inferq.deploy import inventory as inv
-from inferq.deploy import settings
 from inferq.deploy.aws import images, instances, keypairs, security_groups
 from inferq.deploy.aws.tags import tag_value
 from inferq.deploy.options import Options
@@ -40,7 +40,7 @@ class Survey:
 
 def i_role(instance: dict) -> str | None:
     """An instance's role tag."""
-    return tag_value(instance, settings.ROLE_TAG_KEY)
+    return tag_value(instance, defaults.ROLE_TAG_KEY)
 
 
 def host_names(workers: int) -> list[tuple[str, str]]:
@@ -50,7 +50,7 @@ def host_names(workers: int) -> list[tuple[str, str]]:
 
 def survey(ec2, options: Options) -> Survey:
     """Look everything up by tag; nothing is changed."""
-    existing = {tag_value(i, settings.NAME_TAG_KEY): i for i in instances.find(ec2, options.cluster)}
+    existing = {tag_value(i, defaults.NAME_TAG_KEY): i for i in instances.find(ec2, options.cluster)}
     wanted = host_names(options.workers)
     found = Survey(
         key=keypairs.find(ec2, options.cluster), vpc_id=security_groups.default_vpc(ec2),

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from inferq.deploy import defaults
 from inferq.deploy import inventory as inv
-from inferq.deploy import settings
 from inferq.deploy.aws.clients import default_region
 from inferq.deploy.errors import DeployError
 
@@ -34,6 +34,6 @@ def resolve(command: str, cluster: str | None, region: str | None, inventory_pat
             if given and recorded and given != recorded:
                 raise DeployError(f"{path} is the inventory of cluster {known.cluster} in {known.region or '?'}, "
                                   f"not {option} {given}: drop {option}, or pass --inventory with another file")
-        return Target(known.cluster or cluster or settings.CLUSTER,
-                      known.region or region or default_region() or settings.REGION, known)
-    return Target(cluster or settings.CLUSTER, region or default_region() or settings.REGION, None)
+        return Target(known.cluster or cluster or defaults.CLUSTER,
+                      known.region or region or default_region() or defaults.REGION, known)
+    return Target(cluster or defaults.CLUSTER, region or default_region() or defaults.REGION, None)

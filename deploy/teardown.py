@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from inferq.deploy import credentials, preflight, settings, tls
+from inferq.deploy import credentials, defaults, preflight, tls
 from inferq.deploy import inventory as inv
 from inferq.deploy.aws import instances, keypairs, security_groups
 from inferq.deploy.aws.clients import Aws
@@ -52,12 +52,12 @@ def down(aws: Aws, options: Options, dry_run: bool, report: Report, keep_secrets
         preflight.require(aws, arn, checks(aws, doomed, groups, pair), report, verb="deleted")
     verb = "would delete" if dry_run else "delete"
     for instance in doomed:
-        report(f"{verb} instance {tag_value(instance, settings.NAME_TAG_KEY)} ({instance['InstanceId']})")
+        report(f"{verb} instance {tag_value(instance, defaults.NAME_TAG_KEY)} ({instance['InstanceId']})")
     for group in groups:
         report(f"{verb} security group {group['GroupName']} ({group['GroupId']})")
     if pair:
         report(f"{verb} key pair {pair['KeyName']}")
-    where = f"tagged {settings.TAG_KEY}={options.cluster} in {aws.region}"
+    where = f"tagged {defaults.TAG_KEY}={options.cluster} in {aws.region}"
     if dry_run:
         report(f"dry run: {count} resource(s) {where} would be deleted, nothing done")
         return count

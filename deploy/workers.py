@@ -5,12 +5,12 @@ from inferq.deploy import config_files
 from inferq.deploy.connections import connect
 from inferq.deploy.containers import Wait
 from inferq.deploy.credentials import Secrets
+from inferq.deploy.defaults import WORKER_UID
 from inferq.deploy.files import put_if_changed
 from inferq.deploy.image import Archive, Image
 from inferq.deploy.inventory import Host, Inventory
 from inferq.deploy.layout import Report
 from inferq.deploy.runtime import Runtime
-from inferq.deploy.settings import WORKER_UID
 
 
 def deploy_worker(runtime: Runtime, inventory: Inventory, host: Host, secrets: Secrets, image: Image,

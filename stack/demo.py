@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         expected = args.threads * args.requests
         # With INFERQ_API_KEYS set the stack's API wants a key: send INFERQ_API_KEY, else the first configured one.
-        client = Client(f"http://{api_bind}", settings.api_key or next(iter(settings.api_keys), ""))
+        client = Client(f"http://{api_bind}", settings.client.api_key or next(iter(settings.keys.accepted), ""))
         try:
             with tqdm(total=expected, unit="job", desc="jobs", file=sys.stderr) as bar:
                 outcomes, elapsed = seed_load.run(client, args.threads, args.requests, args.timeout,

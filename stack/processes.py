@@ -2,7 +2,7 @@
 
 Tests and benchmarks use these; the foreground stack runs the same commands
 (commands.py) under supervisord. Each process gets its settings through the
-environment, as settings.py reads them.
+environment, as inferq.settings reads them.
 """
 from __future__ import annotations
 

@@ -68,10 +68,10 @@ def start_url(bind: str) -> str:
 def redis_setup(settings: Stack, state: Path) -> tuple[str, list[str]]:
     """The Redis URL for every process, and our own Redis's command (none if external)."""
     if settings.external_redis:
-        return settings.broker, []
+        return settings.redis.broker, []
     # A fresh password and port each run; the data (AOF) stays under the state dir across runs.
     server = RedisServer(state / "redis", port=free_port(),
-                         appendfsync=settings.redis_appendfsync)
+                         appendfsync=settings.durability.appendfsync)
     server.data_dir.mkdir(parents=True, exist_ok=True)
     return server.url, server.command()  # writes redis.conf, mode 600: it holds the password
 
@@ -109,7 +109,7 @@ def build_plan(settings: Stack, state: Path, redis_command: list[str], flower_au
 
 def ready_message(settings: Stack, model: str, n_workers: int) -> str:
     """What the stack prints once every part is ready."""
-    api, flower = settings.url, start_url(settings.flower_bind)
+    api, flower = settings.client.url, start_url(settings.flower_bind)
     return "\n".join([
         f"{readiness.READY_LINE}: {n_workers} worker(s) ready, model {model}",
         f"  API      {api}    try: inferq submit 'what a lovely day' --wait 10",
@@ -127,7 +127,7 @@ def watch_ready(say, settings: Stack, model: str, redis_url: str, workers: list[
     # Our own Redis has a new password at each start, so only this run's workers reach it: the
     # heartbeats of a past run's are forgotten, or /readyz would report them missing.
     forget = None if settings.external_redis else since
-    ok = readiness.wait_ready(client, workers, settings.url, start_url(settings.flower_bind), since,
+    ok = readiness.wait_ready(client, workers, settings.client.url, start_url(settings.flower_bind), since,
                               settings.ready_timeout, stop, say, forget_before=forget)
     if ok:
         up.set()
@@ -166,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     state.mkdir(parents=True, exist_ok=True)
     lock = lock_state(state)  # noqa: F841 (held until exit)
 
-    choice = model_choice.choose(settings.model, settings.hub_offline)
-    print(model_choice.banner(choice, model_choice.prepare(choice, settings.model_cache)), flush=True)
+    choice = model_choice.choose(settings.model.name, settings.hub_offline)
+    print(model_choice.banner(choice, model_choice.prepare(choice, settings.model.cache)), flush=True)
     redis_url, redis_command = redis_setup(settings, state)
     print(f"Redis: {'external (REDIS_URL)' if not redis_command else 'our own, data in ' + str(state / 'redis')}; "
           f"{settings.worker_count} worker(s); state in {state}; logs in {state / 'logs'}", flush=True)

@@ -55,7 +55,7 @@ def jobs_finished(job_ids: list[str]) -> None:
         if raw is None or json.loads(raw).get("state") != "pending":
             continue
         try:
-            app.send_task(DELIVER_CALLBACK_TASK, args=[job_id], queue=current(Worker).queue)
+            app.send_task(DELIVER_CALLBACK_TASK, args=[job_id], queue=current(Worker).redis.queue)
         except Exception as exc:
             log.error("could not queue the callback of job %s: %s", job_id, exc)
 
@@ -63,7 +63,7 @@ def jobs_finished(job_ids: list[str]) -> None:
 def backoff(attempts: int, rng: random.Random | None = None) -> float:
     """Seconds before the next attempt after `attempts` failed ones: exponential, capped, with full jitter
     over its upper half (so retries of many callbacks spread out)."""
-    ceiling = min(MAX_DELAY, current(Worker).visibility_timeout / 2, FIRST_DELAY * 2 ** max(0, attempts - 1))
+    ceiling = min(MAX_DELAY, current(Worker).delivery.visibility_timeout / 2, FIRST_DELAY * 2 ** max(0, attempts - 1))
     return ceiling * (0.5 + 0.5 * (rng or random).random())
 
 
@@ -109,24 +109,24 @@ class Retry(Exception):
 
 def attempt(job_id: str, callback: dict[str, Any]) -> None:
     """One delivery attempt: return if delivered, raise Retry, or raise GiveUp."""
-    settings = current(Worker)
+    hooks = current(Worker).webhooks
     record, meta, state = jobview.read(clients.backend(), job_id)
     if record is None:
         raise GiveUp("the job's record expired before its callback was delivered")
     if jobview.status_of(meta) not in jobview.TERMINAL:
         raise NotFinal()
     try:
-        target, addresses = webhooks.check(callback["url"], settings.webhook_allowed_networks)
+        target, addresses = webhooks.check(callback["url"], hooks.allowed_networks)
     except webhooks.Unresolvable as exc:
         raise Retry(str(exc)) from None
     except (webhooks.CallbackNotAllowed, webhooks.InvalidCallbackUrl) as exc:
         raise GiveUp(str(exc)) from None
     body = json.dumps(jobview.describe(job_id, record, meta, state or callback), separators=(",", ":")).encode()
     headers = {"Content-Type": "application/json", "User-Agent": "inferq-callback",
-               webhooks.SIGNATURE_HEADER: webhooks.signature(settings.webhook_secret, body),
+               webhooks.SIGNATURE_HEADER: webhooks.signature(hooks.secret, body),
                webhooks.JOB_ID_HEADER: job_id}
     try:
-        status = post(target, str(addresses[0]), body, headers, settings.webhook_timeout)
+        status = post(target, str(addresses[0]), body, headers, hooks.timeout)
     except (OSError, http.client.HTTPException) as exc:
         raise Retry(f"{type(exc).__name__}: {exc}") from None
     if 200 <= status < 300:
@@ -176,7 +176,7 @@ def deliver_callback(self, job_id: str, first_at: float | None = None) -> str:
         attempts = callback.get("attempts", 0) + 1
         delay = backoff(attempts)
         callback.update(attempts=attempts, last_error=str(exc))
-        if now + delay - first_at > current(Worker).webhook_max_age_seconds:
+        if now + delay - first_at > current(Worker).webhooks.max_age_seconds:
             callback["state"] = "gave_up"
             _save(job_id, callback)
             log.warning("callback of job %s given up after %d attempts: %s", job_id, attempts, exc)

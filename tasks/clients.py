@@ -17,15 +17,15 @@ from inferq.settings import Worker, current
 @cache
 def backend() -> redis.Redis:
     """The result backend's Redis: results, metrics, cancel marks, callback states."""
-    settings = current(Worker)
-    return redis.Redis.from_url(settings.backend, socket_timeout=settings.redis_timeout,
-                                socket_connect_timeout=settings.redis_timeout)
+    link = current(Worker).redis
+    return redis.Redis.from_url(link.backend, socket_timeout=link.timeout,
+                                socket_connect_timeout=link.timeout)
 
 
 @cache
 def broker() -> redis.Redis:
     """The broker's Redis: taking batch-mates, acknowledging and giving back what this worker holds."""
-    settings = current(Worker)
+    link = current(Worker).redis
     # Fail fast: a failed take skips the batch-mates, a failed acknowledgement is left to the lease.
-    return redis.Redis.from_url(settings.broker, socket_timeout=settings.redis_timeout,
-                                socket_connect_timeout=settings.redis_timeout, retry=Retry(NoBackoff(), 0))
+    return redis.Redis.from_url(link.broker, socket_timeout=link.timeout,
+                                socket_connect_timeout=link.timeout, retry=Retry(NoBackoff(), 0))

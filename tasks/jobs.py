@@ -35,11 +35,11 @@ def classify_job(self, texts: list[str], queued_at: float | None = None) -> cont
     mark = getattr(request, contract.CANCEL_HEADER, None)
     delivered = passes.Job(request.id, texts, queued_at, bool(getattr(request, contract.CALLBACK_HEADER, False)),
                            cancel_mark=mark.encode() if mark else None)
-    lanes = list(contract.lane_queues(settings.queue).values())
+    lanes = list(contract.lane_queues(settings.redis.queue).values())
     delivery = int(getattr(request, contract.DELIVERY_HEADER, None) or 1)
     # With the jobs the take took behind this one (none for a redelivery: it runs alone).
     batch = passes.Batch([delivered, *map(passes.Job.of, batching.claim(request.id, lanes[0]))],
-                         settings.batch_size, lambda room: _take(lanes[:1], room, settings.result_ttl))
+                         settings.delivery.batch_size, lambda room: _take(lanes[:1], room, settings.redis.result_ttl))
     try:
         deliveries.admit(request.id, delivery)
     except deliveries.PoisonJob as exc:

@@ -47,7 +47,7 @@ def _give_back_orphans(sender: Any = None, **_: Any) -> None:
     try:
         tags = give_back(sender.task_consumer.channel, sender.hostname)
         # The name's holding set, kept (with its expiry) from before this worker's first take.
-        holdings.keep(sender.task_consumer.channel.client, current(Worker).result_ttl)
+        holdings.keep(sender.task_consumer.channel.client, current(Worker).redis.result_ttl)
     except Exception as exc:  # never stop a worker from starting: the leases still run out
         log.warning("could not look for jobs a previous %s left behind (%s: %s); they come back once their "
                     "leases run out (the visibility timeout)", getattr(sender, "hostname", "worker"),

@@ -53,7 +53,7 @@ def state(job_id: str, outcome: Outcome) -> dict:
 
 def store(outcomes: list[tuple[str, Outcome]]) -> None:
     """Store (SET with the results' TTL) and publish (for the API's long-polls) each job's state, in one round trip."""
-    ttl = current(Worker).result_ttl
+    ttl = current(Worker).redis.result_ttl
     states = [(wire.result_key(job_id), json.dumps(state(job_id, outcome))) for job_id, outcome in outcomes]
     warned = False
     while True:

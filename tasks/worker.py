@@ -57,7 +57,7 @@ def load_model() -> LoadedModel:
 
     settings = current(Worker)
     started = time.perf_counter()
-    loaded = load(settings.model, settings.model_cache, settings.precision, settings.torch_threads)
+    loaded = load(settings.model.name, settings.model.cache, settings.precision, settings.torch_threads)
     classify(loaded, [WARMUP_TEXT])  # first call pays one-off allocation costs
     _state.model = loaded
     _state.loads += 1
@@ -101,9 +101,9 @@ def _load_on_process_init(**_):
 def _beat(hostname: str) -> None:
     import redis
 
-    settings = current(Worker)
-    client = redis.Redis.from_url(settings.broker, socket_timeout=settings.redis_timeout,
-                                  socket_connect_timeout=settings.redis_timeout)
+    link = current(Worker).redis
+    client = redis.Redis.from_url(link.broker, socket_timeout=link.timeout,
+                                  socket_connect_timeout=link.timeout)
     collected_at = time.monotonic()
     while not _heartbeat_stop.is_set():
         if time.monotonic() - collected_at >= GC_SECONDS:
@@ -114,10 +114,10 @@ def _beat(hostname: str) -> None:
             metrics.flush()
             # A thread of its own: the solo pool runs the job on the main thread, which may hold it for
             # longer than the visibility timeout; the leases of what it holds must not run out meanwhile.
-            holdings.renew(client, settings.result_ttl)
+            holdings.renew(client, link.result_ttl)
         except redis.RedisError as exc:
             log.warning("heartbeat to Redis failed: %s", exc)
-        _heartbeat_stop.wait(settings.heartbeat_seconds)
+        _heartbeat_stop.wait(link.heartbeat_seconds)
     metrics.flush()  # what this worker's last jobs counted
     try:
         client.zrem(WORKERS_KEY, hostname)
@@ -158,4 +158,4 @@ def _stop_heartbeat(**_):
     _heartbeat_stop.set()
     thread = _state.heartbeat
     if thread is not None:
-        thread.join(timeout=current(Worker).redis_timeout + 0.5)
+        thread.join(timeout=current(Worker).redis.timeout + 0.5)

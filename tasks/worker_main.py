@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from inferq.contract import lane_queues
 
     extra = sys.argv[1:] if argv is None else argv
-    sys.argv = ["celery", *WORKER_ARGS, *queue_args(lane_queues(settings.current(settings.Worker).queue)), *extra]
+    sys.argv = ["celery", *WORKER_ARGS, *queue_args(lane_queues(settings.current(settings.Worker).redis.queue)), *extra]
     return celery_main()
 
 

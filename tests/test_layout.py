@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE_DIRS = ("api", "tasks", "stack", "bench", "deploy", "client")
+PACKAGE_DIRS = ("api", "settings", "tasks", "stack", "bench", "deploy", "client")
 
 
 def module_name(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""Settings: typed sections, defaults, validation, and a clear refusal at each process's start."""
+"""Settings: one object per kind of process holding its parts, defaults, validation, a clear refusal at start."""
 from __future__ import annotations
 
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from inferq import settings
-from inferq.settings import Api, Celery, Client, ConfigError, Redis, Stack, Worker, load
+from inferq.settings import Api, Client, ConfigError, Delivery, RedisLink, Stack, Worker, current, load
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -17,14 +17,14 @@ BIN = Path(sys.executable).parent
 def test_defaults_are_usable():
     worker = load(Worker, {})
     assert worker.torch_threads == 1
-    assert worker.model == "distilbert-base-uncased-finetuned-sst-2-english"
-    assert worker.visibility_timeout >= settings.LEASE_BEATS * worker.heartbeat_seconds
-    assert worker.soft_time_limit == worker.task_time_limit - 30
-    assert worker.broker == worker.backend == settings.LOCAL_REDIS_URL
+    assert worker.model.name == "distilbert-base-uncased-finetuned-sst-2-english"
+    assert worker.delivery.visibility_timeout >= settings.LEASE_BEATS * worker.redis.heartbeat_seconds
+    assert worker.delivery.soft_time_limit == worker.delivery.task_time_limit - 30
+    assert worker.redis.broker == worker.redis.backend == settings.LOCAL_REDIS_URL
 
 
 def test_redis_url_feeds_broker_and_results_unless_overridden():
-    redis = load(Redis, {"REDIS_URL": "redis://h:1/2", "INFERQ_RESULT_BACKEND": "redis://r:3/4"})
+    redis = load(RedisLink, {"REDIS_URL": "redis://h:1/2", "INFERQ_RESULT_BACKEND": "redis://r:3/4"})
     assert redis.broker == "redis://h:1/2"
     assert redis.backend == "redis://r:3/4"
 
@@ -45,8 +45,27 @@ def test_unsafe_worker_settings_are_refused(env, fragment):
 
 def test_a_worker_only_problem_is_no_problem_for_other_processes():
     env = {"INFERQ_VISIBILITY_TIMEOUT": "1"}
-    for section in (Redis, Celery, Api, Client, Stack):
+    for section in (RedisLink, Delivery, Api, Client, Stack):
         load(section, env)  # no ConfigError: only the worker checks its leases
+
+
+def test_a_process_holds_its_parts_each_read_once():
+    # celeryconfig reads the Delivery and RedisLink parts: in a worker they are the worker's own objects.
+    worker = current(Worker)
+    assert worker.delivery is current(Delivery) and worker.redis is current(RedisLink)
+    api = load(Api, {"INFERQ_QUEUE": "q", "INFERQ_API_KEYS": "k" * 20, "INFERQ_WEBHOOK_SECRET": "s" * 20})
+    assert (api.redis.queue, api.keys.accepted, api.webhooks.secret) == ("q", ("k" * 20,), "s" * 20)
+    assert load(Client, {"INFERQ_API_BIND": "0.0.0.0:8000"}).url == "http://127.0.0.1:8000"
+
+
+def test_no_settings_class_takes_a_librarys_name():
+    import celery
+    import flask
+    import kombu
+    import redis
+
+    taken = {name for module in (celery, flask, kombu, redis) for name in dir(module)}
+    assert not {name for name in settings.__all__ if name[0].isupper()} & taken
 
 
 def test_one_vocabulary_for_booleans():

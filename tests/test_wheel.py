@@ -45,7 +45,7 @@ def test_a_wheel_install_builds_and_loads_the_model_and_runs_the_cli_outside_its
              "from inferq.tasks.worker import load_model\n"
              "loaded = load_model()\n"
              "print(s.__file__)\n"
-             "print(s.current(s.ModelSource).model_cache)\n"
+             "print(s.current(s.ModelSource).cache)\n"
              "print(s.current(s.Stack).state_dir)\n"
              "print(loaded.info['name'], loaded.labels)\n")
     python = getattr(sys, "_base_executable", sys.executable)

@@ -83,13 +83,14 @@ def check() -> None:
     from inferq.settings import Worker, current
 
     settings = current(Worker)
-    if settings.precision.startswith("onnx-") and not exported(settings.model) and cached(
-            settings.model, settings.model_cache, settings.precision == "onnx-int8") is None:
-        raise RuntimeError(f"no ONNX export of {settings.model} under {settings.model_cache}: "
+    model = settings.model
+    if settings.precision.startswith("onnx-") and not exported(model.name) and cached(
+            model.name, model.cache, settings.precision == "onnx-int8") is None:
+        raise RuntimeError(f"no ONNX export of {model.name} under {model.cache}: "
                            "every worker would export it again at start")
-    loaded = load(settings.model, settings.model_cache, settings.precision, settings.torch_threads)
+    loaded = load(model.name, model.cache, settings.precision, settings.torch_threads)
     [result] = classify(loaded, ["the image is ready"])
-    print(f"inferq-build: {settings.model} ({settings.precision}) loads as uid {os.getuid()}: {result['label']}")
+    print(f"inferq-build: {model.name} ({settings.precision}) loads as uid {os.getuid()}: {result['label']}")
 
 
 def main(argv: list[str]) -> int:

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from inferq.deploy.defaults import AWS_MAX_ATTEMPTS
 from inferq.deploy.errors import DeployError
-from inferq.deploy.settings import AWS_MAX_ATTEMPTS
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import base64
 
 from inferq.deploy.aws.tags import cluster_filter, tag_spec
+from inferq.deploy.defaults import IMDS_HOP_LIMIT, WAIT_SECONDS
 from inferq.deploy.errors import aws_call
 from inferq.deploy.retry import eventually
-from inferq.deploy.settings import IMDS_HOP_LIMIT, WAIT_SECONDS
 
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 """States of an instance that still exists (terminated ones linger in describe for an hour)."""

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import re
 
+from inferq.deploy.defaults import VCPU_QUOTA_CODE
 from inferq.deploy.errors import aws_call
-from inferq.deploy.settings import VCPU_QUOTA_CODE
 
 STANDARD_LETTERS = "acdhimrtz"
 """Families whose On-Demand instances count against the standard vCPU quota (A, C, D, H, I, M, R, T, Z)."""

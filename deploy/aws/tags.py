@@ -1,7 +1,7 @@
 """The cluster's tags, as EC2 wants them in TagSpecifications and Filters."""
 from __future__ import annotations
 
-from inferq.deploy.settings import NAME_TAG_KEY, ROLE_TAG_KEY, TAG_KEY
+from inferq.deploy.defaults import NAME_TAG_KEY, ROLE_TAG_KEY, TAG_KEY
 
 
 def tags(cluster: str, role: str, name: str) -> list[dict]:

@@ -1,4 +1,4 @@
-"""Request validation in process, through create_app(test_config) and Flask's test client: no server, no Redis.
+"""Request validation in process, through create_app(settings) and Flask's test client: no server, no Redis.
 
 The same bad requests as test_errors.py, which sends them to the real API under
 gunicorn: here they run in milliseconds, so a change to validation is checked
@@ -8,23 +8,33 @@ every case below is refused before the job queue is touched.
 """
 from __future__ import annotations
 
+import os
+
 import pytest
+from flask import Flask
 
 from inferq.api import create_app
+from inferq.settings import Api, load
 from tests.api.test_errors import CASES, MAX_BODY, MAX_TEXTS
 
 KEY = "k" * 24
 
 
+def make_app(**env: object) -> Flask:
+    """The API with env's settings (read as the API reads its environment) over this process's own."""
+    app = create_app(load(Api, {**os.environ, **{name: str(value) for name, value in env.items()}}))
+    app.testing = True
+    return app
+
+
 @pytest.fixture(scope="module")
 def client():
-    app = create_app({"MAX_CONTENT_LENGTH": MAX_BODY, "INFERQ_MAX_TEXTS": MAX_TEXTS, "TESTING": True})
-    return app.test_client()
+    return make_app(INFERQ_MAX_BODY_BYTES=MAX_BODY, INFERQ_MAX_TEXTS=MAX_TEXTS).test_client()
 
 
 @pytest.fixture(scope="module")
 def keyed_client():
-    return create_app({"INFERQ_API_KEYS": (KEY,), "TESTING": True}).test_client()
+    return make_app(INFERQ_API_KEYS=KEY).test_client()
 
 
 @pytest.mark.parametrize("name,path,kwargs,status,code", CASES, ids=[c[0] for c in CASES])
@@ -68,8 +78,8 @@ def test_unknown_route_and_method_are_json(client):
     assert client.delete("/jobs").json["error"] == "method_not_allowed"
 
 
-def _document(**config):
-    client = create_app({"TESTING": True, **config}).test_client()
+def _document(**env):
+    client = make_app(**env).test_client()
     return client, client.get("/openapi.json").json
 
 

@@ -44,7 +44,7 @@ FAB_TIMEOUT = 900
 
 REDIS_MEMORY = 32 * 2**20
 """About what the lab's Redis may hold: its fraction of this machine's memory is set to come to this,
-so a test can fill it (on AWS the fraction is deploy.settings.REDIS_MEMORY_FRACTION)."""
+so a test can fill it (on AWS the fraction is deploy.defaults.REDIS_MEMORY_FRACTION)."""
 
 
 def mem_total() -> int:

@@ -307,7 +307,7 @@ def test_ipv6_rules_are_converged_too(fresh, aws_env, ec2):
 
 def test_aws_clients_retry_in_standard_mode(aws_env, monkeypatch):
     from inferq.deploy.aws import clients
-    from inferq.deploy.settings import AWS_MAX_ATTEMPTS
+    from inferq.deploy.defaults import AWS_MAX_ATTEMPTS
 
     for key, value in aws_env.items():
         monkeypatch.setenv(key, value)

@@ -269,7 +269,7 @@ class Checker:
         from inferq.model.loader import load
         from inferq.settings import ModelSource, current
 
-        loaded = load(self.stack.env["INFERQ_MODEL"], current(ModelSource).model_cache, CHECKER_ENV["INFERQ_PRECISION"])
+        loaded = load(self.stack.env["INFERQ_MODEL"], current(ModelSource).cache, CHECKER_ENV["INFERQ_PRECISION"])
         texts = sorted({t for ts in accepted.values() for t in ts})
         out = {}
         for i in range(0, len(texts), 64):

@@ -95,10 +95,10 @@ def test_one_state_dir_one_stack(tmp_path):
 
 def test_settings_of_the_stack():
     settings = load(Stack, {"INFERQ_API_BIND": "0.0.0.0:8000", "REDIS_URL": "redis://h:1/0"})
-    assert settings.url == "http://127.0.0.1:8000" and settings.external_redis
+    assert settings.client.url == "http://127.0.0.1:8000" and settings.external_redis
     assert not load(Stack, {}).external_redis
     assert load(Stack, {"HF_HUB_OFFLINE": "1"}).hub_offline and not load(Stack, {}).hub_offline
-    assert load(Stack, {"INFERQ_API_URL": "http://api:5000/"}).url == "http://api:5000"
+    assert load(Stack, {"INFERQ_API_URL": "http://api:5000/"}).client.url == "http://api:5000"
 
 
 def test_log_tail_prints_whole_lines_under_their_service_across_rotation(tmp_path):

@@ -22,8 +22,8 @@ import yaml
 from inferq.contract import WORKERS_KEY
 from inferq.deploy import nodes
 from inferq.deploy.config_files import compose_dotenv, env_file
+from inferq.deploy.defaults import WORKER_UID
 from inferq.deploy.inventory import Host
-from inferq.deploy.settings import WORKER_UID
 from inferq.stack import processes
 from inferq.tasks.faults import SLEEP_PREFIX
 from tests import holders

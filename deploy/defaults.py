@@ -1,8 +1,8 @@
-"""Defaults of the deploy tooling.
+"""Defaults of the deploy tooling: its command-line options, AWS names and sizes, the hosts' layout.
 
-Deploy-only settings are command-line options (``inferq-provision --help``,
+Deploy-only values are command-line options (``inferq-provision --help``,
 ``fab -r deploy --help deploy``) whose defaults live here, not environment
-variables in celeryconfig: they matter to the operator's machine only, and
+variables in inferq.settings: they matter to the operator's machine only, and
 no inferq process ever reads them. AWS credentials and the region are read by
 boto3 itself (``AWS_PROFILE``, ``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL``).
 """
@@ -109,6 +109,9 @@ AWS_RETRY_SECONDS = 5.0
 AWS_RETRY_LONGEST = 30.0
 """Longest wait between two tries (8 tries: about 2.5 minutes in all)."""
 
+# Relative to the directory the operator runs the tools in, on purpose: a cluster's inventory and secrets
+# belong to the operator's working folder (a checkout: its gitignored state/ and secrets/), never to the
+# installed package, and two folders can hold two clusters. --inventory and --secrets-dir move them.
 INVENTORY = "state/inventory.json"
 """Where provisioning writes the inventory that the Fabric tasks read (the pinned host keys go beside it)."""
 

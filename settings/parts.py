@@ -1,0 +1,152 @@
+"""The parts processes share, each declared once: a process's settings hold the parts it reads."""
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from inferq.settings.parser import ConfigError, Section, setting
+
+
+def _user_dir(variable: str, fallback: str) -> Path:
+    """inferq's folder in an XDG base directory: $variable, else fallback under the home directory."""
+    return Path(os.environ.get(variable) or Path.home() / fallback) / "inferq"
+
+
+USER_CACHE_DIR = _user_dir("XDG_CACHE_HOME", ".cache")
+"""Where models built or exported here are cached by default: a user's folder, never the installed package
+(a wheel install puts the package in site-packages). `make run` points it at the checkout's .cache/models."""
+
+USER_STATE_DIR = _user_dir("XDG_STATE_HOME", ".local/state")
+"""Where the local stack keeps Redis's data, logs and Flower's login by default (`make run`: the checkout's
+state/)."""
+
+LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
+"""The Redis every process uses when REDIS_URL is not set."""
+
+DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
+"""What users with a network get: the SST-2 sentiment model from the hub."""
+
+APPENDFSYNC_MODES = ("always", "everysec", "no")
+"""Redis AOF fsync policies: what a host crash can lose (docs/operations.md, "Guarantees")."""
+
+MIN_API_KEY_LENGTH = 16
+"""Shorter API keys can be guessed; refuse them at start-up."""
+
+
+@dataclass(frozen=True)
+class RedisLink(Section):
+    """Where the queue is: every server process (API, worker, Flower, the stack) connects to it."""
+
+    url: str = setting("REDIS_URL", "", f"The Redis holding queue, results and job records (unset: "
+                                        f"{LOCAL_REDIS_URL}; the local stack then starts its own).")
+    broker_url: str = setting("INFERQ_BROKER_URL", "", "Celery's broker, when it is not REDIS_URL.")
+    result_backend: str = setting("INFERQ_RESULT_BACKEND", "", "Celery's result backend, when it is not REDIS_URL.")
+    queue: str = setting("INFERQ_QUEUE", "inferq", "The interactive lane's queue (a Redis list of that name); "
+                         "the bulk lane's is this name + `.bulk`.")
+    timeout: float = setting("INFERQ_REDIS_TIMEOUT", 1.5, "Seconds a Redis call may take before the "
+                             "API answers 503 or a worker retries.", minimum=0.1)
+    result_ttl: int = setting("INFERQ_RESULT_TTL", 24 * 3600, "Seconds a job's record and result are kept.",
+                              minimum=1)
+    heartbeat_seconds: float = setting("INFERQ_HEARTBEAT_SECONDS", 2.0, "How often a worker says it is alive "
+                                       "(/readyz counts workers seen in the last three beats).", minimum=0.1)
+
+    @property
+    def broker(self) -> str:
+        """The broker URL every process uses."""
+        return self.broker_url or self.url or LOCAL_REDIS_URL
+
+    @property
+    def backend(self) -> str:
+        """The result backend URL every process uses."""
+        return self.result_backend or self.url or LOCAL_REDIS_URL
+
+
+@dataclass(frozen=True)
+class Delivery(Section):
+    """How jobs are delivered to workers, bounded and batched (celeryconfig.py gives these to Celery)."""
+
+    task_time_limit: int = setting("INFERQ_TASK_TIME_LIMIT", 300, "Seconds a job may run before its worker "
+                                   "process is killed.", minimum=1)
+    task_soft_time_limit: int = setting("INFERQ_TASK_SOFT_TIME_LIMIT", 0, "Seconds before the job is asked to "
+                                        "stop (0: 30 s under the hard limit).", minimum=0)
+    visibility_timeout: int = setting("INFERQ_VISIBILITY_TIMEOUT", 300, "Seconds a taken job's lease lasts "
+                                      "unrenewed: its worker renews it at every heartbeat, however long the job "
+                                      "runs, so this bounds how long the jobs of a worker that died (and was not "
+                                      "restarted under its name) or froze wait before another worker takes them.",
+                                      minimum=1)
+    batch_size: int = setting("INFERQ_BATCH_SIZE", 16, "Texts a worker may run as one batch: with a job, "
+                              "it takes the jobs already waiting behind it while their texts fit, and never "
+                              "waits for more (1: one job at a time).", minimum=1)
+
+    @property
+    def soft_time_limit(self) -> int:
+        """The soft limit in force: as set, else 30 s under the hard limit."""
+        hard = self.task_time_limit
+        return self.task_soft_time_limit or (hard - 30 if hard > 30 else hard)
+
+
+@dataclass(frozen=True)
+class ModelSource(Section):
+    """Which model to serve, and where built or exported models are cached."""
+
+    name: str = setting("INFERQ_MODEL", DEFAULT_MODEL, "A hub id, a model directory, or offline:tiny / "
+                        "offline:base (built here, random weights).")
+    cache: str = setting("INFERQ_MODEL_CACHE", str(USER_CACHE_DIR / "models"),
+                         "Where offline builds and ONNX exports are kept.",
+                         shown="$XDG_CACHE_HOME/inferq/models (~/.cache/inferq/models)")
+
+
+@dataclass(frozen=True)
+class Webhooks(Section):
+    """Signed completion callbacks: the API checks a job's callback_url, the workers deliver it."""
+
+    secret: str = setting("INFERQ_WEBHOOK_SECRET", "", "HMAC-SHA256 key of the Inferq-Signature header "
+                          f"(at least {MIN_API_KEY_LENGTH} characters); unset: submits with a "
+                          "callback_url are refused (callbacks_disabled).")
+    max_age_seconds: float = setting("INFERQ_WEBHOOK_MAX_AGE_SECONDS", 86400.0, "How long a callback is "
+                                     "retried (backoff with jitter) before it is given up.", minimum=1)
+    allowed_networks: tuple[str, ...] = setting(
+        "INFERQ_WEBHOOK_ALLOWED_NETWORKS", (), "Comma-separated CIDRs a callback may reach although they are "
+        "loopback, private, link-local or otherwise not public (unset: public addresses only).")
+    timeout: float = setting("INFERQ_WEBHOOK_TIMEOUT", 10.0, "Seconds one callback POST may take.", minimum=0.1)
+
+    def check(self) -> None:
+        """Refuse a guessable secret and networks that do not parse."""
+        if self.secret and len(self.secret) < MIN_API_KEY_LENGTH:
+            raise ConfigError(f"INFERQ_WEBHOOK_SECRET is shorter than {MIN_API_KEY_LENGTH} characters")
+        for cidr in self.allowed_networks:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(f"INFERQ_WEBHOOK_ALLOWED_NETWORKS: {cidr!r} is not a network (CIDR)") from None
+
+
+@dataclass(frozen=True)
+class ApiKeys(Section):
+    """The keys the API accepts."""
+
+    accepted: tuple[str, ...] = setting("INFERQ_API_KEYS", (), "Comma-separated API keys (at least "
+                                        f"{MIN_API_KEY_LENGTH} characters each); unset: no key needed.")
+
+    def check(self) -> None:
+        """Refuse keys short enough to guess (never echoing one: start-up errors reach logs)."""
+        short = [k for k in self.accepted if len(k) < MIN_API_KEY_LENGTH]
+        if short:
+            raise ConfigError(f"INFERQ_API_KEYS has {len(short)} key(s) shorter than {MIN_API_KEY_LENGTH} characters")
+
+
+@dataclass(frozen=True)
+class ApiAddress(Section):
+    """Where the API listens."""
+
+    bind: str = setting("INFERQ_API_BIND", "127.0.0.1:5000", "host:port gunicorn listens on.")
+
+
+@dataclass(frozen=True)
+class Durability(Section):
+    """What a Redis inferq runs itself (the local stack's, the orchestrator's) may lose in a crash."""
+
+    appendfsync: str = setting("INFERQ_REDIS_APPENDFSYNC", "everysec", "AOF fsync policy: what a host "
+                               "crash can lose (docs/operations.md).", choices=APPENDFSYNC_MODES)
