@@ -103,6 +103,18 @@ def api_url(service_env, workers, tmp_path_factory) -> str:
 
 
 @pytest.fixture()
+def celery_client(redis_server):
+    """A Celery app of a client's (JSON only) on the session's Redis: to send tasks, revoke, read events."""
+    from celery import Celery
+
+    app = Celery("test-client", broker=redis_server.url, backend=redis_server.url)
+    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json",
+                    result_accept_content=["json"])
+    yield app
+    app.close()
+
+
+@pytest.fixture()
 def http():
     with requests.Session() as session:
         yield session

@@ -8,8 +8,6 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-import pytest
-from celery import Celery
 from kombu import Connection, Queue
 from kombu.transport import redis as kombu_redis
 
@@ -21,23 +19,14 @@ from tests.conftest import start_workers
 from tests.events import EventLog
 
 
-@pytest.fixture()
-def celery_app(redis_server):
-    app = Celery("wire-test", broker=redis_server.url, backend=redis_server.url)
-    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json",
-                    result_accept_content=["json"])
-    yield app
-    app.close()
-
-
 def _decode(raw: bytes) -> tuple[dict, list]:
     message = json.loads(raw)
     return message, json.loads(base64.b64decode(message["body"]))
 
 
-def test_the_envelope_is_what_send_task_writes(celery_app, redis_client):
+def test_the_envelope_is_what_send_task_writes(celery_client, redis_client):
     queue, texts, queued_at = "wire-envelope", ["first text", "second"], time.time()
-    celery_app.send_task(contract.CLASSIFY_TASK, task_id="a" * 32, queue=queue, ignore_result=True,
+    celery_client.send_task(contract.CLASSIFY_TASK, task_id="a" * 32, queue=queue, ignore_result=True,
                          **contract.classify_message(texts, queued_at))
     redis_client.lpush(queue, wire.classify_envelope("b" * 32, texts, queued_at, queue))
     # LPUSH puts the newest at the left: ours first, then send_task's.
@@ -59,8 +48,8 @@ def test_the_envelope_is_what_send_task_writes(celery_app, redis_client):
     assert (headers["id"], args, kwargs) == ("a" * 32, [texts], {"queued_at": queued_at})
 
 
-def test_the_states_are_what_celerys_redis_backend_stores(celery_app, redis_client):
-    backend = celery_app.backend
+def test_the_states_are_what_celerys_redis_backend_stores(celery_client, redis_client):
+    backend = celery_client.backend
     done = datetime.now(UTC).isoformat()
     result = {"results": [], "model": {}, "started_at": 1.0, "finished_at": 2.0, "worker": {}}
     cases = {
@@ -86,7 +75,7 @@ def test_the_states_are_what_celerys_redis_backend_stores(celery_app, redis_clie
             assert stored["result"]["exc_module"] == mine["result"]["exc_module"]
         # What Celery's own client reads back from our state: the same status and result.
         redis_client.set(wire.result_key(job), json.dumps(mine))
-        assert celery_app.AsyncResult(job).state == mine["status"], name
+        assert celery_client.AsyncResult(job).state == mine["status"], name
 
 
 def test_kombus_unacked_entry_is_the_one_the_take_writes(redis_server, redis_client):
@@ -123,13 +112,13 @@ def test_kombus_unacked_entry_is_the_one_the_take_writes(redis_server, redis_cli
     assert kombu_redis.Channel.keyprefix_queue == wire.BINDING_KEY.replace("{}", "%s")
 
 
-def test_the_events_of_batch_mates_carry_what_celerys_own_events_do(celery_app, redis_client, service_env,
+def test_the_events_of_batch_mates_carry_what_celerys_own_events_do(celery_client, redis_client, service_env,
                                                                      tmp_path):
     """Celery sends the events of the job it delivered; the task sends its batch-mates' (tasks/passes.py):
     each of ours has every field Celery's of the same type has, so Flower shows both alike."""
     queue = "wire-events"
     env = {**service_env, "INFERQ_QUEUE": queue, "INFERQ_TEST_FAULTS": "1"}
-    log = EventLog(celery_app)
+    log = EventLog(celery_client)
     [worker] = start_workers(env, ["wired"], redis_client, tmp_path)
     try:
         def run(text: str) -> str:
@@ -140,7 +129,7 @@ def test_the_events_of_batch_mates_carry_what_celerys_own_events_do(celery_app, 
 
         ok, failed = run("a fine text"), run(FAIL_JOB)
         revoked = uuid.uuid4().hex
-        celery_app.control.revoke(revoked)
+        celery_client.control.revoke(revoked)
         processes.wait_until(lambda: f"revoked: {revoked}" in (tmp_path / "wired.log").read_text(), 10, "revoke")
         wake.push(redis_client, queue, wire.classify_envelope(revoked, ["x"], time.time(), queue))
         processes.wait_until(lambda: revoked in log.events["task-revoked"] and ok in log.events["task-succeeded"]

@@ -7,7 +7,6 @@ import time
 import uuid
 
 import pytest
-from celery import Celery
 
 from inferq import contract
 from inferq.broker import wake, wire
@@ -25,15 +24,6 @@ QUEUE = "inferq-batch-test"
 """Queues of their own (this name plus a suffix), so the session's workers never take these jobs."""
 
 BATCH = 4
-
-
-@pytest.fixture()
-def client_app(redis_server):
-    app = Celery("batch-test", broker=redis_server.url, backend=redis_server.url)
-    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json",
-                    result_accept_content=["json"])
-    yield app
-    app.close()
 
 
 def _send(app, texts: list[str], queue: str):
@@ -67,7 +57,7 @@ def _env(service_env, queue: str, batch: int = BATCH, **extra: str) -> dict[str,
             **extra}
 
 
-def test_waiting_jobs_run_together_each_with_its_own_result(client_app, redis_client, service_env, tiny_model,
+def test_waiting_jobs_run_together_each_with_its_own_result(celery_client, redis_client, service_env, tiny_model,
                                                             tmp_path):
     queue = QUEUE + "-together"
     # Batches of up to BATCH (4) texts: [1 + 1 + 2], [3 + 1], [2 + 2], [4], [1]: a job whose texts do not
@@ -79,7 +69,7 @@ def test_waiting_jobs_run_together_each_with_its_own_result(client_app, redis_cl
     succeeded_before = int(redis_client.get(contract.SUCCEEDED_KEY) or 0)
     # Queued before the worker starts: it finds them all waiting, as under load.
     sent = [_push(redis_client, texts, queue) for texts in jobs]
-    events = EventLog(client_app)
+    events = EventLog(celery_client)
     [worker] = start_workers(_env(service_env, queue), ["batcher"], redis_client, tmp_path)
     try:
         got = [_result(redis_client, job_id) for job_id in sent]
@@ -109,7 +99,7 @@ def test_waiting_jobs_run_together_each_with_its_own_result(client_app, redis_cl
     assert holders.deliveries(redis_client, sent) == dict.fromkeys(sent, 1)
 
 
-def test_a_lone_job_runs_alone_and_at_once(client_app, redis_client, service_env, tmp_path):
+def test_a_lone_job_runs_alone_and_at_once(celery_client, redis_client, service_env, tmp_path):
     queue = QUEUE + "-lone"
     [worker] = start_workers(_env(service_env, queue, batch=64), ["lone"], redis_client, tmp_path)
     try:
@@ -123,10 +113,10 @@ def test_a_lone_job_runs_alone_and_at_once(client_app, redis_client, service_env
     assert len(result["results"]) == 1
 
 
-def test_a_failing_job_fails_alone_inside_a_batch(client_app, redis_client, service_env, tmp_path):
+def test_a_failing_job_fails_alone_inside_a_batch(celery_client, redis_client, service_env, tmp_path):
     queue = QUEUE + "-fail"
     jobs = [["first"], ["ok one"], [FAIL_JOB], ["ok two"]]
-    sent = [_send(client_app, texts, queue) for texts in jobs]
+    sent = [_send(celery_client, texts, queue) for texts in jobs]
     [worker] = start_workers(_env(service_env, queue), ["failer"], redis_client, tmp_path)
     try:
         states = [_state(redis_client, job_id) for job_id in sent]
@@ -138,13 +128,13 @@ def test_a_failing_job_fails_alone_inside_a_batch(client_app, redis_client, serv
     assert {s["result"]["worker"]["batch"] for s in states if s["status"] == "SUCCESS"} == {3}
 
 
-def test_a_poison_job_spends_only_its_own_deliveries(client_app, redis_client, service_env, tmp_path):
+def test_a_poison_job_spends_only_its_own_deliveries(celery_client, redis_client, service_env, tmp_path):
     """A job that kills its worker mid-batch: the batch comes back, every job then runs alone, the
     poison job is failed after INFERQ_MAX_DELIVERIES and its batch-mates succeed, each delivered twice."""
     queue = QUEUE + "-poison"
     max_deliveries = load_settings(Worker, {}).max_deliveries
     jobs = [["first"], ["mate one"], [KILL_WORKER], ["mate two"]]
-    sent = [_send(client_app, texts, queue) for texts in jobs]
+    sent = [_send(celery_client, texts, queue) for texts in jobs]
     env = _env(service_env, queue)
     restarts = 0
     worker = None
@@ -174,7 +164,7 @@ def test_a_poison_job_spends_only_its_own_deliveries(client_app, redis_client, s
     assert all(s["result"]["worker"]["batch"] == 1 for s in states if s["status"] == "SUCCESS")
 
 
-def test_batch_mates_of_a_job_celery_never_runs_are_given_back_and_run(client_app, redis_client, service_env,
+def test_batch_mates_of_a_job_celery_never_runs_are_given_back_and_run(celery_client, redis_client, service_env,
                                                                        tmp_path):
     """The take takes a batch with its first job; if Celery then drops that job without running its task
     (revoked from Flower, say), the batch-mates it took are given back before the next take, and run."""
@@ -183,7 +173,7 @@ def test_batch_mates_of_a_job_celery_never_runs_are_given_back_and_run(client_ap
     log = tmp_path / "reviver.log"
     try:
         revoked = uuid.uuid4().hex
-        client_app.control.revoke(revoked)  # kept in the worker's memory: Celery will not run that job
+        celery_client.control.revoke(revoked)  # kept in the worker's memory: Celery will not run that job
         processes.wait_until(lambda: f"Tasks flagged as revoked: {revoked}" in log.read_text(), 10, "the revoke")
         busy = _push(redis_client, [SLEEP_PREFIX + "1"], queue)
         processes.wait_until(lambda: redis_client.hexists(wire.UNACKED_KEY, busy), 10, "the worker busy")
