@@ -23,13 +23,16 @@ system-deps:
 	scripts/system-deps.sh
 	scripts/container-engine.sh || ! printf '%s' "$$CI" | grep -qixE 'true|1'
 
-# Static checks: ruff everywhere; mypy on the API, the workers, the contract and the settings.
-# mypy cannot follow an editable install's import hook, so it reads the checkout through a
-# link named inferq (setup.cfg maps the repository to the inferq package the same way).
+# Static checks: ruff everywhere; mypy on every package and top-level module (setup.cfg's packages,
+# then the modules at the root). The repository root is the package inferq (setup.cfg maps it so), but
+# its folder can have any name and mypy cannot follow an editable install's import hook: a link named
+# inferq to the checkout lets mypy see it as the package, from a clone in any directory.
+MYPY_TARGETS := $(foreach p,api broker model settings tasks stack bench deploy client,-p inferq.$(p)) \
+	$(foreach m,contract jobview webhooks celeryconfig celery_app commands,-m inferq.$(m))
 lint: venv
 	$(VENV)/bin/ruff check .
 	mkdir -p .cache/mypy-path && ln -sfn ../.. .cache/mypy-path/inferq
-	MYPYPATH=.cache/mypy-path $(VENV)/bin/mypy -p inferq.api -p inferq.broker -p inferq.model -p inferq.settings -p inferq.tasks -m inferq.contract -m inferq.jobview -m inferq.webhooks
+	MYPYPATH=.cache/mypy-path $(VENV)/bin/mypy $(MYPY_TARGETS)
 
 # The test suite: the static checks, then the tests; they start their own Redis, workers and
 # API and need nothing running.

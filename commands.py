@@ -32,6 +32,9 @@ def flower(bin_dir: str = "", address: str = "", port: int | None = None) -> lis
             *([f"--port={port}"] if port else []), *([f"--address={address}"] if address else [])]
 
 
-def local_worker_node(index: int, host: str = "%h") -> str:
-    """The local stack's name for its index-th worker (w1@host, w2@host ...); %h lets Celery fill in the host."""
+def local_worker_node(index: int | str, host: str = "%h") -> str:
+    """The local stack's name for its index-th worker (w1@host, w2@host ...); %h lets Celery fill in the host.
+
+    index is the worker's number, or a placeholder a supervisor replaces with it (stack/supervisor_config.py).
+    """
     return f"w{index}@{host}"

@@ -32,7 +32,9 @@ def record(pid: int, seconds: float, out: Path, subprocesses: bool) -> subproces
 
 def summarize(path: Path, top: int = 25) -> str:
     """Self time and total time per function, from collapsed stacks."""
-    own, total, samples = Counter(), Counter(), 0
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         n = int(count)

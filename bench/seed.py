@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import requests
@@ -25,7 +26,7 @@ def start(model_dir: str, containers: int, log_dir: Path) -> tuple[str, list]:
         procs.append(proc)
         urls.append(f"http://127.0.0.1:{port}")
     for proc, url, k in zip(procs, urls, range(containers)):
-        processes.wait_until(lambda url=url: processes.http_ok(url + "/health"), 300, f"seed container {k}",
+        processes.wait_until(partial(processes.http_ok, url + "/health"), 300, f"seed container {k}",
                              proc, log_dir / f"seed-container-{k}.log")
     port = free_port()
     log = log_dir / "seed-orchestrator.log"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import socket
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -42,9 +43,12 @@ class Services:
             started.append((name, log, processes.spawn(processes.worker_command(name), env, log)))
         for name, log, proc in started:
             full = f"{name}@{socket.gethostname()}"
-            processes.wait_until(lambda full=full: self.client.zscore(WORKERS_KEY, full) is not None,
-                                 600, f"worker {name}", proc, log)
+            processes.wait_until(partial(self.heartbeat_seen, full), 600, f"worker {name}", proc, log)
         self.workers = [proc for _, _, proc in started]
+
+    def heartbeat_seen(self, node: str) -> bool:
+        """Whether the worker named node (name@host) has sent a heartbeat."""
+        return self.client.zscore(WORKERS_KEY, node) is not None
 
     def worker_rss_mb(self) -> list[float]:
         """Resident memory of each worker process (the solo pool runs jobs in that process)."""
@@ -64,7 +68,7 @@ class Services:
                     pass
             return total
 
-        return {"api (gunicorn)": cpu(self.api.pid, True), "redis": cpu(self.redis.process.pid, False),
+        return {"api (gunicorn)": cpu(self.api.pid, True), "redis": cpu(self.redis.pid, False),
                 "workers": sum(cpu(p.pid, False) for p in self.workers),
                 "load generator": cpu(psutil.Process().pid, False)}
 
@@ -77,7 +81,7 @@ class Services:
     def pin(self, service_cpus: set[int], worker_cpus: set[int]) -> None:
         """Put the API and Redis on service_cpus and the workers on worker_cpus (every thread of each)."""
         pinning.pin(self.api.pid, service_cpus)
-        pinning.pin(self.redis.process.pid, service_cpus)
+        pinning.pin(self.redis.pid, service_cpus)
         for proc in self.workers:
             pinning.pin(proc.pid, worker_cpus)
 

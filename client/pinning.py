@@ -7,8 +7,10 @@ the request is sent), whatever any CA says, and fails otherwise.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import requests
+from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
 
 FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
@@ -34,11 +36,14 @@ class PinnedAdapter(HTTPAdapter):
         kwargs["assert_fingerprint"] = self.fingerprint
         super().init_poolmanager(*args, **kwargs)
 
-    def send(self, request, **kwargs):
+    def send(self, request: PreparedRequest, stream: bool = False,
+             timeout: float | tuple[float, float] | tuple[float, None] | None = None, verify: bool | str = True,
+             cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
+             proxies: Mapping[str, str] | None = None) -> Response:
+        """Send request with the fingerprint as the only check of the certificate."""
         # The fingerprint is the check: no CA chain (a self-signed certificate has none, and
-        # REQUESTS_CA_BUNDLE in the environment must not bring one back).
-        kwargs["verify"] = False
-        return super().send(request, **kwargs)
+        # REQUESTS_CA_BUNDLE in the environment must not bring one back), whatever verify says.
+        return super().send(request, stream=stream, timeout=timeout, verify=False, cert=cert, proxies=proxies)
 
 
 def pin(session: requests.Session, fingerprint: str) -> requests.Session:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
+from functools import partial
 
 from fabric import Connection
 
@@ -109,7 +110,7 @@ class Containers:
             previous[service] = now["image"] if now else None
             self.recreate(c, service)
             replaced += 1
-            reason = wait([nodes.node(self.host, index)], lambda service=service: self.failure(c, service, image))
+            reason = wait([nodes.node(self.host, index)], partial(self.failure, c, service, image))
             if reason:
                 self.roll_back(c, image, previous, reason, report)
             report(f"{self.host.name}: {service} runs {image.tag} ({image.short})")

@@ -36,6 +36,7 @@ def _load(inventory, secrets_dir):
 
 def _run(action):
     """Run a task's action; every failure ends as one line on stderr, exit status 1."""
+    from fabric.runners import Result as RemoteResult
     from invoke.exceptions import UnexpectedExit
     from paramiko import SSHException
 
@@ -48,8 +49,9 @@ def _run(action):
         # Commands never carry secrets (they travel in files), so naming the command is safe.
         result = exc.result
         last = (result.stderr.strip().splitlines() or result.stdout.strip().splitlines() or [""])[-1]
-        raise Exit(f"fab: on {result.connection.host}: `{result.command}` exited {result.exited}: {last}",
-                   code=1) from None
+        # Every command runs over a Connection (fabric's Result names it); a local one would have no host.
+        where = f"on {result.connection.host}: " if isinstance(result, RemoteResult) else ""
+        raise Exit(f"fab: {where}`{result.command}` exited {result.exited}: {last}", code=1) from None
     except (OSError, SSHException) as exc:
         raise Exit(f"fab: SSH failed: {exc}; check the inventory's addresses and the admin CIDR", code=1) from None
 

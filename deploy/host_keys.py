@@ -41,7 +41,8 @@ def user_data() -> str:
 
 def keys_in_console(output: str) -> list[str]:
     """The host public keys ("type base64") of the last complete block a console shows; [] if none yet."""
-    blocks, current = [], None
+    blocks: list[list[str]] = []
+    current: list[str] | None = None
     for line in output.splitlines():
         if BEGIN in line:
             current = []

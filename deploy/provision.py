@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from inferq.deploy import defaults, host_keys, preflight
@@ -50,10 +51,10 @@ def checks(aws: Aws, options: Options, found: Survey) -> preflight.Checks:
             TagSpecifications=tag_spec("key-pair", options.cluster, "key", "key")))
     for role, group in found.groups.items():
         if group is None:
-            todo.add("ec2:CreateSecurityGroup", f"creating the {role} security group", lambda role=role: (
-                ec2.create_security_group(GroupName=f"{options.cluster}-{role}", Description="inferq pre-flight",
-                                          VpcId=found.vpc_id, DryRun=True,
-                                          TagSpecifications=tag_spec("security-group", options.cluster, role, role))))
+            todo.add("ec2:CreateSecurityGroup", f"creating the {role} security group", partial(
+                ec2.create_security_group, GroupName=f"{options.cluster}-{role}", Description="inferq pre-flight",
+                VpcId=found.vpc_id, DryRun=True,
+                TagSpecifications=tag_spec("security-group", options.cluster, role, role)))
     # Rules go onto the cluster's groups, or (not made yet) onto the VPC's default group in this dry run; the
     # rule is one no group has (TEST-NET-1, port 9), so the answer is about the permission, not a duplicate.
     target = next((g["GroupId"] for g in found.groups.values() if g), None) or security_groups.default_group(
@@ -66,7 +67,7 @@ def checks(aws: Aws, options: Options, found: Survey) -> preflight.Checks:
                                            options.instance_type(role), options.volume_gb,
                                            key_name=found.key["KeyName"] if found.key else "")
         todo.add("ec2:RunInstances", f"launching {options.instance_type(role)} instances",
-                 lambda request=request: ec2.run_instances(**request, DryRun=True))
+                 partial(ec2.run_instances, **request, DryRun=True))
     if found.stopped:
         todo.add("ec2:StartInstances", "starting stopped instances",
                  lambda: ec2.start_instances(InstanceIds=found.stopped, DryRun=True))
@@ -167,7 +168,11 @@ def up(aws: Aws, options: Options, dry_run: bool, report: Report, host_key_wait:
     preflight.require(aws, arn, checks(aws, options, found), report)
     preflight.require_vcpus(aws, vcpus_needed(ec2, options, found), report)
     changes: list[str] = []
-    counting = lambda line: (changes.append(line), report(line))  # noqa: E731
+
+    def counting(line: str) -> None:
+        changes.append(line)
+        report(line)
+
     if not dry_run:
         mark_provisioning(options)
     key_name = ensure_key(ec2, options, found, dry_run, counting)

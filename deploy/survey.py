@@ -8,6 +8,7 @@ from inferq.deploy import defaults
 from inferq.deploy import inventory as inv
 from inferq.deploy.aws import images, instances, keypairs, security_groups
 from inferq.deploy.aws.tags import tag_value
+from inferq.deploy.errors import DeployError
 from inferq.deploy.options import Options
 
 ROLES = {"worker": "workers", "orchestrator": "orchestrator"}
@@ -43,6 +44,15 @@ def i_role(instance: dict) -> str | None:
     return tag_value(instance, defaults.ROLE_TAG_KEY)
 
 
+def instance_name(instance: dict) -> str:
+    """An instance's name tag; DeployError for one that carries the cluster tag but no name (not one `up` made)."""
+    name = tag_value(instance, defaults.NAME_TAG_KEY)
+    if name is None:
+        raise DeployError(f"instance {instance['InstanceId']} carries the cluster tag but no {defaults.NAME_TAG_KEY} "
+                          "tag: tag it with its name (orchestrator, worker-N) or terminate it, then run again")
+    return name
+
+
 def host_names(workers: int) -> list[tuple[str, str]]:
     """(role, name) of every instance: one orchestrator, then worker-1..N."""
     return [("orchestrator", "orchestrator")] + [("worker", f"worker-{i}") for i in range(1, workers + 1)]
@@ -50,7 +60,7 @@ def host_names(workers: int) -> list[tuple[str, str]]:
 
 def survey(ec2, options: Options) -> Survey:
     """Look everything up by tag; nothing is changed."""
-    existing = {tag_value(i, defaults.NAME_TAG_KEY): i for i in instances.find(ec2, options.cluster)}
+    existing = {instance_name(i): i for i in instances.find(ec2, options.cluster)}
     wanted = host_names(options.workers)
     found = Survey(
         key=keypairs.find(ec2, options.cluster), vpc_id=security_groups.default_vpc(ec2),

@@ -9,6 +9,7 @@ else's next, and a new cluster of the same name gets passwords of its own.
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from inferq.deploy import credentials, defaults, preflight, tls
@@ -30,10 +31,10 @@ def checks(aws: Aws, doomed: list[dict], groups: list[dict], pair: dict | None) 
     for group in groups:
         if group.get("IpPermissions"):
             todo.add("ec2:RevokeSecurityGroupIngress", f"revoking the rules of {group['GroupName']}",
-                     lambda group=group: ec2.revoke_security_group_ingress(
-                         GroupId=group["GroupId"], IpPermissions=group["IpPermissions"], DryRun=True))
+                     partial(ec2.revoke_security_group_ingress, GroupId=group["GroupId"],
+                             IpPermissions=group["IpPermissions"], DryRun=True))
         todo.add("ec2:DeleteSecurityGroup", f"deleting {group['GroupName']}",
-                 lambda group=group: ec2.delete_security_group(GroupId=group["GroupId"], DryRun=True))
+                 partial(ec2.delete_security_group, GroupId=group["GroupId"], DryRun=True))
     if pair:
         todo.add("ec2:DeleteKeyPair", f"deleting key pair {pair['KeyName']}",
                  lambda: ec2.delete_key_pair(KeyName=pair["KeyName"], DryRun=True))

@@ -57,6 +57,13 @@ class RedisServer:
         self.process: subprocess.Popen | None = None
 
     @property
+    def pid(self) -> int:
+        """The server's process id; RuntimeError before start()."""
+        if self.process is None:
+            raise RuntimeError("redis-server was never started: call start() first")
+        return self.process.pid
+
+    @property
     def url(self) -> str:
         """A redis:// URL with the password, for REDIS_URL."""
         return f"redis://:{self.password}@{self.bind}:{self.port}/0"

@@ -34,6 +34,7 @@ import time
 import xmlrpc.client
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from supervisor.xmlrpc import Faults, SupervisorTransport
 
@@ -78,11 +79,13 @@ class Supervisor:
     def stop(self) -> None:
         """Ask supervisord to stop everything (services first, Redis last) and exit."""
         self.stopping = True  # from now on the stack starts nothing again
-        if self.running():
+        if self.process is not None and self.running():
             self.process.send_signal(signal.SIGTERM)
 
     def wait(self) -> int:
         """Wait for supervisord to exit; its exit status."""
+        if self.process is None:
+            raise RuntimeError("supervisord was never started: call start() first")
         return self.process.wait()
 
     def rpc(self) -> xmlrpc.client.ServerProxy:
@@ -93,7 +96,8 @@ class Supervisor:
 
     def processes(self) -> list[dict]:
         """Every process's state, as supervisor.getAllProcessInfo gives it."""
-        return self.rpc().supervisor.getAllProcessInfo()
+        # XML-RPC answers are untyped on the wire; supervisor's API documents this one as a list of structs.
+        return cast(list[dict], self.rpc().supervisor.getAllProcessInfo())
 
     def start_process(self, group: str, name: str) -> None:
         """Start a process again without waiting for it to stay up: supervisord watches it from then on."""

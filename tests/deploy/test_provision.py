@@ -169,6 +169,17 @@ def test_teardown_deletes_what_is_tagged_and_nothing_else(fresh, aws_env, ec2):
     assert "deleted 0 resource(s) tagged" in run_command(DOWN, aws_env, fresh).stdout
 
 
+def test_an_instance_with_the_cluster_tag_but_no_name_stops_up_before_any_change(fresh, aws_env, ec2):
+    # Not one `up` made (each carries its name from launch): which host it stands for cannot be guessed.
+    stray = ec2.run_instances(ImageId=NEWEST_UBUNTU, MinCount=1, MaxCount=1, TagSpecifications=[
+        {"ResourceType": "instance", "Tags": [{"Key": TAG, "Value": "inferq"}]}])["Instances"][0]["InstanceId"]
+    line = one_line(run_command(UP, aws_env, fresh, check=False))
+    assert line == (f"inferq-provision: instance {stray} carries the cluster tag but no inferq:name tag: tag it with "
+                    "its name (orchestrator, worker-N) or terminate it, then run again")
+    assert [i["InstanceId"] for i in tagged(ec2)["instances"]] == [stray]
+    assert tagged(ec2)["keys"] == [] and tagged(ec2)["groups"] == []
+
+
 def test_aws_errors_are_one_line_and_down_removes_what_was_made(fresh, aws_env, ec2):
     vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
     # An untagged group squatting on the name inferq would give its own group.
