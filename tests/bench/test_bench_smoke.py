@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 SUMMARY_KEYS = {"workers", "workload", "precision", "raw_tps", "seed_tps", "e2e_tps", "e2e_over_raw",
@@ -14,6 +16,7 @@ SUMMARY_KEYS = {"workers", "workload", "precision", "raw_tps", "seed_tps", "e2e_
 """The keys the last line must have (docs/performance.md)."""
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_results_plots_and_a_json_last_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "inferq.bench", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=280)

@@ -5,10 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_ONLY = {"torch", "onnxruntime", "celery", "flask", "kombu", "transformers", "gunicorn", "flower"}
 
 
+@pytest.mark.slow
 def test_the_client_installs_without_torch_onnxruntime_celery_or_flask(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)

@@ -142,6 +142,7 @@ def test_the_address_is_checked_again_at_delivery(control, receiver_factory, tmp
         stack.stop()
 
 
+@pytest.mark.slow
 def test_a_worker_killed_while_a_callback_is_pending_still_delivers(receiver_factory, tmp_path_factory, tiny_model):
     """The receiver fails the first attempt, and the worker holding the retry is SIGKILLed right after:
     the retry (or the unacknowledged attempt) comes back through Redis, and another worker delivers it."""
