@@ -18,7 +18,14 @@ import json
 import uuid
 from typing import Any
 
-from inferq.contract import CALLBACK_HEADER, CLASSIFY_TASK, TEXTS_HEADER, JobResult, classify_message
+from inferq.contract import (
+    CALLBACK_HEADER,
+    CLASSIFY_TASK,
+    DELIVER_CALLBACK_TASK,
+    TEXTS_HEADER,
+    JobResult,
+    classify_message,
+)
 
 # --- Celery's result backend and states ---
 
@@ -110,6 +117,12 @@ def classify_envelope(job_id: str, texts: list[str], queued_at: float, queue: st
     message = classify_message(texts, queued_at)
     return task_envelope(CLASSIFY_TASK, job_id, message["args"], dict(message["kwargs"]), queue,
                          {TEXTS_HEADER: len(texts), **({CALLBACK_HEADER: True} if callback else {})}, job_id)
+
+
+def callback_envelope(job_id: str, queue: str) -> str:
+    """The message of a job's callback delivery (DELIVER_CALLBACK_TASK, args [job_id]), as the API queues it for a
+    job cancelled while queued and a worker for a job it finished."""
+    return task_envelope(DELIVER_CALLBACK_TASK, uuid.uuid4().hex, [job_id], {}, queue)
 
 
 def read_task(raw: bytes | str) -> tuple[dict[str, Any], dict[str, Any], list, dict]:

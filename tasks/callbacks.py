@@ -28,6 +28,7 @@ from typing import Any
 import redis
 
 from inferq import jobview, webhooks
+from inferq.broker import wake, wire
 from inferq.celery_app import app
 from inferq.contract import CALLBACK_KEY, DELIVER_CALLBACK_TASK
 from inferq.settings import Worker, current
@@ -54,8 +55,9 @@ def jobs_finished(job_ids: list[str]) -> None:
     for job_id, raw in zip(job_ids, raws):
         if raw is None or json.loads(raw).get("state") != "pending":
             continue
-        try:
-            app.send_task(DELIVER_CALLBACK_TASK, args=[job_id], queue=current(Worker).redis.queue)
+        queue = current(Worker).redis.queue
+        try:  # the same message the API queues for a job cancelled while queued (broker/wire.py)
+            wake.push(clients.broker(), queue, wire.callback_envelope(job_id, queue))
         except Exception as exc:
             log.error("could not queue the callback of job %s: %s", job_id, exc)
 

@@ -48,6 +48,22 @@ def test_the_envelope_is_what_send_task_writes(celery_client, redis_client):
     assert (headers["id"], args, kwargs) == ("a" * 32, [texts], {"queued_at": queued_at})
 
 
+def test_the_callback_envelope_is_what_send_task_writes(celery_client, redis_client):
+    """The API (a job cancelled while queued) and a worker (a job it finished) queue a callback delivery through
+    wire.callback_envelope, not send_task: the two must stay the same message."""
+    queue, job_id = "wire-callback", uuid.uuid4().hex
+    celery_client.send_task(contract.DELIVER_CALLBACK_TASK, args=[job_id], queue=queue, ignore_result=True)
+    redis_client.lpush(queue, wire.callback_envelope(job_id, queue))
+    (ours, our_body), (theirs, their_body) = _decode(redis_client.lpop(queue)), _decode(redis_client.lpop(queue))
+    assert our_body == their_body == [[job_id], {}, {"callbacks": None, "errbacks": None, "chain": None,
+                                                     "chord": None}]
+    assert set(ours) == set(theirs)
+    assert set(ours["headers"]) == set(theirs["headers"])
+    assert ours["headers"]["task"] == theirs["headers"]["task"] == contract.DELIVER_CALLBACK_TASK
+    assert ours["properties"]["delivery_info"] == theirs["properties"]["delivery_info"]
+    assert ours["headers"]["id"] != theirs["headers"]["id"]  # a new delivery id each time
+
+
 def test_the_states_are_what_celerys_redis_backend_stores(celery_client, redis_client):
     backend = celery_client.backend
     done = datetime.now(UTC).isoformat()
