@@ -166,7 +166,11 @@ def up(aws: Aws, options: Options, dry_run: bool, report: Report, host_key_wait:
     arn = preflight.identity(aws)  # first: with refused credentials, every later call would fail obscurely
     found = survey(ec2, options)
     preflight.require(aws, arn, checks(aws, options, found), report)
-    preflight.require_vcpus(aws, vcpus_needed(ec2, options, found), report)
+    group_vcpus = 0
+    if options.autoscale and quotas.standard(options.worker_type):
+        # The group may grow to its maximum without asking: the quota must allow it now.
+        group_vcpus = options.autoscale.max_hosts * quotas.vcpus(ec2, {options.worker_type})[options.worker_type]
+    preflight.require_vcpus(aws, vcpus_needed(ec2, options, found) + group_vcpus, report)
     changes: list[str] = []
 
     def counting(line: str) -> None:
@@ -181,6 +185,14 @@ def up(aws: Aws, options: Options, dry_run: bool, report: Report, host_key_wait:
     security_groups.converge(ec2, groups["orchestrator"],
                              orchestrator_rules(options, groups["workers"]["GroupId"]), dry_run, counting)
     ids = ensure_instances(ec2, options, found, key_name, groups, dry_run, counting)
+    scaling = None
+    if options.autoscale:
+        from inferq.deploy import autoscaling
+
+        scaling = autoscaling.connect(aws.region, aws.sts)
+        autoscaling.up(ec2, scaling, options.cluster, options.autoscale, found.images["worker"], options.worker_type,
+                       options.volume_gb, key_name, groups["workers"]["GroupId"], found.vpc_id,
+                       host_keys.user_data(), counting, dry_run)
     if dry_run:
         report(f"dry run: {len(changes)} change(s) planned, nothing done")
         return len(changes)
@@ -198,6 +210,13 @@ def up(aws: Aws, options: Options, dry_run: bool, report: Report, host_key_wait:
         report(f"note: volume {volume} was made before inferq encrypted root volumes; only `down` and `up` "
                "replace it")
     hosts = sorted((host_of(i) for i in described), key=host_order)
+    if scaling:
+        from inferq.deploy import autoscaling
+
+        for host in hosts:
+            if host.role == "orchestrator":
+                autoscaling.associate_orchestrator_profile(ec2, autoscaling.Names(options.cluster),
+                                                           host.instance_id, counting)
     pins, unpinned = pin_host_keys(ec2, options, hosts, host_key_wait, report)
     path = Path(options.inventory)
     inv.merge(path, cluster=options.cluster, hosts=hosts, key_file=str(options.key_file), region=options.region,
