@@ -137,6 +137,8 @@ class Clients:
     autoscaling: Any
     region: str
     account: str
+    s3: Any = None
+    ssm: Any = None
 
 
 def connect(region: str, sts: Any) -> Clients:
@@ -148,8 +150,10 @@ def connect(region: str, sts: Any) -> Clients:
     session = boto3.session.Session()
     with aws_call("asking STS for the account"):
         account = sts.get_caller_identity()["Account"]
-    return Clients(session.client("iam", config=config), session.client("autoscaling", region_name=region,
-                                                                         config=config), region, account)
+    return Clients(session.client("iam", config=config),
+                   session.client("autoscaling", region_name=region, config=config), region, account,
+                   session.client("s3", region_name=region, config=config),
+                   session.client("ssm", region_name=region, config=config))
 
 
 def iam_tags(cluster: str, role: str) -> list[dict]:
@@ -405,7 +409,17 @@ def up(ec2, clients: Clients, cluster: str, group: Group, image: dict, instance_
        key_name: str, group_id: str, vpc_id: str, user_data: str, report, dry_run: bool) -> int:
     """Everything the group needs, in dependency order; the number of changes."""
     names = Names(cluster)
-    changes = ensure_role(clients.iam, cluster, names.worker_role, "worker",
+    from inferq.deploy import image_store
+
+    bucket = names.bucket(clients.account, clients.region)
+    if dry_run:
+        report(f"would make sure of bucket {bucket} (private, encrypted, TLS only): the worker image's place")
+        changes = 0
+    else:
+        changes = int(image_store.ensure_bucket(clients.s3, bucket, clients.region, cluster))
+        if changes:
+            report(f"create bucket {bucket} (private, encrypted, TLS only): the worker image's place")
+    changes += ensure_role(clients.iam, cluster, names.worker_role, "worker",
                           worker_policy(names, clients.region, clients.account), report, dry_run)
     changes += ensure_role(clients.iam, cluster, names.orchestrator_role, "orchestrator", orchestrator_policy(),
                            report, dry_run)
@@ -428,6 +442,16 @@ def found_resources(ec2, clients: Clients, cluster: str) -> list[tuple[str, str]
     template = find_template(ec2, names)
     if template and {"Key": defaults.TAG_KEY, "Value": cluster} in template.get("Tags", []):
         found.append(("launch template", names.template))
+    from inferq.deploy import image_store
+
+    bucket = names.bucket(clients.account, clients.region)
+    with aws_call(f"looking up bucket {bucket}"):
+        tags = _exists(lambda: clients.s3.get_bucket_tagging(Bucket=bucket), "NoSuchBucket", "NoSuchTagSet", "404")
+    if tags and {"Key": defaults.TAG_KEY, "Value": cluster} in tags["TagSet"]:
+        found.append(("S3 bucket", bucket))
+    with aws_call("looking up the worker parameters"):
+        if clients.ssm.get_parameters_by_path(Path=image_store.parameter_path(cluster), MaxResults=1)["Parameters"]:
+            found.append(("SSM parameters", image_store.parameter_path(cluster)))
     for name in (names.worker_role, names.orchestrator_role):
         with aws_call(f"looking up role {name}"):
             role = _exists(lambda n=name: clients.iam.get_role(RoleName=n), "NoSuchEntity")
@@ -467,6 +491,11 @@ def down(ec2, clients: Clients, cluster: str, doomed: list[tuple[str, str]], rep
     if "launch template" in kinds:
         with aws_call(f"deleting launch template {names.template}"):
             ec2.delete_launch_template(LaunchTemplateName=names.template)
+    if "S3 bucket" in kinds or "SSM parameters" in kinds:
+        from inferq.deploy import image_store
+
+        bucket = names.bucket(clients.account, clients.region) if "S3 bucket" in kinds else "-"
+        image_store.delete_all(clients.s3, clients.ssm, cluster, bucket)
     iam = clients.iam
     for kind, name in doomed:
         if kind != "IAM role and instance profile":

@@ -29,6 +29,7 @@ def everything(aws_env) -> dict:
     profiles = [p for p in iam.list_instance_profiles()["InstanceProfiles"]
                 if p["InstanceProfileName"].startswith("inferq-")]
     return {
+        "buckets": [b["Name"] for b in client(aws_env, "s3").list_buckets()["Buckets"]],
         "groups": autoscaling.describe_auto_scaling_groups()["AutoScalingGroups"],
         "templates": ec2.describe_launch_templates()["LaunchTemplates"],
         "policies": autoscaling.describe_policies()["ScalingPolicies"],
@@ -39,6 +40,7 @@ def everything(aws_env) -> dict:
 def test_up_makes_the_group_as_asked_and_down_leaves_nothing(fresh, aws_env, ec2):
     out = run_command(GROUP_UP, aws_env, fresh).stdout
     assert "create Auto Scaling group inferq-workers: 1 to 20 hosts, 5 now" in out
+    assert "create bucket inferq-inferq-123456789012-us-east-1 (private, encrypted, TLS only)" in out
     autoscaling, iam = client(aws_env, "autoscaling"), client(aws_env, "iam")
     workers_sg = ec2.describe_security_groups(GroupNames=["inferq-workers"])["SecurityGroups"][0]["GroupId"]
 
@@ -112,9 +114,15 @@ def test_up_makes_the_group_as_asked_and_down_leaves_nothing(fresh, aws_env, ec2
                 if {"Key": "inferq:name", "Value": "worker-1"} in i.get("Tags", [])]
 
     # down: the group (and what moto launched for it), the template, both roles and profiles, the rest as before.
+    # (what `fab deploy` would publish for the group's hosts: deploy/image_store.py)
+    client(aws_env, "ssm").put_parameter(Name="/inferq/inferq/worker/REDIS_URL", Value="x", Type="SecureString")
     gone = run_command(DOWN, aws_env, fresh).stdout
     assert "delete Auto Scaling group inferq-workers" in gone and "delete launch template inferq-workers" in gone
-    assert everything(aws_env) == {"groups": [], "templates": [], "policies": [], "roles": [], "profiles": []}
+    assert "delete S3 bucket inferq-inferq-123456789012-us-east-1" in gone
+    assert "delete SSM parameters /inferq/inferq/worker/" in gone
+    assert client(aws_env, "ssm").get_parameters_by_path(Path="/inferq/inferq/worker/")["Parameters"] == []
+    assert everything(aws_env) == {"buckets": [], "groups": [], "templates": [], "policies": [], "roles": [],
+                                   "profiles": []}
     assert tagged(ec2)["instances"] == [] and tagged(ec2)["groups"] == [] and tagged(ec2)["keys"] == []
     assert "deleted 0 resource(s)" in run_command(DOWN, aws_env, fresh).stdout
 
@@ -129,4 +137,5 @@ def test_min_max_flags_are_checked_and_the_dry_run_plans_the_group(fresh, aws_en
     assert "would launch worker-1" not in out and "would launch orchestrator" in out
     # The quota must allow the group's maximum: 1 orchestrator (2 vCPUs) + 8 hosts x 2.
     assert "pre-flight: vCPUs: 18 more needed" in out
-    assert everything(aws_env) == {"groups": [], "templates": [], "policies": [], "roles": [], "profiles": []}
+    assert everything(aws_env) == {"buckets": [], "groups": [], "templates": [], "policies": [], "roles": [],
+                                   "profiles": []}

@@ -1,0 +1,155 @@
+"""Where hosts of the worker group find the worker image and their secrets by themselves (issue 22, item 2, part).
+
+- The image: the cluster's private bucket ``inferq-<cluster>-<account>-<region>``
+  (public access blocked, default encryption SSE-S3, TLS-only policy, the cluster's
+  tag), one object per image, ``images/sha256-<hex>.tar.zst``: the ``docker save |
+  zstd`` stream, named by the SHA-256 of its bytes, written with SSE.
+- The secrets: SSM parameters under ``/inferq/<cluster>/worker/``, SecureString (the
+  AWS-managed ``aws/ssm`` key), one per worker.env line; ``.../image`` (a String)
+  says which object and which image id the hosts run.
+- ``fetch_image`` is what a booting host does with them: read ``image``, download
+  the object, and refuse it unless its bytes hash to the name.
+
+Only the worker role may read them (deploy/autoscaling.py's policy). Not yet called
+by ``fab deploy``, nor run by a boot script: docs/deploy.md says what is missing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from inferq.deploy import defaults
+from inferq.deploy.errors import DeployError, aws_call
+
+IMAGE_PARAMETER = "image"
+"""The parameter (under the worker path) naming the image: {"key", "sha256", "image_id"} as JSON."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def image_key(sha256: str) -> str:
+    return f"images/sha256-{sha256}.tar.zst"
+
+
+def ensure_bucket(s3: Any, bucket: str, region: str, cluster: str) -> bool:
+    """The cluster's bucket: private, encrypted by default, TLS only, tagged. True if it was made now."""
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_bucket(Bucket=bucket)
+        made = False
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+            raise DeployError(f"bucket {bucket} exists and is not this account's to use: "
+                              f"{exc.response.get('Error', {}).get('Code')}") from None
+        with aws_call(f"creating bucket {bucket}"):
+            where = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+            s3.create_bucket(Bucket=bucket, **where)
+        made = True
+    with aws_call(f"locking down bucket {bucket}"):
+        s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True})
+        s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+            "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}))
+        s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [{"Key": defaults.TAG_KEY, "Value": cluster}]})
+    return made
+
+
+def put_image(s3: Any, bucket: str, path: Path, image_id: str) -> dict[str, str]:
+    """Upload the saved image (once per digest); what the image parameter says."""
+    from botocore.exceptions import ClientError
+
+    sha256 = sha256_of(path)
+    key = image_key(sha256)
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError:
+        from boto3.exceptions import S3UploadFailedError
+
+        with aws_call(f"uploading the worker image to s3://{bucket}/{key}"):
+            try:
+                s3.upload_file(str(path), bucket, key, ExtraArgs={
+                    "ServerSideEncryption": "AES256", "Metadata": {"sha256": sha256, "image-id": image_id}})
+            except S3UploadFailedError as exc:  # boto3's transfer wraps the ClientError in its own
+                raise DeployError(f"uploading the worker image to s3://{bucket}/{key} failed: {exc}") from None
+    return {"key": key, "sha256": sha256, "image_id": image_id}
+
+
+def parameter_path(cluster: str) -> str:
+    return f"/inferq/{cluster}/worker/"
+
+
+def put_parameters(ssm: Any, cluster: str, secrets: dict[str, str], image: dict[str, str]) -> None:
+    """The worker secrets as SecureString parameters, and the image parameter; overwritten when they change."""
+    path = parameter_path(cluster)
+    with aws_call(f"writing the worker parameters under {path}"):
+        for name, value in sorted(secrets.items()):
+            ssm.put_parameter(Name=path + name, Value=value, Type="SecureString", Overwrite=True)
+        ssm.put_parameter(Name=path + IMAGE_PARAMETER, Value=json.dumps(image), Type="String", Overwrite=True)
+
+
+def read_parameters(ssm: Any, cluster: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(the secrets, the image parameter), decrypted, as a booting host reads them."""
+    path = parameter_path(cluster)
+    with aws_call(f"reading the worker parameters under {path}"):
+        pages = ssm.get_paginator("get_parameters_by_path").paginate(Path=path, WithDecryption=True)
+        found = {p["Name"][len(path):]: p["Value"] for page in pages for p in page["Parameters"]}
+    if IMAGE_PARAMETER not in found:
+        raise DeployError(f"no {path}{IMAGE_PARAMETER} parameter: `fab deploy` has not published an image yet")
+    image = json.loads(found.pop(IMAGE_PARAMETER))
+    return found, image
+
+
+def fetch_image(s3: Any, bucket: str, image: dict[str, str], dest: Path) -> Path:
+    """Download the image the parameter names and check its bytes against its digest; DeployError if they differ."""
+    with aws_call(f"downloading s3://{bucket}/{image['key']}"):
+        s3.download_file(bucket, image["key"], str(dest))
+    got = sha256_of(dest)
+    if got != image["sha256"] or image["key"] != image_key(got):
+        dest.unlink()
+        raise DeployError(f"s3://{bucket}/{image['key']} has SHA-256 {got}, not {image['sha256']}: refused, not "
+                          "loaded")
+    return dest
+
+
+def delete_all(s3: Any, ssm: Any, cluster: str, bucket: str) -> list[str]:
+    """Delete the bucket (its objects, every version) and the parameters; what was deleted."""
+    from botocore.exceptions import ClientError
+
+    deleted = []
+    try:
+        s3.head_bucket(Bucket=bucket)
+        present = True
+    except ClientError:
+        present = False
+    if present:
+        with aws_call(f"deleting bucket {bucket}"):
+            for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+                doomed = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                          for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+                if doomed:
+                    s3.delete_objects(Bucket=bucket, Delete={"Objects": doomed})
+            s3.delete_bucket(Bucket=bucket)
+        deleted.append(f"bucket {bucket}")
+    path = parameter_path(cluster)
+    with aws_call(f"deleting the parameters under {path}"):
+        names = [p["Name"] for page in ssm.get_paginator("get_parameters_by_path").paginate(Path=path)
+                 for p in page["Parameters"]]
+        for start in range(0, len(names), 10):
+            ssm.delete_parameters(Names=names[start:start + 10])
+    if names:
+        deleted.append(f"{len(names)} parameter(s) under {path}")
+    return deleted

@@ -1,0 +1,86 @@
+"""The worker group's image object and parameters (deploy/image_store.py) in moto's server: a private, encrypted
+bucket holding the image by digest, SecureString parameters, a host's fetch refusing bytes that do not match the
+digest, the worker role's policy covering exactly these, and nothing left after delete_all."""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+
+import pytest
+import requests
+
+from inferq.deploy import autoscaling, image_store
+from inferq.deploy.errors import DeployError
+
+
+@pytest.fixture()
+def aws(moto_endpoint, aws_env):
+    import boto3
+
+    requests.post(moto_endpoint + "/moto-api/reset", timeout=5).raise_for_status()
+    make = lambda service: boto3.client(service, region_name="us-east-1", endpoint_url=moto_endpoint,  # noqa: E731
+                                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    return make("s3"), make("ssm")
+
+
+def test_the_image_and_secrets_are_stored_privately_and_fetched_only_by_digest(aws, tmp_path):
+    s3, ssm = aws
+    names = autoscaling.Names("c22")
+    bucket = names.bucket("123456789012", "us-east-1")
+    assert image_store.ensure_bucket(s3, bucket, "us-east-1", "c22") is True
+    assert image_store.ensure_bucket(s3, bucket, "us-east-1", "c22") is False  # a second run makes nothing
+    block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert all(block.values()) and len(block) == 4
+    rule = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    assert policy["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert s3.get_bucket_tagging(Bucket=bucket)["TagSet"] == [{"Key": "inferq:cluster", "Value": "c22"}]
+
+    saved = tmp_path / "image.tar.zst"
+    saved.write_bytes(os.urandom(3 * 2**20))
+    # moto enforces the bucket policy: its endpoint is plain HTTP, so the TLS-only statement refuses the upload.
+    with pytest.raises(DeployError, match="Forbidden"):
+        image_store.put_image(s3, bucket, saved, "sha256:abc123")
+    s3.delete_bucket_policy(Bucket=bucket)  # (boto3 speaks HTTPS to AWS itself; here the rest goes over HTTP)
+    image = image_store.put_image(s3, bucket, saved, "sha256:abc123")
+    assert image["key"] == f"images/sha256-{image_store.sha256_of(saved)}.tar.zst"
+    head = s3.head_object(Bucket=bucket, Key=image["key"])
+    assert head["ServerSideEncryption"] == "AES256" and head["Metadata"]["image-id"] == "sha256:abc123"
+    image_store.put_parameters(ssm, "c22", {"REDIS_URL": "rediss://inferq-worker:pw@10.0.0.5:6379/0",
+                                            "INFERQ_WEBHOOK_SECRET": "s3cret"}, image)
+    stored = {p["Name"]: p for p in ssm.get_parameters_by_path(Path="/inferq/c22/worker/")["Parameters"]}
+    assert stored["/inferq/c22/worker/REDIS_URL"]["Type"] == "SecureString"
+    assert stored["/inferq/c22/worker/REDIS_URL"]["Value"] != "rediss://inferq-worker:pw@10.0.0.5:6379/0"
+    assert stored["/inferq/c22/worker/image"]["Type"] == "String"
+
+    # The worker role may read exactly these: the object under images/, the parameters under the worker path.
+    statements = {s["Sid"]: s for s in autoscaling.worker_policy(names, "us-east-1", "123456789012")["Statement"]}
+    assert fnmatch.fnmatch(f"arn:aws:s3:::{bucket}/{image['key']}", statements["ReadTheClusterImage"]["Resource"][0])
+    for name in stored:
+        assert fnmatch.fnmatch(f"arn:aws:ssm:us-east-1:123456789012:parameter{name}",
+                               statements["ReadTheWorkerSecrets"]["Resource"][0])
+
+    # What a booting host does: the decrypted secrets, the image checked against its digest.
+    secrets, wanted = image_store.read_parameters(ssm, "c22")
+    assert secrets == {"REDIS_URL": "rediss://inferq-worker:pw@10.0.0.5:6379/0", "INFERQ_WEBHOOK_SECRET": "s3cret"}
+    fetched = image_store.fetch_image(s3, bucket, wanted, tmp_path / "fetched.tar.zst")
+    assert fetched.read_bytes() == saved.read_bytes()
+    # Someone swaps the object's bytes: the host refuses it and keeps nothing.
+    s3.put_object(Bucket=bucket, Key=image["key"], Body=b"not the image")
+    with pytest.raises(DeployError, match="refused, not loaded"):
+        image_store.fetch_image(s3, bucket, wanted, tmp_path / "swapped.tar.zst")
+    assert not (tmp_path / "swapped.tar.zst").exists()
+
+    deleted = image_store.delete_all(s3, ssm, "c22", bucket)
+    assert deleted == [f"bucket {bucket}", "3 parameter(s) under /inferq/c22/worker/"]
+    assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    assert ssm.get_parameters_by_path(Path="/inferq/c22/worker/")["Parameters"] == []
+    assert image_store.delete_all(s3, ssm, "c22", bucket) == []
+
+
+def test_a_host_without_a_published_image_is_told_so(aws):
+    _s3, ssm = aws
+    with pytest.raises(DeployError, match="`fab deploy` has not published an image yet"):
+        image_store.read_parameters(ssm, "nothing-here")
