@@ -15,28 +15,18 @@ by ``fab deploy``, nor run by a boot script: docs/deploy.md says what is missing
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-from inferq.deploy import defaults
+from inferq.deploy import boot, defaults
 from inferq.deploy.errors import DeployError, aws_call
 
-IMAGE_PARAMETER = "image"
-"""The parameter (under the worker path) naming the image: {"key", "sha256", "image_id"} as JSON."""
+IMAGE_PARAMETER, COMPOSE_PARAMETER = boot.IMAGE_PARAMETER, boot.COMPOSE_PARAMETER
+"""Parameters under the worker path besides the secrets: the image ({"key", "sha256", "image_id", "tag"} as JSON)
+and the compose file the hosts run."""
 
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def image_key(sha256: str) -> str:
-    return f"images/sha256-{sha256}.tar.zst"
+sha256_of, image_key, parameter_path = boot.sha256_of, boot.image_key, boot.parameter_path
 
 
 def ensure_bucket(s3: Any, bucket: str, region: str, cluster: str) -> bool:
@@ -68,7 +58,7 @@ def ensure_bucket(s3: Any, bucket: str, region: str, cluster: str) -> bool:
     return made
 
 
-def put_image(s3: Any, bucket: str, path: Path, image_id: str) -> dict[str, str]:
+def put_image(s3: Any, bucket: str, path: Path, image_id: str, tag: str = "") -> dict[str, str]:
     """Upload the saved image (once per digest); what the image parameter says."""
     from botocore.exceptions import ClientError
 
@@ -85,44 +75,37 @@ def put_image(s3: Any, bucket: str, path: Path, image_id: str) -> dict[str, str]
                     "ServerSideEncryption": "AES256", "Metadata": {"sha256": sha256, "image-id": image_id}})
             except S3UploadFailedError as exc:  # boto3's transfer wraps the ClientError in its own
                 raise DeployError(f"uploading the worker image to s3://{bucket}/{key} failed: {exc}") from None
-    return {"key": key, "sha256": sha256, "image_id": image_id}
+    return {"key": key, "sha256": sha256, "image_id": image_id, "tag": tag}
 
 
-def parameter_path(cluster: str) -> str:
-    return f"/inferq/{cluster}/worker/"
-
-
-def put_parameters(ssm: Any, cluster: str, secrets: dict[str, str], image: dict[str, str]) -> None:
-    """The worker secrets as SecureString parameters, and the image parameter; overwritten when they change."""
+def put_parameters(ssm: Any, cluster: str, secrets: dict[str, str], image: dict[str, str], compose: str = "") -> None:
+    """The worker secrets as SecureString parameters, the image parameter and the compose file; overwritten."""
     path = parameter_path(cluster)
     with aws_call(f"writing the worker parameters under {path}"):
         for name, value in sorted(secrets.items()):
             ssm.put_parameter(Name=path + name, Value=value, Type="SecureString", Overwrite=True)
         ssm.put_parameter(Name=path + IMAGE_PARAMETER, Value=json.dumps(image), Type="String", Overwrite=True)
+        if compose:
+            ssm.put_parameter(Name=path + COMPOSE_PARAMETER, Value=compose, Type="String", Overwrite=True)
 
 
 def read_parameters(ssm: Any, cluster: str) -> tuple[dict[str, str], dict[str, str]]:
-    """(the secrets, the image parameter), decrypted, as a booting host reads them."""
-    path = parameter_path(cluster)
-    with aws_call(f"reading the worker parameters under {path}"):
-        pages = ssm.get_paginator("get_parameters_by_path").paginate(Path=path, WithDecryption=True)
-        found = {p["Name"][len(path):]: p["Value"] for page in pages for p in page["Parameters"]}
-    if IMAGE_PARAMETER not in found:
-        raise DeployError(f"no {path}{IMAGE_PARAMETER} parameter: `fab deploy` has not published an image yet")
-    image = json.loads(found.pop(IMAGE_PARAMETER))
-    return found, image
+    """(the secrets, the image parameter), decrypted, as a booting host reads them (deploy/boot.py)."""
+    with aws_call(f"reading the worker parameters under {parameter_path(cluster)}"):
+        try:
+            secrets, image, _compose = boot.read_parameters(ssm, cluster)
+        except boot.BootError as exc:
+            raise DeployError(str(exc)) from None
+    return secrets, image
 
 
 def fetch_image(s3: Any, bucket: str, image: dict[str, str], dest: Path) -> Path:
     """Download the image the parameter names and check its bytes against its digest; DeployError if they differ."""
     with aws_call(f"downloading s3://{bucket}/{image['key']}"):
-        s3.download_file(bucket, image["key"], str(dest))
-    got = sha256_of(dest)
-    if got != image["sha256"] or image["key"] != image_key(got):
-        dest.unlink()
-        raise DeployError(f"s3://{bucket}/{image['key']} has SHA-256 {got}, not {image['sha256']}: refused, not "
-                          "loaded")
-    return dest
+        try:
+            return boot.fetch_image(s3, bucket, image, dest)
+        except boot.BootError as exc:
+            raise DeployError(str(exc)) from None
 
 
 def delete_all(s3: Any, ssm: Any, cluster: str, bucket: str) -> list[str]:
