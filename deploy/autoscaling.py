@@ -170,8 +170,11 @@ def worker_policy(names: Names, region: str, account: str) -> dict:
     return {"Version": "2012-10-17", "Statement": [
         {"Sid": "ReadTheClusterImage", "Effect": "Allow", "Action": ["s3:GetObject"],
          "Resource": [f"arn:aws:s3:::{bucket}/images/*"]},
-        {"Sid": "ReadTheWorkerSecrets", "Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:GetParameters"],
-         "Resource": [f"arn:aws:ssm:{region}:{account}:parameter{names.parameters}*"]},
+        # The boot script reads the whole path (GetParametersByPath is authorized on the path itself).
+        {"Sid": "ReadTheWorkerSecrets", "Effect": "Allow",
+         "Action": ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"],
+         "Resource": [f"arn:aws:ssm:{region}:{account}:parameter{names.parameters.rstrip('/')}",
+                      f"arn:aws:ssm:{region}:{account}:parameter{names.parameters}*"]},
         {"Sid": "PutTheClusterMetrics", "Effect": "Allow", "Action": ["cloudwatch:PutMetricData"], "Resource": "*",
          "Condition": {"StringEquals": {"cloudwatch:namespace": NAMESPACE}}},
         {"Sid": "LeaveTheGroup", "Effect": "Allow",
@@ -405,8 +408,54 @@ def associate_orchestrator_profile(ec2, names: Names, instance_id: str, report) 
     return 1
 
 
+BOOT_DIR = "/opt/inferq"
+"""Where a group host keeps the compose project (as `fab deploy` does) and, under bin/, the boot and drain scripts."""
+
+
+def boot_user_data(cluster: str, bucket: str, region: str) -> str:
+    """The group hosts' user data: the host key as every host makes it (deploy.host_keys), the packages, the boot
+    script (deploy/boot.py) run once, and the drain watcher (deploy/drain.py) as a systemd unit. Both scripts
+    travel as they are in this checkout (gzip, base64); neither holds a secret: the secrets come from SSM."""
+    import base64
+    import gzip
+    from pathlib import Path
+
+    from inferq.deploy import host_keys
+
+    here = Path(__file__).resolve().parent
+    names = Names(cluster)
+
+    def packed(path: Path) -> str:
+        return base64.b64encode(gzip.compress(path.read_bytes(), mtime=0)).decode()
+
+    config = json.loads(host_keys.user_data()[len(host_keys.CLOUD_CONFIG):])
+    drain = (f"/usr/bin/python3 {BOOT_DIR}/bin/drain.py --group {names.group} --hook {names.hook} "
+             f"--region {region}")
+    config.update({
+        "package_update": True,
+        # Ubuntu's packages: Docker and compose v2 (as `fab deploy` installs them), zstd, and what the scripts import.
+        "packages": ["docker.io", "docker-compose-v2", "zstd", "python3-boto3", "python3-requests"],
+        "write_files": [
+            {"path": f"{BOOT_DIR}/bin/boot.py", "encoding": "gz+b64", "content": packed(here / "boot.py"),
+             "permissions": "0755"},
+            {"path": f"{BOOT_DIR}/bin/drain.py", "encoding": "gz+b64", "content": packed(here / "drain.py"),
+             "permissions": "0755"},
+            {"path": "/etc/systemd/system/inferq-drain.service", "permissions": "0644", "content": (
+                "[Unit]\nDescription=inferq: leave the worker group without losing a job\n"
+                "After=docker.service\n\n[Service]\n"
+                f"ExecStart={drain}\nRestart=always\nRestartSec=5\n\n[Install]\nWantedBy=multi-user.target\n")},
+        ],
+        "runcmd": [
+            ["python3", f"{BOOT_DIR}/bin/boot.py", "--cluster", cluster, "--bucket", bucket, "--region", region,
+             "--dir", BOOT_DIR],
+            ["systemctl", "enable", "--now", "inferq-drain.service"],
+        ],
+    })
+    return host_keys.CLOUD_CONFIG + json.dumps(config)
+
+
 def up(ec2, clients: Clients, cluster: str, group: Group, image: dict, instance_type: str, volume_gb: int,
-       key_name: str, group_id: str, vpc_id: str, user_data: str, report, dry_run: bool) -> int:
+       key_name: str, group_id: str, vpc_id: str, report, dry_run: bool) -> int:
     """Everything the group needs, in dependency order; the number of changes."""
     names = Names(cluster)
     from inferq.deploy import image_store
@@ -423,6 +472,7 @@ def up(ec2, clients: Clients, cluster: str, group: Group, image: dict, instance_
                           worker_policy(names, clients.region, clients.account), report, dry_run)
     changes += ensure_role(clients.iam, cluster, names.orchestrator_role, "orchestrator", orchestrator_policy(),
                            report, dry_run)
+    user_data = boot_user_data(cluster, bucket, clients.region)
     data = template_data(cluster, names, image, instance_type, volume_gb, key_name, group_id, user_data)
     changes += ensure_template(ec2, cluster, names, data, report, dry_run)
     changes += ensure_group(clients, cluster, names, group, [] if dry_run else subnets(ec2, vpc_id), report,

@@ -191,8 +191,7 @@ def up(aws: Aws, options: Options, dry_run: bool, report: Report, host_key_wait:
 
         scaling = autoscaling.connect(aws.region, aws.sts)
         autoscaling.up(ec2, scaling, options.cluster, options.autoscale, found.images["worker"], options.worker_type,
-                       options.volume_gb, key_name, groups["workers"]["GroupId"], found.vpc_id,
-                       host_keys.user_data(), counting, dry_run)
+                       options.volume_gb, key_name, groups["workers"]["GroupId"], found.vpc_id, counting, dry_run)
     if dry_run:
         report(f"dry run: {len(changes)} change(s) planned, nothing done")
         return len(changes)

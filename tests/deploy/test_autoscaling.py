@@ -3,13 +3,17 @@ template, its roles and policy, its scaling policies and lifecycle hook as AWS s
 nothing behind. moto runs no policy and boots no host: what a host does is the lab's."""
 from __future__ import annotations
 
+import ast
+import base64
+import gzip
 import json
 
 import pytest
 import requests
+import yaml
 
 from inferq.deploy import backlog
-from tests.deploy.conftest import NEWEST_UBUNTU, run_command
+from tests.deploy.conftest import NEWEST_UBUNTU, ROOT, run_command
 from tests.deploy.test_provision import DOWN, UP, client, tagged
 
 GROUP_UP = UP + " --workers 5 --min-workers 1 --max-workers 20"
@@ -61,6 +65,21 @@ def test_up_makes_the_group_as_asked_and_down_leaves_nothing(fresh, aws_env, ec2
     for kind in ("instance", "volume", "network-interface"):
         assert specs[kind]["inferq:cluster"] == "inferq" and specs[kind]["inferq:group"] == "inferq-workers", specs
 
+    # The user data: the host key as every host makes it, then the boot script run once and the drain watcher as a
+    # unit, both exactly this checkout's files; no secret (they come from SSM).
+    config = yaml.safe_load(base64.b64decode(data["UserData"]).decode())
+    assert config["ssh_genkeytypes"] == ["ed25519"] and "docker-compose-v2" in config["packages"]
+    files = {f["path"]: f for f in config["write_files"]}
+    for name in ("boot.py", "drain.py"):
+        packed = files[f"/opt/inferq/bin/{name}"]
+        assert gzip.decompress(base64.b64decode(packed["content"])) == (ROOT / "deploy" / name).read_bytes()
+    assert ("ExecStart=/usr/bin/python3 /opt/inferq/bin/drain.py --group inferq-workers --hook inferq-drain "
+            "--region us-east-1") in files["/etc/systemd/system/inferq-drain.service"]["content"]
+    assert config["runcmd"][0] == ["python3", "/opt/inferq/bin/boot.py", "--cluster", "inferq", "--bucket",
+                                   "inferq-inferq-123456789012-us-east-1", "--region", "us-east-1", "--dir",
+                                   "/opt/inferq"]
+    assert "PRIVATE KEY" not in str(config) and "password" not in str(config).lower()
+
     # The group, its hook and its two target-tracking policies.
     group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["inferq-workers"])["AutoScalingGroups"][0]
     assert (group["MinSize"], group["MaxSize"], group["DesiredCapacity"]) == (1, 20, 5)
@@ -91,6 +110,7 @@ def test_up_makes_the_group_as_asked_and_down_leaves_nothing(fresh, aws_env, ec2
     assert statements["ReadTheClusterImage"]["Resource"] == [
         "arn:aws:s3:::inferq-inferq-123456789012-us-east-1/images/*"]
     assert statements["ReadTheWorkerSecrets"]["Resource"] == [
+        "arn:aws:ssm:us-east-1:123456789012:parameter/inferq/inferq/worker",
         "arn:aws:ssm:us-east-1:123456789012:parameter/inferq/inferq/worker/*"]
     assert statements["PutTheClusterMetrics"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": "inferq"}}
     assert statements["LeaveTheGroup"]["Resource"] == [
@@ -139,3 +159,16 @@ def test_min_max_flags_are_checked_and_the_dry_run_plans_the_group(fresh, aws_en
     assert "pre-flight: vCPUs: 18 more needed" in out
     assert everything(aws_env) == {"buckets": [], "groups": [], "templates": [], "policies": [], "roles": [],
                                    "profiles": []}
+
+
+def test_the_scripts_a_host_runs_stand_alone():
+    """boot.py and drain.py travel in the user data to hosts without inferq: they import the standard library,
+    boto3 and requests only."""
+    for name in ("boot.py", "drain.py"):
+        tree = ast.parse((ROOT / "deploy" / name).read_text())
+        modules = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                   for alias in node.names}
+        modules |= {node.module.split(".")[0] for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+        assert modules <= {"__future__", "argparse", "hashlib", "json", "os", "shlex", "subprocess", "sys", "time",
+                           "pathlib", "typing", "collections", "threading", "urllib", "boto3", "requests"}, modules

@@ -60,7 +60,7 @@ def test_the_image_and_secrets_are_stored_privately_and_fetched_only_by_digest(a
     assert fnmatch.fnmatch(f"arn:aws:s3:::{bucket}/{image['key']}", statements["ReadTheClusterImage"]["Resource"][0])
     for name in stored:
         assert fnmatch.fnmatch(f"arn:aws:ssm:us-east-1:123456789012:parameter{name}",
-                               statements["ReadTheWorkerSecrets"]["Resource"][0])
+                               statements["ReadTheWorkerSecrets"]["Resource"][1])
 
     # What a booting host does: the decrypted secrets, the image checked against its digest.
     secrets, wanted = image_store.read_parameters(ssm, "c22")
@@ -84,3 +84,4 @@ def test_a_host_without_a_published_image_is_told_so(aws):
     _s3, ssm = aws
     with pytest.raises(DeployError, match="`fab deploy` has not published an image yet"):
         image_store.read_parameters(ssm, "nothing-here")
+
