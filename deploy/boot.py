@@ -41,6 +41,10 @@ class BootError(RuntimeError):
     """The host cannot join; str() says why (one line)."""
 
 
+class NotPublished(BootError):
+    """No image in the store yet: a host launched by `up` boots before the first `fab deploy` publishes one."""
+
+
 def parameter_path(cluster: str) -> str:
     return f"/inferq/{cluster}/worker/"
 
@@ -63,7 +67,7 @@ def read_parameters(ssm: Any, cluster: str) -> tuple[dict[str, str], dict[str, s
     pages = ssm.get_paginator("get_parameters_by_path").paginate(Path=path, WithDecryption=True)
     found = {p["Name"][len(path):]: p["Value"] for page in pages for p in page["Parameters"]}
     if IMAGE_PARAMETER not in found:
-        raise BootError(f"no {path}{IMAGE_PARAMETER} parameter: `fab deploy` has not published an image yet")
+        raise NotPublished(f"no {path}{IMAGE_PARAMETER} parameter: `fab deploy` has not published an image yet")
     image = json.loads(found.pop(IMAGE_PARAMETER))
     return found, image, found.pop(COMPOSE_PARAMETER, "")
 
@@ -162,20 +166,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host-name", default="", help="the containers' host name (default: the instance id)")
     p.add_argument("--engine", default="docker")
     p.add_argument("--compose", default="docker compose", help="the compose command (default %(default)s)")
+    p.add_argument("--wait", type=float, default=6 * 3600,
+                   help="seconds to wait for a first published image (default %(default)s)")
     args = p.parse_args(argv)
     import boto3
 
     def report(line: str) -> None:
         print(f"inferq-boot: {line}", flush=True)
 
-    try:
-        join(boto3.client("s3", region_name=args.region), boto3.client("ssm", region_name=args.region),
-             args.cluster, args.bucket, Path(args.dir), args.host_name or instance_id(), shlex.split(args.engine),
-             shlex.split(args.compose), report)
-    except BootError as exc:
-        report(str(exc))
-        return 1
-    return 0
+    deadline = time.monotonic() + args.wait
+    while True:
+        try:
+            join(boto3.client("s3", region_name=args.region), boto3.client("ssm", region_name=args.region),
+                 args.cluster, args.bucket, Path(args.dir), args.host_name or instance_id(),
+                 shlex.split(args.engine), shlex.split(args.compose), report)
+            return 0
+        except NotPublished as exc:
+            if time.monotonic() > deadline:
+                report(str(exc))
+                return 1
+            report(f"{exc}; asking again in 30 s")
+            time.sleep(30)
+        except BootError as exc:
+            report(str(exc))
+            return 1
 
 
 if __name__ == "__main__":

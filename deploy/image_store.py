@@ -136,3 +136,23 @@ def delete_all(s3: Any, ssm: Any, cluster: str, bucket: str) -> list[str]:
     if names:
         deleted.append(f"{len(names)} parameter(s) under {path}")
     return deleted
+
+
+def publish(inventory: Any, secrets: Any, archive: Path, image: Any, compose: str, report) -> dict[str, str]:
+    """`fab deploy` and `fab update` with a worker group: the image (its `docker save | zstd` archive, made once
+    for the fixed hosts too) into the bucket, worker.env's values, the image and the compose file into the
+    parameters. Hosts the group launches from then on boot this image (deploy/boot.py); hosts already in the
+    group keep theirs until they are replaced."""
+    import boto3
+
+    from inferq.deploy import config_files
+
+    group = inventory.autoscaling
+    s3, ssm = (boto3.client(service, region_name=group["region"]) for service in ("s3", "ssm"))
+    stored = put_image(s3, group["bucket"], archive, image.id, image.tag)
+    values = dict(line.split("=", 1) for line in config_files.worker_env(inventory, secrets).splitlines() if line)
+    put_parameters(ssm, inventory.cluster, values, stored, compose)
+    report(f"worker group {group['group']}: published {image.tag} ({image.short}) as s3://{group['bucket']}/"
+           f"{stored['key']} and {len(values)} secret parameter(s) under {parameter_path(inventory.cluster)}; "
+           "hosts it launches from now on run this image")
+    return stored

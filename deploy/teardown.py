@@ -117,4 +117,4 @@ def forget(options: Options, keep_secrets: bool = False) -> None:
     path = Path(options.inventory)
     if path.exists():
         inv.merge(path, cluster=options.cluster, hosts=[], key_file=str(options.key_file), region=options.region,
-                  state=inv.TORN_DOWN, launch_tokens={})
+                  state=inv.TORN_DOWN, launch_tokens={}, autoscaling={})

@@ -54,6 +54,9 @@ def test_up_makes_the_group_as_asked_and_down_leaves_nothing(fresh, aws_env, ec2
     data = template["LaunchTemplateData"]
     inventory = json.loads((fresh / "state" / "inventory.json").read_text())
     assert data["ImageId"] == NEWEST_UBUNTU == inventory["amis"]["worker"]
+    # fab deploy and update publish the image for the group's hosts where the inventory says.
+    assert inventory["autoscaling"] == {"group": "inferq-workers", "hook": "inferq-drain", "region": "us-east-1",
+                                        "bucket": "inferq-inferq-123456789012-us-east-1"}
     assert data["InstanceType"] == "c6i.large" and data["KeyName"] == "inferq-key"
     assert data["MetadataOptions"]["HttpTokens"] == "required"
     assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
@@ -145,6 +148,7 @@ def test_up_makes_the_group_as_asked_and_down_leaves_nothing(fresh, aws_env, ec2
                                    "profiles": []}
     assert tagged(ec2)["instances"] == [] and tagged(ec2)["groups"] == [] and tagged(ec2)["keys"] == []
     assert "deleted 0 resource(s)" in run_command(DOWN, aws_env, fresh).stdout
+    assert json.loads((fresh / "state" / "inventory.json").read_text())["autoscaling"] == {}
 
 
 def test_min_max_flags_are_checked_and_the_dry_run_plans_the_group(fresh, aws_env, ec2):

@@ -85,3 +85,41 @@ def test_a_host_without_a_published_image_is_told_so(aws):
     with pytest.raises(DeployError, match="`fab deploy` has not published an image yet"):
         image_store.read_parameters(ssm, "nothing-here")
 
+
+
+def test_fab_publishes_the_image_and_the_worker_settings_for_the_group(aws, aws_env, tmp_path, monkeypatch):
+    """What `fab deploy` and `fab update` do with a group (deploy/operations.py's publish_for_group): the archive
+    the fixed hosts get, into the bucket; worker.env's values, the image and the compose file into the parameters,
+    read back as a booting host reads them."""
+    from inferq.deploy import boot, credentials
+    from inferq.deploy.image import Image
+    from inferq.deploy.inventory import Host, Inventory
+    from tests.deploy.conftest import ROOT
+
+    for name, value in aws_env.items():
+        monkeypatch.setenv(name, value)
+    s3, ssm = aws
+    bucket = autoscaling.Names("c22").bucket("123456789012", "us-east-1")
+    image_store.ensure_bucket(s3, bucket, "us-east-1", "c22")
+    s3.delete_bucket_policy(Bucket=bucket)
+    inventory = Inventory(cluster="c22", key_file="k", hosts=[
+        Host("orchestrator", "orchestrator", "198.51.100.1", "10.0.0.5")], autoscaling={
+            "group": "c22-workers", "hook": "c22-drain", "bucket": bucket, "region": "us-east-1"})
+    secrets = credentials.load_or_create(tmp_path / "secrets", "c22")
+    archive = tmp_path / "image.tar.zst"
+    archive.write_bytes(os.urandom(2**20))
+    lines: list[str] = []
+    compose = (ROOT / "docker-compose.yml").read_text()
+    stored = image_store.publish(inventory, secrets, archive, Image("inferq-worker:abc", "sha256:" + "e" * 64),
+                                 compose, lines.append)
+    assert stored["key"] == image_store.image_key(image_store.sha256_of(archive))
+    assert lines and "published inferq-worker:abc" in lines[0]
+    values, image, got_compose = boot.read_parameters(ssm, "c22")
+    assert values["REDIS_URL"].startswith("redis://inferq-worker:") and "@10.0.0.5:6379" in values["REDIS_URL"]
+    assert values["INFERQ_WEBHOOK_SECRET"] == secrets.webhook_secret
+    assert image == {"key": stored["key"], "sha256": stored["sha256"], "image_id": "sha256:" + "e" * 64,
+                     "tag": "inferq-worker:abc"}
+    assert got_compose == compose
+    types = {p["Name"].rsplit("/", 1)[1]: p["Type"] for p in ssm.get_parameters_by_path(
+        Path="/inferq/c22/worker/")["Parameters"]}
+    assert types.pop("image") == types.pop("compose") == "String" and set(types.values()) == {"SecureString"}
