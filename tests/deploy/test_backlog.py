@@ -85,7 +85,7 @@ def publisher(args: list[str], env: dict[str, str]) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_publisher_puts_the_cluster_metrics_to_cloudwatch(queue_redis, aws_env):
+def test_publisher_puts_the_cluster_metrics_to_cloudwatch(queue_redis, aws_env, tmp_path):
     import boto3
 
     queue_jobs(queue_redis.url)
@@ -96,11 +96,17 @@ def test_publisher_puts_the_cluster_metrics_to_cloudwatch(queue_redis, aws_env):
     assert once.returncode == 0, err
     assert '"backlog_per_worker": 4.0' in out and '"queued_texts": 16' in out
     # A loop publishes every --interval seconds until stopped.
-    loop = publisher(["--cluster", "c22", "--interval", "1"], env)
-    time.sleep(3.5)
-    loop.terminate()
-    out, err = loop.communicate(timeout=30)
-    assert out.count("backlog_per_worker") >= 3, (out, err)
+    log = tmp_path / "publisher.log"
+    with open(log, "w") as out_file:
+        loop = subprocess.Popen([sys.executable, "-m", "inferq.deploy.backlog", "--cluster", "c22", "--interval",
+                                 "1"], env={**os.environ, **env}, stdout=out_file, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while log.read_text().count("backlog_per_worker") < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        loop.terminate()
+        loop.wait(timeout=30)
+    out = log.read_text()
+    assert out.count("backlog_per_worker") >= 3, out
     cloudwatch = boto3.client("cloudwatch", region_name="us-east-1", endpoint_url=aws_env["AWS_ENDPOINT_URL"],
                               aws_access_key_id="testing", aws_secret_access_key="testing")
     listed = cloudwatch.list_metrics(Namespace="inferq", Dimensions=[{"Name": "Cluster", "Value": "c22"}])["Metrics"]
@@ -122,3 +128,36 @@ def test_publisher_puts_the_cluster_metrics_to_cloudwatch(queue_redis, aws_env):
     slow = publisher(["--interval", "120"], env)
     _, err = slow.communicate(timeout=30)
     assert slow.returncode == 2 and "--interval must be within" in err
+
+
+def test_the_orchestrator_runs_the_publisher_only_for_a_cluster_with_a_group(tmp_path):
+    """fab deploy's orchestrator services: with inventory.autoscaling (written by `up --min/--max-workers`), a unit
+    inferq-backlog-metrics on the orchestrator's env file, and the release installed with boto3; without, as before."""
+    import dataclasses
+    import shutil
+
+    from inferq.deploy import release
+    from inferq.deploy.layout import Layout
+    from inferq.deploy.orchestrator import orchestrator_services
+    from inferq.deploy.runtime import Runtime
+    from tests.deploy.test_config_files import lab_inventory
+
+    fixed = lab_inventory()
+    grouped = dataclasses.replace(fixed, autoscaling={"group": "c-workers", "hook": "c-drain", "bucket": "b",
+                                                      "region": "eu-west-1"})
+    where = Layout(str(tmp_path), sys.prefix, str(tmp_path))
+    assert "backlog-metrics" not in [s.name for s in orchestrator_services(Runtime(), fixed, fixed.orchestrator,
+                                                                          where)]
+    services = {s.name: s for s in orchestrator_services(Runtime(), grouped, grouped.orchestrator, where)}
+    unit = services["backlog-metrics"].unit()
+    assert f"ExecStart={sys.prefix}/bin/inferq-backlog-metrics --cluster c --region eu-west-1" in unit
+    assert f"EnvironmentFile={tmp_path}/etc/orchestrator.env" in unit and "User=inferq" in unit
+    assert release.GROUP_EXTRAS == "api,flower,autoscale"
+    analyze = shutil.which("systemd-analyze")
+    if analyze:
+        (tmp_path / "etc").mkdir()
+        (tmp_path / "etc" / "orchestrator.env").write_text("")
+        path = tmp_path / "inferq-backlog-metrics.service"
+        path.write_text(unit)
+        checked = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True, timeout=60)
+        assert checked.returncode == 0 and checked.stderr == "", checked.stderr
