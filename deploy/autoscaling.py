@@ -561,3 +561,56 @@ def down(ec2, clients: Clients, cluster: str, doomed: list[tuple[str, str]], rep
             for attached in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]:
                 iam.detach_role_policy(RoleName=name, PolicyArn=attached["PolicyArn"])
             iam.delete_role(RoleName=name)
+
+
+# --- fab status ---
+
+def group_status(group: dict, cluster: str, target: float | None = None) -> dict:
+    """The group as `fab status` shows it: desired, in-service, pending and leaving hosts, the latest
+    BacklogPerWorker datapoint, the policy's target and the last scaling activity. group: inventory.autoscaling."""
+    from datetime import UTC, datetime, timedelta
+
+    import boto3
+
+    region, name = group["region"], group["group"]
+    autoscaling = boto3.client("autoscaling", region_name=region)
+    cloudwatch = boto3.client("cloudwatch", region_name=region)
+    with aws_call(f"describing Auto Scaling group {name}"):
+        found = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
+    if not found:
+        return {"group": name, "missing": True}
+    states = [i["LifecycleState"] for i in found[0].get("Instances", [])]
+    now = datetime.now(UTC)
+    with aws_call("reading BacklogPerWorker"):
+        points = cloudwatch.get_metric_statistics(
+            Namespace=NAMESPACE, MetricName=backlog.BACKLOG_PER_WORKER,
+            Dimensions=[{"Name": backlog.CLUSTER_DIMENSION, "Value": cluster}], StartTime=now - timedelta(minutes=15),
+            EndTime=now + timedelta(minutes=1), Period=60, Statistics=["Average"])["Datapoints"]
+        policies = autoscaling.describe_policies(AutoScalingGroupName=name)["ScalingPolicies"]
+        activities = autoscaling.describe_scaling_activities(AutoScalingGroupName=name, MaxRecords=1)["Activities"]
+    latest = max(points, key=lambda p: p["Timestamp"]) if points else None
+    targets = [p["TargetTrackingConfiguration"]["TargetValue"] for p in policies
+               if p.get("TargetTrackingConfiguration", {}).get("CustomizedMetricSpecification")]
+    last = activities[0] if activities else None
+    return {
+        "group": name, "min": found[0]["MinSize"], "max": found[0]["MaxSize"],
+        "desired": found[0]["DesiredCapacity"],
+        "in_service": sum(s == "InService" for s in states),
+        "pending": sum(s.startswith("Pending") for s in states),
+        "leaving": sum(s.startswith("Terminating") for s in states),
+        "backlog_per_worker": round(latest["Average"], 1) if latest else None,
+        "backlog_at": latest["Timestamp"].strftime("%H:%M:%SZ") if latest else None,
+        "target": targets[0] if targets else target,
+        "last_activity": f"{last['Description']} ({last['StatusCode']}, {last['StartTime']:%Y-%m-%d %H:%M}Z)"
+        if last else None,
+    }
+
+
+def status_line(found: dict) -> str:
+    if found.get("missing"):
+        return f"worker group {found['group']}: not found (deleted outside inferq-provision?)"
+    backlog_text = (f"BacklogPerWorker {found['backlog_per_worker']:g} at {found['backlog_at']}"
+                    if found["backlog_per_worker"] is not None else "BacklogPerWorker: no datapoint in 15 min")
+    return (f"worker group {found['group']}: desired {found['desired']} ({found['min']}-{found['max']}), "
+            f"in service {found['in_service']}, pending {found['pending']}, leaving {found['leaving']}; "
+            f"{backlog_text} (target {found['target']:g}); last scaling activity: {found['last_activity'] or 'none'}")

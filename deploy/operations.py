@@ -175,6 +175,11 @@ def status(inventory: Inventory, secrets_dir: str, report: Report) -> dict:
     if answer["missing"]:
         report(f"workers missing: {', '.join(answer['missing'])}")
     report(f"queue depth: {answer['queue_depth']}")
+    if inventory.autoscaling:
+        from inferq.deploy import autoscaling
+
+        answer["group"] = autoscaling.group_status(inventory.autoscaling, inventory.cluster)
+        report(autoscaling.status_line(answer["group"]))
     answer["hosts"] = {}
     for host in inventory.workers:
         with connect(inventory, host) as c:

@@ -12,6 +12,7 @@ import pytest
 import requests
 import yaml
 
+from inferq.deploy import autoscaling as group_path
 from inferq.deploy import backlog
 from tests.deploy.conftest import NEWEST_UBUNTU, ROOT, run_command
 from tests.deploy.test_provision import DOWN, UP, client, tagged
@@ -41,7 +42,7 @@ def everything(aws_env) -> dict:
     }
 
 
-def test_up_makes_the_group_as_asked_and_down_leaves_nothing(fresh, aws_env, ec2):
+def test_up_makes_the_group_as_asked_and_down_leaves_nothing(fresh, aws_env, ec2, monkeypatch):
     out = run_command(GROUP_UP, aws_env, fresh).stdout
     assert "create Auto Scaling group inferq-workers: 1 to 20 hosts, 5 now" in out
     assert "create bucket inferq-inferq-123456789012-us-east-1 (private, encrypted, TLS only)" in out
@@ -129,6 +130,19 @@ def test_up_makes_the_group_as_asked_and_down_leaves_nothing(fresh, aws_env, ec2
     associations = ec2.describe_iam_instance_profile_associations(
         Filters=[{"Name": "instance-id", "Values": [orchestrator["instance_id"]]}])["IamInstanceProfileAssociations"]
     assert [a["IamInstanceProfile"]["Arn"].rsplit("/", 1)[1] for a in associations] == ["inferq-orchestrator"]
+
+    # What `fab status` shows of the group (its AWS part: the lab has no group).
+    backlog_now = client(aws_env, "cloudwatch")
+    backlog_now.put_metric_data(Namespace="inferq", MetricData=[{
+        "MetricName": "BacklogPerWorker", "Dimensions": [{"Name": "Cluster", "Value": "inferq"}], "Value": 812.0}])
+    for name, value in aws_env.items():
+        monkeypatch.setenv(name, value)
+    shown = group_path.group_status(inventory["autoscaling"], "inferq")
+    assert (shown["desired"], shown["min"], shown["max"], shown["backlog_per_worker"]) == (5, 1, 20, 812.0)
+    assert shown["in_service"] + shown["pending"] == 5 and shown["target"] == pytest.approx(4614.0)
+    line = group_path.status_line(shown)
+    assert line.startswith("worker group inferq-workers: desired 5 (1-20), in service ") and \
+        "BacklogPerWorker 812 at " in line and "(target 4614)" in line, line
 
     # A second run changes nothing; the fixed path's workers are not launched beside the group.
     again = run_command(GROUP_UP, aws_env, fresh).stdout
