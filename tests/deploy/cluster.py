@@ -53,6 +53,19 @@ def mem_total() -> int:
     return int(line.split()[1]) * 1024
 
 
+def container_store(store: Path) -> dict[str, str]:
+    """A lab host's own container store under store; the variables that make podman on that host use it."""
+    store.mkdir(parents=True)
+    (store / "storage.conf").write_text(
+        f'[storage]\ndriver = "overlay"\ngraphroot = "{store}/storage"\nrunroot = "{store}/run"\n')
+    # Podman keeps its networks in one machine-wide directory: each lab host gets its own, or two
+    # hosts creating compose's network at once collide (on AWS each host has its own /etc).
+    system = Path("/etc/containers/containers.conf")
+    (store / "containers.conf").write_text((system.read_text() if system.exists() else "")
+                                           + f'\n[network]\nnetwork_config_dir = "{store}/networks"\n')
+    return {"CONTAINERS_STORAGE_CONF": str(store / "storage.conf"), "CONTAINERS_CONF": str(store / "containers.conf")}
+
+
 def refuse(reason: str):
     if in_ci():
         pytest.fail(f"CI must run the SSH deploy tests: {reason}")
@@ -67,16 +80,7 @@ class Cluster:
         self.stores = {name: tmp / "hosts" / name / "containers" for name in CONTAINER_HOSTS}
         host_env = {}
         for name, store in self.stores.items():
-            store.mkdir(parents=True)
-            (store / "storage.conf").write_text(
-                f'[storage]\ndriver = "overlay"\ngraphroot = "{store}/storage"\nrunroot = "{store}/run"\n')
-            # Podman keeps its networks in one machine-wide directory: each lab host gets its own, or two
-            # hosts creating compose's network at once collide (on AWS each host has its own /etc).
-            system = Path("/etc/containers/containers.conf")
-            (store / "containers.conf").write_text((system.read_text() if system.exists() else "")
-                                                   + f'\n[network]\nnetwork_config_dir = "{store}/networks"\n')
-            host_env[name] = {"CONTAINERS_STORAGE_CONF": str(store / "storage.conf"),
-                              "CONTAINERS_CONF": str(store / "containers.conf")}
+            host_env[name] = container_store(store)
         self.lab = Lab(tmp, HOSTS, host_env=host_env)
         self.inventory = tmp / "inventory.json"
         self.known_hosts = tmp / "known_hosts"

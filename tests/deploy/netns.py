@@ -94,6 +94,8 @@ class Lab:
         self.lan = f"{self.prefix}-lan"
         self.admin = f"{self.prefix}-admin"
         self.hosts = [LabHost(name, f"{SUBNET}.{11 + i}", f"{self.prefix}-{name}") for i, name in enumerate(names)]
+        self.extra_hosts: list[LabHost] = []
+        """Hosts added after up() (add_host): on the network, with no sshd."""
         self.namespaces: list[str] = []
         self.sshd: list[subprocess.Popen] = []
         self.key = workdir / "id_ed25519"
@@ -107,7 +109,7 @@ class Lab:
 
     def on_host(self, name: str) -> list[str]:
         """Command prefix running something as a session on that host would: its namespace and its variables."""
-        host = next(h for h in self.hosts if h.name == name)
+        host = next(h for h in self.hosts + self.extra_hosts if h.name == name)
         return [*self.exec_prefix(host.namespace), "env", *(f"{k}={v}" for k, v in self.host_env.get(name, {}).items())]
 
     def _namespace(self, name: str) -> None:
@@ -146,6 +148,17 @@ class Lab:
                                                                                   host.name), "login:"]) + "\n")
             self.start_sshd(host.name, 22, self.host_keys[host.name])
         return self
+
+    def add_host(self, name: str, env: dict[str, str] | None = None) -> LabHost:
+        """One more host on the lab's network after up(): a namespace and an address, and no sshd (a host that
+        nobody logs in to, as one an Auto Scaling group launches)."""
+        index = len(self.hosts) + len(self.extra_hosts) + 1
+        host = LabHost(name, f"{SUBNET}.{10 + index}", f"{self.prefix}-{name}")
+        self._namespace(host.namespace)
+        self._join(host.namespace, index, host.address)
+        self.extra_hosts.append(host)
+        self.host_env[name] = env or {}
+        return host
 
     def console(self, name: str) -> Path:
         """The host's console log (what GetConsoleOutput would answer for an instance)."""
