@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -603,7 +604,90 @@ def group_status(group: dict, cluster: str, target: float | None = None) -> dict
         "target": targets[0] if targets else target,
         "last_activity": f"{last['Description']} ({last['StatusCode']}, {last['StartTime']:%Y-%m-%d %H:%M}Z)"
         if last else None,
+        "refresh": refresh_text(autoscaling, name),
     }
+
+
+REFRESH_MIN_HEALTHY = 90
+"""Percent of the group's hosts an instance refresh keeps in service while it replaces the others: high, so a
+group of fewer than ten hosts is replaced one host at a time, each leaving host drained by the hook."""
+
+ACTIVE_REFRESH = ("Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking")
+"""Instance refresh states in which the group is still being replaced (AWS's Status values)."""
+
+
+def refresh_preferences() -> dict:
+    """StartInstanceRefresh's Preferences: keep REFRESH_MIN_HEALTHY percent in service, wait out a new host's warm-up,
+    and replace every host: SkipMatching stays off, since the image is a parameter, not part of the launch template,
+    so a host on the old image matches the template as well as a new one."""
+    return {"MinHealthyPercentage": REFRESH_MIN_HEALTHY, "InstanceWarmup": WARMUP_SECONDS, "SkipMatching": False}
+
+
+def active_refresh(autoscaling: Any, name: str) -> dict | None:
+    """The group's instance refresh that is still replacing hosts (the latest one), or None."""
+    with aws_call(f"describing the instance refreshes of {name}"):
+        found = autoscaling.describe_instance_refreshes(AutoScalingGroupName=name, MaxRecords=1)["InstanceRefreshes"]
+    return found[0] if found and found[0]["Status"] in ACTIVE_REFRESH else None
+
+
+def refresh(autoscaling: Any, name: str, report, wait_seconds: float = 300.0, poll_seconds: float = 5.0) -> str | None:
+    """Replace every host of the group, so that all run the image just published (`fab update`, `fab deploy`).
+
+    A host leaves through the termination hook (deploy/drain.py: it gives its jobs back) and its replacement
+    boots the published image (deploy/boot.py). A refresh already replacing hosts for an older image is
+    cancelled first (hosts it launched may run that older image), then this one starts. None if the group has
+    no host to replace."""
+    from botocore.exceptions import ClientError
+
+    with aws_call(f"describing Auto Scaling group {name}"):
+        groups = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
+    if not groups:
+        raise DeployError(f"Auto Scaling group {name} not found: run `inferq-provision up` again")
+    if not groups[0].get("Instances"):
+        report(f"worker group {name}: no host to replace; the hosts it launches run the published image")
+        return None
+    older = active_refresh(autoscaling, name)
+    if older:
+        with aws_call(f"cancelling instance refresh {older['InstanceRefreshId']} of {name}"):
+            try:
+                autoscaling.cancel_instance_refresh(AutoScalingGroupName=name)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ActiveInstanceRefreshNotFound":
+                    raise
+        report(f"worker group {name}: cancelled instance refresh {older['InstanceRefreshId']} (an older image)")
+        deadline = time.monotonic() + wait_seconds
+        while active_refresh(autoscaling, name):
+            if time.monotonic() > deadline:
+                raise DeployError(f"instance refresh {older['InstanceRefreshId']} of {name} still ending after "
+                                  f"{wait_seconds:.0f}s; the image is published, its hosts not replaced: `aws "
+                                  f"autoscaling start-instance-refresh --auto-scaling-group-name {name}`")
+            time.sleep(poll_seconds)
+    with aws_call(f"starting an instance refresh of {name}"):
+        started = autoscaling.start_instance_refresh(AutoScalingGroupName=name, Strategy="Rolling",
+                                                     Preferences=refresh_preferences())
+    refresh_id = started["InstanceRefreshId"]
+    report(f"worker group {name}: instance refresh {refresh_id} replaces its {len(groups[0]['Instances'])} host(s), "
+           f"at least {REFRESH_MIN_HEALTHY}% in service, each leaving host drained; `fab status` shows its progress")
+    return refresh_id
+
+
+def refresh_text(autoscaling: Any, name: str) -> str | None:
+    """What `fab status` says of a refresh in progress, None when there is none; a one-line reason if AWS did not
+    answer (fab status shows the rest of the group all the same)."""
+    from botocore.parsers import ResponseParserError
+
+    try:
+        found = active_refresh(autoscaling, name)
+    except DeployError as exc:
+        return f"unknown ({str(exc).splitlines()[0][:200]})"
+    except ResponseParserError:  # an endpoint without the call answering a page, not AWS's XML (moto 5.2.5: a 500)
+        return f"unknown (describing the instance refreshes of {name}: the endpoint's answer is not AWS's)"
+    if not found:
+        return None
+    done = found.get("PercentageComplete")
+    to_go = found.get("InstancesToUpdate")
+    return (f"{found['InstanceRefreshId']} {found['Status']}" + (f", {done}% done" if done is not None else "")
+            + (f", {to_go} host(s) to go" if to_go is not None else ""))
 
 
 def status_line(found: dict) -> str:
@@ -611,6 +695,8 @@ def status_line(found: dict) -> str:
         return f"worker group {found['group']}: not found (deleted outside inferq-provision?)"
     backlog_text = (f"BacklogPerWorker {found['backlog_per_worker']:g} at {found['backlog_at']}"
                     if found["backlog_per_worker"] is not None else "BacklogPerWorker: no datapoint in 15 min")
+    target_text = f"target {found['target']:g}" if found.get("target") is not None else "no backlog policy"
     return (f"worker group {found['group']}: desired {found['desired']} ({found['min']}-{found['max']}), "
             f"in service {found['in_service']}, pending {found['pending']}, leaving {found['leaving']}; "
-            f"{backlog_text} (target {found['target']:g}); last scaling activity: {found['last_activity'] or 'none'}")
+            f"{backlog_text} ({target_text}); last scaling activity: {found['last_activity'] or 'none'}"
+            + (f"; instance refresh: {found['refresh']}" if found.get("refresh") else ""))

@@ -141,8 +141,9 @@ def delete_all(s3: Any, ssm: Any, cluster: str, bucket: str) -> list[str]:
 def publish(inventory: Any, secrets: Any, archive: Path, image: Any, compose: str, report) -> dict[str, str]:
     """`fab deploy` and `fab update` with a worker group: the image (its `docker save | zstd` archive, made once
     for the fixed hosts too) into the bucket, worker.env's values, the image and the compose file into the
-    parameters. Hosts the group launches from then on boot this image (deploy/boot.py); hosts already in the
-    group keep theirs until they are replaced."""
+    parameters. Hosts the group launches from then on boot this image (deploy/boot.py). What it returns is what the
+    image parameter now says, and previous_sha256: the digest it named before (empty on a first publish), so the
+    caller knows whether the hosts already in the group must be replaced (deploy/operations.py)."""
     import boto3
 
     from inferq.deploy import config_files
@@ -151,8 +152,22 @@ def publish(inventory: Any, secrets: Any, archive: Path, image: Any, compose: st
     s3, ssm = (boto3.client(service, region_name=group["region"]) for service in ("s3", "ssm"))
     stored = put_image(s3, group["bucket"], archive, image.id, image.tag)
     values = dict(line.split("=", 1) for line in config_files.worker_env(inventory, secrets).splitlines() if line)
+    before = published(ssm, inventory.cluster)
     put_parameters(ssm, inventory.cluster, values, stored, compose)
     report(f"worker group {group['group']}: published {image.tag} ({image.short}) as s3://{group['bucket']}/"
            f"{stored['key']} and {len(values)} secret parameter(s) under {parameter_path(inventory.cluster)}; "
            "hosts it launches from now on run this image")
-    return stored
+    return {**stored, "previous_sha256": before.get("sha256", "") if before else ""}
+
+
+def published(ssm: Any, cluster: str) -> dict[str, str] | None:
+    """The image parameter as it stands (which image the group's hosts boot), None before a first publish."""
+    from botocore.exceptions import ClientError
+
+    with aws_call(f"reading {parameter_path(cluster)}{IMAGE_PARAMETER}"):
+        try:
+            return json.loads(ssm.get_parameter(Name=parameter_path(cluster) + IMAGE_PARAMETER)["Parameter"]["Value"])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ParameterNotFound":
+                return None
+            raise

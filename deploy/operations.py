@@ -243,13 +243,23 @@ def rolling_update(inventory: Inventory, secrets: Secrets, secrets_dir: str, rep
 
 def publish_for_group(runtime: Runtime, inventory: Inventory, secrets: Secrets, archive: Archive, image: Image,
                       report: Report) -> None:
-    """With a worker Auto Scaling group (inventory.autoscaling): the image and the worker settings to its store."""
+    """With a worker Auto Scaling group (inventory.autoscaling): the image and the worker settings to its store, and
+    when the image is not the one published before, an instance refresh of the group (deploy/autoscaling.py)."""
     if not inventory.autoscaling:
         return
     from inferq.deploy import image_store
 
     compose = runtime.release.file("docker-compose.yml").decode() if runtime.release else ""
-    image_store.publish(inventory, secrets, archive.ready(), image, compose, report)
+    stored = image_store.publish(inventory, secrets, archive.ready(), image, compose, report)
+    if stored["previous_sha256"] and stored["previous_sha256"] != stored["sha256"]:
+        # A new image: the hosts already in the group run the old one. An instance refresh replaces them (each
+        # drained by the termination hook), so the group does not stay mixed.
+        import boto3
+
+        from inferq.deploy import autoscaling
+
+        group = inventory.autoscaling
+        autoscaling.refresh(boto3.client("autoscaling", region_name=group["region"]), group["group"], report)
 
 
 def update_workers(runtime: Runtime, inventory: Inventory, secrets: Secrets, image: Image, scratch: str,
