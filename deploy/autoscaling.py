@@ -608,6 +608,18 @@ def group_status(group: dict, cluster: str, target: float | None = None) -> dict
     }
 
 
+def min_size(group: dict) -> int:
+    """The group's MinSize as AWS has it (group: inventory.autoscaling): the hosts a first `fab deploy` waits for."""
+    import boto3
+
+    with aws_call(f"describing Auto Scaling group {group['group']}"):
+        found = boto3.client("autoscaling", region_name=group["region"]).describe_auto_scaling_groups(
+            AutoScalingGroupNames=[group["group"]])["AutoScalingGroups"]
+    if not found:
+        raise DeployError(f"Auto Scaling group {group['group']} not found: run `inferq-provision up` again")
+    return int(found[0]["MinSize"])
+
+
 REFRESH_MIN_HEALTHY = 90
 """Percent of the group's hosts an instance refresh keeps in service while it replaces the others: high, so a
 group of fewer than ten hosts is replaced one host at a time, each leaving host drained by the hook."""

@@ -85,14 +85,27 @@ def deploy(inventory: Inventory, secrets: Secrets, secrets_dir: str, report: Rep
                 publish_for_group(runtime, inventory, secrets, archive, image, report)
             runtime.prune_images(image, report)
         expected = nodes.worker_nodes(inventory)
+        # A worker group's hosts join by themselves once the image is published (they poll for it every 30 s):
+        # the smoke job waits for at least its minimum of hosts' workers, or it could find no worker and roll a
+        # good orchestrator back.
+        group_workers = group_workers_wanted(inventory)
+        at_least = len(expected) + group_workers
         with connect(inventory, inventory.orchestrator) as c:
             pinged = on_orchestrator(c, runtime, inventory,
-                                     ["ping", "--expect", ",".join(expected), "--timeout", str(wait_seconds)],
-                                     wait_seconds)
+                                     ["ping", "--expect", ",".join(expected), "--timeout", str(wait_seconds),
+                                      "--at-least", str(at_least)], wait_seconds)
         if pinged["missing"]:
             raise DeployError(f"workers not answering a Celery ping after {wait_seconds:.0f}s: "
                               f"{', '.join(pinged['missing'])}; see `fab -r deploy logs`")
-        report(f"{len(expected)} worker(s) answer a Celery ping")
+        if pinged.get("short"):
+            group = inventory.autoscaling["group"]
+            raise DeployError(f"worker group {group}: {len(pinged['online']) - len(expected)} of its {group_workers} "
+                              f"minimum worker(s) answer a Celery ping after {wait_seconds:.0f}s; the orchestrator "
+                              "is deployed and the image published, the smoke job not run: see a host's "
+                              "/var/log/cloud-init-output.log, then `fab -r deploy deploy` again")
+        report(f"{len(expected)} worker(s) answer a Celery ping" if not group_workers else
+               f"{len(pinged['online'])} worker(s) answer a Celery ping (at least {group_workers} wanted from worker "
+               f"group {inventory.autoscaling['group']}, its minimum hosts')")
         smoke_or_roll_back(runtime, inventory, secrets, secrets_dir, before, report)
     report(public_api(inventory, secrets_dir))
     report(f"deploy done: {changes} change(s)")
@@ -239,6 +252,16 @@ def rolling_update(inventory: Inventory, secrets: Secrets, secrets_dir: str, rep
                                    waiter(runtime, inventory, wait_seconds), report)
                 publish_for_group(runtime, inventory, secrets, Archive(runtime.docker, image, scratch), image, report)
             runtime.prune_images(image, report)
+
+
+def group_workers_wanted(inventory: Inventory) -> int:
+    """Workers of the worker group that must answer before the smoke job: its minimum hosts' containers (0 without
+    a group)."""
+    if not inventory.autoscaling:
+        return 0
+    from inferq.deploy import autoscaling
+
+    return autoscaling.min_size(inventory.autoscaling) * inventory.containers_per_worker
 
 
 def publish_for_group(runtime: Runtime, inventory: Inventory, secrets: Secrets, archive: Archive, image: Image,

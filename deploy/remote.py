@@ -1,6 +1,6 @@
 """Checks the deploy runs on the orchestrator, where Redis and the API are reachable.
 
-    python -m inferq.deploy.remote ping --expect worker@worker-1-w1,... [--timeout 120]
+    python -m inferq.deploy.remote ping --expect worker@worker-1-w1,... [--timeout 120] [--at-least 12]
     python -m inferq.deploy.remote status --expect ...
     python -m inferq.deploy.remote smoke --api http://127.0.0.1:5000
 
@@ -19,8 +19,9 @@ PING_TIMEOUT = 1.0
 """Seconds one broadcast ping waits for replies."""
 
 
-def ping(expected: list[str], timeout: float) -> dict:
-    """Ping the workers until every expected node answers or timeout passes."""
+def ping(expected: list[str], timeout: float, at_least: int = 0) -> dict:
+    """Ping the workers until every expected node answers, and at least at_least nodes in all (a worker group's
+    hosts have names no inventory knows: they are counted), or timeout passes. "short": how many are lacking."""
     from inferq.celery_app import app
 
     deadline = time.monotonic() + timeout
@@ -28,8 +29,9 @@ def ping(expected: list[str], timeout: float) -> dict:
         replies = app.control.ping(timeout=PING_TIMEOUT) or []
         online = sorted(name for reply in replies for name in reply)
         missing = sorted(set(expected) - set(online))
-        if not missing or time.monotonic() > deadline:
-            return {"online": online, "missing": missing}
+        short = max(0, at_least - len(online))
+        if (not missing and not short) or time.monotonic() > deadline:
+            return {"online": online, "missing": missing, "short": short}
 
 
 def queue_depth() -> int:
@@ -69,14 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expect", default="", help="comma-separated Celery node names")
     parser.add_argument("--api", default="http://127.0.0.1:5000")
     parser.add_argument("--timeout", type=float, default=0.0)
+    parser.add_argument("--at-least", type=int, default=0, help="wait until this many workers answer in all")
     args = parser.parse_args(argv)
     expected = [name for name in args.expect.split(",") if name]
     if args.check == "smoke":
         result = smoke(args.api, args.timeout or 60)
         ok = result["status"] == "succeeded"
     else:
-        result = ping(expected, args.timeout)
-        ok = not result["missing"]
+        result = ping(expected, args.timeout, args.at_least)
+        ok = not result["missing"] and not result["short"]
         if args.check == "status":
             result["queue_depth"] = queue_depth()
             ok = True
