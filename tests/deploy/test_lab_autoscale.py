@@ -227,12 +227,18 @@ def test_a_host_with_only_the_boot_script_joins_and_takes_jobs(cluster, joiner):
     worker_env = joiner.project / "worker.env"
     assert worker_env.stat().st_mode & 0o777 == 0o600 and worker_env.stat().st_uid == 10001
     assert not (joiner.project / "image.tar.zst").exists()
-    done = outcomes(jobs(cluster, "--count", "36", "--hold", "0.5"))
+    # Jobs go to whichever worker asks first: a round that the fixed hosts' warm workers took whole says nothing
+    # of the new host, so another round follows (at most three).
+    done: list[dict] = []
+    for _ in range(3):
+        done += outcomes(jobs(cluster, "--count", "36", "--hold", "0.5"))
+        if any(o["worker"] in NODES for o in done):
+            break
     succeeded = sum(o["status"] == "succeeded" for o in done)
     on_joined = sum(o["worker"] in NODES for o in done)
     record("autoscale join", join_s=joiner.join_s, boot_s=joiner.boot_s, jobs=len(done), succeeded=succeeded,
            on_joined_host=on_joined)
-    assert succeeded == len(done) == 36, done
+    assert succeeded == len(done), done
     assert on_joined > 0, done
 
 
