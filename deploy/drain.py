@@ -16,8 +16,8 @@ the instance in ``Terminating:Wait``. Then:
    so a long stop is not cut short by the hook's timeout.
 
 The role the host runs under may do exactly this (deploy/autoscaling.py, LeaveTheGroup).
-Nothing here is started on the hosts yet: the boot script that would run it is issue
-22's item 2 (docs/deploy.md).
+The launch template's user data installs it as the unit ``inferq-drain``; the lab runs it on
+a network-namespace host (tests/deploy/test_lab_autoscale.py).
 """
 from __future__ import annotations
 

@@ -10,8 +10,8 @@
 - ``fetch_image`` is what a booting host does with them: read ``image``, download
   the object, and refuse it unless its bytes hash to the name.
 
-Only the worker role may read them (deploy/autoscaling.py's policy). Not yet called
-by ``fab deploy``, nor run by a boot script: docs/deploy.md says what is missing.
+Only the worker role may read them (deploy/autoscaling.py's policy). ``fab deploy`` and
+``fab update`` publish through ``publish``; a host's boot script (deploy/boot.py) reads them.
 """
 from __future__ import annotations
 
