@@ -175,3 +175,25 @@ class Transport(kombu_redis.Transport):
         if (getattr(self.client, "transport_options", None) or {}).get("global_keyprefix"):
             raise ValueError("inferq's transport takes with scripts that name their keys: global_keyprefix "
                              "is not supported")
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """The same takes, acknowledgements and give-backs, on the primary that kombu's Sentinel channel finds.
+
+    kombu's SentinelChannel only changes how the connection pool is made (Sentinel's ``master_for``, with
+    SentinelManagedConnection): a connection to a primary that died or was demoted (READONLY) fails with
+    ConnectionError, which _brpop_read above and QoS's retries treat as Redis being away; Celery then
+    reconnects, and the new pool asks the Sentinels for the new primary. The take's script is sent in full
+    on every new connection, so a new primary that never saw it runs it too.
+    """
+
+    from_transport_options = (*Channel.from_transport_options,  # type: ignore[assignment]
+                              *(option for option in kombu_redis.SentinelChannel.from_transport_options
+                                if option not in Channel.from_transport_options))
+
+
+class SentinelTransport(Transport):
+    """inferq's transport over Sentinel (``sentinel://`` broker URLs, ``master_name`` in the transport options)."""
+
+    Channel = SentinelChannel
+    default_port = kombu_redis.SentinelTransport.default_port  # type: ignore[assignment]  # kombu declares None
