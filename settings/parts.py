@@ -190,3 +190,15 @@ class Durability(Section):
 
     appendfsync: str = setting("INFERQ_REDIS_APPENDFSYNC", "everysec", "AOF fsync policy: what a host "
                                "crash can lose (docs/operations.md).", choices=APPENDFSYNC_MODES)
+
+
+@dataclass(frozen=True)
+class Failover(Section):
+    """How the Sentinels inferq runs itself (the local stack's --ha, the tests') find a primary lost, and replace it."""
+
+    down_after: float = setting("INFERQ_SENTINEL_DOWN_AFTER_SECONDS", 2.0, "Seconds a primary may not answer "
+                                "the Sentinels before they call it down and promote its replica.", minimum=0.1)
+    failover_timeout: float = setting("INFERQ_SENTINEL_FAILOVER_TIMEOUT_SECONDS", 10.0, "Seconds a failover may "
+                                      "take before the Sentinels try again (Sentinel's failover-timeout).",
+                                      minimum=1)
+    quorum: int = setting("INFERQ_SENTINEL_QUORUM", 2, "Sentinels that must agree the primary is down.", minimum=1)
