@@ -11,6 +11,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -153,10 +154,7 @@ class ReplicatedRedis:
             try:
                 primary = self.current_primary()
                 info = primary.client().info("replication")
-                seen = all(int(s.client().sentinel_master(self.master_name)["num-slaves"]) >= 1
-                           and int(s.client().sentinel_master(self.master_name)["num-other-sentinels"])
-                           >= SENTINELS - 1
-                           for s in self.sentinels if s.process and s.process.poll() is None)
+                seen = all(self._sees_all(s) for s in self.sentinels if s.process and s.process.poll() is None)
                 synced = any(str(v.get("state")) == "online" for k, v in info.items()
                              if k.startswith("slave") and isinstance(v, dict))
                 if synced and seen:
@@ -167,11 +165,17 @@ class ReplicatedRedis:
                 raise RedisUnavailable(f"no primary with an online replica within {timeout}s")
             time.sleep(0.1)
 
+    def _sees_all(self, sentinel: SentinelServer) -> bool:
+        """Whether a Sentinel knows the replica and the other Sentinels."""
+        state: Any = sentinel.client().sentinel_master(self.master_name)
+        return int(state["num-slaves"]) >= 1 and int(state["num-other-sentinels"]) >= SENTINELS - 1
+
     def master_address(self) -> tuple[str, int]:
         """Where the Sentinels (the first that answers) say the primary is."""
         for sentinel in self.sentinels:
             try:
-                host, port = sentinel.client().sentinel_get_master_addr_by_name(self.master_name)
+                address: Any = sentinel.client().sentinel_get_master_addr_by_name(self.master_name)
+                host, port = address
                 return str(host.decode() if isinstance(host, bytes) else host), int(port)
             except (redis.RedisError, OSError, TypeError):
                 continue
