@@ -3,9 +3,9 @@
 supervisord restarts a Redis that died at once. Restarted so, the old primary would come back as a primary
 from its own AOF before the Sentinels even called it down (no failover), and its replica would then resync
 from it: the writes of the last fsync interval, which WAIT had counted on the replica, would be gone from
-both. So a node that ran before in this stack run first waits until the Sentinels have had time to promote
-its replica, then asks them where the primary is and starts as its replica (``replicaof`` in its config);
-only when they still name it (no replica to promote) does it start as the primary from its own files. A
+both. So a node that ran before in this stack run first waits until the Sentinels name another node primary
+(at most down-after plus the failover timeout) and starts as its replica (``replicaof`` in its config);
+only when they still name it then (no replica to promote) does it start as the primary from its own files. A
 node's first start in a run waits for nothing. Then this process becomes redis-server (exec), so
 supervisord's signals reach Redis itself.
 
@@ -58,6 +58,26 @@ def own_port(config: str) -> int:
     return int(match.group(1))
 
 
+def start_as(path: Path, config: str, sentinels: list[tuple[str, int]], master_name: str, wait: float) -> None:
+    """A restarted node: wait (at most wait seconds) until the Sentinels name another node primary, then write
+    it into the config as this node's primary; if they still name this node, leave it the primary."""
+    port, deadline = own_port(config), time.monotonic() + wait
+    while True:
+        primary = primary_named(sentinels, master_name)
+        if primary is not None and primary[1] != port:
+            break
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    if primary is None:
+        print("ha_node: restarted; no Sentinel answers: starting as configured", flush=True)
+        return
+    is_self = primary[1] == port
+    path.write_text(with_replicaof(config, None if is_self else primary))
+    print(f"ha_node: restarted; the Sentinels name {primary[0]}:{primary[1]} primary: starting as "
+          f"{'the primary' if is_self else 'its replica'}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m inferq.stack.ha_node")
     parser.add_argument("config", type=Path)
@@ -65,20 +85,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sentinels", required=True)
     parser.add_argument("--master-name", required=True)
     parser.add_argument("--wait", type=float, required=True,
-                        help="seconds a restarted node waits for the Sentinels to promote its replica")
+                        help="seconds a restarted node waits at most for the Sentinels to promote its replica")
     args = parser.parse_args(argv)
     config = args.config.read_text()
     marker = args.config.parent / MARKER
     restarted = marker.exists() and marker.read_text() == args.run
     marker.write_text(args.run)
     if restarted:
-        time.sleep(args.wait)
-        primary = primary_named([sentinel_address(a) for a in args.sentinels.split(",")], args.master_name)
-        if primary is not None:
-            is_self = primary[1] == own_port(config)
-            args.config.write_text(with_replicaof(config, None if is_self else primary))
-            print(f"ha_node: restarted; the Sentinels name {primary[0]}:{primary[1]} primary: starting as "
-                  f"{'the primary' if is_self else 'its replica'}", flush=True)
+        start_as(args.config, config, [sentinel_address(a) for a in args.sentinels.split(",")], args.master_name,
+                 args.wait)
     binary = find_binary()
     os.execv(binary, [binary, str(args.config)])
 

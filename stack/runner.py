@@ -87,7 +87,7 @@ def ha_setup(settings: Stack, state: Path) -> tuple[dict[str, str], dict[str, li
     group = ReplicatedRedis(state / "redis-ha", settings.failover, settings.redis.master_name,
                             appendfsync=settings.durability.appendfsync)
     run_id = secrets.token_hex(8)
-    wait = settings.failover.down_after + settings.failover.failover_timeout / 2
+    wait = settings.failover.down_after + settings.failover.failover_timeout
     programs: dict[str, list[str]] = {}
     for name, node in (("redis", group.primary), ("redis-replica", group.replica)):
         node.data_dir.mkdir(parents=True, exist_ok=True)
