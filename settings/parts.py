@@ -31,6 +31,9 @@ DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
 APPENDFSYNC_MODES = ("always", "everysec", "no")
 """Redis AOF fsync policies: what a host crash can lose (docs/operations.md, "Guarantees")."""
 
+LOCAL_SENTINELS = 3
+"""Sentinels inferq runs itself (inferq-stack --ha, the tests): a quorum of two survives losing any one."""
+
 MIN_API_KEY_LENGTH = 16
 """Shorter API keys can be guessed; refuse them at start-up."""
 
@@ -201,4 +204,11 @@ class Failover(Section):
     failover_timeout: float = setting("INFERQ_SENTINEL_FAILOVER_TIMEOUT_SECONDS", 10.0, "Seconds a failover may "
                                       "take before the Sentinels try again (Sentinel's failover-timeout).",
                                       minimum=1)
-    quorum: int = setting("INFERQ_SENTINEL_QUORUM", 2, "Sentinels that must agree the primary is down.", minimum=1)
+    quorum: int = setting("INFERQ_SENTINEL_QUORUM", 2, f"Sentinels (of the {LOCAL_SENTINELS} inferq runs) that "
+                          "must agree the primary is down.", minimum=1)
+
+    def check(self) -> None:
+        """Refuse a quorum the Sentinels could never reach: no failover would ever happen."""
+        if self.quorum > LOCAL_SENTINELS:
+            raise ConfigError(f"INFERQ_SENTINEL_QUORUM={self.quorum} is more than the {LOCAL_SENTINELS} Sentinels "
+                              "inferq runs: no failover could ever happen")

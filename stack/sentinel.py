@@ -16,10 +16,11 @@ from typing import Any
 import redis
 
 from inferq.settings import Failover
+from inferq.settings.parts import LOCAL_SENTINELS
 from inferq.stack.redis_server import RedisServer, RedisUnavailable, find_binary, free_port
 
-SENTINELS = 3
-"""Sentinels a group runs: a quorum of two survives losing any one of them."""
+SENTINELS = LOCAL_SENTINELS
+"""Sentinels a group runs."""
 
 NODE_ARGS = (
     # A replica that comes back (the old primary, restarted) syncs at once, not after the default 5 s

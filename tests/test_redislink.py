@@ -78,6 +78,11 @@ def test_bad_sentinel_settings_are_refused(env, fragment):
         load(RedisLink, env)
 
 
+def test_a_quorum_past_the_sentinels_inferq_runs_is_refused():
+    with pytest.raises(ConfigError, match="INFERQ_SENTINEL_QUORUM=4 is more than the 3 Sentinels"):
+        load(Failover, {"INFERQ_SENTINEL_QUORUM": "4"})
+
+
 def test_the_api_refuses_to_start_with_a_bad_sentinel_address_in_one_line():
     done = subprocess.run([str(BIN / "gunicorn"), "-c", "python:inferq.api.gunicorn_conf", "--check-config",
                            "inferq.api:create_app()"],
