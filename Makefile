@@ -62,9 +62,10 @@ demo: venv
 # The crash checker of the suite (tests/reliability/checker.py) for MINUTES minutes with a new seed:
 # clients submit while a seeded schedule kills and stops Redis, workers and the API; prints
 # "[figures] crash checker: seed= faults= accepted= lost= wrong= ran_twice=" and fails on a loss.
+# REPLICATED=1: on a primary, a replica and three Sentinels, killing and freezing the primary.
 MINUTES ?= 30
 soak: venv
-	$(PY) -m tests.reliability.checker --minutes $(MINUTES)
+	$(PY) -m tests.reliability.checker --minutes $(MINUTES) $(if $(REPLICATED),--replicated)
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info

@@ -45,7 +45,7 @@ from inferq.stack.flower_auth import credentials_path, ensure_credentials
 from inferq.stack.log_tail import LogTail, Printer
 from inferq.stack.processes import BIN
 from inferq.stack.redis_server import RedisServer, free_port
-from inferq.stack.sentinel import ReplicatedRedis
+from inferq.stack.sentinel import ReplicatedRedis, sentinels_ready
 from inferq.stack.supervision import Supervisor, clear_logs, private_file, watch_services
 from inferq.stack.supervisor_config import Plan, render, stack_commands
 
@@ -154,14 +154,27 @@ def watch_ready(say, settings: Stack, model: str, redis_env: dict[str, str], wor
     # Our own Redis has a new password at each start, so only this run's workers reach it: the
     # heartbeats of a past run's are forgotten, or /readyz would report them missing.
     forget = None if settings.external_redis else since
+    started = time.monotonic()
     ok = readiness.wait_ready(client, workers, settings.client.url, start_url(settings.flower_bind), since,
                               settings.ready_timeout, stop, say, forget_before=forget)
+    if ok and link.sentinels:
+        ok = wait_sentinels(link, started + settings.ready_timeout, stop, say)
     if ok:
         up.set()
         say(ready_message(settings, model, len(workers)))
     elif not stop.is_set():
         on_failure(f"the stack was not ready within {settings.ready_timeout:g}s "
                    "(INFERQ_STACK_READY_TIMEOUT); stopping it: see the lines above")
+
+
+def wait_sentinels(link: RedisLink, deadline: float, stop: threading.Event, say) -> bool:
+    """--ha: until every Sentinel knows the replica and the other Sentinels (a failover needs both)."""
+    while not sentinels_ready(link.sentinel_addresses, link.master_name):
+        if stop.is_set() or time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    say("Sentinels ready: each knows the replica and the other Sentinels, so a failover can happen")
+    return True
 
 
 def lock_state(state: Path):

@@ -29,6 +29,22 @@ NODE_ARGS = (
 )
 
 
+def sentinels_ready(addresses: list[tuple[str, int]], master_name: str) -> bool:
+    """Whether every Sentinel knows the primary's replica and the other Sentinels: only then can they fail over.
+
+    A Sentinel learns of replicas from the primary's INFO, which it reads every 10 s, and of the other
+    Sentinels from their hello messages (every 2 s): a primary lost in the first seconds would not be replaced.
+    """
+    for host, port in addresses:
+        try:
+            state: Any = redis.Redis(host=host, port=port, socket_timeout=1).sentinel_master(master_name)
+            if int(state["num-slaves"]) < 1 or int(state["num-other-sentinels"]) < len(addresses) - 1:
+                return False
+        except (redis.RedisError, OSError, KeyError):
+            return False
+    return True
+
+
 class SentinelServer:
     """One Sentinel: a redis-server --sentinel child watching the primary named master_name."""
 
@@ -155,7 +171,8 @@ class ReplicatedRedis:
             try:
                 primary = self.current_primary()
                 info = primary.client().info("replication")
-                seen = all(self._sees_all(s) for s in self.sentinels if s.process and s.process.poll() is None)
+                seen = sentinels_ready([(s.bind, s.port) for s in self.sentinels
+                                        if s.process and s.process.poll() is None], self.master_name)
                 synced = any(str(v.get("state")) == "online" for k, v in info.items()
                              if k.startswith("slave") and isinstance(v, dict))
                 if synced and seen:
@@ -165,11 +182,6 @@ class ReplicatedRedis:
             if time.monotonic() > deadline:
                 raise RedisUnavailable(f"no primary with an online replica within {timeout}s")
             time.sleep(0.1)
-
-    def _sees_all(self, sentinel: SentinelServer) -> bool:
-        """Whether a Sentinel knows the replica and the other Sentinels."""
-        state: Any = sentinel.client().sentinel_master(self.master_name)
-        return int(state["num-slaves"]) >= 1 and int(state["num-other-sentinels"]) >= SENTINELS - 1
 
     def master_address(self) -> tuple[str, int]:
         """Where the Sentinels (the first that answers) say the primary is."""
