@@ -97,10 +97,9 @@ class JobStore:
         if read_memory:
             pipe.info("memory")
         rang = message is not None and self._queue(pipe, queue, message)
-        replicated = self._wait(pipe)
+        waited = message is not None and self._wait(pipe)  # without a message, push() waits for both
         replies = pipe.execute()
-        if replicated is not None:
-            replicated = self._replicated(replies.pop())
+        replicated = self._replicated(replies.pop()) if waited else True
         depth = 0
         if message is not None:
             depth = self._woke(queue, int(replies[-1 - rang]), rang)
@@ -109,7 +108,7 @@ class JobStore:
             memory = replies[-1]
             self._memory = (int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0)))
             self._memory_read_at, self._written = time.monotonic(), 0
-        return Load(depth, *self._memory, replicated=replicated is not False)
+        return Load(depth, *self._memory, replicated=replicated)
 
     def push(self, queue: str, message: str) -> tuple[int, bool]:
         """Queue a recorded job's message; return its lane's depth with it, and whether the replicas hold it."""
@@ -117,13 +116,15 @@ class JobStore:
         rang = self._queue(pipe, queue, message)
         waited = self._wait(pipe)
         replies = pipe.execute()
-        replicated = self._replicated(replies[-1]) if waited is not None else True
+        replicated = self._replicated(replies[-1]) if waited else True
         return self._woke(queue, int(replies[0]), rang), replicated
 
-    def _wait(self, pipe: Any) -> bool | None:
-        """End pipe with a WAIT for the replicas the link asks for; None when it asks for none."""
+    def _wait(self, pipe: Any) -> bool:
+        """End pipe with a WAIT for the replicas the link asks for; False when it asks for none. WAIT returns once
+        the replicas reached its connection's last write in the one replication stream, so every write before
+        it (the record, written by an earlier round trip on whichever connection) is on them too."""
         if not self.replicas:
-            return None
+            return False
         pipe.wait(self.replicas, self.replica_timeout_ms)
         return True
 
