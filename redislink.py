@@ -54,9 +54,20 @@ def celery_url(link: RedisLink, url: str) -> str:
                     for host, (_, port) in zip(hosts, link.sentinel_addresses))
 
 
+def worker_broker_url(link: RedisLink) -> str:
+    """A worker's broker URL: celery_url's, but with Sentinels only the first one's.
+
+    Given several URLs, kombu's Connection switches to the next after a failed connect and then takes the
+    transport from that URL's scheme, replacing the workers' transport with kombu's own; with one URL it never
+    switches. inferq's Sentinel channel reads every Sentinel from the transport option ``sentinels`` instead
+    (broker/transport.py)."""
+    return celery_url(link, link.broker).split(";")[0]
+
+
 def master_transport_options(link: RedisLink) -> dict[str, Any]:
-    """What kombu's and Celery's Sentinel transports need besides the URL: the primary's name."""
+    """What kombu's and Celery's Sentinel transports need besides the URL: the primary's name (and, for the
+    workers' transport, every Sentinel; kombu's own channel ignores that option and reads the URLs)."""
     if not link.sentinels:
         return {}
-    return {"master_name": link.master_name,
+    return {"master_name": link.master_name, "sentinels": [list(address) for address in link.sentinel_addresses],
             "sentinel_kwargs": {"socket_timeout": link.timeout, "socket_connect_timeout": link.timeout}}

@@ -15,7 +15,7 @@ from inferq import redislink
 from inferq.settings import Failover, RedisLink, load
 from inferq.stack import processes
 from inferq.stack.sentinel import ReplicatedRedis
-from tests.reliability.stack import Stack
+from tests.reliability.stack import Stack, log_text
 
 TEST_FAILOVER = {"INFERQ_SENTINEL_DOWN_AFTER_SECONDS": "1", "INFERQ_SENTINEL_FAILOVER_TIMEOUT_SECONDS": "3"}
 """Sentinel timings for tests: down after 1 s of silence, a failover retried after 3 s."""
@@ -57,3 +57,11 @@ class ReplicatedStack(Stack):
         for process in [*self.apis, *self.workers.values()]:
             processes.stop(process, timeout=10)
         self.group.stop()
+
+
+def workers_kept_our_transport(stack: Stack) -> None:
+    """Every (re)connection of every worker went through inferq's transport, never kombu's own, which a
+    ';'-separated broker URL would switch a worker to after a failed connect (redislink.worker_broker_url)."""
+    for name in stack.workers:
+        connected = [line for line in log_text(stack.log(name)).splitlines() if "Connected to " in line]
+        assert connected and all("inferq.broker.transport:SentinelTransport" in line for line in connected), connected

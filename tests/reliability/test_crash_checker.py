@@ -12,6 +12,7 @@ import pytest
 
 from tests.figures import record
 from tests.reliability.checker import Checker
+from tests.reliability.replicated import workers_kept_our_transport
 
 pytestmark = pytest.mark.slow
 
@@ -47,6 +48,7 @@ def test_with_replication_no_accepted_job_is_lost_when_the_primary_is_killed_or_
     finally:
         checker.stop()
     record("crash checker, replicated", **figures)
+    workers_kept_our_transport(checker.stack)
     assert figures["faults"] >= REPLICATED_FAULTS and figures["accepted"] > 0
     assert figures["lost"] == 0, f"accepted jobs lost (replay: INFERQ_CHECKER_SEED={seed}); logs in {tmp_path}"
     assert figures["wrong"] == 0, f"wrong results stored (replay: INFERQ_CHECKER_SEED={seed}); logs in {tmp_path}"

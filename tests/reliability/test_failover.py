@@ -17,7 +17,7 @@ import pytest
 
 from tests.figures import record
 from tests.reliability.load import Load, Outcome
-from tests.reliability.replicated import ReplicatedStack
+from tests.reliability.replicated import ReplicatedStack, workers_kept_our_transport
 from tests.reliability.stack import VISIBILITY_TIMEOUT
 
 pytestmark = pytest.mark.slow
@@ -104,6 +104,7 @@ def test_primary_killed_under_load_the_replica_takes_over_and_nothing_accepted_i
     assert role == "slave"
     consuming, _ = stack.consuming_workers()
     assert consuming == set(stack.workers), "a worker stopped taking jobs after the failover"
+    workers_kept_our_transport(stack)
 
 
 def test_replica_killed_the_api_refuses_with_503_and_loses_nothing(replicated):
@@ -132,4 +133,5 @@ def test_replica_killed_the_api_refuses_with_503_and_loses_nothing(replicated):
     assert while_down and all(o.status == 503 and o.error == "replication_unavailable" for o in while_down), \
         [(o.status, o.error) for o in while_down]
     assert any(o.status == 202 for o in after), "nothing was accepted once the replica was back"
+    workers_kept_our_transport(stack)
 
