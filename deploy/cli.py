@@ -13,7 +13,7 @@ import argparse
 import ipaddress
 import sys
 
-from inferq.deploy import defaults, logs, target
+from inferq.deploy import autoscaling, backlog, defaults, logs, target
 from inferq.deploy.aws import clients
 from inferq.deploy.errors import DeployError
 from inferq.deploy.options import Options
@@ -31,7 +31,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="the only addresses allowed to SSH (and through it Flower), e.g. your IP/32")
     make.add_argument("--api-cidr", default=defaults.API_CIDR, type=cidr,
                       help="who may reach the API's TLS port (default %(default)s)")
-    make.add_argument("--workers", type=int, default=defaults.WORKERS, help="worker instances (default %(default)s)")
+    make.add_argument("--workers", type=int, default=defaults.WORKERS,
+                      help="worker instances (default %(default)s); with --min/--max-workers, the group's first size")
+    make.add_argument("--min-workers", type=int, default=None,
+                      help="worker hosts in an Auto Scaling group, at least this many (default without either flag: "
+                           "no group, --workers fixed hosts; with --max-workers only: 1)")
+    make.add_argument("--max-workers", type=int, default=None,
+                      help="the group's most hosts (with --min-workers only: 20)")
+    make.add_argument("--target-wait-seconds", type=float, default=backlog.TARGET_WAIT_SECONDS,
+                      help="the group's backlog target: a queued text waits about this long (default %(default)s; "
+                           "target BacklogPerWorker = --texts-per-second-per-worker x this)")
+    make.add_argument("--texts-per-second-per-worker", type=float, default=backlog.TEXTS_PER_SECOND_PER_WORKER,
+                      help="one worker's speed in the capacity model (default %(default)s, docs/capacity.md)")
     make.add_argument("--orchestrator-type", default=defaults.ORCHESTRATOR_TYPE, help="(default %(default)s)")
     make.add_argument("--worker-type", default=defaults.WORKER_TYPE, help="(default %(default)s)")
     make.add_argument("--ami-owner", default=defaults.AMI_OWNER, help="workers' AMI owner (default %(default)s, "
@@ -92,7 +103,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise DeployError("--admin-cidr must not be the whole Internet: SSH would be open to all")
             if args.workers < 1:
                 raise DeployError("--workers must be at least 1")
-            options = Options(workers=args.workers, orchestrator_type=args.orchestrator_type,
+            if args.target_wait_seconds <= 0 or args.texts_per_second_per_worker <= 0:
+                raise DeployError("--target-wait-seconds and --texts-per-second-per-worker must be positive")
+            group = autoscaling.group_from_options(
+                args.workers, args.min_workers, args.max_workers, target_wait_seconds=args.target_wait_seconds,
+                texts_per_second_per_worker=args.texts_per_second_per_worker)
+            options = Options(workers=0 if group else args.workers, autoscale=group,
+                              orchestrator_type=args.orchestrator_type,
                               worker_type=args.worker_type, admin_cidr=args.admin_cidr, api_cidr=args.api_cidr,
                               ami_owner=args.ami_owner, ami_name=args.ami_name,
                               orchestrator_ami_owner=args.orchestrator_ami_owner,

@@ -19,6 +19,9 @@ ROLE_TAG_KEY = "inferq:role"
 NAME_TAG_KEY = "inferq:name"
 """Tag key naming one instance (orchestrator, worker-1 ...); how a second run finds it."""
 
+GROUP_TAG = "inferq:group"
+"""Tag of the instances the worker Auto Scaling group launches (deploy.autoscaling): not worker-1..N."""
+
 REGION = "us-east-1"
 """Region used when neither --region nor AWS_DEFAULT_REGION says otherwise."""
 

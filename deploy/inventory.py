@@ -68,6 +68,8 @@ class Inventory:
     amis: dict = field(default_factory=dict)
     # instance name -> the ClientToken of its RunInstances, kept until the instance is found by its tag.
     launch_tokens: dict = field(default_factory=dict)
+    # The worker Auto Scaling group, when `up` made one (deploy.autoscaling): group, hook, bucket, region.
+    autoscaling: dict = field(default_factory=dict)
 
     @property
     def orchestrator(self) -> Host:

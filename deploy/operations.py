@@ -74,14 +74,15 @@ def deploy(inventory: Inventory, secrets: Secrets, secrets_dir: str, report: Rep
             before = orchestrator.snapshot(c, runtime, inventory)
             changes = deploy_orchestrator(c, runtime, inventory, secrets, secrets_dir, report)
         workers = inventory.workers
-        if workers:  # the worker image: built once, here, and shipped to every worker host
+        if workers or inventory.autoscaling:  # the worker image: built once, here, shipped to every worker host
             image = runtime.build_image(report)
             wait = waiter(runtime, inventory, wait_seconds)
             with tempfile.TemporaryDirectory(prefix="inferq-image-") as scratch, \
-                    ThreadPoolExecutor(max_workers=len(workers)) as pool:
+                    ThreadPoolExecutor(max_workers=max(1, len(workers))) as pool:
                 archive = Archive(runtime.docker, image, scratch)
                 changes += sum(pool.map(lambda h: deploy_worker(runtime, inventory, h, secrets, image, archive, wait,
                                                                 report), workers))
+                publish_for_group(runtime, inventory, secrets, archive, image, report)
             runtime.prune_images(image, report)
         expected = nodes.worker_nodes(inventory)
         with connect(inventory, inventory.orchestrator) as c:
@@ -174,6 +175,11 @@ def status(inventory: Inventory, secrets_dir: str, report: Report) -> dict:
     if answer["missing"]:
         report(f"workers missing: {', '.join(answer['missing'])}")
     report(f"queue depth: {answer['queue_depth']}")
+    if inventory.autoscaling:
+        from inferq.deploy import autoscaling
+
+        answer["group"] = autoscaling.group_status(inventory.autoscaling, inventory.cluster)
+        report(autoscaling.status_line(answer["group"]))
     answer["hosts"] = {}
     for host in inventory.workers:
         with connect(inventory, host) as c:
@@ -225,12 +231,25 @@ def rolling_update(inventory: Inventory, secrets: Secrets, secrets_dir: str, rep
             before = orchestrator.snapshot(c, runtime, inventory)
             deploy_orchestrator(c, runtime, inventory, secrets, secrets_dir, report)
         smoke_or_roll_back(runtime, inventory, secrets, secrets_dir, before, report)
-        if inventory.workers:
+        if inventory.workers or inventory.autoscaling:
             image = runtime.existing_image(image_tag) if image_tag else runtime.build_image(report)
             with tempfile.TemporaryDirectory(prefix="inferq-image-") as scratch:
-                update_workers(runtime, inventory, secrets, image, scratch, waiter(runtime, inventory, wait_seconds),
-                               report)
+                if inventory.workers:
+                    update_workers(runtime, inventory, secrets, image, scratch,
+                                   waiter(runtime, inventory, wait_seconds), report)
+                publish_for_group(runtime, inventory, secrets, Archive(runtime.docker, image, scratch), image, report)
             runtime.prune_images(image, report)
+
+
+def publish_for_group(runtime: Runtime, inventory: Inventory, secrets: Secrets, archive: Archive, image: Image,
+                      report: Report) -> None:
+    """With a worker Auto Scaling group (inventory.autoscaling): the image and the worker settings to its store."""
+    if not inventory.autoscaling:
+        return
+    from inferq.deploy import image_store
+
+    compose = runtime.release.file("docker-compose.yml").decode() if runtime.release else ""
+    image_store.publish(inventory, secrets, archive.ready(), image, compose, report)
 
 
 def update_workers(runtime: Runtime, inventory: Inventory, secrets: Secrets, image: Image, scratch: str,

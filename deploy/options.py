@@ -3,9 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from inferq.deploy import defaults
 from inferq.deploy import inventory as inv
+
+if TYPE_CHECKING:
+    from inferq.deploy.autoscaling import Group
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,8 @@ class Options:
     volume_gb: int = defaults.ROOT_VOLUME_GB
     secrets_dir: str = defaults.SECRETS_DIR
     inventory: str = defaults.INVENTORY
+    # --min-workers/--max-workers: worker hosts in an Auto Scaling group (deploy.autoscaling), not worker-1..N
+    autoscale: Group | None = None
 
     @property
     def key_file(self) -> Path:

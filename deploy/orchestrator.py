@@ -22,7 +22,12 @@ ROLLED_BACK = ("orchestrator.env", "nginx.conf")
 def orchestrator_services(runtime: Runtime, inventory: Inventory, host: Host, where: Layout) -> list[Service]:
     """Redis, the API under gunicorn, Flower (loopback: reached through SSH), the TLS proxy."""
     env = f"{where.remote_dir}/etc/orchestrator.env"
-    return [
+    # With a worker Auto Scaling group: the scaling signal, published with the orchestrator's instance profile.
+    group = inventory.autoscaling
+    scaling = [Service("backlog-metrics", [f"{where.bin}/inferq-backlog-metrics", "--cluster", inventory.cluster,
+                                           "--region", group["region"]], env, where.code,
+                       user=runtime.user("backlog-metrics"))] if group else []
+    return scaling + [
         Service("redis", [runtime.redis_server, f"{where.remote_dir}/etc/redis.conf"], "", where.remote_dir,
                 user=runtime.user("redis")),
         Service("api", commands.api(where.bin), env, where.code, user=runtime.user("api")),

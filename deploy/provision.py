@@ -15,7 +15,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from inferq.deploy import defaults, host_keys, preflight
+from inferq.deploy import autoscaling, defaults, host_keys, preflight
 from inferq.deploy import inventory as inv
 from inferq.deploy.aws import instances, keypairs, quotas, security_groups
 from inferq.deploy.aws.clients import Aws
@@ -166,7 +166,11 @@ def up(aws: Aws, options: Options, dry_run: bool, report: Report, host_key_wait:
     arn = preflight.identity(aws)  # first: with refused credentials, every later call would fail obscurely
     found = survey(ec2, options)
     preflight.require(aws, arn, checks(aws, options, found), report)
-    preflight.require_vcpus(aws, vcpus_needed(ec2, options, found), report)
+    group_vcpus = 0
+    if options.autoscale and quotas.standard(options.worker_type):
+        # The group may grow to its maximum without asking: the quota must allow it now.
+        group_vcpus = options.autoscale.max_hosts * quotas.vcpus(ec2, {options.worker_type})[options.worker_type]
+    preflight.require_vcpus(aws, vcpus_needed(ec2, options, found) + group_vcpus, report)
     changes: list[str] = []
 
     def counting(line: str) -> None:
@@ -181,6 +185,11 @@ def up(aws: Aws, options: Options, dry_run: bool, report: Report, host_key_wait:
     security_groups.converge(ec2, groups["orchestrator"],
                              orchestrator_rules(options, groups["workers"]["GroupId"]), dry_run, counting)
     ids = ensure_instances(ec2, options, found, key_name, groups, dry_run, counting)
+    scaling = None
+    if options.autoscale:
+        scaling = autoscaling.connect(aws.region, aws.sts)
+        autoscaling.up(ec2, scaling, options.cluster, options.autoscale, found.images["worker"], options.worker_type,
+                       options.volume_gb, key_name, groups["workers"]["GroupId"], found.vpc_id, counting, dry_run)
     if dry_run:
         report(f"dry run: {len(changes)} change(s) planned, nothing done")
         return len(changes)
@@ -198,10 +207,20 @@ def up(aws: Aws, options: Options, dry_run: bool, report: Report, host_key_wait:
         report(f"note: volume {volume} was made before inferq encrypted root volumes; only `down` and `up` "
                "replace it")
     hosts = sorted((host_of(i) for i in described), key=host_order)
+    if scaling:
+        for host in hosts:
+            if host.role == "orchestrator":
+                autoscaling.associate_orchestrator_profile(ec2, autoscaling.Names(options.cluster),
+                                                           host.instance_id, counting)
     pins, unpinned = pin_host_keys(ec2, options, hosts, host_key_wait, report)
     path = Path(options.inventory)
+    group = {}
+    if scaling:
+        names = autoscaling.Names(options.cluster)
+        group = {"group": names.group, "hook": names.hook, "bucket": names.bucket(scaling.account, scaling.region),
+                 "region": scaling.region}
     inv.merge(path, cluster=options.cluster, hosts=hosts, key_file=str(options.key_file), region=options.region,
-              known_hosts=str(pins), state=inv.READY, amis=found.amis(), launch_tokens={},
+              known_hosts=str(pins), state=inv.READY, amis=found.amis(), launch_tokens={}, autoscaling=group,
               **({} if found.recorded else {"containers_per_worker": defaults.CONTAINERS_PER_WORKER}))
     report(f"{len(changes)} change(s); {len(hosts)} instance(s) running; inventory written to {path}, "
            f"host keys pinned in {pins}")

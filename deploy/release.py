@@ -28,6 +28,9 @@ from inferq.deploy.files import upload_then
 EXTRAS = "api,flower"
 """What the orchestrator runs from a release: the API under gunicorn, Flower (no torch: no inference there)."""
 
+GROUP_EXTRAS = EXTRAS + ",autoscale"
+"""With a worker Auto Scaling group, also boto3: the orchestrator publishes the backlog (inferq-backlog-metrics)."""
+
 SMOKE_IMPORTS = "import inferq.api, inferq.celery_app, inferq.deploy.remote, flower, gunicorn"
 """A release's venv must import what its services and the deploy's checks run before it becomes current."""
 
@@ -113,7 +116,7 @@ def package(repo: Path, allow_dirty: bool = False) -> Release:
 
 
 def install(c: Connection, remote_dir: str, version: str, data: bytes, python: str,
-            pip_args: list[str] | None = None) -> bool:
+            pip_args: list[str] | None = None, extras: str = EXTRAS) -> bool:
     """Unpack release `version`, build and check its venv, then make it current. True if `current` changed."""
     target = f"{remote_dir}/releases/{version}"
     current = root(c, f"readlink -f {remote_dir}/current", warn=True).stdout.strip()
@@ -130,7 +133,7 @@ def install(c: Connection, remote_dir: str, version: str, data: bytes, python: s
     built = root(c, " && ".join([
         f"{python} -m venv {target}/venv",
         f"{pip} install --quiet --disable-pip-version-check {options} -c {target}/constraints.txt "
-        f"{shlex.quote(f'{target}[{EXTRAS}]')}",
+        f"{shlex.quote(f'{target}[{extras}]')}",
         f"{pip} check --disable-pip-version-check",
         f"{target}/venv/bin/python -c {shlex.quote(SMOKE_IMPORTS)}",
     ]), warn=True, timeout=1800)

@@ -87,12 +87,13 @@ class Runtime:
         if root(c, "id inferq", warn=True).failed:
             root(c, f"useradd --system --home-dir {where.remote_dir} --shell /usr/sbin/nologin inferq")
             changes += 1
-        return changes + self.install_release(c, where)
+        extras = release.GROUP_EXTRAS if inventory.autoscaling else release.EXTRAS
+        return changes + self.install_release(c, where, extras)
 
-    def install_release(self, c: Connection, where: Layout) -> int:
+    def install_release(self, c: Connection, where: Layout, extras: str = release.EXTRAS) -> int:
         """This operation's release in its own venv, made current if it installs (older ones pruned)."""
         made = self.shipping()
-        changed = release.install(c, where.remote_dir, made.version, made.data, self.python, self.pip_args)
+        changed = release.install(c, where.remote_dir, made.version, made.data, self.python, self.pip_args, extras)
         release.prune(c, where.remote_dir, KEEP_RELEASES)
         return int(changed)
 

@@ -8,6 +8,7 @@ from inferq.deploy import defaults
 from inferq.deploy import inventory as inv
 from inferq.deploy.aws import images, instances, keypairs, security_groups
 from inferq.deploy.aws.tags import tag_value
+from inferq.deploy.defaults import GROUP_TAG
 from inferq.deploy.errors import DeployError
 from inferq.deploy.options import Options
 
@@ -60,7 +61,8 @@ def host_names(workers: int) -> list[tuple[str, str]]:
 
 def survey(ec2, options: Options) -> Survey:
     """Look everything up by tag; nothing is changed."""
-    existing = {instance_name(i): i for i in instances.find(ec2, options.cluster)}
+    # Hosts the worker group launched are the group's (deploy.autoscaling), not worker-1..N.
+    existing = {instance_name(i): i for i in instances.find(ec2, options.cluster) if not tag_value(i, GROUP_TAG)}
     wanted = host_names(options.workers)
     found = Survey(
         key=keypairs.find(ec2, options.cluster), vpc_id=security_groups.default_vpc(ec2),
@@ -70,7 +72,7 @@ def survey(ec2, options: Options) -> Survey:
     path = Path(options.inventory)
     found.recorded = inv.read(path) if path.exists() else None
     recorded = found.amis()
-    for role in sorted({role for role, _ in found.missing}):
+    for role in sorted({role for role, _ in found.missing} | ({"worker"} if options.autoscale else set())):
         # Resolved once, then recorded: a later host boots the image its peers did.
         found.images[role] = (images.recorded_image(ec2, recorded[role], role) if role in recorded
                               else images.latest_image(ec2, *options.image(role)))

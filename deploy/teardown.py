@@ -17,6 +17,7 @@ from inferq.deploy import inventory as inv
 from inferq.deploy.aws import instances, keypairs, security_groups
 from inferq.deploy.aws.clients import Aws
 from inferq.deploy.aws.tags import tag_value
+from inferq.deploy.errors import AwsError
 from inferq.deploy.options import Options
 from inferq.deploy.provision import Report
 
@@ -48,10 +49,25 @@ def down(aws: Aws, options: Options, dry_run: bool, report: Report, keep_secrets
     doomed = instances.find(ec2, options.cluster)
     groups = security_groups.find_all(ec2, options.cluster)
     pair = keypairs.find(ec2, options.cluster)
-    count = len(doomed) + len(groups) + (1 if pair else 0)
+    from inferq.deploy import autoscaling
+
+    # The worker group, its template and the IAM roles (deploy.autoscaling); nothing if it was never made.
+    scaling = autoscaling.connect(aws.region, aws.sts)
+    try:
+        scaled = autoscaling.found_resources(ec2, scaling, options.cluster)
+    except AwsError as exc:
+        if "AccessDenied" not in str(exc) and "UnauthorizedOperation" not in str(exc):
+            raise
+        # Credentials for a fixed cluster need no IAM or Auto Scaling rights: say what could not be looked at.
+        report(f"note: could not look for the worker group, its template and roles ({exc}); a cluster made with "
+               "--min-workers/--max-workers needs autoscaling:Describe* and iam:GetRole to be torn down")
+        scaled = []
+    count = len(doomed) + len(groups) + (1 if pair else 0) + len(scaled)
     if count:
         preflight.require(aws, arn, checks(aws, doomed, groups, pair), report, verb="deleted")
     verb = "would delete" if dry_run else "delete"
+    for kind, name in scaled:
+        report(f"{verb} {kind} {name}")
     for instance in doomed:
         report(f"{verb} instance {tag_value(instance, defaults.NAME_TAG_KEY)} ({instance['InstanceId']})")
     for group in groups:
@@ -62,6 +78,9 @@ def down(aws: Aws, options: Options, dry_run: bool, report: Report, keep_secrets
     if dry_run:
         report(f"dry run: {count} resource(s) {where} would be deleted, nothing done")
         return count
+    if scaled:
+        # The group first: it would replace the hosts terminated below.
+        autoscaling.down(ec2, scaling, options.cluster, scaled, report)
     if doomed:
         ids = [i["InstanceId"] for i in doomed]
         for instance in doomed:
@@ -98,4 +117,4 @@ def forget(options: Options, keep_secrets: bool = False) -> None:
     path = Path(options.inventory)
     if path.exists():
         inv.merge(path, cluster=options.cluster, hosts=[], key_file=str(options.key_file), region=options.region,
-                  state=inv.TORN_DOWN, launch_tokens={})
+                  state=inv.TORN_DOWN, launch_tokens={}, autoscaling={})
