@@ -175,13 +175,23 @@ class ReplicatedRedis:
                                         if s.process and s.process.poll() is None], self.master_name)
                 synced = any(str(v.get("state")) == "online" for k, v in info.items()
                              if k.startswith("slave") and isinstance(v, dict))
-                if synced and seen:
+                if synced and seen and self._acknowledges(primary):
                     return primary
             except (redis.RedisError, OSError, KeyError):
                 pass
             if time.monotonic() > deadline:
                 raise RedisUnavailable(f"no primary with an online replica within {timeout}s")
             time.sleep(0.1)
+
+    @staticmethod
+    def _acknowledges(primary: RedisServer) -> bool:
+        """Whether a replica acknowledges a write within 0.2 s, as WAIT counts it. INFO says a replica is
+        online from the end of the transfer, while it may still be loading what it received; a WAIT then
+        times out. The probe is a PUBLISH on a channel nobody reads: replicated, yet it leaves no key."""
+        with primary.client().pipeline(transaction=False) as pipe:
+            pipe.publish("inferq:replication-probe", "1")
+            pipe.wait(1, 200)
+            return int(pipe.execute()[-1]) >= 1
 
     def master_address(self) -> tuple[str, int]:
         """Where the Sentinels (the first that answers) say the primary is."""

@@ -54,4 +54,5 @@ def test_no_replica_answers_503_and_leaves_nothing_behind(group, client, idempot
     finally:
         group.restart_as_replica(replica)
         group.wait_replicated()
-    assert client.post("/jobs", json={"text": "on two nodes again"}, headers=headers).status_code == 202
+    again = client.post("/jobs", json={"text": "on two nodes again"}, headers=headers)
+    assert again.status_code == 202, again.get_json()
