@@ -28,7 +28,7 @@ system-deps:
 # its folder can have any name and mypy cannot follow an editable install's import hook: a link named
 # inferq to the checkout lets mypy see it as the package, from a clone in any directory.
 MYPY_TARGETS := $(foreach p,api broker model settings tasks stack bench deploy client,-p inferq.$(p)) \
-	$(foreach m,contract jobview webhooks celeryconfig celery_app commands,-m inferq.$(m))
+	$(foreach m,contract jobview webhooks redislink celeryconfig celery_app commands,-m inferq.$(m))
 lint: venv
 	$(VENV)/bin/ruff check .
 	mkdir -p .cache/mypy-path && ln -sfn ../.. .cache/mypy-path/inferq
@@ -62,9 +62,10 @@ demo: venv
 # The crash checker of the suite (tests/reliability/checker.py) for MINUTES minutes with a new seed:
 # clients submit while a seeded schedule kills and stops Redis, workers and the API; prints
 # "[figures] crash checker: seed= faults= accepted= lost= wrong= ran_twice=" and fails on a loss.
+# REPLICATED=1: on a primary, a replica and three Sentinels, killing and freezing the primary.
 MINUTES ?= 30
 soak: venv
-	$(PY) -m tests.reliability.checker --minutes $(MINUTES)
+	$(PY) -m tests.reliability.checker --minutes $(MINUTES) $(if $(REPLICATED),--replicated)
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info

@@ -10,14 +10,16 @@ is the very object read here.
 """
 from kombu import Queue
 
-from inferq import contract
+from inferq import contract, redislink
 from inferq.broker import wire
 from inferq.settings import Delivery, RedisLink, current
 
 _redis, _delivery = current(RedisLink), current(Delivery)
 
-broker_url = _redis.broker
-result_backend = _redis.backend
+# With Sentinel, ``sentinel://`` URLs (one per Sentinel) and the primary's name in the transport options
+# below: kombu's Sentinel channel, Celery's Sentinel backend and Flower's broker view find the primary so.
+broker_url = redislink.celery_url(_redis, _redis.broker)
+result_backend = redislink.celery_url(_redis, _redis.backend)
 task_default_queue = _redis.queue
 # The two priority lanes, interactive first: a worker consumes them in this order
 # (with "queue_order_strategy": "priority" below), so it takes a single text before
@@ -77,8 +79,10 @@ broker_transport_options = {
     "record_ttl": _redis.result_ttl,
     # A take takes the jobs waiting behind the first while their texts fit one forward pass (micro-batching).
     "batch_texts": _delivery.batch_size,
+    **redislink.master_transport_options(_redis),
 }
-result_backend_transport_options = {"visibility_timeout": _delivery.visibility_timeout}
+result_backend_transport_options = {"visibility_timeout": _delivery.visibility_timeout,
+                                    **redislink.master_transport_options(_redis)}
 redis_socket_timeout = _redis.timeout
 redis_socket_connect_timeout = _redis.timeout
 broker_connection_retry_on_startup = True

@@ -22,7 +22,7 @@ def create_app(settings: Api | None = None) -> Flask:
     app = Flask(__name__)
     config.attach(app, settings)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["inferq.store"] = JobStore(settings.redis.backend, settings.redis.result_ttl, settings.redis.timeout)
+    app.extensions["inferq.store"] = JobStore(settings.redis)
     # POST /jobs's body depends on the limits this app runs with: made here, validated in the view, documented.
     app.extensions["inferq.job_request"] = schemas.job_request(settings.max_texts, bool(settings.webhooks.secret))
     errors.register(app)

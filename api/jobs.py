@@ -77,10 +77,13 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
                     store.forget(job_id)
                     return Submitted(winner, False, None)
                 try:
-                    load = load._replace(depth=store.push(queue, message))
+                    depth, replicated = store.push(queue, message)
+                    load = load._replace(depth=depth, replicated=replicated)
                 except Exception:
                     idempotency.release(store.redis, idem_key, owner)
                     raise
+            if not load.replicated:
+                _unreplicated(store, queue, message, idem_key, owner)
             _admit(store, load, lane, queue, message, idem_key, owner)
         except BaseException:
             store.forget(job_id)
@@ -94,6 +97,26 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
         current_app.logger.warning("cannot reach Redis to enqueue a job")
         raise _redis_down() from None
     return Submitted(job_id, True, queued_at)
+
+
+def _unreplicated(store: JobStore, queue: str, message: str, idem_key: str | None, owner: str | None) -> None:
+    """Fewer replicas than INFERQ_REDIS_MIN_REPLICAS acknowledged the job in time: refuse it (503), take its
+    message off its queue, release its Idempotency-Key (the caller drops its record).
+
+    Decision: a job a worker took between the push and the WAIT's answer is refused all the same. 202 promises
+    that the replicas hold the job, which was not so; that job then runs once, and its result, stored under
+    an id no client was given, expires with the other results. A client that retries gets a new job.
+    """
+    if not store.withdraw(queue, message):
+        current_app.logger.warning("a job refused for want of replicas was taken by a worker first: it runs once, "
+                                   "unseen")
+    if idem_key:
+        idempotency.release(store.redis, idem_key, owner)
+    link = config.current().redis
+    raise ApiError(503, "replication_unavailable",
+                   f"fewer than {link.min_replicas} Redis replica(s) acknowledged the job within "
+                   f"{link.replica_timeout:g}s, so it was not accepted; retry shortly",
+                   headers={"Retry-After": "1"})
 
 
 def _admit(store: JobStore, load: Load, lane: str, queue: str, message: str, idem_key: str | None,

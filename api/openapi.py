@@ -27,7 +27,7 @@ REFUSALS = {
     404: "no such job (never issued, expired, or another key's)",
     409: "Idempotency-Key reused with another body; on DELETE, the job has succeeded or failed already",
     413: "body too large", 415: "unsupported media type", 429: "queue full: retry after `Retry-After` seconds",
-    503: "Redis unreachable: retry shortly",
+    503: "Redis unreachable, or too few replicas acknowledged the job: retry shortly",
 }
 """What each error status means, for the routes that answer it (always with schemas.Error)."""
 

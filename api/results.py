@@ -30,6 +30,9 @@ from contextlib import contextmanager
 
 import redis
 
+from inferq import redislink
+from inferq.settings import RedisLink
+
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25
@@ -65,12 +68,13 @@ class Watch:
 class ResultListener:
     """A daemon thread holding the process's one pattern subscription to result channels."""
 
-    def __init__(self, url: str, key_prefix: bytes, socket_timeout: float):
+    def __init__(self, link: RedisLink, key_prefix: bytes):
         # Its own client: a subscribed connection takes no other commands, and the
         # health check (a PING every few idle seconds) notices a Redis that froze
-        # or vanished without closing the connection.
-        self.client = redis.Redis.from_url(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
+        # or vanished without closing the connection (with Sentinel, a primary that
+        # was demoted or died: the next subscription finds the new one).
+        self.client = redislink.client(
+            link, link.backend, socket_timeout=link.timeout, socket_connect_timeout=link.timeout,
             health_check_interval=HEALTH_CHECK_SECONDS,
         )
         self.prefix = key_prefix  # Celery's result keys (and channels) start with it

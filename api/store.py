@@ -10,16 +10,16 @@ import json
 import time
 from typing import Any, NamedTuple
 
-import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from inferq import jobview
+from inferq import jobview, redislink
 from inferq.api.results import POLL_SECONDS, ResultListener, Watch
 from inferq.broker import scripts, wake
 from inferq.broker.wire import RESULT_KEY_PREFIX, UNACKED_KEY, result_key, revoked_state
 from inferq.contract import CALLBACK_KEY, CANCEL_KEY, CANCELLED_KEY, JOB_KEY, SUBMITTED_KEY, WAKE_KEY
 from inferq.jobview import STATUS_OF_STATE, TERMINAL
+from inferq.settings import RedisLink
 
 __all__ = ["STATUS_OF_STATE", "TERMINAL", "JobStore", "Load"]
 
@@ -40,22 +40,26 @@ class Load(NamedTuple):
     depth: int  # the lane's length with this job in it (0: not queued yet)
     used_memory: int
     maxmemory: int  # 0: no limit
+    replicated: bool = True  # the replicas the link asks for (WAIT) hold the record and the message
 
 
 class JobStore:
     """Read and write job records beside Celery's result backend."""
 
-    def __init__(self, url: str, ttl_seconds: int, socket_timeout: float):
-        self.ttl = ttl_seconds
-        self.redis = redis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout,
+    def __init__(self, link: RedisLink):
+        self.ttl = link.result_ttl
+        self.redis = redislink.client(
+            link, link.backend,
+            socket_timeout=link.timeout,
+            socket_connect_timeout=link.timeout,
             # redis-py retries with backoff by default (seconds); the API must
             # answer 503 within 2 s when Redis is away, so fail on the first error.
             retry=Retry(NoBackoff(), 0),
         )
-        self.listener = ResultListener(url, RESULT_KEY_PREFIX.encode(), socket_timeout)
+        self.listener = ResultListener(link, RESULT_KEY_PREFIX.encode())
+        # With replication, a job counts as accepted once this many replicas hold it (WAIT, in the round trip
+        # that wrote it: WAIT waits for what its own connection wrote).
+        self.replicas, self.replica_timeout_ms = link.replicas_to_wait, int(link.replica_timeout * 1000)
         self._memory = (0, 0)  # Redis's used_memory and maxmemory, as last read
         self._memory_read_at = -MEMORY_READ_SECONDS
         self._written = 0  # bytes of jobs this process queued since it last read the memory
@@ -93,7 +97,9 @@ class JobStore:
         if read_memory:
             pipe.info("memory")
         rang = message is not None and self._queue(pipe, queue, message)
+        waited = message is not None and self._wait(pipe)  # without a message, push() waits for both
         replies = pipe.execute()
+        replicated = self._replicated(replies.pop()) if waited else True
         depth = 0
         if message is not None:
             depth = self._woke(queue, int(replies[-1 - rang]), rang)
@@ -102,13 +108,29 @@ class JobStore:
             memory = replies[-1]
             self._memory = (int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0)))
             self._memory_read_at, self._written = time.monotonic(), 0
-        return Load(depth, *self._memory)
+        return Load(depth, *self._memory, replicated=replicated)
 
-    def push(self, queue: str, message: str) -> int:
-        """Queue a recorded job's message; return its lane's depth with it."""
+    def push(self, queue: str, message: str) -> tuple[int, bool]:
+        """Queue a recorded job's message; return its lane's depth with it, and whether the replicas hold it."""
         pipe = self.redis.pipeline(transaction=False)
         rang = self._queue(pipe, queue, message)
-        return self._woke(queue, int(pipe.execute()[0]), rang)
+        waited = self._wait(pipe)
+        replies = pipe.execute()
+        replicated = self._replicated(replies[-1]) if waited else True
+        return self._woke(queue, int(replies[0]), rang), replicated
+
+    def _wait(self, pipe: Any) -> bool:
+        """End pipe with a WAIT for the replicas the link asks for; False when it asks for none. WAIT returns once
+        the replicas reached its connection's last write in the one replication stream, so every write before
+        it (the record, written by an earlier round trip on whichever connection) is on them too."""
+        if not self.replicas:
+            return False
+        pipe.wait(self.replicas, self.replica_timeout_ms)
+        return True
+
+    def _replicated(self, acknowledged: int) -> bool:
+        """Whether a WAIT's reply (replicas that acknowledged) is enough."""
+        return int(acknowledged) >= self.replicas
 
     def _queue(self, pipe: Any, queue: str, message: str) -> bool:
         """Add the message's push to pipe, and the wake-up of an idle worker if the lane is likely empty (this

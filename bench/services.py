@@ -16,11 +16,15 @@ from inferq.stack.redis_server import RedisServer, free_port
 class Services:
     """Redis, API and a set of workers that can be restarted at another count."""
 
-    def __init__(self, log_dir: Path, env: dict[str, str]):
+    def __init__(self, log_dir: Path, env: dict[str, str], redis: RedisServer | None = None,
+                 redis_env: dict[str, str] | None = None):
+        # redis, redis_env: a Redis started by the caller (the primary of a replicated one, bench/replication.py)
+        # and the settings that reach it; the caller stops it. Else our own Redis, stopped by close().
         self.log_dir = log_dir
-        self.redis = RedisServer(log_dir / "redis").start()
+        self.own_redis = redis is None
+        self.redis = redis or RedisServer(log_dir / "redis").start()
         self.client = self.redis.client()
-        self.env = {"REDIS_URL": self.redis.url, "INFERQ_HEARTBEAT_SECONDS": "0.5",
+        self.env = {"REDIS_URL": self.redis.url, **(redis_env or {}), "INFERQ_HEARTBEAT_SECONDS": "0.5",
                     # Many waiting jobs: admission control must not refuse the benchmark's load.
                     "INFERQ_MAX_QUEUE_DEPTH": "1000000", **env}
         self.workers: list = []
@@ -95,4 +99,5 @@ class Services:
         """Stop workers, API and Redis."""
         self.stop_workers()
         processes.stop(self.api)
-        self.redis.stop()
+        if self.own_redis:
+            self.redis.stop()

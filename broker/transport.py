@@ -40,6 +40,7 @@ import time
 from queue import Empty
 
 import redis
+import redis.sentinel
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
@@ -175,3 +176,55 @@ class Transport(kombu_redis.Transport):
         if (getattr(self.client, "transport_options", None) or {}).get("global_keyprefix"):
             raise ValueError("inferq's transport takes with scripts that name their keys: global_keyprefix "
                              "is not supported")
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """The same takes, acknowledgements and give-backs, on the primary that kombu's Sentinel channel finds.
+
+    kombu's SentinelChannel only changes how the connection pool is made (Sentinel's ``master_for``, with
+    SentinelManagedConnection): a connection to a primary that died or was demoted (READONLY) fails with
+    ConnectionError, which _brpop_read above and QoS's retries treat as Redis being away; Celery then
+    reconnects, and the new pool asks the Sentinels for the new primary. The take's script is sent in full
+    on every new connection, so a new primary that never saw it runs it too.
+
+    The Sentinels come from the transport option ``sentinels`` (redislink.master_transport_options), not from
+    a ';'-separated broker URL as kombu's own channel reads them: given several URLs, kombu's Connection
+    switches to the next after a failed connect and takes its transport from that URL's scheme, which would
+    replace this transport with kombu's own (BRPOP, a take in two steps) in a worker that lost its primary.
+    A worker's broker URL is therefore one Sentinel's (redislink.worker_broker_url).
+    """
+
+    #: (host, port) of every Sentinel (transport option ``sentinels``).
+    sentinels: tuple = ()
+    #: The primary's name (transport option ``master_name``; kombu's channel reads it with getattr too).
+    master_name: str | None = None
+
+    from_transport_options = (*Channel.from_transport_options,  # type: ignore[assignment]
+                              *(option for option in kombu_redis.SentinelChannel.from_transport_options
+                                if option not in Channel.from_transport_options), "sentinels")
+
+    def _sentinel_managed_pool(self, asynchronous=False):
+        if not self.sentinels:
+            return super()._sentinel_managed_pool(asynchronous)
+        if self.master_name is None:
+            raise ValueError("'master_name' transport option must be specified.")
+        # kombu 5.7.0's, with the Sentinels of the transport option.
+        params = self._connparams(asynchronous)
+        params.pop("host", None)
+        params.pop("port", None)
+        manager = redis.sentinel.Sentinel([tuple(address) for address in self.sentinels],
+                                          min_other_sentinels=getattr(self, "min_other_sentinels", 0),
+                                          sentinel_kwargs=getattr(self, "sentinel_kwargs", None), **params)
+        if asynchronous:
+            self._async_sentinel_manager = manager
+        else:
+            self._sentinel_manager = manager
+        credentials = {key: params[key] for key in ("username", "password") if key in params}
+        return manager.master_for(self.master_name, redis.Redis, **credentials).connection_pool
+
+
+class SentinelTransport(Transport):
+    """inferq's transport over Sentinel (``sentinel://`` broker URLs, ``master_name`` in the transport options)."""
+
+    Channel = SentinelChannel
+    default_port = kombu_redis.SentinelTransport.default_port  # type: ignore[assignment]  # kombu declares None

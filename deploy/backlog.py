@@ -195,11 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import boto3
 
+    from inferq import redislink
     from inferq.settings.parser import load
     from inferq.settings.parts import LOCAL_REDIS_URL, RedisLink
 
     link = load(RedisLink)
-    client = redis.Redis.from_url(link.url or LOCAL_REDIS_URL, socket_timeout=max(link.timeout, 5.0))
+    client = redislink.client(link, link.url or LOCAL_REDIS_URL, socket_timeout=max(link.timeout, 5.0))
     cloudwatch = boto3.client("cloudwatch", region_name=args.region)
     while True:
         started = time.time()

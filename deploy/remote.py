@@ -36,13 +36,12 @@ def ping(expected: list[str], timeout: float, at_least: int = 0) -> dict:
 
 def queue_depth() -> int:
     """Jobs waiting in the queue, both lanes (not counting the ones workers hold)."""
-    import redis
-
+    from inferq import redislink
     from inferq.contract import lane_queues
     from inferq.settings import RedisLink, current
 
     settings = current(RedisLink)
-    client = redis.Redis.from_url(settings.broker, socket_timeout=5)
+    client = redislink.client(settings, settings.broker, socket_timeout=5)
     return sum(client.llen(name) for name in lane_queues(settings.queue).values())
 
 

@@ -24,6 +24,7 @@ from inferq.settings.parts import (
     ApiKeys,
     Delivery,
     Durability,
+    Failover,
     ModelSource,
     RedisLink,
     Webhooks,
@@ -33,7 +34,7 @@ from inferq.settings.processes import LEASE_BEATS, PRECISIONS, Api, Client, Stac
 __all__ = [
     "APPENDFSYNC_MODES", "DEFAULT_MODEL", "FALSE", "LEASE_BEATS", "LOCAL_REDIS_URL", "MIN_API_KEY_LENGTH",
     "PRECISIONS", "TRUE", "USER_CACHE_DIR", "USER_STATE_DIR",
-    "Api", "ApiAddress", "ApiKeys", "Client", "ConfigError", "Delivery", "Durability", "ModelSource", "RedisLink",
-    "Section", "Stack", "Webhooks", "Worker",
+    "Api", "ApiAddress", "ApiKeys", "Client", "ConfigError", "Delivery", "Durability", "Failover", "ModelSource",
+    "RedisLink", "Section", "Stack", "Webhooks", "Worker",
     "current", "load", "markdown", "require", "setting",
 ]

@@ -2,10 +2,20 @@
 from __future__ import annotations
 
 from inferq.settings.parser import Section, held_parts, own_fields
-from inferq.settings.parts import ApiAddress, ApiKeys, Delivery, Durability, ModelSource, RedisLink, Webhooks
+from inferq.settings.parts import (
+    ApiAddress,
+    ApiKeys,
+    Delivery,
+    Durability,
+    Failover,
+    ModelSource,
+    RedisLink,
+    Webhooks,
+)
 from inferq.settings.processes import Api, Client, Stack, Worker
 
-PARTS: tuple[type[Section], ...] = (RedisLink, Delivery, ModelSource, Webhooks, ApiKeys, ApiAddress, Durability)
+PARTS: tuple[type[Section], ...] = (RedisLink, Delivery, ModelSource, Webhooks, ApiKeys, ApiAddress, Durability,
+                                    Failover)
 """The parts, in the page's order: the shared Redis first, then what workers, the API and the stack add."""
 
 PROCESSES: tuple[type[Section], ...] = (Worker, Api, Client, Stack)

@@ -31,8 +31,20 @@ DEFAULT_MODEL = "distilbert-base-uncased-finetuned-sst-2-english"
 APPENDFSYNC_MODES = ("always", "everysec", "no")
 """Redis AOF fsync policies: what a host crash can lose (docs/operations.md, "Guarantees")."""
 
+LOCAL_SENTINELS = 3
+"""Sentinels inferq runs itself (inferq-stack --ha, the tests): a quorum of two survives losing any one."""
+
 MIN_API_KEY_LENGTH = 16
 """Shorter API keys can be guessed; refuse them at start-up."""
+
+
+def sentinel_address(address: str) -> tuple[str, int]:
+    """A Sentinel's host:port ([v6]:port too) as (host, port); ConfigError naming the setting otherwise."""
+    host, _, port = address.strip().rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"INFERQ_REDIS_SENTINELS: {address!r} is not host:port")
+    return host, int(port)
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,37 @@ class RedisLink(Section):
                               minimum=1)
     heartbeat_seconds: float = setting("INFERQ_HEARTBEAT_SECONDS", 2.0, "How often a worker says it is alive "
                                        "(/readyz counts workers seen in the last three beats).", minimum=0.1)
+    sentinels: tuple[str, ...] = setting(
+        "INFERQ_REDIS_SENTINELS", (), "Comma-separated host:port of Redis Sentinels: every process then finds the "
+        "primary through them (the URLs' user, password and database still apply, their host:port does not); "
+        "unset: no Sentinel, the URLs' Redis.")
+    master_name: str = setting("INFERQ_REDIS_MASTER_NAME", "inferq", "The name the Sentinels monitor the "
+                               "primary under (with INFERQ_REDIS_SENTINELS).")
+    min_replicas: int = setting("INFERQ_REDIS_MIN_REPLICAS", 1, "With INFERQ_REDIS_SENTINELS: replicas that must "
+                                "hold a job before the API answers 202, and a result before its worker "
+                                "acknowledges the job (Redis's WAIT); 0: do not wait.", minimum=0)
+    replica_timeout: float = setting("INFERQ_REDIS_REPLICA_TIMEOUT", 0.5, "Seconds the API and a worker wait "
+                                     "for INFERQ_REDIS_MIN_REPLICAS replicas (the API then answers 503 "
+                                     "replication_unavailable); less than INFERQ_REDIS_TIMEOUT.", minimum=0.01)
+
+    def check(self) -> None:
+        """Refuse Sentinel addresses that do not parse, and a replica wait the socket timeout would cut short."""
+        for address in self.sentinels:
+            sentinel_address(address)
+        if self.sentinels and self.replica_timeout >= self.timeout:
+            raise ConfigError(f"INFERQ_REDIS_REPLICA_TIMEOUT={self.replica_timeout:g} must be less than "
+                              f"INFERQ_REDIS_TIMEOUT={self.timeout:g}: a WAIT longer than the socket timeout "
+                              "fails as if Redis were away")
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """The Sentinels as (host, port)."""
+        return [sentinel_address(address) for address in self.sentinels]
+
+    @property
+    def replicas_to_wait(self) -> int:
+        """Replicas a write must reach before it counts (WAIT): only with Sentinel (a lone Redis has none)."""
+        return self.min_replicas if self.sentinels else 0
 
     @property
     def broker(self) -> str:
@@ -150,3 +193,22 @@ class Durability(Section):
 
     appendfsync: str = setting("INFERQ_REDIS_APPENDFSYNC", "everysec", "AOF fsync policy: what a host "
                                "crash can lose (docs/operations.md).", choices=APPENDFSYNC_MODES)
+
+
+@dataclass(frozen=True)
+class Failover(Section):
+    """How the Sentinels inferq runs itself (the local stack's --ha, the tests') find a primary lost, and replace it."""
+
+    down_after: float = setting("INFERQ_SENTINEL_DOWN_AFTER_SECONDS", 2.0, "Seconds a primary may not answer "
+                                "the Sentinels before they call it down and promote its replica.", minimum=0.1)
+    failover_timeout: float = setting("INFERQ_SENTINEL_FAILOVER_TIMEOUT_SECONDS", 10.0, "Seconds a failover may "
+                                      "take before the Sentinels try again (Sentinel's failover-timeout).",
+                                      minimum=1)
+    quorum: int = setting("INFERQ_SENTINEL_QUORUM", 2, f"Sentinels (of the {LOCAL_SENTINELS} inferq runs) that "
+                          "must agree the primary is down.", minimum=1)
+
+    def check(self) -> None:
+        """Refuse a quorum the Sentinels could never reach: no failover would ever happen."""
+        if self.quorum > LOCAL_SENTINELS:
+            raise ConfigError(f"INFERQ_SENTINEL_QUORUM={self.quorum} is more than the {LOCAL_SENTINELS} Sentinels "
+                              "inferq runs: no failover could ever happen")

@@ -11,6 +11,7 @@ from inferq.settings.parts import (
     ApiKeys,
     Delivery,
     Durability,
+    Failover,
     ModelSource,
     RedisLink,
     Webhooks,
@@ -127,6 +128,7 @@ class Stack(Section):
     keys: ApiKeys
     client: Client
     durability: Durability
+    failover: Failover
     state_dir: str = setting("INFERQ_STATE_DIR", str(USER_STATE_DIR), "Where the stack keeps Redis's data, logs "
                              "and Flower's login.", shown="$XDG_STATE_HOME/inferq (~/.local/state/inferq)")
     workers: int = setting("WORKERS", 0, "Worker processes (0: one per core).", minimum=0)

@@ -46,14 +46,16 @@ class RedisServer:
 
     def __init__(self, data_dir: str | os.PathLike, port: int | None = None, password: str | None = None,
                  appendonly: bool = True, appendfsync: str = "everysec", bind: str = "127.0.0.1",
-                 extra_args: tuple[str, ...] = ()):
-        # extra_args are extra redis.conf lines, e.g. ("maxmemory 64mb",).
+                 extra_args: tuple[str, ...] = (), replica_of: tuple[str, int] | None = None):
+        # extra_args are extra redis.conf lines, e.g. ("maxmemory 64mb",). replica_of: start as a replica of
+        # that (host, port), which has the same password (stack/sentinel.py).
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.password = password or secrets.token_urlsafe(24)
         self.bind = bind
         self.appendonly, self.appendfsync = appendonly, appendfsync
         self.extra_args = extra_args
+        self.replica_of = replica_of
         self.process: subprocess.Popen | None = None
 
     @property
@@ -76,6 +78,7 @@ class RedisServer:
             # Queue keys must never be evicted: Redis refuses writes when full instead.
             "maxmemory-policy noeviction",
             f"requirepass {self.password}",
+            *([f"replicaof {self.replica_of[0]} {self.replica_of[1]}"] if self.replica_of else []),
             *self.extra_args,
         ]
         path = self.data_dir / "redis.conf"

@@ -53,14 +53,20 @@ WORKER_INDEX = "{process_num}"
 """Where a worker's command takes its number: supervisord writes each numbered process's own."""
 
 
-def stack_commands(bin_dir: str, redis_command: list[str]) -> dict[str, list[str]]:
-    """The stack's services by name, as argument lists (commands.py); Redis only when the stack runs its own."""
+def is_redis(name: str) -> bool:
+    """Whether a program is one of the stack's own Redis processes: "redis", or with --ha "redis-replica" and
+    the Sentinels "sentinel-N" (started before the services, stopped after them)."""
+    return name == "redis" or name.startswith(("redis-", "sentinel-"))
+
+
+def stack_commands(bin_dir: str, redis_programs: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The stack's services by name, as argument lists (commands.py), after our own Redis programs if any."""
     services = {
         "api": commands.api(bin_dir),
         "worker": commands.worker(commands.local_worker_node(WORKER_INDEX), bin_dir),
         "flower": commands.flower(bin_dir),
     }
-    return {"redis": redis_command, **services} if redis_command else services
+    return {**redis_programs, **services}
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,7 @@ def _program(plan: Plan, name: str) -> list[str]:
     ]
     if name == "worker":
         lines += ["process_name=worker.%(process_num)d", f"numprocs={plan.workers}", "numprocs_start=1"]
-    if name == "redis":
+    if is_redis(name):
         lines.append(f"priority={REDIS_PRIORITY}")
     if name == "flower" and plan.flower_env:
         lines.append(f"environment={_env(plan.flower_env)}")
@@ -156,6 +162,6 @@ def render(plan: Plan) -> str:
     ]
     for name in plan.commands:
         sections += _program(plan, name) + [""]
-    services = [name for name in plan.commands if name != "redis"]
+    services = [name for name in plan.commands if not is_redis(name)]
     sections += [f"[group:{SERVICES_GROUP}]", f"programs={','.join(services)}", f"priority={SERVICES_PRIORITY}", ""]
     return "\n".join(sections)

@@ -11,6 +11,13 @@ with ignore_result so that Celery does not store them a second time.
 As Celery's ``result_backend_always_retry`` did, a store that cannot reach Redis
 is retried until Redis is back: the jobs are acknowledged only after their
 results are stored, so giving up here would either lose them or run them again.
+
+With replication (INFERQ_REDIS_SENTINELS and INFERQ_REDIS_MIN_REPLICAS), the same
+round trip ends with a WAIT, and a store that fewer replicas acknowledged in time
+is retried likewise (the whole pipeline: WAIT waits for its own connection's
+writes): the jobs are acknowledged only once their results would survive the
+primary's loss. While no replica answers, workers hold their finished jobs and take
+no new ones; the API refuses new jobs (503) meanwhile.
 """
 from __future__ import annotations
 
@@ -53,20 +60,28 @@ def state(job_id: str, outcome: Outcome) -> dict:
 
 def store(outcomes: list[tuple[str, Outcome]]) -> None:
     """Store (SET with the results' TTL) and publish (for the API's long-polls) each job's state, in one round trip."""
-    ttl = current(Worker).redis.result_ttl
+    link = current(Worker).redis
+    replicas = link.replicas_to_wait
     states = [(wire.result_key(job_id), json.dumps(state(job_id, outcome))) for job_id, outcome in outcomes]
     warned = False
     while True:
         try:
             with clients.backend().pipeline(transaction=False) as pipe:  # a pipeline is spent by execute(): one per try
                 for key, value in states:
-                    pipe.set(key, value, ex=ttl)
+                    pipe.set(key, value, ex=link.result_ttl)
                     pipe.publish(key, value)
-                pipe.execute()
-            return
+                if replicas:
+                    pipe.wait(replicas, int(link.replica_timeout * 1000))
+                replies = pipe.execute()
+            if not replicas or int(replies[-1]) >= replicas:
+                return
+            if not warned:
+                log.warning("%d job result(s) reached %s of %d replica(s) in %gs; storing again until enough do",
+                            len(outcomes), replies[-1], replicas, link.replica_timeout)
+                warned = True
         except _REDIS_DOWN as exc:
             if not warned:
                 log.warning("cannot store %d job result(s) (%s: Redis unreachable); retrying until it is back",
                             len(outcomes), type(exc).__name__)
                 warned = True
-            time.sleep(RETRY_SECONDS)
+        time.sleep(RETRY_SECONDS)

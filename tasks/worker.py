@@ -101,9 +101,10 @@ def _load_on_process_init(**_):
 def _beat(hostname: str) -> None:
     import redis
 
+    from inferq import redislink
+
     link = current(Worker).redis
-    client = redis.Redis.from_url(link.broker, socket_timeout=link.timeout,
-                                  socket_connect_timeout=link.timeout)
+    client = redislink.client(link, link.broker, socket_timeout=link.timeout, socket_connect_timeout=link.timeout)
     collected_at = time.monotonic()
     while not _heartbeat_stop.is_set():
         if time.monotonic() - collected_at >= GC_SECONDS:

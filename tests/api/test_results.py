@@ -15,6 +15,7 @@ import redis
 from celery import Celery
 
 from inferq.api.store import JobStore
+from inferq.settings import RedisLink, load
 from inferq.stack.redis_server import RedisServer
 
 WAIT = 20.0
@@ -52,6 +53,11 @@ def wait_in_thread(store: JobStore, job_id: str, seconds: float = WAIT):
     return thread, outcome
 
 
+def store_of(url: str) -> JobStore:
+    """A store on url, with a short TTL and timeout."""
+    return JobStore(load(RedisLink, {"REDIS_URL": url, "INFERQ_RESULT_TTL": "60", "INFERQ_REDIS_TIMEOUT": "0.5"}))
+
+
 def settle(store: JobStore, waiting: int = 1, timeout: float = 5) -> None:
     """Until the listener is subscribed and the waiters registered."""
     deadline = time.monotonic() + timeout
@@ -63,7 +69,7 @@ def settle(store: JobStore, waiting: int = 1, timeout: float = 5) -> None:
 
 
 def test_waiters_share_one_subscription_and_wake_on_the_stored_result(server, backend_app):
-    store = JobStore(server.url, ttl_seconds=60, socket_timeout=0.5)
+    store = store_of(server.url)
     jobs = [uuid.uuid4().hex for _ in range(5)]
     waiters = [wait_in_thread(store, job_id) for job_id in jobs]
     settle(store, waiting=len(jobs))
@@ -80,7 +86,7 @@ def test_waiters_share_one_subscription_and_wake_on_the_stored_result(server, ba
 
 
 def test_a_result_stored_before_the_wait_returns_at_once(server, backend_app):
-    store = JobStore(server.url, ttl_seconds=60, socket_timeout=0.5)
+    store = store_of(server.url)
     job_id = uuid.uuid4().hex
     backend_app.backend.store_result(job_id, {"done": True}, "SUCCESS")
     meta = store.wait(job_id, WAIT)
@@ -88,7 +94,7 @@ def test_a_result_stored_before_the_wait_returns_at_once(server, backend_app):
 
 
 def test_redis_lost_mid_wait_fails_fast_and_the_listener_comes_back(server, backend_app):
-    store = JobStore(server.url, ttl_seconds=60, socket_timeout=0.5)
+    store = store_of(server.url)
     thread, outcome = wait_in_thread(store, uuid.uuid4().hex)
     settle(store)
     server.kill()

@@ -6,10 +6,13 @@ several texts that run in more than one forward pass) and record every ``202``.
 Meanwhile a schedule drawn from a seed injects faults at random instants:
 SIGKILL Redis under ``appendfsync always`` and under ``everysec`` (restarted from
 its AOF), SIGSTOP Redis for 0.5-3 s, SIGKILL a worker (running or still
-starting), SIGTERM a worker, SIGKILL the API (running or still starting). A
-killed process is started again as a supervisor would (the same name, the same
-port). Then, every service back, the checker waits for each accepted job's final
-state and verifies that
+starting), SIGTERM a worker, SIGKILL the API (running or still starting). With
+``replicated`` (a primary, a replica and three Sentinels: tests/reliability/replicated.py)
+the Redis faults are SIGKILL the primary (the Sentinels promote the replica; the old
+primary comes back as its replica) and SIGSTOP the primary for 0.5-3 s (long enough,
+past one second, for a failover while it is frozen). A killed process is started
+again as a supervisor would (the same name, the same port). Then, every service
+back, the checker waits for each accepted job's final state and verifies that
 
 - every accepted job ended succeeded (``lost`` counts those that did not),
 - with the result its texts give, computed here with the same model
@@ -37,11 +40,13 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 
+import redis
 import requests
 
 from inferq.contract import WORKERS_KEY
 from inferq.stack import processes
 from inferq.stack.redis_server import free_port
+from tests.reliability.replicated import ReplicatedStack
 from tests.reliability.stack import FAULT_ENV, HOST, Stack
 
 WORKERS = ("w1", "w2")
@@ -65,6 +70,14 @@ PROBABILITY_TOLERANCE = 1e-4
 FAULTS = ("kill_redis_always", "kill_redis_everysec", "stop_redis", "kill_worker", "kill_starting_worker",
           "term_worker", "kill_api", "kill_starting_api")
 
+REPLICATED_FAULTS = ("kill_primary", "kill_primary", "stop_primary", "stop_primary", "kill_worker",
+                     "kill_starting_worker", "term_worker", "kill_api", "kill_starting_api")
+"""With replication: the primary's faults instead of the lone Redis's, each drawn twice as often as another."""
+
+RESYNC_SECONDS = 30
+"""How long the primary's faults wait for the replica to be in sync first: two nodes tolerate one loss at a time
+(a primary killed while its only replica is still resyncing may lose what only it held)."""
+
 WORDS = ("the queue keeps every job it accepts whatever crashes and whenever a worker dies mid batch "
          "redis restarts from its append only file and the api answers again quickly").split()
 
@@ -81,12 +94,17 @@ class History:
 class Checker:
     """One run: the stack, the clients, the fault schedule, the verdict."""
 
-    def __init__(self, root: Path, model: Path, seed: int, log=print):
+    def __init__(self, root: Path, model: Path, seed: int, log=print, replicated: bool = False):
         self.root, self.seed, self.log = root, seed, log
         self.rng = random.Random(seed)
         self.runs = root / "runs"
         self.runs.mkdir(parents=True, exist_ok=True)
-        self.stack = Stack(root, model, appendfsync="always", **CHECKER_ENV, INFERQ_TEST_RUN_LOG=str(self.runs))
+        self.replicated = replicated
+        self.kinds = REPLICATED_FAULTS if replicated else FAULTS
+        if replicated:
+            self.stack: Stack = ReplicatedStack(root, model, **CHECKER_ENV, INFERQ_TEST_RUN_LOG=str(self.runs))
+        else:
+            self.stack = Stack(root, model, appendfsync="always", **CHECKER_ENV, INFERQ_TEST_RUN_LOG=str(self.runs))
         self.api_bind = f"127.0.0.1:{free_port()}"
         self.api_url = f"http://{self.api_bind}"
         self.history = History()
@@ -108,7 +126,10 @@ class Checker:
             processes.wait_until(lambda: processes.http_ok(self.api_url + "/healthz"), 30, "API", process, log)
 
     def _spawn_worker(self, name: str) -> None:
-        self.stack.client.zrem(WORKERS_KEY, f"{name}@{HOST}")
+        try:
+            self.stack.client.zrem(WORKERS_KEY, f"{name}@{HOST}")
+        except redis.RedisError:
+            pass  # Redis away (a failover): the worker's heartbeat registers it again anyway
         self.stack.workers[name] = processes.spawn(processes.worker_command(name), self.stack.worker_env[name],
                                                    self.stack.log(name))
 
@@ -139,6 +160,38 @@ class Checker:
 
     def stop_redis(self) -> None:
         pid = self.stack.redis.process.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(self.rng.uniform(0.5, 3.0))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    def kill_primary(self) -> None:
+        group = self.stack.group  # type: ignore[attr-defined]
+        try:
+            group.wait_replicated(RESYNC_SECONDS)
+        except Exception:
+            return  # no replica in sync: no fault this time
+        primary = group.current_primary()
+        primary.kill()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if group.master_address()[1] != primary.port:
+                    break
+            except Exception:
+                pass
+            time.sleep(0.05)
+        time.sleep(self.rng.uniform(0, 1))
+        group.restart_as_replica(primary)
+
+    def stop_primary(self) -> None:
+        group = self.stack.group  # type: ignore[attr-defined]
+        try:
+            group.wait_replicated(RESYNC_SECONDS)
+        except Exception:
+            return
+        pid = group.current_primary().pid
         os.kill(pid, signal.SIGSTOP)
         try:
             time.sleep(self.rng.uniform(0.5, 3.0))
@@ -219,7 +272,7 @@ class Checker:
         while (faults is not None and sum(self.faults.values()) < faults) or \
                 (seconds is not None and time.monotonic() - started < seconds):
             time.sleep(self.rng.uniform(0.2, 1.2))
-            fault = self.rng.choice(FAULTS)
+            fault = self.rng.choice(self.kinds)
             getattr(self, fault)()
             self.faults[fault] += 1
         time.sleep(1)
@@ -229,7 +282,13 @@ class Checker:
         return self.verdict(time.monotonic() - started)
 
     def _everything_back(self) -> None:
-        if self.stack.redis.process.poll() is not None:
+        if self.replicated:
+            group = self.stack.group  # type: ignore[attr-defined]
+            for node in group.nodes:
+                if node.process.poll() is not None:
+                    group.restart_as_replica(node)
+            self.stack.settled()  # type: ignore[attr-defined]
+        elif self.stack.redis.process.poll() is not None:
             self.stack.start_redis()
         for name, process in self.stack.workers.items():
             if process.poll() is not None:
@@ -315,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.reliability.checker", description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=30)
     parser.add_argument("--seed", type=int, default=None, help="default: a new one, printed")
+    parser.add_argument("--replicated", action="store_true", help="a primary, a replica and three Sentinels")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:1/0")  # never a shared Redis
@@ -324,13 +384,13 @@ def main(argv: list[str] | None = None) -> int:
     model = build("tiny", Path(__file__).resolve().parents[2] / ".cache" / "models" / "offline-tiny")
     root = Path(tempfile.mkdtemp(prefix="inferq-soak-"))
     print(f"soak: seed={seed} for {args.minutes} min on {socket.gethostname()}, logs in {root}", flush=True)
-    checker = Checker(root, model, seed)
+    checker = Checker(root, model, seed, replicated=args.replicated)
     try:
         checker.start()
         figures = checker.run(seconds=60 * args.minutes)
     finally:
         checker.stop()
-    record("crash checker", **figures)
+    record("crash checker" + (", replicated" if args.replicated else ""), **figures)
     return 1 if figures["lost"] or figures["wrong"] else 0
 
 

@@ -19,6 +19,7 @@ class Outcome:
     seconds: float
     job_id: str | None = None
     retry_after: str | None = None
+    error: str | None = None  # a refusal's stable code
 
 
 @dataclass
@@ -62,6 +63,10 @@ def one_submit(session: requests.Session, base: str, text: str) -> Outcome:
         response = submit(session, base, text, timeout=10)
     except requests.RequestException:
         return Outcome(sent, 0, time.monotonic() - sent)
-    job_id = response.json().get("job_id") if response.status_code == 202 else None
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    job_id = body.get("job_id") if response.status_code == 202 else None
     return Outcome(sent, response.status_code, time.monotonic() - sent, job_id,
-                   response.headers.get("Retry-After"))
+                   response.headers.get("Retry-After"), body.get("error"))

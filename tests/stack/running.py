@@ -22,8 +22,8 @@ from inferq.stack.readiness import READY_LINE
 class RunningStack:
     """One inferq-stack process, its output, and every process it started (restarted ones included)."""
 
-    def __init__(self, env: dict[str, str], state: Path, log: Path):
-        self.env, self.state, self.log = env, state, log
+    def __init__(self, env: dict[str, str], state: Path, log: Path, args: tuple[str, ...] = ()):
+        self.env, self.state, self.log, self.args = env, state, log, args
         self.api = env["INFERQ_API_URL"]
         self.flower = "http://" + env["INFERQ_FLOWER_BIND"]
         self.process: subprocess.Popen | None = None
@@ -33,7 +33,7 @@ class RunningStack:
     def start(self, timeout: float = 150) -> RunningStack:
         """Start inferq-stack and wait for its ready line."""
         with open(self.log, "wb") as out:
-            self.process = subprocess.Popen([str(BIN / "inferq-stack")], env=self.env, stdout=out,
+            self.process = subprocess.Popen([str(BIN / "inferq-stack"), *self.args], env=self.env, stdout=out,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             start_new_session=True)
         threading.Thread(target=self._sample_pids, daemon=True).start()

@@ -20,7 +20,8 @@ REDIS_COMMAND = ["/usr/bin/redis-server", "/state/redis/redis.conf"]
 
 def plan(env: dict, tmp_path, redis_command: list[str] | None = None):
     settings = replace(load(Stack, env), state_dir=str(tmp_path))
-    return runner.build_plan(settings, tmp_path, REDIS_COMMAND if redis_command is None else redis_command,
+    command = REDIS_COMMAND if redis_command is None else redis_command
+    return runner.build_plan(settings, tmp_path, {"redis": command} if command else {},
                              ("inferq", "s3cret-pass"), tmp_path / "rpc")
 
 
@@ -136,3 +137,20 @@ def test_give_up_line_says_which_service_why_and_where(tmp_path):
     assert line.startswith("giving up: api died 4 times in a row within 15s of starting (last: exit status 1) "
                            "and never started since the stack did; stopping the stack.")
     assert "Can't connect to ('127.0.0.1', 5000)" in line and str(tmp_path / "api.log") in line
+
+
+def test_ha_runs_a_primary_a_replica_and_three_sentinels_before_the_services(tmp_path):
+    settings = replace(load(Stack, {"WORKERS": "1"}), state_dir=str(tmp_path))
+    redis_env, programs = runner.redis_setup(settings, tmp_path, ha=True)
+    assert list(programs) == ["redis", "redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"]
+    assert len(redis_env["INFERQ_REDIS_SENTINELS"].split(",")) == 3 and redis_env["REDIS_URL"].startswith("redis://:")
+    p, _ = runner.build_plan(settings, tmp_path, programs, ("inferq", "s3cret-pass"), tmp_path / "rpc")
+    parsed = config(p)
+    for name in programs:
+        assert parsed[f"program:{name}"]["priority"] == str(REDIS_PRIORITY)
+        password = redis_env["REDIS_URL"].split("@")[0].rsplit(":", 1)[1]
+        assert password not in parsed[f"program:{name}"]["command"]  # in the config files (mode 600) only
+    assert parsed[f"group:{SERVICES_GROUP}"]["programs"].split(",") == ["api", "worker", "flower"]
+    assert programs["sentinel-1"][-1] == "--sentinel"
+    replica_conf = (tmp_path / "redis-ha" / "redis-b" / "redis.conf").read_text()
+    assert "replicaof 127.0.0.1 " in replica_conf and "masterauth " in replica_conf

@@ -1,0 +1,73 @@
+"""Every Redis client inferq makes, made here: from the URL, or through Sentinel when Sentinels are set.
+
+Without ``INFERQ_REDIS_SENTINELS`` a client is ``redis.Redis.from_url(url)``, as it always was. With them,
+it is Sentinel's ``master_for``: each new connection asks the Sentinels where the primary is, and a
+connection to a primary that was demoted (READONLY) or died fails with ConnectionError, which every
+caller already treats as "Redis is away" (the API answers 503, a worker retries); the next connection
+goes to the new primary. The URL still gives the user, the password and the database.
+
+Celery's broker and result backend are not made here but by kombu and Celery from URLs: ``celery_url``
+writes the URL they understand (``sentinel://...;sentinel://...``) and ``master_transport_options`` the
+option naming the primary.
+"""
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from inferq.settings import RedisLink
+
+
+def client(link: RedisLink, url: str, **options: Any) -> redis.Redis:
+    """A client of the Redis at url, or of the primary the link's Sentinels name; options as redis.Redis's."""
+    if not link.sentinels:
+        return redis.Redis.from_url(url, **options)
+    parts = urlsplit(url)
+    credentials = {"username": unquote(parts.username) if parts.username else None,
+                   "password": unquote(parts.password) if parts.password else None}
+    db = int(parts.path.lstrip("/") or 0)
+    tls = {"ssl": True} if parts.scheme == "rediss" else {}
+    # Sentinels are asked in turn: one that does not answer within the timeout must not hold the caller.
+    asking = {"socket_timeout": link.timeout, "socket_connect_timeout": link.timeout,
+              "retry": Retry(NoBackoff(), 0), **tls}
+    sentinel = Sentinel(link.sentinel_addresses, sentinel_kwargs=asking)
+    return sentinel.master_for(link.master_name, db=db, **credentials, **tls, **options)
+
+
+def celery_url(link: RedisLink, url: str) -> str:
+    """url as Celery's broker or backend URL: unchanged without Sentinels, else one ``sentinel://`` URL per
+    Sentinel (with url's credentials and database), joined by ';' as kombu and Celery read them."""
+    if not link.sentinels:
+        return url
+    parts = urlsplit(url)
+    userinfo = ""
+    if parts.username or parts.password:
+        userinfo = f"{quote(unquote(parts.username or ''), safe='')}:{quote(unquote(parts.password or ''), safe='')}@"
+    db = parts.path.lstrip("/") or "0"
+    hosts = (f"[{host}]" if ":" in host else host for host, _ in link.sentinel_addresses)
+    return ";".join(f"sentinel://{userinfo}{host}:{port}/{db}"
+                    for host, (_, port) in zip(hosts, link.sentinel_addresses))
+
+
+def worker_broker_url(link: RedisLink) -> str:
+    """A worker's broker URL: celery_url's, but with Sentinels only the first one's.
+
+    Given several URLs, kombu's Connection switches to the next after a failed connect and then takes the
+    transport from that URL's scheme, replacing the workers' transport with kombu's own; with one URL it never
+    switches. inferq's Sentinel channel reads every Sentinel from the transport option ``sentinels`` instead
+    (broker/transport.py)."""
+    return celery_url(link, link.broker).split(";")[0]
+
+
+def master_transport_options(link: RedisLink) -> dict[str, Any]:
+    """What kombu's and Celery's Sentinel transports need besides the URL: the primary's name (and, for the
+    workers' transport, every Sentinel; kombu's own channel ignores that option and reads the URLs)."""
+    if not link.sentinels:
+        return {}
+    return {"master_name": link.master_name, "sentinels": [list(address) for address in link.sentinel_addresses],
+            "sentinel_kwargs": {"socket_timeout": link.timeout, "socket_connect_timeout": link.timeout}}

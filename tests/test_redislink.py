@@ -1,0 +1,93 @@
+"""redislink.py: every Redis client from the link, the URL's Redis or Sentinel's primary; the Sentinel settings."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+from redis.sentinel import SentinelConnectionPool
+
+from inferq import redislink
+from inferq.settings import ConfigError, Failover, RedisLink, load
+from inferq.stack.sentinel import ReplicatedRedis
+
+BIN = Path(sys.executable).parent
+
+
+def test_without_sentinels_a_client_is_the_urls_redis_as_before(redis_server):
+    link = load(RedisLink, {"REDIS_URL": redis_server.url})
+    client = redislink.client(link, link.backend, socket_timeout=1)
+    assert not isinstance(client.connection_pool, SentinelConnectionPool)
+    kwargs = client.connection_pool.connection_kwargs
+    assert (kwargs["port"], kwargs["password"]) == (redis_server.port, redis_server.password)
+    assert kwargs["socket_timeout"] == 1
+    assert client.ping()
+    assert redislink.celery_url(link, link.broker) == redis_server.url
+    assert redislink.master_transport_options(link) == {}
+    assert link.replicas_to_wait == 0  # a lone Redis has no replica to wait for, whatever MIN_REPLICAS says
+
+
+@pytest.fixture(scope="module")
+def group(tmp_path_factory):
+    timings = load(Failover, {"INFERQ_SENTINEL_DOWN_AFTER_SECONDS": "1"})
+    started = ReplicatedRedis(tmp_path_factory.mktemp("replicated"), timings).start()
+    yield started
+    started.stop()
+
+
+def test_with_sentinels_a_client_reaches_the_primary_they_name_with_the_urls_password_and_db(group):
+    link = load(RedisLink, {**group.env(), "REDIS_URL": f"redis://:{group.password}@nowhere.invalid:1/3"})
+    client = redislink.client(link, link.backend, socket_timeout=1)
+    assert isinstance(client.connection_pool, SentinelConnectionPool)
+    client.set("redislink-test", "x")
+    node = group.current_primary()
+    assert redis.Redis(host=node.bind, port=node.port, password=node.password, db=3).get("redislink-test") == b"x"
+    assert client.wait(1, 1000) == 1  # the replica holds it
+    assert link.replicas_to_wait == 1
+
+
+def test_with_sentinels_a_wrong_password_is_refused_by_the_primary(group):
+    link = load(RedisLink, {**group.env(), "REDIS_URL": "redis://:wrong@x:1/0"})
+    with pytest.raises(redis.AuthenticationError):
+        redislink.client(link, link.backend, socket_timeout=1).ping()
+
+
+def test_celery_gets_one_sentinel_url_per_sentinel_with_the_credentials_and_db():
+    link = load(RedisLink, {"REDIS_URL": "redis://user:p%40ss@ignored:6379/2",
+                            "INFERQ_REDIS_SENTINELS": "10.0.0.1:26379, [::1]:26380",
+                            "INFERQ_REDIS_MASTER_NAME": "main"})
+    assert redislink.celery_url(link, link.broker) == (
+        "sentinel://user:p%40ss@10.0.0.1:26379/2;sentinel://user:p%40ss@[::1]:26380/2")
+    assert redislink.master_transport_options(link)["master_name"] == "main"
+    assert link.sentinel_addresses == [("10.0.0.1", 26379), ("::1", 26380)]
+
+
+@pytest.mark.parametrize("env,fragment", [
+    ({"INFERQ_REDIS_SENTINELS": "10.0.0.1"}, "INFERQ_REDIS_SENTINELS: '10.0.0.1' is not host:port"),
+    ({"INFERQ_REDIS_SENTINELS": "h:26379,h:port"}, "INFERQ_REDIS_SENTINELS: 'h:port' is not host:port"),
+    ({"INFERQ_REDIS_SENTINELS": ":26379"}, "is not host:port"),
+    ({"INFERQ_REDIS_SENTINELS": "h:70000"}, "is not host:port"),
+    ({"INFERQ_REDIS_SENTINELS": "h:1", "INFERQ_REDIS_REPLICA_TIMEOUT": "2"},
+     "INFERQ_REDIS_REPLICA_TIMEOUT=2 must be less than INFERQ_REDIS_TIMEOUT=1.5"),
+    ({"INFERQ_REDIS_MIN_REPLICAS": "-1"}, "at least 0"),
+])
+def test_bad_sentinel_settings_are_refused(env, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load(RedisLink, env)
+
+
+def test_a_quorum_past_the_sentinels_inferq_runs_is_refused():
+    with pytest.raises(ConfigError, match="INFERQ_SENTINEL_QUORUM=4 is more than the 3 Sentinels"):
+        load(Failover, {"INFERQ_SENTINEL_QUORUM": "4"})
+
+
+def test_the_api_refuses_to_start_with_a_bad_sentinel_address_in_one_line():
+    done = subprocess.run([str(BIN / "gunicorn"), "-c", "python:inferq.api.gunicorn_conf", "--check-config",
+                           "inferq.api:create_app()"],
+                          env={"PATH": "/usr/bin:/bin", "INFERQ_REDIS_SENTINELS": "127.0.0.1:26379,sentinel-b"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "inferq: invalid configuration: INFERQ_REDIS_SENTINELS: 'sentinel-b' is not host:port" in done.stderr
+    assert "Traceback" not in done.stderr
