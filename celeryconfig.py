@@ -18,6 +18,12 @@ _redis, _delivery = current(RedisLink), current(Delivery)
 
 broker_url = _redis.broker
 result_backend = _redis.backend
+# rediss:// (a deployed cluster's Redis, across hosts): verify Redis's certificate against the cluster's CA.
+# kombu and Flower's broker view read only these (kombu alone would connect without checking anything).
+if _broker_ssl := _redis.ssl_options(broker_url):
+    broker_use_ssl = _broker_ssl
+if _backend_ssl := _redis.ssl_options(result_backend):
+    redis_backend_use_ssl = _backend_ssl
 task_default_queue = _redis.queue
 # The two priority lanes, interactive first: a worker consumes them in this order
 # (with "queue_order_strategy": "priority" below), so it takes a single text before
