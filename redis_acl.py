@@ -94,8 +94,12 @@ def roles(queue: str = "inferq", db: int = 0) -> dict[str, Role]:
     prefix = f"/{db}."  # kombu's fanout_prefix: every fanout channel is named /<db>.<exchange>[/<routing key>]
     pidbox_channel = prefix + PIDBOX_EXCHANGE
     events = prefix + EVENT_EXCHANGE + "/*"
-    bindings = _key(wire.BINDING_KEY)  # kombu's routing tables: _kombu.binding.<exchange>
-    replies = "*." + REPLY_EXCHANGE  # the list a remote-control reply is pushed to: <asker's id>.reply.celery.pidbox
+    # kombu's routing tables (_kombu.binding.<exchange>), the permanent members of each
+    # (_kombu.binding_permanent.<exchange>) and the deadlines of expiring ones (_kombu.binding_deadlines).
+    bindings = wire.BINDING_KEY.format("").rstrip(".") + "*"
+    # The lists of remote control: a node's own (<node>.celery.pidbox, declared, never filled: broadcasts go
+    # over pub/sub) and each asker's replies (<asker's id>.reply.celery.pidbox).
+    replies = "*." + PIDBOX_EXCHANGE
     results = wire.RESULT_KEY_PREFIX + "*"
     metrics = contract.METRICS_PREFIX + "*"
     return {
@@ -115,24 +119,30 @@ def roles(queue: str = "inferq", db: int = 0) -> dict[str, Role]:
         # delivers callbacks, beats, answers Celery's remote control and sends Celery's events.
         WORKER: Role(WORKER, (
             *CONNECTION, *SCRIPTS, *TRANSACTIONS, *PUBSUB,
-            "get", "mget", "set", "setex", "del", "exists", "expire", "incr", "incrby", "decr",
+            "get", "mget", "set", "setex", "del", "exists", "expire", "pexpire", "incr", "incrby", "decr",
             "lpush", "rpush", "lpop", "rpop", "brpop", "lrange", "llen", "ltrim", "lrem",
             "hset", "hget", "hmget", "hgetall", "hdel", "hexists", "hincrby", "hincrbyfloat", "hlen",
             "sadd", "srem", "smembers", "scard", "sismember",
-            "zadd", "zrem", "zscore", "zcount", "zrangebyscore", "zrevrangebyscore", "zremrangebyscore",
+            "zadd", "zrem", "zscore", "zcount", "zrange", "zrangebyscore", "zrevrangebyscore", "zremrangebyscore",
             "publish", "time"),
             keys=(*lanes, contract.WAKE_KEY, contract.MALFORMED_KEY, _key(contract.DELIVERIES_KEY),
                   _key(contract.HOLDING_KEY), _key(contract.CANCEL_KEY), _key(contract.CALLBACK_KEY),
                   contract.WORKERS_KEY, metrics, results, wire.UNACKED_KEY, wire.UNACKED_INDEX_KEY,
                   wire.UNACKED_MUTEX_KEY, bindings, replies),
             read_keys=(_key(contract.JOB_KEY),),
-            channels=(pidbox_channel, events, prefix + EVENT_EXCHANGE + "/worker.*", results)),
+            channels=(pidbox_channel, events, results)),  # (no gossip: the workers receive no events)
         # Flower: Celery's events, remote control (inspect, ping) and its replies, the lanes' lengths.
+        # Its replies' queues expire: kombu refreshes and sweeps their routing tables with scripts (TIME, ZADD ...).
+        # Every kombu client also runs kombu's scan for expired leases (a lock, then the index): Flower may take
+        # the lock and read the index, never give a job back (the workers do; a lease Flower finds expired
+        # first fails that one scan of Flower's, and a worker's scan gives the job back).
         FLOWER: Role(FLOWER, (
-            *CONNECTION, *PUBSUB, *TRANSACTIONS, "lpush", "rpush", "lpop", "rpop", "brpop", "llen", "del",
-            "exists", "sadd", "smembers", "srem", "publish", "get", "mget"),
-            keys=(bindings, replies),
-            read_keys=(*lanes, results),
+            *CONNECTION, *SCRIPTS, *PUBSUB, *TRANSACTIONS, "lpush", "rpush", "lpop", "rpop", "brpop", "llen", "del",
+            "exists", "pexpire", "sadd", "smembers", "srem", "zadd", "zrem", "zrange", "zrangebyscore", "publish",
+            "get", "mget", "set", "time"),
+            # Its event receiver's queue (celeryev.<id>: declared, never filled, events come over pub/sub).
+            keys=(bindings, replies, EVENT_EXCHANGE + ".*", wire.UNACKED_MUTEX_KEY),
+            read_keys=(*lanes, results, wire.UNACKED_INDEX_KEY),
             channels=(pidbox_channel, events)),
         # A replica of the primary (the --ha layout): the replication stream, nothing else.
         REPLICATION: Role(REPLICATION, ("ping", "auth", "hello", "psync", "replconf")),
