@@ -12,8 +12,9 @@ TLS_DIR = "etc/tls"
 REDIS_CA, REDIS_CERT, REDIS_KEY = "redis-ca.crt", "redis.crt", "redis.key"
 """File names, in TLS_DIR, of the cluster's CA, Redis's certificate from it, and its key."""
 
-WORKER_CA_SECRET = "/run/secrets/redis_ca"
-"""Where the worker containers find the cluster's CA (a compose secret, docker-compose.yml)."""
+WORKER_CA_FILE, WORKER_CA_SECRET = "redis-ca.crt", "/run/secrets/redis_ca"
+"""The cluster's CA beside docker-compose.yml on a worker host, and where the containers find it (a compose
+secret)."""
 
 
 def redis_url(inventory: Inventory, secrets: Secrets, role: str) -> str:

@@ -34,7 +34,9 @@ def on_orchestrator(c: Connection, runtime: Runtime, inventory: Inventory, check
                     timeout: float = 0) -> dict:
     """Run a deploy.remote check on the orchestrator with its env file loaded; its JSON answer."""
     where = runtime.layout(inventory, inventory.orchestrator)
-    command = (f"cd {shlex.quote(where.code)} && set -a && . {where.remote_dir}/etc/orchestrator.env && set +a && "
+    # The API's env for its key (the smoke job), then Flower's: the checks log in to Redis as Flower's user.
+    command = (f"cd {shlex.quote(where.code)} && set -a && . {where.remote_dir}/etc/orchestrator.env && "
+               f". {where.remote_dir}/etc/flower.env && set +a && "
                f"{where.bin}/python -m inferq.deploy.remote {shlex.join(check)}")
     result = root(c, command, warn=True, timeout=timeout + 120 if timeout else None)
     try:
@@ -80,8 +82,8 @@ def deploy(inventory: Inventory, secrets: Secrets, secrets_dir: str, report: Rep
             with tempfile.TemporaryDirectory(prefix="inferq-image-") as scratch, \
                     ThreadPoolExecutor(max_workers=len(workers)) as pool:
                 archive = Archive(runtime.docker, image, scratch)
-                changes += sum(pool.map(lambda h: deploy_worker(runtime, inventory, h, secrets, image, archive, wait,
-                                                                report), workers))
+                changes += sum(pool.map(lambda h: deploy_worker(runtime, inventory, h, secrets, secrets_dir, image,
+                                                                archive, wait, report), workers))
             runtime.prune_images(image, report)
         expected = nodes.worker_nodes(inventory)
         with connect(inventory, inventory.orchestrator) as c:
@@ -228,13 +230,13 @@ def rolling_update(inventory: Inventory, secrets: Secrets, secrets_dir: str, rep
         if inventory.workers:
             image = runtime.existing_image(image_tag) if image_tag else runtime.build_image(report)
             with tempfile.TemporaryDirectory(prefix="inferq-image-") as scratch:
-                update_workers(runtime, inventory, secrets, image, scratch, waiter(runtime, inventory, wait_seconds),
-                               report)
+                update_workers(runtime, inventory, secrets, secrets_dir, image, scratch,
+                               waiter(runtime, inventory, wait_seconds), report)
             runtime.prune_images(image, report)
 
 
-def update_workers(runtime: Runtime, inventory: Inventory, secrets: Secrets, image: Image, scratch: str,
-                   wait: Wait, report: Report) -> None:
+def update_workers(runtime: Runtime, inventory: Inventory, secrets: Secrets, secrets_dir: str, image: Image,
+                   scratch: str, wait: Wait, report: Report) -> None:
     """Roll image out host by host; on a failure, every host already updated goes back (fleet.roll_back)."""
     archive = Archive(runtime.docker, image, scratch)
     updated: list[tuple[Host, Image | None]] = []
@@ -242,9 +244,9 @@ def update_workers(runtime: Runtime, inventory: Inventory, secrets: Secrets, ima
         started = time.monotonic()
         before = fleet.running_image(runtime, inventory, host)
         try:
-            deploy_worker(runtime, inventory, host, secrets, image, archive, wait, report)
+            deploy_worker(runtime, inventory, host, secrets, secrets_dir, image, archive, wait, report)
         except DeployError as exc:
-            back = fleet.roll_back(runtime, inventory, secrets, updated, scratch, wait, report)
+            back = fleet.roll_back(runtime, inventory, secrets, secrets_dir, updated, scratch, wait, report)
             raise DeployError(f"{exc}; {back}") from None
         updated.append((host, before))
         report(f"{host.name}: updated, {len(nodes.host_nodes(inventory, host))} worker(s) answer a Celery ping "

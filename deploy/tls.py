@@ -183,7 +183,8 @@ def issue(ca: Certificate, common_name: str, addresses: list[str]) -> Certificat
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
                            critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),  # type: ignore[arg-type]
+                           critical=False)
             .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
     return Certificate(cert.public_bytes(serialization.Encoding.PEM),
                        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -193,11 +194,12 @@ def issue(ca: Certificate, common_name: str, addresses: list[str]) -> Certificat
 def signed_by(cert_pem: bytes, ca_pem: bytes) -> bool:
     """Whether cert_pem was issued by the CA of ca_pem (its signature verifies with the CA's key)."""
     from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
 
     cert, ca = x509.load_pem_x509_certificate(cert_pem), x509.load_pem_x509_certificate(ca_pem)
     try:
         cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, x509.InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature):
         return False
     return True
 

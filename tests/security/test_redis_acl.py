@@ -193,7 +193,8 @@ def test_the_api_and_flower_stay_in_their_lanes(secure):
     admin.set("outside", "kept")
     # The API writes jobs and reads what workers report, but may not write the workers' own records.
     assert api.set("inferq:job:probe", "{}") and api.delete("inferq:job:probe") == 1
-    assert refused(api, "ZADD", "inferq:workers", "1", "fake-worker") and refused(api, "HSET", "inferq:holding:w", "a", "b")
+    assert refused(api, "ZADD", "inferq:workers", "1", "fake-worker")
+    assert refused(api, "HSET", "inferq:holding:w", "a", "b")
     assert refused(api, "GET", "outside") and refused(api, "EVAL", "return redis.call('DEL', 'outside')", "0")
     assert refused(api, "SUBSCRIBE", "/0.celery.pidbox")  # no remote control of the workers
     # Flower reads the lanes and talks to the workers; it writes no job, no lane, no result.
