@@ -236,7 +236,8 @@ def test_the_webhook_secret_is_a_cluster_secret_and_the_inventory_may_not_hold_o
 
     made = credentials.load_or_create(tmp_path, "c")
     assert len(made.webhook_secret) >= 32 and made.webhook_secret not in repr(made)
-    for env in (config_files.orchestrator_env(lab_inventory(), made, "/t"), config_files.worker_env(lab_inventory(), made)):
+    for env in (config_files.orchestrator_env(lab_inventory(), made, "/t"),
+                config_files.worker_env(lab_inventory(), made)):
         assert f"INFERQ_WEBHOOK_SECRET={made.webhook_secret}\n" in env
     inventory = lab_inventory()
     inventory.env = {"INFERQ_WEBHOOK_SECRET": "in-the-inventory"}
@@ -273,3 +274,24 @@ def test_an_image_tag_names_the_release_and_its_build_arguments():
     assert tag == tag_for("abc", {"MODEL": "offline:base"}) and tag.startswith("inferq-worker:")
     assert tag != tag_for("abd", {"MODEL": "offline:base"}) != tag_for("abc", {"MODEL": "offline:tiny"})
     assert same("localhost/" + tag, tag) and not same(tag, tag_for("abd", {}))
+
+
+def test_the_cluster_ca_signs_redis_certificates_kept_until_the_addresses_or_the_ca_change(tmp_path):
+    from inferq.deploy import tls
+
+    ca = tls.load_or_create_ca(tmp_path, "c")
+    assert tls.load_or_create_ca(tmp_path, "c") == ca
+    key = tls.ca_paths(tmp_path, "c")[1]
+    assert key.stat().st_mode & 0o777 == 0o600
+    made = tls.load_or_issue(tmp_path, "c", "redis", ["172.31.0.10", "127.0.0.1"])
+    assert tls.signed_by(made.cert_pem, ca.cert_pem) and tls.addresses_of(made.cert_pem) == {"172.31.0.10",
+                                                                                                "127.0.0.1"}
+    assert tls.load_or_issue(tmp_path, "c", "redis", ["127.0.0.1", "172.31.0.10"]) == made  # kept
+    moved = tls.load_or_issue(tmp_path, "c", "redis", ["172.31.0.99", "127.0.0.1"])  # a replaced host
+    assert moved != made and tls.signed_by(moved.cert_pem, ca.cert_pem)
+    assert not tls.signed_by(moved.cert_pem, tls.generate_ca("other").cert_pem)
+    assert tls.server_paths(tmp_path, "c", "redis")[1].stat().st_mode & 0o777 == 0o600
+    api = tls.load_or_create(tmp_path, "c", ["198.51.100.1"])
+    tls.forget_ca(tmp_path, "c")  # `down`: the CA and what it signed go; the API's pinned certificate is tls.forget's
+    assert not any(p.exists() for p in (*tls.ca_paths(tmp_path, "c"), *tls.server_paths(tmp_path, "c", "redis")))
+    assert tls.load(tmp_path, "c") == api
