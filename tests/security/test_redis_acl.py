@@ -240,7 +240,17 @@ def product(secure, tiny_model, tmp_path_factory):
         flower_url = f"http://127.0.0.1:{port}"
         processes.wait_until(lambda: processes.http_ok(flower_url + "/healthcheck"), 30, "Flower", flower,
                              logs / "flower.log")
+        def restart_worker() -> None:
+            """SIGKILL w1 and start it again under its name (it gives back what its predecessor held)."""
+            started[0].kill()
+            started[0].wait(10)
+            started[0] = processes.spawn(processes.worker_command("w1"), worker_env, logs / "w1-again.log")
+            admin.zrem("inferq:workers", f"w1@{HOST}")
+            processes.wait_until(lambda: admin.zscore("inferq:workers", f"w1@{HOST}") is not None, 90, "worker w1",
+                                 started[0], logs / "w1-again.log")
+
         yield {"api": base, "flower": flower_url, "logs": logs, "api_env": api_env, "flower_env": flower_env,
+               "restart_worker": restart_worker,
                "flower_auth": tuple(flower_env["FLOWER_BASIC_AUTH"].split(":", 1)),
                "headers": {"X-API-Key": api_env["INFERQ_API_KEYS"]}}
     finally:
@@ -313,6 +323,15 @@ def test_everything_the_product_does_works_under_the_role_users_over_tls(secure,
                              "--expect", f"w1@{HOST}", "--timeout", "20"],
                             env={**os.environ, **product["flower_env"]}, capture_output=True, text=True, timeout=60)
     assert status.returncode == 0 and json.loads(status.stdout)["missing"] == [], status.stdout + status.stderr[-2000:]
+    # A worker killed while it runs a job: restarted under its name, it gives the job back and runs it again
+    # (its holding set, kombu's record, the delivery count: all the worker's own keys).
+    killed = http.post(f"{base}/jobs", json={"text": f"{SLEEP_PREFIX}1"}, headers=headers, timeout=10).json()
+    deadline = time.monotonic() + 10
+    while http.get(f"{base}/jobs/{killed['job_id']}", headers=headers, timeout=5).json()["status"] != "running":
+        assert time.monotonic() < deadline, "the sleeping job never ran"
+        time.sleep(0.05)
+    product["restart_worker"]()
+    assert wait_final(http, base, killed["job_id"], headers, timeout=60)["status"] == "succeeded"
     # Nothing was refused along the way.
     denied = admin.execute_command("ACL", "LOG")
     assert denied == [], denied
