@@ -107,8 +107,9 @@ def roles(queue: str = "inferq", db: int = 0) -> dict[str, Role]:
         # their channels, cancels (broker/scripts.CANCEL), answers /metrics and /readyz.
         API: Role(API, (
             *CONNECTION, *SCRIPTS, *TRANSACTIONS, "psubscribe", "punsubscribe",
-            "get", "mget", "set", "del", "exists", "expire", "incr", "incrby",
-            "lpush", "rpush", "llen", "hexists", "hgetall", "hlen", "zcount", "zrangebyscore", "publish",
+            "get", "mget", "set", "del", "exists", "expire", "incr", "incrby", "decrby",
+            # LREM: a refused submit (429) takes its message off the lane again, DECR uncounts it.
+            "lpush", "rpush", "lrem", "llen", "hexists", "hgetall", "hlen", "zcount", "zrangebyscore", "publish",
             "info"),  # INFO memory: the 429 before Redis's own limit (read-only, no secrets)
             keys=(_key(contract.JOB_KEY), _key(contract.CANCEL_KEY), _key(contract.CALLBACK_KEY),
                   _key(contract.IDEMPOTENCY_KEY), contract.WAKE_KEY, metrics, results, *lanes,
@@ -119,7 +120,7 @@ def roles(queue: str = "inferq", db: int = 0) -> dict[str, Role]:
         # delivers callbacks, beats, answers Celery's remote control and sends Celery's events.
         WORKER: Role(WORKER, (
             *CONNECTION, *SCRIPTS, *TRANSACTIONS, *PUBSUB,
-            "get", "mget", "set", "setex", "del", "exists", "expire", "pexpire", "incr", "incrby", "decr",
+            "get", "mget", "set", "setex", "del", "exists", "expire", "pexpire", "incr", "incrby", "decrby",
             "lpush", "rpush", "lpop", "rpop", "brpop", "lrange", "llen", "ltrim", "lrem",
             "hset", "hget", "hmget", "hgetall", "hdel", "hexists", "hincrby", "hincrbyfloat", "hlen",
             "sadd", "srem", "smembers", "scard", "sismember",

@@ -232,6 +232,13 @@ def product(secure, tiny_model, tmp_path_factory):
         started.append(api)
         base = f"http://{bind}"
         processes.wait_until(lambda: processes.http_ok(base + "/readyz"), 30, "API", api, logs / "api.log")
+        # A second API that refuses a second waiting job in a lane (429): it takes the message off again.
+        capped_bind = f"127.0.0.1:{free_port()}"
+        capped = processes.spawn(processes.api_command(capped_bind), {**api_env, "INFERQ_MAX_QUEUE_DEPTH": "1"},
+                                 logs / "api-capped.log")
+        started.append(capped)
+        processes.wait_until(lambda: processes.http_ok(f"http://{capped_bind}/healthz"), 30, "API (capped)", capped,
+                             logs / "api-capped.log")
         port = free_port()
         flower = processes.spawn(commands.flower(str(processes.BIN), "127.0.0.1", port),
                                  {**flower_env, "PATH": f"{processes.BIN}{os.pathsep}{os.environ.get('PATH', '')}"},
@@ -249,7 +256,7 @@ def product(secure, tiny_model, tmp_path_factory):
             processes.wait_until(lambda: admin.zscore("inferq:workers", f"w1@{HOST}") is not None, 90, "worker w1",
                                  started[0], logs / "w1-again.log")
 
-        yield {"api": base, "flower": flower_url, "logs": logs, "api_env": api_env, "flower_env": flower_env,
+        yield {"api": base, "capped_api": f"http://{capped_bind}", "flower": flower_url, "logs": logs, "api_env": api_env, "flower_env": flower_env,
                "restart_worker": restart_worker,
                "flower_auth": tuple(flower_env["FLOWER_BASIC_AUTH"].split(":", 1)),
                "headers": {"X-API-Key": api_env["INFERQ_API_KEYS"]}}
@@ -286,6 +293,9 @@ def test_everything_the_product_does_works_under_the_role_users_over_tls(secure,
         assert time.monotonic() < deadline, "the sleeping job never ran"
         time.sleep(0.05)
     queued = http.post(f"{base}/jobs", json={"text": "cancel me"}, headers=headers, timeout=10).json()
+    # A lane past its cap: the job is refused, its message taken off the lane again, its count undone.
+    capped = http.post(f"{product['capped_api']}/jobs", json={"text": "one too many"}, headers=headers, timeout=10)
+    assert capped.status_code == 429 and capped.json()["error"] == "queue_full", admin.execute_command("ACL", "LOG")
     assert http.delete(f"{base}/jobs/{queued['job_id']}", headers=headers, timeout=5).json()["status"] == "cancelled"
     assert http.delete(f"{base}/jobs/{running['job_id']}", headers=headers,
                        timeout=5).json()["status"] == "cancel_requested"
