@@ -256,7 +256,8 @@ def product(secure, tiny_model, tmp_path_factory):
             processes.wait_until(lambda: admin.zscore("inferq:workers", f"w1@{HOST}") is not None, 90, "worker w1",
                                  started[0], logs / "w1-again.log")
 
-        yield {"api": base, "capped_api": f"http://{capped_bind}", "flower": flower_url, "logs": logs, "api_env": api_env, "flower_env": flower_env,
+        yield {"api": base, "capped_api": f"http://{capped_bind}", "flower": flower_url, "logs": logs,
+               "api_env": api_env, "flower_env": flower_env,
                "restart_worker": restart_worker,
                "flower_auth": tuple(flower_env["FLOWER_BASIC_AUTH"].split(":", 1)),
                "headers": {"X-API-Key": api_env["INFERQ_API_KEYS"]}}
