@@ -369,3 +369,31 @@ def test_a_replica_follows_its_primary_over_tls_as_the_replication_user(secure, 
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_a_sentinel_watches_the_primary_over_tls_as_the_sentinel_user(secure, tmp_path):
+    """The --ha layout's Sentinel, as sentinel_conf writes it: TLS on its own port, TLS to the primary, logged in
+    as inferq-sentinel, with nothing refused."""
+    admin = secure.client()
+    admin.execute_command("ACL", "LOG", "RESET")
+    port = free_port()
+    conf = config_files.sentinel_conf(secure.secrets, "127.0.0.1", secure.port, port, str(secure.tls_dir))
+    (tmp_path / "sentinel.conf").write_text(conf + f'dir "{tmp_path}"\n')  # Sentinel rewrites its own file
+    log = tmp_path / "sentinel.log"
+    process = subprocess.Popen([find_binary(), str(tmp_path / "sentinel.conf"), "--sentinel"],
+                               stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    try:
+        sentinel = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=secure.ca, socket_timeout=2)
+
+        def watching() -> bool:
+            master = sentinel.sentinel_master("inferq")
+            return master["is_master"] and not master["is_disconnected"] and not master["is_sdown"] \
+                and master["info-refresh"] < 10_000
+
+        processes.wait_until(watching, 20, "sentinel", process, log)
+        users = {entry["name"] for entry in admin.client_list() if entry.get("user") == "inferq-sentinel"}
+        assert users, admin.client_list()  # its connections to the primary are the sentinel user's
+        assert admin.execute_command("ACL", "LOG") == []
+    finally:
+        process.terminate()
+        process.wait(10)
