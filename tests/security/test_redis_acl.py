@@ -69,8 +69,8 @@ class SecureRedis:
 
 
 @pytest.fixture(scope="module")
-def secure(tmp_path_factory) -> SecureRedis:
-    tmp = tmp_path_factory.mktemp("secure-redis")
+def tls_redis(tmp_path_factory) -> SecureRedis:
+    tmp = tmp_path_factory.mktemp("tls_redis-redis")
     made = credentials.load_or_create(tmp / "secrets", "lab")
     ca = tls.load_or_create_ca(tmp / "secrets", "lab")
     cert = tls.load_or_issue(tmp / "secrets", "lab", "redis", ["127.0.0.1"])
@@ -108,32 +108,32 @@ def refused(client: redis.Redis, *command) -> bool:
     return False
 
 
-def test_the_generated_config_speaks_tls_only_and_keeps_no_role_password(secure):
-    lines = secure.conf.splitlines()
+def test_the_generated_config_speaks_tls_only_and_keeps_no_role_password(tls_redis):
+    lines = tls_redis.conf.splitlines()
     # Redis 7.0 binds both ports to the same addresses: no plain port at all, TLS on loopback and the private one.
-    assert "port 0" in lines and f"tls-port {secure.port}" in lines and "tls-replication yes" in lines
+    assert "port 0" in lines and f"tls-port {tls_redis.port}" in lines and "tls-replication yes" in lines
     assert any(line.startswith("bind ") for line in lines)
-    for role, password in secure.secrets.redis_passwords().items():
-        assert password not in secure.conf  # hashed: #<sha256>
-        assert f"user {redis_acl.user_name(role)} on #{redis_acl.password_hash(password)} " in secure.conf
+    for role, password in tls_redis.secrets.redis_passwords().items():
+        assert password not in tls_redis.conf  # hashed: #<sha256>
+        assert f"user {redis_acl.user_name(role)} on #{redis_acl.password_hash(password)} " in tls_redis.conf
     with pytest.raises(redis.ConnectionError):  # and indeed nothing answers without TLS
-        redis.Redis(host="127.0.0.1", port=secure.port, password=secure.secrets.redis_password,
+        redis.Redis(host="127.0.0.1", port=tls_redis.port, password=tls_redis.secrets.redis_password,
                     socket_timeout=2).ping()
 
 
-def test_a_client_without_the_ca_or_without_tls_is_refused(secure):
-    worker = secure.secrets.redis_passwords()["worker"]
+def test_a_client_without_the_ca_or_without_tls_is_refused(tls_redis):
+    worker = tls_redis.secrets.redis_passwords()["worker"]
     # TLS, but trusting only the system's CAs: the cluster's certificate does not verify.
     with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
-        redis.Redis(host="127.0.0.1", port=secure.port, ssl=True, ssl_cert_reqs="required",
+        redis.Redis(host="127.0.0.1", port=tls_redis.port, ssl=True, ssl_cert_reqs="required",
                     username="inferq-worker", password=worker, socket_timeout=2).ping()
     # A plain redis:// client on the TLS port gets no answer it can read.
     with pytest.raises(redis.ConnectionError):
-        redis.Redis.from_url(secure.url("worker").replace("rediss://", "redis://"), socket_timeout=2).ping()
+        redis.Redis.from_url(tls_redis.url("worker").replace("rediss://", "redis://"), socket_timeout=2).ping()
     # A wrong password over TLS: refused.
     with pytest.raises(redis.AuthenticationError):
-        redis.Redis(host="127.0.0.1", port=secure.port, ssl=True, ssl_ca_certs=secure.ca, username="inferq-worker",
-                    password="wrong", socket_timeout=2).ping()
+        redis.Redis(host="127.0.0.1", port=tls_redis.port, ssl=True, ssl_ca_certs=tls_redis.ca,
+                    username="inferq-worker", password="wrong", socket_timeout=2).ping()
 
 
 ADMIN_ONLY = [
@@ -149,10 +149,10 @@ ADMIN_ONLY = [
 
 @pytest.mark.parametrize("role", [redis_acl.WORKER, redis_acl.API, redis_acl.FLOWER, redis_acl.REPLICATION,
                                   redis_acl.SENTINEL])
-def test_no_role_can_administer_wipe_or_list_redis(secure, role):
-    admin = secure.client()
+def test_no_role_can_administer_wipe_or_list_redis(tls_redis, role):
+    admin = tls_redis.client()
     admin.set("inferq:job:canary", "{}")
-    client = secure.client(role)
+    client = tls_redis.client(role)
     for command in ADMIN_ONLY:
         if role == redis_acl.SENTINEL and " ".join(command[:2]) in ("REPLICAOF NO", "SCRIPT KILL", "CLIENT KILL"):
             continue  # Sentinel's job: promote a replica, stop a script or a client that hangs a primary
@@ -160,8 +160,8 @@ def test_no_role_can_administer_wipe_or_list_redis(secure, role):
     assert admin.get("inferq:job:canary") == b"{}" and admin.dbsize() >= 1
 
 
-def test_the_worker_cannot_touch_keys_outside_its_patterns_directly_or_from_a_script(secure):
-    admin, worker = secure.client(), secure.client(redis_acl.WORKER)
+def test_the_worker_cannot_touch_keys_outside_its_patterns_directly_or_from_a_script(tls_redis):
+    admin, worker = tls_redis.client(), tls_redis.client(redis_acl.WORKER)
     admin.set("outside", "kept")
     admin.set("inferq:idempotency:abc", "kept")  # the API's alone
     admin.set("inferq:job:j1", '{"texts": ["x"]}')  # the worker may read a record, never write one
@@ -188,8 +188,8 @@ def test_the_worker_cannot_touch_keys_outside_its_patterns_directly_or_from_a_sc
     assert admin.get("inferq:idempotency:abc") == b"kept"
 
 
-def test_the_api_and_flower_stay_in_their_lanes(secure):
-    admin, api, flower = secure.client(), secure.client(redis_acl.API), secure.client(redis_acl.FLOWER)
+def test_the_api_and_flower_stay_in_their_lanes(tls_redis):
+    admin, api, flower = tls_redis.client(), tls_redis.client(redis_acl.API), tls_redis.client(redis_acl.FLOWER)
     admin.set("outside", "kept")
     # The API writes jobs and reads what workers report, but may not write the workers' own records.
     assert api.set("inferq:job:probe", "{}") and api.delete("inferq:job:probe") == 1
@@ -205,24 +205,23 @@ def test_the_api_and_flower_stay_in_their_lanes(secure):
     assert refused(flower, "DEL", "inferq") and refused(flower, "GET", "outside")
     # Replication and Sentinel read no key at all.
     for role in (redis_acl.REPLICATION, redis_acl.SENTINEL):
-        assert refused(secure.client(role), "GET", "inferq:job:probe")
+        assert refused(tls_redis.client(role), "GET", "inferq:job:probe")
     assert admin.get("outside") == b"kept"
 
 
 @pytest.fixture(scope="module")
-def product(secure, tiny_model, tmp_path_factory):
+def product(tls_redis, tiny_model, tmp_path_factory):
     """A worker, the API and Flower against the TLS Redis, each as its role's user, with the deploy's env files."""
-    logs = tmp_path_factory.mktemp("secure-product")
+    logs = tmp_path_factory.mktemp("tls_redis-product")
     common = {"INFERQ_MODEL": str(tiny_model), "INFERQ_HEARTBEAT_SECONDS": "0.5", "INFERQ_TEST_FAULTS": "1",
               "INFERQ_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8", "INFERQ_MAX_TEXTS": "8"}
-    worker_env = {**secure.env(config_files.worker_env(secure.inventory, secure.secrets)), **common}
-    api_env = {**secure.env(config_files.orchestrator_env(secure.inventory, secure.secrets, str(secure.tls_dir))),
-               **common}
-    flower_env = {**secure.env(config_files.flower_env(secure.inventory, secure.secrets, str(secure.tls_dir))),
-                  **common}
+    inventory, made, tls_dir = tls_redis.inventory, tls_redis.secrets, str(tls_redis.tls_dir)
+    worker_env = {**tls_redis.env(config_files.worker_env(inventory, made)), **common}
+    api_env = {**tls_redis.env(config_files.orchestrator_env(inventory, made, tls_dir)), **common}
+    flower_env = {**tls_redis.env(config_files.flower_env(inventory, made, tls_dir)), **common}
     started: list[subprocess.Popen] = []
     try:
-        admin = secure.client()
+        admin = tls_redis.client()
         worker = processes.spawn(processes.worker_command("w1"), worker_env, logs / "w1.log")
         started.append(worker)
         processes.wait_until(lambda: admin.zscore("inferq:workers", f"w1@{HOST}") is not None, 90, "worker w1",
@@ -274,11 +273,11 @@ def wait_final(http: requests.Session, base: str, job_id: str, headers: dict, ti
             return job
 
 
-def test_everything_the_product_does_works_under_the_role_users_over_tls(secure, product, http):
+def test_everything_the_product_does_works_under_the_role_users_over_tls(tls_redis, product, http):
     from inferq.tasks.faults import SLEEP_PREFIX
 
     base, headers = product["api"], product["headers"]
-    admin = secure.client()
+    admin = tls_redis.client()
     admin.execute_command("ACL", "LOG", "RESET")
     # Interactive, with ?wait.
     done = http.post(f"{base}/jobs?wait=20", json={"text": "a lovely day"}, headers=headers, timeout=30)
@@ -351,18 +350,18 @@ def test_everything_the_product_does_works_under_the_role_users_over_tls(secure,
         assert "NOPERM" not in text and "no permissions" not in text, f"{log.name}:\n{text[-3000:]}"
 
 
-def test_a_replica_follows_its_primary_over_tls_as_the_replication_user(secure, tmp_path):
+def test_a_replica_follows_its_primary_over_tls_as_the_replication_user(tls_redis, tmp_path):
     """The --ha layout's replication, as the config lines the deploy writes for it (items 1-4 build the rest)."""
     port = free_port()
     conf = "\n".join(["port 0", f"tls-port {port}", "bind 127.0.0.1",
-                      *config_files.tls_lines(str(secure.tls_dir)), f'dir "{tmp_path}"', 'save ""',
-                      *config_files.replica_lines(secure.secrets, "127.0.0.1", secure.port), ""])
+                      *config_files.tls_lines(str(tls_redis.tls_dir)), f'dir "{tmp_path}"', 'save ""',
+                      *config_files.replica_lines(tls_redis.secrets, "127.0.0.1", tls_redis.port), ""])
     (tmp_path / "replica.conf").write_text(conf)
     process = subprocess.Popen([find_binary(), str(tmp_path / "replica.conf")], stdout=open(tmp_path / "log", "ab"),
                                stderr=subprocess.STDOUT)
     try:
-        secure.client().set("inferq:job:replicated", "yes")
-        replica = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=secure.ca, socket_timeout=2)
+        tls_redis.client().set("inferq:job:replicated", "yes")
+        replica = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=tls_redis.ca, socket_timeout=2)
         processes.wait_until(lambda: replica.get("inferq:job:replicated") == b"yes", 20, "replica", process,
                              tmp_path / "log")
         assert replica.info("replication")["master_link_status"] == "up"
@@ -371,19 +370,19 @@ def test_a_replica_follows_its_primary_over_tls_as_the_replication_user(secure, 
         process.wait(10)
 
 
-def test_a_sentinel_watches_the_primary_over_tls_as_the_sentinel_user(secure, tmp_path):
+def test_a_sentinel_watches_the_primary_over_tls_as_the_sentinel_user(tls_redis, tmp_path):
     """The --ha layout's Sentinel, as sentinel_conf writes it: TLS on its own port, TLS to the primary, logged in
     as inferq-sentinel, with nothing refused."""
-    admin = secure.client()
+    admin = tls_redis.client()
     admin.execute_command("ACL", "LOG", "RESET")
     port = free_port()
-    conf = config_files.sentinel_conf(secure.secrets, "127.0.0.1", secure.port, port, str(secure.tls_dir))
+    conf = config_files.sentinel_conf(tls_redis.secrets, "127.0.0.1", tls_redis.port, port, str(tls_redis.tls_dir))
     (tmp_path / "sentinel.conf").write_text(conf + f'dir "{tmp_path}"\n')  # Sentinel rewrites its own file
     log = tmp_path / "sentinel.log"
     process = subprocess.Popen([find_binary(), str(tmp_path / "sentinel.conf"), "--sentinel"],
                                stdout=open(log, "ab"), stderr=subprocess.STDOUT)
     try:
-        sentinel = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=secure.ca, socket_timeout=2)
+        sentinel = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=tls_redis.ca, socket_timeout=2)
 
         def watching() -> bool:
             master = sentinel.sentinel_master("inferq")
