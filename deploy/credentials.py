@@ -28,7 +28,7 @@ class Secrets:
     flower_user: str
     flower_password: str
     api_key: str
-    # The workers' own Redis user (see deploy.config_files.WORKER_ACL); empty only
+    # The workers' own Redis user (inferq.redis_acl, as every role's below); empty only
     # in secrets files written before workers had one, and filled in on load.
     worker_redis_password: str = ""
     # INFERQ_WEBHOOK_SECRET of the API and the workers (signed callbacks); filled in on load likewise.
