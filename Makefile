@@ -28,7 +28,7 @@ system-deps:
 # its folder can have any name and mypy cannot follow an editable install's import hook: a link named
 # inferq to the checkout lets mypy see it as the package, from a clone in any directory.
 MYPY_TARGETS := $(foreach p,api broker model settings tasks stack bench deploy client,-p inferq.$(p)) \
-	$(foreach m,contract jobview webhooks redislink celeryconfig celery_app commands,-m inferq.$(m))
+	$(foreach m,contract jobview webhooks redislink redis_acl celeryconfig celery_app commands,-m inferq.$(m))
 lint: venv
 	$(VENV)/bin/ruff check .
 	mkdir -p .cache/mypy-path && ln -sfn ../.. .cache/mypy-path/inferq

@@ -20,6 +20,12 @@ _redis, _delivery = current(RedisLink), current(Delivery)
 # below: kombu's Sentinel channel, Celery's Sentinel backend and Flower's broker view find the primary so.
 broker_url = redislink.celery_url(_redis, _redis.broker)
 result_backend = redislink.celery_url(_redis, _redis.backend)
+# rediss:// (a deployed cluster's Redis, across hosts): verify Redis's certificate against the cluster's CA.
+# kombu and Flower's broker view read only these (kombu alone would connect without checking anything).
+if _broker_ssl := _redis.ssl_options(_redis.broker):
+    broker_use_ssl = _broker_ssl
+if _backend_ssl := _redis.ssl_options(_redis.backend):
+    redis_backend_use_ssl = _backend_ssl
 task_default_queue = _redis.queue
 # The two priority lanes, interactive first: a worker consumes them in this order
 # (with "queue_order_strategy": "priority" below), so it takes a single text before

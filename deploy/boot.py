@@ -33,7 +33,10 @@ from typing import Any
 WORKER_UID = 10001
 """The containers' user (deploy/defaults.py's WORKER_UID; repeated: this file stands alone)."""
 
-IMAGE_PARAMETER, COMPOSE_PARAMETER = "image", "compose"
+IMAGE_PARAMETER, COMPOSE_PARAMETER, CA_PARAMETER = "image", "compose", "redis-ca"
+CA_FILE = "redis-ca.crt"
+"""The cluster's CA (public: a String parameter), written beside docker-compose.yml as the compose secret the
+workers verify Redis's certificate with (config_files.WORKER_CA_FILE; a test checks the two names agree)."""
 """Parameters under the worker path that are not worker.env lines."""
 
 
@@ -61,15 +64,16 @@ def image_key(sha256: str) -> str:
     return f"images/sha256-{sha256}.tar.zst"
 
 
-def read_parameters(ssm: Any, cluster: str) -> tuple[dict[str, str], dict[str, str], str]:
-    """(worker.env's values, the image parameter, the compose file), decrypted."""
+def read_parameters(ssm: Any, cluster: str) -> tuple[dict[str, str], dict[str, str], str, str]:
+    """(worker.env's values, the image parameter, the compose file, the cluster's CA), decrypted."""
     path = parameter_path(cluster)
     pages = ssm.get_paginator("get_parameters_by_path").paginate(Path=path, WithDecryption=True)
     found = {p["Name"][len(path):]: p["Value"] for page in pages for p in page["Parameters"]}
     if IMAGE_PARAMETER not in found:
         raise NotPublished(f"no {path}{IMAGE_PARAMETER} parameter: `fab deploy` has not published an image yet")
     image = json.loads(found.pop(IMAGE_PARAMETER))
-    return found, image, found.pop(COMPOSE_PARAMETER, "")
+    compose, ca_pem = found.pop(COMPOSE_PARAMETER, ""), found.pop(CA_PARAMETER, "")
+    return found, image, compose, ca_pem
 
 
 def fetch_image(s3: Any, bucket: str, image: dict[str, str], dest: Path) -> Path:
@@ -109,8 +113,9 @@ def env_file(values: dict[str, str]) -> str:
 
 
 def write_project(directory: Path, secrets: dict[str, str], image: dict[str, str], host_name: str,
-                  compose: str) -> None:
-    """docker-compose.yml, worker.env (600, the containers' uid) and .env, as `fab deploy` writes them."""
+                  compose: str, ca_pem: str = "") -> None:
+    """docker-compose.yml, worker.env (600, the containers' uid), the cluster's CA and .env, as `fab deploy` writes
+    them."""
     directory.mkdir(parents=True, exist_ok=True)
     if compose:
         (directory / "docker-compose.yml").write_text(compose)
@@ -120,6 +125,10 @@ def write_project(directory: Path, secrets: dict[str, str], image: dict[str, str
     worker_env.write_text(env_file(secrets))
     if os.geteuid() == 0:
         os.chown(worker_env, WORKER_UID, WORKER_UID)
+    if ca_pem:
+        ca_file = directory / CA_FILE
+        ca_file.write_text(ca_pem)
+        ca_file.chmod(0o644)
     (directory / ".env").write_text(env_file({"INFERQ_IMAGE": image["tag"], "INFERQ_HOST": host_name}))
 
 
@@ -140,7 +149,7 @@ def join(s3: Any, ssm: Any, cluster: str, bucket: str, directory: Path, host_nam
          compose: list[str], report=print) -> dict[str, float]:
     """Everything above, in order; the seconds each part took."""
     started = time.monotonic()
-    secrets, image, compose_text = read_parameters(ssm, cluster)
+    secrets, image, compose_text, ca_pem = read_parameters(ssm, cluster)
     directory.mkdir(parents=True, exist_ok=True)
     saved = fetch_image(s3, bucket, image, directory / "image.tar.zst")
     fetched = time.monotonic()
@@ -149,7 +158,7 @@ def join(s3: Any, ssm: Any, cluster: str, bucket: str, directory: Path, host_nam
     saved.unlink()
     loaded = time.monotonic()
     report(f"loaded {image['tag']} ({image['image_id']})")
-    write_project(directory, secrets, image, host_name, compose_text)
+    write_project(directory, secrets, image, host_name, compose_text, ca_pem)
     up = subprocess.run([*compose, "up", "-d"], cwd=directory, capture_output=True, text=True)
     if up.returncode:
         raise BootError(f"compose up failed: {(up.stderr or up.stdout).strip()[-300:]}")

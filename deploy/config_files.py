@@ -1,29 +1,26 @@
 """The files a deploy writes on the hosts, rendered from the inventory and the secrets (pure functions)."""
 from __future__ import annotations
 
+from inferq import redis_acl
 from inferq.deploy.credentials import Secrets
 from inferq.deploy.errors import DeployError
 from inferq.deploy.inventory import Host, Inventory
 
-WORKER_REDIS_USER = "inferq-worker"
-"""The Redis ACL user the workers log in as; the API and Flower use the default user."""
+TLS_DIR = "etc/tls"
+"""Under the host's remote_dir: Redis's certificate and key, and the cluster's CA (deploy/orchestrator.py)."""
 
-WORKER_ACL = "~* &* +@all -@admin -flushall -flushdb -function -script|flush -script|kill"
-"""Every key, channel and data command a Celery worker needs; no administration
-(CONFIG, DEBUG, SHUTDOWN, ACL, MONITOR ... are @admin), no FLUSHALL/FLUSHDB, no
-server-side functions: a compromised worker host can read and write jobs but
-not reconfigure or wipe the orchestrator's Redis. Scripts (EVAL, EVALSHA,
-SCRIPT LOAD) stay allowed because kombu's Redis transport takes a redis-py
-Lock, which runs Lua (a worker without them stops with "no permissions to run
-the 'evalsha' command"); Redis checks every command a script calls against
-this same user, so a script cannot do what the user cannot."""
+REDIS_CA, REDIS_CERT, REDIS_KEY = "redis-ca.crt", "redis.crt", "redis.key"
+"""File names, in TLS_DIR, of the cluster's CA, Redis's certificate from it, and its key."""
+
+WORKER_CA_FILE, WORKER_CA_SECRET = "redis-ca.crt", "/run/secrets/redis_ca"
+"""The cluster's CA beside docker-compose.yml on a worker host, and where the containers find it (a compose
+secret)."""
 
 
-def redis_url(inventory: Inventory, secrets: Secrets, worker: bool = False) -> str:
-    """The broker URL: the orchestrator's private address, as the default user or the workers' user."""
-    orchestrator = inventory.orchestrator
-    login = f"{WORKER_REDIS_USER}:{secrets.worker_redis_password}" if worker else f":{secrets.redis_password}"
-    return f"redis://{login}@{orchestrator.private_ip}:{inventory.redis_port}/0"
+def redis_url(inventory: Inventory, secrets: Secrets, role: str) -> str:
+    """A role's Redis URL: TLS to the orchestrator's private address, as that role's user (inferq.redis_acl)."""
+    login = f"{redis_acl.user_name(role)}:{secrets.redis_passwords()[role]}"
+    return f"rediss://{login}@{inventory.orchestrator.private_ip}:{inventory.redis_port}/0"
 
 
 def maxmemory(mem_total_bytes: int, fraction: float) -> int:
@@ -32,25 +29,36 @@ def maxmemory(mem_total_bytes: int, fraction: float) -> int:
 
 
 def redis_conf(inventory: Inventory, host: Host, secrets: Secrets, data_dir: str, memory_limit: int,
-               appendfsync: str | None = None) -> str:
-    """redis.conf for the orchestrator: private address, password, AOF, a memory limit, never evicting queued jobs.
+               tls_dir: str, appendfsync: str | None = None, queue: str | None = None) -> str:
+    """redis.conf for the orchestrator: TLS only, on the private address and loopback; one ACL user per role;
+    AOF; a memory limit, never evicting queued jobs.
 
-    memory_limit: maxmemory in bytes (maxmemory() of the host's memory); the API
-    refuses new jobs (429) before Redis gets there (INFERQ_REDIS_MEMORY_HIGH).
-    appendfsync: the AOF fsync policy; by default INFERQ_REDIS_APPENDFSYNC where
-    fab runs (docs/operations.md, "Guarantees", for the trade-off), as for the local stack.
+    tls_dir: where the host keeps REDIS_CERT, REDIS_KEY and REDIS_CA. memory_limit: maxmemory in bytes
+    (maxmemory() of the host's memory); the API refuses new jobs (429) before Redis gets there
+    (INFERQ_REDIS_MEMORY_HIGH). appendfsync: the AOF fsync policy; by default INFERQ_REDIS_APPENDFSYNC where
+    fab runs (docs/operations.md, "Guarantees"), as for the local stack. queue: INFERQ_QUEUE of the
+    inventory's env (the lanes the ACL names), else the default.
     """
     if appendfsync is None:
         from inferq.settings import Durability, current
 
         appendfsync = current(Durability).appendfsync
+    if queue is None:
+        from inferq.settings import RedisLink, load
+
+        queue = load(RedisLink, inventory.env).queue
+    addresses = list(dict.fromkeys([host.private_ip, "127.0.0.1"]))
     return "\n".join([
-        # The private address for the workers, loopback for the API and for an admin on the host.
-        f"bind {host.private_ip} 127.0.0.1",
-        f"port {inventory.redis_port}",
+        # Redis 7.0 binds its plain and its TLS port to the same addresses: so there is no plain port at all
+        # (port 0), and everything, loopback included, speaks TLS on the one port the workers reach.
+        f"bind {' '.join(addresses)}",
+        "port 0",
+        f"tls-port {inventory.redis_port}",
+        *tls_lines(tls_dir),
         "protected-mode yes",
+        # The default user is the operator's (the admin password); no service logs in with it.
         f"requirepass {secrets.redis_password}",
-        f"user {WORKER_REDIS_USER} on >{secrets.worker_redis_password} {WORKER_ACL}",
+        *redis_acl.acl_lines(secrets.redis_passwords(), queue),
         "appendonly yes",
         f"appendfsync {appendfsync}",
         'save ""',
@@ -65,6 +73,39 @@ def redis_conf(inventory: Inventory, host: Host, secrets: Secrets, data_dir: str
     ])
 
 
+def tls_lines(tls_dir: str) -> list[str]:
+    """TLS of a Redis server or sentinel: its certificate from the cluster's CA; clients are not asked for one
+    (each logs in as its role's user), a replica verifies its primary and speaks TLS to it."""
+    return [
+        f"tls-cert-file {tls_dir}/{REDIS_CERT}",
+        f"tls-key-file {tls_dir}/{REDIS_KEY}",
+        f"tls-ca-cert-file {tls_dir}/{REDIS_CA}",
+        "tls-auth-clients no",
+        "tls-protocols \"TLSv1.2 TLSv1.3\"",
+        "tls-replication yes",
+    ]
+
+
+def replica_lines(secrets: Secrets, primary: str, port: int) -> list[str]:
+    """What a replica adds to redis_conf() (the --ha layout): its primary, over TLS, as the replication user."""
+    return [f"replicaof {primary} {port}", f"masteruser {redis_acl.user_name(redis_acl.REPLICATION)}",
+            f"masterauth {secrets.replication_redis_password}"]
+
+
+def sentinel_conf(secrets: Secrets, primary: str, port: int, sentinel_port: int, tls_dir: str,
+                  master_name: str = "inferq", quorum: int = 2) -> str:
+    """sentinel.conf (the --ha layout): TLS only, watching the primary as the sentinel user."""
+    return "\n".join([
+        "port 0",
+        f"tls-port {sentinel_port}",
+        *tls_lines(tls_dir),
+        f"sentinel monitor {master_name} {primary} {port} {quorum}",
+        f"sentinel auth-user {master_name} {redis_acl.user_name(redis_acl.SENTINEL)}",
+        f"sentinel auth-pass {master_name} {secrets.sentinel_redis_password}",
+        "",
+    ])
+
+
 def env_file(values: dict[str, str]) -> str:
     """KEY=value lines, readable by systemd, docker compose and `set -a; . FILE`."""
     for key, value in values.items():
@@ -74,24 +115,37 @@ def env_file(values: dict[str, str]) -> str:
     return "".join(f"{key}={value}\n" for key, value in values.items())
 
 
-def orchestrator_env(inventory: Inventory, secrets: Secrets) -> str:
-    """Environment of the API and Flower."""
+def orchestrator_env(inventory: Inventory, secrets: Secrets, tls_dir: str) -> str:
+    """Environment of the API: Redis as the API's user, over TLS with the cluster's CA."""
     return env_file({
-        "REDIS_URL": redis_url(inventory, secrets),
+        "REDIS_URL": redis_url(inventory, secrets, redis_acl.API),
+        "INFERQ_REDIS_CA_FILE": f"{tls_dir}/{REDIS_CA}",
         # Loopback only: the world reaches the API through the TLS proxy (deploy.proxy).
         "INFERQ_API_BIND": f"127.0.0.1:{inventory.api_port}",
         "INFERQ_API_KEYS": secrets.api_key,
-        # Flower reads FLOWER_* variables: the login never shows on a command line.
-        "FLOWER_BASIC_AUTH": f"{secrets.flower_user}:{secrets.flower_password}",
         "INFERQ_WEBHOOK_SECRET": secrets.webhook_secret,
         **settings_of(inventory),
     })
 
 
-def worker_env(inventory: Inventory, secrets: Secrets) -> str:
-    """Environment of every worker (compose's env_file): the broker as the workers' user, one torch thread."""
+def flower_env(inventory: Inventory, secrets: Secrets, tls_dir: str) -> str:
+    """Environment of Flower and of the deploy's checks on the orchestrator (deploy/remote.py: ping the
+    workers, the lanes' depth): Redis as Flower's user, over TLS with the cluster's CA."""
     return env_file({
-        "REDIS_URL": redis_url(inventory, secrets, worker=True),
+        "REDIS_URL": redis_url(inventory, secrets, redis_acl.FLOWER),
+        "INFERQ_REDIS_CA_FILE": f"{tls_dir}/{REDIS_CA}",
+        # Flower reads FLOWER_* variables: the login never shows on a command line.
+        "FLOWER_BASIC_AUTH": f"{secrets.flower_user}:{secrets.flower_password}",
+        **settings_of(inventory),
+    })
+
+
+def worker_env(inventory: Inventory, secrets: Secrets) -> str:
+    """Environment of every worker (compose's env_file): the broker as the workers' user over TLS (the CA is
+    a compose secret of its own), one torch thread."""
+    return env_file({
+        "REDIS_URL": redis_url(inventory, secrets, redis_acl.WORKER),
+        "INFERQ_REDIS_CA_FILE": WORKER_CA_SECRET,
         "INFERQ_TORCH_THREADS": "1",
         # The workers sign the callbacks they deliver with it.
         "INFERQ_WEBHOOK_SECRET": secrets.webhook_secret,
@@ -99,7 +153,7 @@ def worker_env(inventory: Inventory, secrets: Secrets) -> str:
     })
 
 
-SECRET_SETTINGS = ("REDIS_URL", "INFERQ_API_KEYS", "INFERQ_WEBHOOK_SECRET", "FLOWER_BASIC_AUTH")
+SECRET_SETTINGS = ("REDIS_URL", "INFERQ_API_KEYS", "INFERQ_WEBHOOK_SECRET", "FLOWER_BASIC_AUTH", "INFERQ_REDIS_CA_FILE")
 """Variables whose values are the cluster's secrets: they come from the secrets file, never the inventory."""
 
 

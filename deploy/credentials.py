@@ -15,7 +15,8 @@ from pathlib import Path
 
 FLOWER_USER = "inferq"
 
-ADDED_LATER = ("worker_redis_password", "webhook_secret")
+ADDED_LATER = ("worker_redis_password", "webhook_secret", "api_redis_password", "flower_redis_password",
+               "replication_redis_password", "sentinel_redis_password")
 """Secrets newer than some secrets files: generated when such a file is loaded, the others kept."""
 
 
@@ -27,11 +28,23 @@ class Secrets:
     flower_user: str
     flower_password: str
     api_key: str
-    # The workers' own Redis user (see deploy.config_files.WORKER_ACL); empty only
+    # The workers' own Redis user (inferq.redis_acl, as every role's below); empty only
     # in secrets files written before workers had one, and filled in on load.
     worker_redis_password: str = ""
     # INFERQ_WEBHOOK_SECRET of the API and the workers (signed callbacks); filled in on load likewise.
     webhook_secret: str = ""
+    # The other roles' Redis users (inferq.redis_acl): the API, Flower, a replica, a sentinel. redis_password
+    # stays the admin's (Redis's default user), for the operator alone: no service logs in with it.
+    api_redis_password: str = ""
+    flower_redis_password: str = ""
+    replication_redis_password: str = ""
+    sentinel_redis_password: str = ""
+
+    def redis_passwords(self) -> dict[str, str]:
+        """Each role's Redis password, by role (inferq.redis_acl.ROLES)."""
+        return {"api": self.api_redis_password, "worker": self.worker_redis_password,
+                "flower": self.flower_redis_password, "replication": self.replication_redis_password,
+                "sentinel": self.sentinel_redis_password}
 
     def __repr__(self) -> str:  # never leak a secret through a traceback or a log line
         return "Secrets(<hidden>)"
@@ -65,7 +78,7 @@ def load_or_create(secrets_dir: str | os.PathLike, cluster: str) -> Secrets:
             _write(path, stored)
         return Secrets(**stored)
     made = Secrets(redis_password=token(32), flower_user=FLOWER_USER, flower_password=token(18), api_key=token(32),
-                   worker_redis_password=token(32), webhook_secret=token(32))
+                   **{key: token(32) for key in ADDED_LATER})
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     _write(path, asdict(made))

@@ -24,15 +24,15 @@ def running_image(runtime: Runtime, inventory: Inventory, host: Host) -> Image |
         return runtime.workers(inventory, host).current(c)
 
 
-def roll_back(runtime: Runtime, inventory: Inventory, secrets: Secrets, updated: list[tuple[Host, Image | None]],
-              scratch: str, wait: Wait, report: Report) -> str:
+def roll_back(runtime: Runtime, inventory: Inventory, secrets: Secrets, secrets_dir: str,
+              updated: list[tuple[Host, Image | None]], scratch: str, wait: Wait, report: Report) -> str:
     """Put each updated host back on the image it ran before (newest first); what the fleet runs now, one line."""
     for host, before in reversed(updated):
         if before is None:
             continue  # nothing ran there before this update: nothing to go back to
         # The host kept the image (deploy.defaults.KEEP_IMAGES): nothing is shipped unless it lost it.
         archive = Archive(runtime.docker, before, scratch)
-        deploy_worker(runtime, inventory, host, secrets, before, archive, wait, report)
+        deploy_worker(runtime, inventory, host, secrets, secrets_dir, before, archive, wait, report)
         report(f"{host.name}: rolled back to {before.tag} ({before.short})")
     return one_image(runtime, inventory)
 

@@ -78,8 +78,10 @@ def put_image(s3: Any, bucket: str, path: Path, image_id: str, tag: str = "") ->
     return {"key": key, "sha256": sha256, "image_id": image_id, "tag": tag}
 
 
-def put_parameters(ssm: Any, cluster: str, secrets: dict[str, str], image: dict[str, str], compose: str = "") -> None:
-    """The worker secrets as SecureString parameters, the image parameter and the compose file; overwritten."""
+def put_parameters(ssm: Any, cluster: str, secrets: dict[str, str], image: dict[str, str], compose: str = "",
+                   ca_pem: str = "") -> None:
+    """The worker secrets as SecureString parameters, the image parameter, the compose file and the cluster's CA;
+    overwritten."""
     path = parameter_path(cluster)
     with aws_call(f"writing the worker parameters under {path}"):
         for name, value in sorted(secrets.items()):
@@ -87,13 +89,15 @@ def put_parameters(ssm: Any, cluster: str, secrets: dict[str, str], image: dict[
         ssm.put_parameter(Name=path + IMAGE_PARAMETER, Value=json.dumps(image), Type="String", Overwrite=True)
         if compose:
             ssm.put_parameter(Name=path + COMPOSE_PARAMETER, Value=compose, Type="String", Overwrite=True)
+        if ca_pem:
+            ssm.put_parameter(Name=path + boot.CA_PARAMETER, Value=ca_pem, Type="String", Overwrite=True)
 
 
 def read_parameters(ssm: Any, cluster: str) -> tuple[dict[str, str], dict[str, str]]:
     """(the secrets, the image parameter), decrypted, as a booting host reads them (deploy/boot.py)."""
     with aws_call(f"reading the worker parameters under {parameter_path(cluster)}"):
         try:
-            secrets, image, _compose = boot.read_parameters(ssm, cluster)
+            secrets, image, _compose, _ca = boot.read_parameters(ssm, cluster)
         except boot.BootError as exc:
             raise DeployError(str(exc)) from None
     return secrets, image
@@ -138,7 +142,8 @@ def delete_all(s3: Any, ssm: Any, cluster: str, bucket: str) -> list[str]:
     return deleted
 
 
-def publish(inventory: Any, secrets: Any, archive: Path, image: Any, compose: str, report) -> dict[str, str]:
+def publish(inventory: Any, secrets: Any, archive: Path, image: Any, compose: str, report,
+            ca_pem: str = "") -> dict[str, str]:
     """`fab deploy` and `fab update` with a worker group: the image (its `docker save | zstd` archive, made once
     for the fixed hosts too) into the bucket, worker.env's values, the image and the compose file into the
     parameters. Hosts the group launches from then on boot this image (deploy/boot.py). What it returns is what the
@@ -153,7 +158,7 @@ def publish(inventory: Any, secrets: Any, archive: Path, image: Any, compose: st
     stored = put_image(s3, group["bucket"], archive, image.id, image.tag)
     values = dict(line.split("=", 1) for line in config_files.worker_env(inventory, secrets).splitlines() if line)
     before = published(ssm, inventory.cluster)
-    put_parameters(ssm, inventory.cluster, values, stored, compose)
+    put_parameters(ssm, inventory.cluster, values, stored, compose, ca_pem)
     report(f"worker group {group['group']}: published {image.tag} ({image.short}) as s3://{group['bucket']}/"
            f"{stored['key']} and {len(values)} secret parameter(s) under {parameter_path(inventory.cluster)}; "
            "hosts it launches from now on run this image")

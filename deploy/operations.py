@@ -34,7 +34,9 @@ def on_orchestrator(c: Connection, runtime: Runtime, inventory: Inventory, check
                     timeout: float = 0) -> dict:
     """Run a deploy.remote check on the orchestrator with its env file loaded; its JSON answer."""
     where = runtime.layout(inventory, inventory.orchestrator)
-    command = (f"cd {shlex.quote(where.code)} && set -a && . {where.remote_dir}/etc/orchestrator.env && set +a && "
+    # The API's env for its key (the smoke job), then Flower's: the checks log in to Redis as Flower's user.
+    command = (f"cd {shlex.quote(where.code)} && set -a && . {where.remote_dir}/etc/orchestrator.env && "
+               f". {where.remote_dir}/etc/flower.env && set +a && "
                f"{where.bin}/python -m inferq.deploy.remote {shlex.join(check)}")
     result = root(c, command, warn=True, timeout=timeout + 120 if timeout else None)
     try:
@@ -80,9 +82,9 @@ def deploy(inventory: Inventory, secrets: Secrets, secrets_dir: str, report: Rep
             with tempfile.TemporaryDirectory(prefix="inferq-image-") as scratch, \
                     ThreadPoolExecutor(max_workers=max(1, len(workers))) as pool:
                 archive = Archive(runtime.docker, image, scratch)
-                changes += sum(pool.map(lambda h: deploy_worker(runtime, inventory, h, secrets, image, archive, wait,
-                                                                report), workers))
-                publish_for_group(runtime, inventory, secrets, archive, image, report)
+                changes += sum(pool.map(lambda h: deploy_worker(runtime, inventory, h, secrets, secrets_dir, image,
+                                                                archive, wait, report), workers))
+                publish_for_group(runtime, inventory, secrets, secrets_dir, archive, image, report)
             runtime.prune_images(image, report)
         expected = nodes.worker_nodes(inventory)
         # A worker group's hosts join by themselves once the image is published (they poll for it every 30 s):
@@ -248,9 +250,10 @@ def rolling_update(inventory: Inventory, secrets: Secrets, secrets_dir: str, rep
             image = runtime.existing_image(image_tag) if image_tag else runtime.build_image(report)
             with tempfile.TemporaryDirectory(prefix="inferq-image-") as scratch:
                 if inventory.workers:
-                    update_workers(runtime, inventory, secrets, image, scratch,
+                    update_workers(runtime, inventory, secrets, secrets_dir, image, scratch,
                                    waiter(runtime, inventory, wait_seconds), report)
-                publish_for_group(runtime, inventory, secrets, Archive(runtime.docker, image, scratch), image, report)
+                publish_for_group(runtime, inventory, secrets, secrets_dir, Archive(runtime.docker, image, scratch),
+                                  image, report)
             runtime.prune_images(image, report)
 
 
@@ -264,8 +267,8 @@ def group_workers_wanted(inventory: Inventory) -> int:
     return autoscaling.min_size(inventory.autoscaling) * inventory.containers_per_worker
 
 
-def publish_for_group(runtime: Runtime, inventory: Inventory, secrets: Secrets, archive: Archive, image: Image,
-                      report: Report) -> None:
+def publish_for_group(runtime: Runtime, inventory: Inventory, secrets: Secrets, secrets_dir: str, archive: Archive,
+                      image: Image, report: Report) -> None:
     """With a worker Auto Scaling group (inventory.autoscaling): the image and the worker settings to its store, and
     when the image is not the one published before, an instance refresh of the group (deploy/autoscaling.py)."""
     if not inventory.autoscaling:
@@ -273,7 +276,9 @@ def publish_for_group(runtime: Runtime, inventory: Inventory, secrets: Secrets, 
     from inferq.deploy import image_store
 
     compose = runtime.release.file("docker-compose.yml").decode() if runtime.release else ""
-    stored = image_store.publish(inventory, secrets, archive.ready(), image, compose, report)
+    # The workers reach Redis over TLS and trust only the cluster's CA: a host of the group needs it too.
+    ca_pem = tls.load_or_create_ca(secrets_dir, inventory.cluster).cert_pem.decode()
+    stored = image_store.publish(inventory, secrets, archive.ready(), image, compose, report, ca_pem)
     if stored["previous_sha256"] and stored["previous_sha256"] != stored["sha256"]:
         # A new image: the hosts already in the group run the old one. An instance refresh replaces them (each
         # drained by the termination hook), so the group does not stay mixed.
@@ -285,8 +290,8 @@ def publish_for_group(runtime: Runtime, inventory: Inventory, secrets: Secrets, 
         autoscaling.refresh(boto3.client("autoscaling", region_name=group["region"]), group["group"], report)
 
 
-def update_workers(runtime: Runtime, inventory: Inventory, secrets: Secrets, image: Image, scratch: str,
-                   wait: Wait, report: Report) -> None:
+def update_workers(runtime: Runtime, inventory: Inventory, secrets: Secrets, secrets_dir: str, image: Image,
+                   scratch: str, wait: Wait, report: Report) -> None:
     """Roll image out host by host; on a failure, every host already updated goes back (fleet.roll_back)."""
     archive = Archive(runtime.docker, image, scratch)
     updated: list[tuple[Host, Image | None]] = []
@@ -294,9 +299,9 @@ def update_workers(runtime: Runtime, inventory: Inventory, secrets: Secrets, ima
         started = time.monotonic()
         before = fleet.running_image(runtime, inventory, host)
         try:
-            deploy_worker(runtime, inventory, host, secrets, image, archive, wait, report)
+            deploy_worker(runtime, inventory, host, secrets, secrets_dir, image, archive, wait, report)
         except DeployError as exc:
-            back = fleet.roll_back(runtime, inventory, secrets, updated, scratch, wait, report)
+            back = fleet.roll_back(runtime, inventory, secrets, secrets_dir, updated, scratch, wait, report)
             raise DeployError(f"{exc}; {back}") from None
         updated.append((host, before))
         report(f"{host.name}: updated, {len(nodes.host_nodes(inventory, host))} worker(s) answer a Celery ping "

@@ -1,5 +1,5 @@
-"""The orchestrator host: Redis (password, AOF, private bind, a memory limit), the API and Flower on loopback,
-and nginx, the one public port, in front of the API with TLS."""
+"""The orchestrator host: Redis (TLS only, one ACL user per role, AOF, private bind, a memory limit), the API and
+Flower on loopback, and nginx, the one public port, in front of the API with TLS."""
 from __future__ import annotations
 
 from fabric import Connection
@@ -14,7 +14,7 @@ from inferq.deploy.layout import Layout, Report
 from inferq.deploy.runtime import Runtime
 from inferq.deploy.services import Service
 
-ROLLED_BACK = ("orchestrator.env", "nginx.conf")
+ROLLED_BACK = ("orchestrator.env", "flower.env", "nginx.conf")
 """The files under etc/ that a failed smoke job puts back: the API's and Flower's settings, and the proxy's
 (its body limit and timeouts follow the API's settings, so it changes with them)."""
 
@@ -22,6 +22,7 @@ ROLLED_BACK = ("orchestrator.env", "nginx.conf")
 def orchestrator_services(runtime: Runtime, inventory: Inventory, host: Host, where: Layout) -> list[Service]:
     """Redis, the API under gunicorn, Flower (loopback: reached through SSH), the TLS proxy."""
     env = f"{where.remote_dir}/etc/orchestrator.env"
+    flower_env = f"{where.remote_dir}/etc/flower.env"  # Flower logs in to Redis as its own user
     # With a worker Auto Scaling group: the scaling signal, published with the orchestrator's instance profile.
     group = inventory.autoscaling
     scaling = [Service("backlog-metrics", [f"{where.bin}/inferq-backlog-metrics", "--cluster", inventory.cluster,
@@ -32,7 +33,7 @@ def orchestrator_services(runtime: Runtime, inventory: Inventory, host: Host, wh
                 user=runtime.user("redis")),
         Service("api", commands.api(where.bin), env, where.code, user=runtime.user("api")),
         # Loopback only: Flower is reached through an SSH tunnel (docs/deploy.md).
-        Service("flower", commands.flower(where.bin, "127.0.0.1", inventory.flower_port), env, where.code,
+        Service("flower", commands.flower(where.bin, "127.0.0.1", inventory.flower_port), flower_env, where.code,
                 user=runtime.user("flower")),
         # The master binds the public port and reads the key as root; its workers run as runtime.user("proxy").
         Service("proxy", [runtime.nginx, "-c", f"{where.remote_dir}/etc/nginx.conf", "-g", "daemon off;"], "",
@@ -51,6 +52,19 @@ def write_tls(c: Connection, inventory: Inventory, host: Host, where: Layout, se
     key = put_if_changed(c, made.key_pem, f"{where.remote_dir}/etc/tls/api.key", "600")
     cert = put_if_changed(c, made.cert_pem, f"{where.remote_dir}/etc/tls/api.crt", "644")
     return key or cert
+
+
+def write_redis_tls(c: Connection, runtime: Runtime, inventory: Inventory, host: Host, where: Layout,
+                    secrets_dir: str) -> bool:
+    """The cluster's CA (made here once, kept in secrets/<cluster>/) and Redis's certificate from it, naming the
+    private address and loopback, on the host; True if any changed."""
+    ca = tls.load_or_create_ca(secrets_dir, inventory.cluster)
+    made = tls.load_or_issue(secrets_dir, inventory.cluster, "redis", sorted({host.private_ip, "127.0.0.1"}))
+    tls_dir = f"{where.remote_dir}/{config_files.TLS_DIR}"
+    changed = put_if_changed(c, ca.cert_pem, f"{tls_dir}/{config_files.REDIS_CA}", "644")
+    changed |= put_if_changed(c, made.cert_pem, f"{tls_dir}/{config_files.REDIS_CERT}", "644")
+    changed |= put_if_changed(c, made.key_pem, f"{tls_dir}/{config_files.REDIS_KEY}", "600", runtime.user("redis"))
+    return changed
 
 
 def write_proxy(c: Connection, runtime: Runtime, inventory: Inventory, where: Layout) -> bool:
@@ -81,10 +95,15 @@ def deploy_orchestrator(c: Connection, runtime: Runtime, inventory: Inventory, s
     data_dir = f"{where.remote_dir}/redis"
     root(c, f"install -d -m 700 -o {runtime.user('redis')} {data_dir}")
     limit = config_files.maxmemory(memory_of(c), inventory.redis_memory_fraction)
-    redis_conf = config_files.redis_conf(inventory, host, secrets, data_dir, limit)
+    tls_dir = f"{where.remote_dir}/{config_files.TLS_DIR}"
+    redis_tls_changed = write_redis_tls(c, runtime, inventory, host, where, secrets_dir)
+    redis_conf = config_files.redis_conf(inventory, host, secrets, data_dir, limit, tls_dir)
     conf_changed = put_if_changed(c, redis_conf, f"{where.remote_dir}/etc/redis.conf", "600", runtime.user("redis"))
-    env_changed = put_if_changed(c, config_files.orchestrator_env(inventory, secrets),
+    conf_changed |= redis_tls_changed
+    env_changed = put_if_changed(c, config_files.orchestrator_env(inventory, secrets, tls_dir),
                                  f"{where.remote_dir}/etc/orchestrator.env", "600")
+    env_changed |= put_if_changed(c, config_files.flower_env(inventory, secrets, tls_dir),
+                                  f"{where.remote_dir}/etc/flower.env", "600")
     tls_changed = write_tls(c, inventory, host, where, secrets_dir)
     proxy_changed = write_proxy(c, runtime, inventory, where)
     changes = prepared + conf_changed + env_changed + tls_changed + proxy_changed

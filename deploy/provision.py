@@ -15,7 +15,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from inferq.deploy import autoscaling, defaults, host_keys, preflight
+from inferq.deploy import autoscaling, defaults, host_keys, preflight, tls
 from inferq.deploy import inventory as inv
 from inferq.deploy.aws import instances, keypairs, quotas, security_groups
 from inferq.deploy.aws.clients import Aws
@@ -179,6 +179,10 @@ def up(aws: Aws, options: Options, dry_run: bool, report: Report, host_key_wait:
 
     if not dry_run:
         mark_provisioning(options)
+        # The cluster's own CA, which signs Redis's certificate at deploy (Redis speaks TLS between hosts).
+        if not tls.ca_paths(options.secrets_dir, options.cluster)[0].exists():
+            tls.load_or_create_ca(options.secrets_dir, options.cluster)
+            report(f"made the cluster's CA ({tls.ca_paths(options.secrets_dir, options.cluster)[0]}; key mode 600)")
     key_name = ensure_key(ec2, options, found, dry_run, counting)
     groups = {role: ensure_group(ec2, options, role, found, dry_run, counting) for role in ("workers", "orchestrator")}
     security_groups.converge(ec2, groups["workers"], worker_rules(options), dry_run, counting)

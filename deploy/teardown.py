@@ -112,6 +112,7 @@ def forget(options: Options, keep_secrets: bool = False) -> None:
     options.key_file.unlink(missing_ok=True)
     options.known_hosts.unlink(missing_ok=True)
     tls.forget(options.secrets_dir, options.cluster)
+    tls.forget_ca(options.secrets_dir, options.cluster)
     if not keep_secrets:
         credentials.forget(options.secrets_dir, options.cluster)
     path = Path(options.inventory)

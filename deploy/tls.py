@@ -121,3 +121,127 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(partial, path)
+
+
+# --- the cluster's own CA, for Redis's TLS between hosts ---
+
+CA_VALID_DAYS = 10 * 365
+"""Lifetime of the cluster's CA: longer than any certificate it signs."""
+
+
+def ca_paths(secrets_dir: str | os.PathLike, cluster: str) -> tuple[Path, Path]:
+    """(certificate, key) files of a cluster's CA."""
+    base = Path(secrets_dir) / cluster
+    return base / "cluster-ca.crt", base / "cluster-ca.key"
+
+
+def generate_ca(cluster: str) -> Certificate:
+    """A new P-256 key and a self-signed CA certificate that may sign server certificates only (path length 0)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"inferq cluster CA ({cluster})")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=CA_VALID_DAYS))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256()))
+    return Certificate(cert.public_bytes(serialization.Encoding.PEM),
+                       key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()))
+
+
+def issue(ca: Certificate, common_name: str, addresses: list[str]) -> Certificate:
+    """A new P-256 key and a certificate signed by ca naming addresses: a server's (Redis, a sentinel), which
+    may also authenticate as a client (a replica to its primary)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
+    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(a)) for a in sorted(set(addresses))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),  # type: ignore[arg-type]
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    return Certificate(cert.public_bytes(serialization.Encoding.PEM),
+                       key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()))
+
+
+def signed_by(cert_pem: bytes, ca_pem: bytes) -> bool:
+    """Whether cert_pem was issued by the CA of ca_pem (its signature verifies with the CA's key)."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+
+    cert, ca = x509.load_pem_x509_certificate(cert_pem), x509.load_pem_x509_certificate(ca_pem)
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def load_or_create_ca(secrets_dir: str | os.PathLike, cluster: str) -> Certificate:
+    """The cluster's CA, made on first use and kept (key mode 600) in secrets/<cluster>/ until `down`."""
+    cert_path, key_path = ca_paths(secrets_dir, cluster)
+    if cert_path.exists() and key_path.exists():
+        return Certificate(cert_path.read_bytes(), key_path.read_bytes())
+    made = generate_ca(cluster)
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(cert_path.parent, 0o700)
+    _write(key_path, made.key_pem, 0o600)
+    _write(cert_path, made.cert_pem, 0o644)
+    return made
+
+
+def server_paths(secrets_dir: str | os.PathLike, cluster: str, name: str) -> tuple[Path, Path]:
+    """(certificate, key) files of a server the CA certified (name: "redis", "sentinel-<host>" ...)."""
+    base = Path(secrets_dir) / cluster
+    return base / f"{name}-tls.crt", base / f"{name}-tls.key"
+
+
+def load_or_issue(secrets_dir: str | os.PathLike, cluster: str, name: str, addresses: list[str]) -> Certificate:
+    """A server's certificate from the cluster's CA: the one kept, unless it names other addresses or another
+    CA signed it (a replaced host, a CA made again), then a new one."""
+    ca = load_or_create_ca(secrets_dir, cluster)
+    cert_path, key_path = server_paths(secrets_dir, cluster, name)
+    if cert_path.exists() and key_path.exists():
+        found = Certificate(cert_path.read_bytes(), key_path.read_bytes())
+        if addresses_of(found.cert_pem) == set(addresses) and signed_by(found.cert_pem, ca.cert_pem):
+            return found
+    made = issue(ca, f"inferq {name} ({cluster})", addresses)
+    _write(key_path, made.key_pem, 0o600)
+    _write(cert_path, made.cert_pem, 0o644)
+    return made
+
+
+def forget_ca(secrets_dir: str | os.PathLike, cluster: str) -> None:
+    """Remove the cluster's CA and every certificate it issued (after teardown)."""
+    for path in ca_paths(secrets_dir, cluster):
+        path.unlink(missing_ok=True)
+    for path in (Path(secrets_dir) / cluster).glob("*-tls.*"):
+        if path.name not in {p.name for p in paths(secrets_dir, cluster)}:
+            path.unlink(missing_ok=True)

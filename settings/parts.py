@@ -5,6 +5,7 @@ import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from inferq.settings.parser import ConfigError, Section, setting
 
@@ -63,6 +64,9 @@ class RedisLink(Section):
                               minimum=1)
     heartbeat_seconds: float = setting("INFERQ_HEARTBEAT_SECONDS", 2.0, "How often a worker says it is alive "
                                        "(/readyz counts workers seen in the last three beats).", minimum=0.1)
+    ca_file: str = setting("INFERQ_REDIS_CA_FILE", "", "With a `rediss://` URL: the PEM file of the CA that "
+                           "signed Redis's certificate, the only one trusted (unset: the system's CAs); a "
+                           "certificate that does not verify is refused.")
     sentinels: tuple[str, ...] = setting(
         "INFERQ_REDIS_SENTINELS", (), "Comma-separated host:port of Redis Sentinels: every process then finds the "
         "primary through them (the URLs' user, password and database still apply, their host:port does not); "
@@ -98,12 +102,32 @@ class RedisLink(Section):
     @property
     def broker(self) -> str:
         """The broker URL every process uses."""
-        return self.broker_url or self.url or LOCAL_REDIS_URL
+        return self.with_tls(self.broker_url or self.url or LOCAL_REDIS_URL)
 
     @property
     def backend(self) -> str:
         """The result backend URL every process uses."""
-        return self.result_backend or self.url or LOCAL_REDIS_URL
+        return self.with_tls(self.result_backend or self.url or LOCAL_REDIS_URL)
+
+    def with_tls(self, url: str) -> str:
+        """A rediss:// URL with its certificate check in its query (redis-py and Celery's backend read it there):
+        ssl_cert_reqs=required always, ssl_ca_certs=INFERQ_REDIS_CA_FILE when set; any other URL as it is."""
+        parts = urlsplit(url)
+        if parts.scheme != "rediss":
+            return url
+        query = parse_qs(parts.query)
+        added = {"ssl_cert_reqs": "required", **({"ssl_ca_certs": self.ca_file} if self.ca_file else {})}
+        extra = {k: v for k, v in added.items() if k not in query}
+        return parts._replace(query="&".join(filter(None, [parts.query, urlencode(extra)]))).geturl()
+
+    def ssl_options(self, url: str) -> dict[str, object] | None:
+        """Celery's broker_use_ssl / redis_backend_use_ssl for url when it speaks TLS (kombu and Flower read
+        these, not the URL's query; kombu alone would skip the certificate check): None otherwise."""
+        if urlsplit(url).scheme != "rediss":
+            return None
+        import ssl
+
+        return {"ssl_cert_reqs": ssl.CERT_REQUIRED, **({"ssl_ca_certs": self.ca_file} if self.ca_file else {})}
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,18 @@ def test_redis_url_feeds_broker_and_results_unless_overridden():
     assert redis.backend == "redis://r:3/4"
 
 
+def test_a_rediss_url_checks_the_certificate_against_the_ca_set():
+    import ssl
+
+    tls = load(RedisLink, {"REDIS_URL": "rediss://u:p@h:6379/0", "INFERQ_REDIS_CA_FILE": "/etc/ca.crt"})
+    assert tls.broker == tls.backend == "rediss://u:p@h:6379/0?ssl_cert_reqs=required&ssl_ca_certs=%2Fetc%2Fca.crt"
+    assert tls.ssl_options(tls.broker) == {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": "/etc/ca.crt"}
+    system = load(RedisLink, {"REDIS_URL": "rediss://h:6379/0?ssl_cert_reqs=optional"})
+    assert system.broker == "rediss://h:6379/0?ssl_cert_reqs=optional"  # the URL's own choice is kept
+    plain = load(RedisLink, {"REDIS_URL": "redis://h:1/0", "INFERQ_REDIS_CA_FILE": "/etc/ca.crt"})
+    assert plain.broker == "redis://h:1/0" and plain.ssl_options(plain.broker) is None
+
+
 @pytest.mark.parametrize("env,fragment", [
     ({"INFERQ_VISIBILITY_TIMEOUT": "5"}, "INFERQ_VISIBILITY_TIMEOUT=5s must be at least 3 heartbeats"),
     ({"INFERQ_VISIBILITY_TIMEOUT": "10", "INFERQ_HEARTBEAT_SECONDS": "4"}, "a running job's lease runs out"),

@@ -37,27 +37,53 @@ def test_no_secret_starts_with_a_dash(tmp_path, monkeypatch):
                         lambda nbytes: "-dash" if next(draws) % 2 == 0 else f"s{nbytes}")
     made = credentials.load_or_create(tmp_path, "c")
     values = [v for k, v in vars(made).items() if k != "flower_user"]
-    assert len(values) == 5 and all(v.startswith("s") for v in values), values
+    assert len(values) == 9 and all(v.startswith("s") for v in values), values
 
 
-def test_workers_reach_redis_on_the_orchestrators_private_address(tmp_path):
+def test_workers_reach_redis_on_the_orchestrators_private_address_over_tls(tmp_path):
+    from inferq import redis_acl
+
     made = credentials.load_or_create(tmp_path, "c")
     env = config_files.worker_env(lab_inventory(), made)
-    assert f"REDIS_URL=redis://inferq-worker:{made.worker_redis_password}@172.31.0.10:6379/0\n" in env
+    assert f"REDIS_URL=rediss://inferq-worker:{made.worker_redis_password}@172.31.0.10:6379/0\n" in env
+    assert "INFERQ_REDIS_CA_FILE=/run/secrets/redis_ca\n" in env
     assert "INFERQ_TORCH_THREADS=1\n" in env
-    conf = config_files.redis_conf(lab_inventory(), lab_inventory().orchestrator, made, "/data", 2**30)
-    assert "bind 172.31.0.10 127.0.0.1\n" in conf and "maxmemory-policy noeviction\n" in conf
-    assert "maxmemory 1073741824\n" in conf
-    assert f"user inferq-worker on >{made.worker_redis_password} {config_files.WORKER_ACL}\n" in conf
-    assert "appendfsync everysec\n" in conf  # the default of INFERQ_REDIS_APPENDFSYNC
-    always = config_files.redis_conf(lab_inventory(), lab_inventory().orchestrator, made, "/data", 2**30, "always")
+    conf = config_files.redis_conf(lab_inventory(), lab_inventory().orchestrator, made, "/data", 2**30, "/o/etc/tls")
+    lines = conf.splitlines()
+    # Redis 7.0 binds its plain and TLS ports alike: no plain port, TLS on the private address and loopback.
+    assert "bind 172.31.0.10 127.0.0.1" in lines and "port 0" in lines and "tls-port 6379" in lines
+    assert "tls-ca-cert-file /o/etc/tls/redis-ca.crt" in lines and "tls-replication yes" in lines
+    assert "maxmemory-policy noeviction" in lines and "maxmemory 1073741824" in lines
+    # One user per role, from redis_acl (the rules the tests prove on a real Redis), passwords only hashed.
+    for role, password in made.redis_passwords().items():
+        assert redis_acl.roles()[role].line(password) in lines and password not in conf
+    assert f"requirepass {made.redis_password}" in lines  # the admin's (the default user), for the operator
+    assert "appendfsync everysec" in lines  # the default of INFERQ_REDIS_APPENDFSYNC
+    always = config_files.redis_conf(lab_inventory(), lab_inventory().orchestrator, made, "/data", 2**30, "/t",
+                                     "always")
     assert "appendfsync always\n" in always
+    # The ACL follows the inventory's queue (INFERQ_QUEUE): its two lanes are the keys the roles may touch.
+    inventory = lab_inventory()
+    inventory.env = {"INFERQ_QUEUE": "jobs"}
+    renamed = config_files.redis_conf(inventory, inventory.orchestrator, made, "/data", 2**30, "/t")
+    assert " ~jobs ~jobs.bulk " in renamed and " ~inferq " not in renamed
+
+
+def test_each_orchestrator_service_logs_in_as_its_own_user(tmp_path):
+    made = credentials.load_or_create(tmp_path, "c")
+    api = config_files.orchestrator_env(lab_inventory(), made, "/o/etc/tls")
+    flower = config_files.flower_env(lab_inventory(), made, "/o/etc/tls")
+    assert f"REDIS_URL=rediss://inferq-api:{made.api_redis_password}@172.31.0.10:6379/0\n" in api
+    assert f"REDIS_URL=rediss://inferq-flower:{made.flower_redis_password}@172.31.0.10:6379/0\n" in flower
+    for env in (api, flower):
+        assert "INFERQ_REDIS_CA_FILE=/o/etc/tls/redis-ca.crt\n" in env and made.redis_password not in env
+    assert "FLOWER_BASIC_AUTH" not in api and "INFERQ_API_KEYS" not in flower
 
 
 def test_redis_gets_a_share_of_the_hosts_memory_and_the_api_only_loopback(tmp_path):
     # A t3.small (2 GiB): 0.4 of it for Redis, the rest for the API, Flower, nginx and the AOF rewrite's fork.
     assert config_files.maxmemory(2 * 2**30, 0.4) == 858993459
-    env = config_files.orchestrator_env(lab_inventory(), credentials.load_or_create(tmp_path, "c"))
+    env = config_files.orchestrator_env(lab_inventory(), credentials.load_or_create(tmp_path, "c"), "/t")
     assert "INFERQ_API_BIND=127.0.0.1:5000\n" in env  # the world reaches it through the TLS proxy only
 
 
@@ -89,11 +115,12 @@ def test_the_proxy_configuration_is_one_nginx_accepts(tmp_path):
 def test_secrets_from_before_the_worker_user_gain_one_and_keep_the_rest(tmp_path):
     made = credentials.load_or_create(tmp_path, "c")
     path = tmp_path / "c" / "cluster-secrets.json"
-    newer = ("worker_redis_password", "webhook_secret")
+    newer = credentials.ADDED_LATER
     old = {k: v for k, v in json.loads(path.read_text()).items() if k not in newer}
     path.write_text(json.dumps(old))
     again = credentials.load_or_create(tmp_path, "c")
     assert again.redis_password == made.redis_password and again.worker_redis_password and again.webhook_secret
+    assert all(again.redis_passwords().values())
     assert credentials.load_or_create(tmp_path, "c") == again
     assert path.stat().st_mode & 0o777 == 0o600
     assert nodes.worker_nodes(lab_inventory()) == [
@@ -132,6 +159,7 @@ def test_orchestrator_units_pass_systemd_analyze_verify(tmp_path):
     where = Layout(str(tmp_path), sys.prefix, str(ROOT))
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "orchestrator.env").write_text("")
+    (tmp_path / "etc" / "flower.env").write_text("")
     units = []
     for service in orchestrator_services(Runtime(), inventory, inventory.orchestrator, where):
         units.append(tmp_path / f"inferq-{service.name}.service")
@@ -208,7 +236,8 @@ def test_the_webhook_secret_is_a_cluster_secret_and_the_inventory_may_not_hold_o
 
     made = credentials.load_or_create(tmp_path, "c")
     assert len(made.webhook_secret) >= 32 and made.webhook_secret not in repr(made)
-    for env in (config_files.orchestrator_env(lab_inventory(), made), config_files.worker_env(lab_inventory(), made)):
+    for env in (config_files.orchestrator_env(lab_inventory(), made, "/t"),
+                config_files.worker_env(lab_inventory(), made)):
         assert f"INFERQ_WEBHOOK_SECRET={made.webhook_secret}\n" in env
     inventory = lab_inventory()
     inventory.env = {"INFERQ_WEBHOOK_SECRET": "in-the-inventory"}
@@ -245,3 +274,24 @@ def test_an_image_tag_names_the_release_and_its_build_arguments():
     assert tag == tag_for("abc", {"MODEL": "offline:base"}) and tag.startswith("inferq-worker:")
     assert tag != tag_for("abd", {"MODEL": "offline:base"}) != tag_for("abc", {"MODEL": "offline:tiny"})
     assert same("localhost/" + tag, tag) and not same(tag, tag_for("abd", {}))
+
+
+def test_the_cluster_ca_signs_redis_certificates_kept_until_the_addresses_or_the_ca_change(tmp_path):
+    from inferq.deploy import tls
+
+    ca = tls.load_or_create_ca(tmp_path, "c")
+    assert tls.load_or_create_ca(tmp_path, "c") == ca
+    key = tls.ca_paths(tmp_path, "c")[1]
+    assert key.stat().st_mode & 0o777 == 0o600
+    made = tls.load_or_issue(tmp_path, "c", "redis", ["172.31.0.10", "127.0.0.1"])
+    assert tls.signed_by(made.cert_pem, ca.cert_pem) and tls.addresses_of(made.cert_pem) == {"172.31.0.10",
+                                                                                                "127.0.0.1"}
+    assert tls.load_or_issue(tmp_path, "c", "redis", ["127.0.0.1", "172.31.0.10"]) == made  # kept
+    moved = tls.load_or_issue(tmp_path, "c", "redis", ["172.31.0.99", "127.0.0.1"])  # a replaced host
+    assert moved != made and tls.signed_by(moved.cert_pem, ca.cert_pem)
+    assert not tls.signed_by(moved.cert_pem, tls.generate_ca("other").cert_pem)
+    assert tls.server_paths(tmp_path, "c", "redis")[1].stat().st_mode & 0o777 == 0o600
+    api = tls.load_or_create(tmp_path, "c", ["198.51.100.1"])
+    tls.forget_ca(tmp_path, "c")  # `down`: the CA and what it signed go; the API's pinned certificate is tls.forget's
+    assert not any(p.exists() for p in (*tls.ca_paths(tmp_path, "c"), *tls.server_paths(tmp_path, "c", "redis")))
+    assert tls.load(tmp_path, "c") == api

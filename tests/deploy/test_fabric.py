@@ -62,25 +62,35 @@ def test_redis_is_configured_with_password_aof_private_bind_and_a_memory_limit(c
     fraction = json.loads(cluster.inventory.read_text())["redis_memory_fraction"]
     limit = int(mem_total() * fraction)
     assert f"maxmemory {limit}" in conf
-    # From another host, Redis answers only with the password, and runs with that limit.
-    probe = ("import redis,sys; r=redis.Redis(host='10.231.0.11', password=sys.argv[1] or None); "
+    # From another host, Redis answers only over TLS, trusting the cluster's CA, with the password; and runs
+    # with that limit. Without the CA the certificate does not verify; a plain client gets nothing.
+    assert "port 0" in conf and "tls-port 6379" in conf
+    ca = str(cluster.secrets / "lab" / "cluster-ca.crt")
+    probe = ("import redis,sys; r=redis.Redis(host='10.231.0.11', ssl=sys.argv[3] == 'tls', "
+             "ssl_ca_certs=sys.argv[2] or None, password=sys.argv[1] or None, socket_timeout=5); "
              "print(r.ping(), r.info('memory')['maxmemory'])")
-    assert cluster.in_admin(sys.executable, "-c", probe, password).stdout.split() == ["True", str(limit)]
-    refused = cluster.in_admin(sys.executable, "-c", probe, "")
+    assert cluster.in_admin(sys.executable, "-c", probe, password, ca, "tls").stdout.split() == ["True", str(limit)]
+    refused = cluster.in_admin(sys.executable, "-c", probe, "", ca, "tls")
     assert refused.returncode != 0 and re.search(r"NOAUTH|AuthenticationError", refused.stderr), refused.stderr[-300:]
+    no_ca = cluster.in_admin(sys.executable, "-c", probe, password, "", "tls")
+    assert no_ca.returncode != 0 and "certificate verify failed" in no_ca.stderr, no_ca.stderr[-300:]
+    plain = cluster.in_admin(sys.executable, "-c", probe, password, "", "plain")
+    assert plain.returncode != 0 and "ConnectionError" in plain.stderr, plain.stderr[-300:]
 
 
 def test_workers_redis_user_cannot_administer_or_wipe_redis(cluster):
-    # The workers' own login (from their env file) does the queue's work, and
-    # neither it nor a script it runs can reconfigure or wipe Redis. (DEBUG is
-    # refused twice over: the ACL's -@admin, and Redis's enable-debug-command no.)
+    # The workers' own login (from their env file) does the queue's work, and neither it nor a script it runs
+    # can reconfigure, list or wipe Redis (inferq.redis_acl; tests/security/test_redis_acl.py proves every
+    # role's rules in full). DEBUG is refused twice over: not in the ACL, and enable-debug-command no.
     worker_env = (cluster.tmp / "hosts" / "worker-1" / "worker.env").read_text()
     url = re.search(r"^REDIS_URL=(\S+)$", worker_env, re.M).group(1)
+    assert url.startswith("rediss://inferq-worker:")
     probe = (
         "import redis,sys\n"
-        "r = redis.Redis.from_url(sys.argv[1])\n"
-        "print('ping', r.ping(), r.lpush('acl-probe', 1), r.delete('acl-probe'))\n"
-        "for command in (('CONFIG', 'GET', 'dir'), ('FLUSHALL',), ('DEBUG', 'SLEEP', '0'),\n"
+        "r = redis.Redis.from_url(sys.argv[1], ssl_ca_certs=sys.argv[2])\n"
+        "print('ping', r.ping(), r.lpush('inferq:malformed', 1), r.lpop('inferq:malformed'))\n"
+        "for command in (('CONFIG', 'GET', 'dir'), ('FLUSHALL',), ('SWAPDB', '0', '1'), ('KEYS', '*'),\n"
+        "                ('DEBUG', 'SLEEP', '0'), ('GET', 'outside'),\n"
         "                ('EVAL', \"return redis.call('FLUSHALL')\", '0')):\n"
         "    try:\n"
         "        r.execute_command(*command); print(command[0], 'ALLOWED')\n"
@@ -88,13 +98,16 @@ def test_workers_redis_user_cannot_administer_or_wipe_redis(cluster):
         "        refusals = ('no permissions', \"can't run this command\", 'command not allowed')\n"
         "        print(command[0], 'refused' if any(r in str(e) for r in refusals) else type(e).__name__)\n"
     )
-    out = cluster.in_admin(sys.executable, "-c", probe, url).stdout.split("\n")
-    assert out[0] == "ping True 1 1", out
-    assert out[1:5] == ["CONFIG refused", "FLUSHALL refused", "DEBUG refused", "EVAL refused"], out
+    out = cluster.in_admin(sys.executable, "-c", probe, url, str(cluster.secrets / "lab" / "cluster-ca.crt"))
+    lines = out.stdout.split("\n")
+    assert lines[0] == "ping True 1 b'1'", (lines, out.stderr[-1000:])
+    assert lines[1:8] == ["CONFIG refused", "FLUSHALL refused", "SWAPDB refused", "KEYS refused", "DEBUG refused",
+                          "GET refused", "EVAL refused"], lines
 
 
 def test_env_files_and_secrets_are_readable_by_their_owner_only(cluster):
     files = [cluster.tmp / "hosts" / "orchestrator" / "etc" / "orchestrator.env",
+             cluster.tmp / "hosts" / "orchestrator" / "etc" / "flower.env",
              cluster.tmp / "hosts" / "orchestrator" / "etc" / "redis.conf",
              cluster.secrets / "lab" / "cluster-secrets.json"]
     for path in files:
@@ -104,7 +117,7 @@ def test_env_files_and_secrets_are_readable_by_their_owner_only(cluster):
         info = (cluster.tmp / "hosts" / host / "worker.env").stat()
         assert stat.S_IMODE(info.st_mode) == 0o600 and info.st_uid == 10001, host
     worker_env = (cluster.tmp / "hosts" / "worker-1" / "worker.env").read_text()
-    assert "REDIS_URL=redis://inferq-worker:" in worker_env and "@10.231.0.11:6379/0" in worker_env
+    assert "REDIS_URL=rediss://inferq-worker:" in worker_env and "@10.231.0.11:6379/0" in worker_env
     assert "INFERQ_TORCH_THREADS=1" in worker_env
     webhook = json.loads((cluster.secrets / "lab" / "cluster-secrets.json").read_text())["webhook_secret"]
     assert f"INFERQ_WEBHOOK_SECRET={webhook}\n" in worker_env

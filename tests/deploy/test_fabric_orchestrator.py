@@ -98,13 +98,15 @@ def test_a_full_redis_answers_429_before_refusing_writes_and_loses_no_accepted_j
     from tests.deploy.test_fabric_containers import API, api_key
 
     password = json.loads((cluster.secrets / "lab" / "cluster-secrets.json").read_text())["redis_password"]
-    stats = ("import json, redis, sys; r = redis.Redis(host='10.231.0.11', password=sys.argv[1]); "
+    stats = ("import json, redis, sys; r = redis.Redis(host='10.231.0.11', password=sys.argv[1], ssl=True, "
+             "ssl_ca_certs=sys.argv[2]); "
              "m = r.info('memory'); print(json.dumps([m['used_memory'], m['maxmemory'], r.info('errorstats')]))")
     filled = cluster.in_admin(sys.executable, "-m", "tests.deploy.fill", API, cluster.api_sha256(), "--hold", "45",
                               env={"INFERQ_API_KEY": api_key(cluster)})
     assert filled.returncode == 0, filled.stderr[-2000:]
     outcome = json.loads(filled.stdout)
-    used, limit, errors = json.loads(cluster.in_admin(sys.executable, "-c", stats, password).stdout)
+    ca = str(cluster.secrets / "lab" / "cluster-ca.crt")
+    used, limit, errors = json.loads(cluster.in_admin(sys.executable, "-c", stats, password, ca).stdout)
     codes = outcome["codes"]
     record("deploy redis memory", maxmemory_mib=round(limit / 2**20, 1), submitted=len(codes),
            accepted=codes.count(202), refused_429=codes.count(429), oom_errors=errors.get("errorstat_OOM", {}),

@@ -91,7 +91,7 @@ def test_fab_publishes_the_image_and_the_worker_settings_for_the_group(aws, aws_
     """What `fab deploy` and `fab update` do with a group (deploy/operations.py's publish_for_group): the archive
     the fixed hosts get, into the bucket; worker.env's values, the image and the compose file into the parameters,
     read back as a booting host reads them."""
-    from inferq.deploy import boot, credentials
+    from inferq.deploy import boot, config_files, credentials
     from inferq.deploy.image import Image
     from inferq.deploy.inventory import Host, Inventory
     from tests.deploy.conftest import ROOT
@@ -111,15 +111,19 @@ def test_fab_publishes_the_image_and_the_worker_settings_for_the_group(aws, aws_
     lines: list[str] = []
     compose = (ROOT / "docker-compose.yml").read_text()
     stored = image_store.publish(inventory, secrets, archive, Image("inferq-worker:abc", "sha256:" + "e" * 64),
-                                 compose, lines.append)
+                                 compose, lines.append, "-----BEGIN CERTIFICATE-----\nca\n")
     assert stored["key"] == image_store.image_key(image_store.sha256_of(archive))
     assert lines and "published inferq-worker:abc" in lines[0]
-    values, image, got_compose = boot.read_parameters(ssm, "c22")
-    assert values["REDIS_URL"].startswith("redis://inferq-worker:") and "@10.0.0.5:6379" in values["REDIS_URL"]
+    values, image, got_compose, got_ca = boot.read_parameters(ssm, "c22")
+    assert values["REDIS_URL"].startswith("rediss://inferq-worker:") and "@10.0.0.5:6379" in values["REDIS_URL"]
+    assert values["INFERQ_REDIS_CA_FILE"] == config_files.WORKER_CA_SECRET
+    # The CA goes to the hosts too, under the name compose's redis_ca secret reads.
+    assert got_ca == "-----BEGIN CERTIFICATE-----\nca\n" and boot.CA_FILE == config_files.WORKER_CA_FILE
     assert values["INFERQ_WEBHOOK_SECRET"] == secrets.webhook_secret
     assert image == {"key": stored["key"], "sha256": stored["sha256"], "image_id": "sha256:" + "e" * 64,
                      "tag": "inferq-worker:abc"}
     assert got_compose == compose
     types = {p["Name"].rsplit("/", 1)[1]: p["Type"] for p in ssm.get_parameters_by_path(
         Path="/inferq/c22/worker/")["Parameters"]}
-    assert types.pop("image") == types.pop("compose") == "String" and set(types.values()) == {"SecureString"}
+    assert types.pop("image") == types.pop("compose") == types.pop("redis-ca") == "String"
+    assert set(types.values()) == {"SecureString"}

@@ -68,7 +68,8 @@ def test_a_new_image_replaces_the_groups_hosts_and_status_shows_the_refresh(auto
         archive = tmp_path / f"{tag}.tar.zst"
         archive.write_bytes(content)
         lines: list[str] = []
-        operations.publish_for_group(runtime, inventory, secrets, SimpleNamespace(ready=lambda: archive),
+        operations.publish_for_group(runtime, inventory, secrets, str(tmp_path / "secrets"),
+                                     SimpleNamespace(ready=lambda: archive),
                                      Image(f"inferq-worker:{tag}", f"sha256:{tag * 8}"), lines.append)
         return lines
 

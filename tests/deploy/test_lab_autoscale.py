@@ -58,7 +58,7 @@ NODES = [f"worker@{INSTANCE}-w{i}" for i in (1, 2)]
 PUBLISH = """
 import dataclasses, sys
 import boto3
-from inferq.deploy import credentials, image_store, inventory
+from inferq.deploy import credentials, image_store, inventory, tls
 from inferq.deploy.image import Image
 cluster = inventory.read(sys.argv[1])
 cluster = dataclasses.replace(cluster, autoscaling={"group": sys.argv[3], "hook": sys.argv[4], "bucket": sys.argv[5],
@@ -67,7 +67,8 @@ secrets = credentials.load_or_create(sys.argv[2], cluster.cluster)
 s3 = boto3.client("s3", region_name=sys.argv[6])
 image_store.ensure_bucket(s3, sys.argv[5], sys.argv[6], cluster.cluster)
 s3.delete_bucket_policy(Bucket=sys.argv[5])  # TLS only; moto's endpoint here is plain HTTP
-image_store.publish(cluster, secrets, sys.argv[7], Image(sys.argv[8], sys.argv[9]), open(sys.argv[10]).read(), print)
+image_store.publish(cluster, secrets, sys.argv[7], Image(sys.argv[8], sys.argv[9]), open(sys.argv[10]).read(), print,
+                    tls.load_or_create_ca(sys.argv[2], cluster.cluster).cert_pem.decode())
 """
 """What `fab deploy` does for a group (deploy/operations.py publish_for_group), from the operator's machine."""
 
@@ -75,9 +76,11 @@ PROBE = """
 import json, sys, time
 import redis
 from inferq import contract
-from inferq.deploy import config_files, credentials, inventory
+from inferq.deploy import config_files, credentials, inventory, tls
 cluster = inventory.read(sys.argv[1])
-client = redis.Redis.from_url(config_files.redis_url(cluster, credentials.load_or_create(sys.argv[2], cluster.cluster)))
+secrets = credentials.load_or_create(sys.argv[2], cluster.cluster)
+client = redis.Redis.from_url(config_files.redis_url(cluster, secrets, "worker"),
+                              ssl_ca_certs=str(tls.ca_paths(sys.argv[2], cluster.cluster)[0]))
 what, nodes, deadline = sys.argv[3], sys.argv[4].split(","), time.monotonic() + float(sys.argv[5])
 while time.monotonic() < deadline:
     if what == "online":

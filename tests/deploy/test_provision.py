@@ -99,6 +99,8 @@ def test_up_creates_the_cluster_and_a_second_run_creates_nothing(fresh, aws_env,
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
     assert "PRIVATE KEY" in key.read_text()
+    ca_key = fresh / "secrets" / "inferq" / "cluster-ca.key"  # the cluster's CA, made at `up` (Redis's TLS)
+    assert stat.S_IMODE(ca_key.stat().st_mode) == 0o600 and (fresh / "secrets" / "inferq" / "cluster-ca.crt").exists()
 
     inventory = json.loads((fresh / "state" / "inventory.json").read_text())
     hosts = inventory["hosts"]
@@ -161,6 +163,7 @@ def test_teardown_deletes_what_is_tagged_and_nothing_else(fresh, aws_env, ec2):
     assert "deleted 9 resource(s) tagged inferq:cluster=inferq in us-east-1" in out
     assert tagged(ec2) == {"instances": [], "groups": [], "keys": [], "volumes": []}
     assert not (fresh / "secrets" / "inferq" / "ssh-key.pem").exists()
+    assert not (fresh / "secrets" / "inferq" / "cluster-ca.key").exists()
     assert not (fresh / "state" / "known_hosts").exists()
     assert json.loads((fresh / "state" / "inventory.json").read_text())["state"] == "torn-down"
     assert ec2.describe_security_groups(GroupIds=[bystander_group])["SecurityGroups"]

@@ -60,6 +60,8 @@ class Compose:
         secrets.write_text(env_file({"REDIS_URL": redis_url, **FAULT_ENV}))
         os.chown(secrets, WORKER_UID, WORKER_UID)
         secrets.chmod(0o600)
+        # The cluster's CA, a compose secret too (unused here: this test's Redis speaks plain redis:// on loopback).
+        (directory / "redis-ca.crt").write_text("")
         self.redis_url = redis_url
         (directory / ".env").write_text(compose_dotenv(HOST, image))
         services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
