@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import requests
 
@@ -18,11 +21,17 @@ MAX_POLL_SECONDS = 30.0
 """Longest single ?wait= the client asks for (the API cuts longer ones to its own maximum)."""
 
 MAX_BUSY_RETRIES = 20
-"""How often a submit answered 429 (queue full) or 503 is retried, honouring Retry-After."""
+"""How often a submit answered 429 (queue full) or 502/503/504 by every address is retried, honouring
+Retry-After."""
 
 
 class ApiUnreachable(Exception):
-    """Nothing answers at the API's address (refused, timed out, bad host)."""
+    """Nothing answers at the API's addresses (refused, timed out, bad host, connection dropped)."""
+
+
+class CertificateRefused(ApiUnreachable):
+    """An address answered with a TLS certificate that is not its pinned one (or, unpinned, one no CA vouches
+    for). A security failure, not an outage: the client stops there and does not try the next address."""
 
 
 class ApiRefused(Exception):
@@ -34,43 +43,135 @@ class ApiRefused(Exception):
         self.retry_after = retry_after
 
 
-class Client:
-    """inferq's API at base_url; safe to share between threads (one HTTP session per thread)."""
+FAILOVER_STATUSES = (502, 503, 504)
+"""Answers after which the next address is tried: a proxy without its API, an API without its Redis, a gateway
+timeout. Any other answer (2xx, 4xx, 500) is the API's word on the request and is final."""
 
-    def __init__(self, base_url: str, api_key: str = "", timeout: float = 10.0, cert_sha256: str = ""):
-        # cert_sha256: the API's certificate fingerprint, pinned (a deployed cluster's self-signed one).
-        self.base_url = base_url.rstrip("/")
+
+BUSY_STATUSES = (429, *FAILOVER_STATUSES)
+"""Answers after which a submit waits (Retry-After) and tries again, with the same Idempotency-Key."""
+
+
+def new_idempotency_key() -> str:
+    """A fresh Idempotency-Key for one submit: a random UUID, 32 hex digits."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Address:
+    """One of the API's base URLs, with the SHA-256 fingerprint of its pinned certificate ("": none pinned)."""
+
+    url: str
+    cert_sha256: str = ""
+
+
+def _items(values: str | Sequence[str], keep_empty: bool) -> list[str]:
+    """Values given as a comma-separated string, a list, or a list of comma-separated strings, flattened."""
+    given = [values] if isinstance(values, str) else list(values)
+    items = [item.strip() for value in given for item in value.split(",")]
+    if keep_empty:
+        return [] if items == [""] or not items else items
+    return [item for item in items if item]
+
+
+def addresses(urls: str | Sequence[str], cert_sha256: str | Sequence[str] = "") -> list[Address]:
+    """Pair the API's base URLs with their pinned fingerprints, by position; ValueError saying what to fix.
+
+    urls: one or more base URLs (a comma-separated string or a list). cert_sha256: no fingerprint (no pin),
+    one fingerprint for every address (one certificate naming them all), or one per address in the same order,
+    an empty one for an address without a pin ("fp1,,fp3").
+    """
+    bases = [url.rstrip("/") for url in _items(urls, keep_empty=False)]
+    if not bases:
+        raise ValueError("no API address given")
+    pins = [pinning.normalize(pin) if pin else "" for pin in _items(cert_sha256, keep_empty=True)]
+    if len(pins) == 1:
+        pins = pins * len(bases)
+    elif not pins:
+        pins = [""] * len(bases)
+    elif len(pins) != len(bases):
+        raise ValueError(f"{len(pins)} certificate fingerprints for {len(bases)} API addresses: give one per "
+                         "address, in the same order (empty for an address without a pin), or one for all")
+    return [Address(url, pin) for url, pin in zip(bases, pins, strict=True)]
+
+
+class Client:
+    """inferq's API at one or more addresses; safe to share between threads (one HTTP session per thread and
+    address).
+
+    With several addresses (APIs sharing one Redis: a second orchestrator), a request goes to the address that
+    answered last; one that cannot be reached, drops the connection, times out or answers 502/503/504 sends the
+    request on to the next, in order. A certificate that is not the pinned one stops the request there
+    (CertificateRefused). Submits carry an Idempotency-Key, the same on every try, so a submit the first
+    address accepted but did not confirm is not queued twice by the next.
+    """
+
+    def __init__(self, base_url: str | Sequence[str], api_key: str = "", timeout: float = 10.0,
+                 cert_sha256: str | Sequence[str] = ""):
+        # cert_sha256: the API's certificate fingerprint(s), pinned (a deployed cluster's self-signed one);
+        # see addresses() for how they pair with the URLs.
+        self.addresses = addresses(base_url, cert_sha256)
+        self.base_url = self.addresses[0].url
         self.timeout = timeout
         self.headers = {"X-API-Key": api_key} if api_key else {}
-        self.cert_sha256 = pinning.normalize(cert_sha256) if cert_sha256 else ""
+        self._current = 0  # the address that answered last: requests go there first (shared by all threads)
         self._local = threading.local()
 
-    def _session(self) -> requests.Session:
-        if not hasattr(self._local, "session"):
-            self._local.session = requests.Session()
-            self._local.session.headers.update(self.headers)
-            if self.cert_sha256:
-                pinning.pin(self._local.session, self.cert_sha256)
-        return self._local.session
+    @property
+    def current(self) -> str:
+        """The base URL requests go to first: the one that answered last."""
+        return self.addresses[self._current].url
+
+    def _session(self, index: int) -> requests.Session:
+        if not hasattr(self._local, "sessions"):
+            self._local.sessions = {}
+        sessions: dict[int, requests.Session] = self._local.sessions
+        if index not in sessions:
+            session = sessions[index] = requests.Session()
+            session.headers.update(self.headers)
+            if self.addresses[index].cert_sha256:
+                pinning.pin(session, self.addresses[index].cert_sha256)
+        return sessions[index]
 
     def _request(self, method: str, path: str, timeout: float | None = None, **kwargs) -> dict:
-        url = self.base_url + path
-        try:
-            response = self._session().request(method, url, timeout=timeout or self.timeout, **kwargs)
-        except requests.ConnectionError as exc:
-            raise ApiUnreachable(f"cannot reach the API at {self.base_url} ({_reason(exc)})") from None
-        except requests.Timeout:
-            waited = timeout or self.timeout
-            raise ApiUnreachable(f"the API at {self.base_url} did not answer within {waited:g}s") from None
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
-        if response.status_code >= 400:
-            raise ApiRefused(response.status_code, body.get("error", "http_error"),
-                             body.get("message", response.reason or "error"),
-                             _seconds(response.headers.get("Retry-After")))
-        return body
+        """One request, to the current address, else to each next one in turn (see the class); its JSON body."""
+        waited = timeout or self.timeout
+        first, count = self._current, len(self.addresses)
+        failures: list[str] = []
+        unavailable: tuple[int, requests.Response] | None = None
+        for step in range(count):
+            index = (first + step) % count
+            base = self.addresses[index].url
+            try:
+                response = self._session(index).request(method, base + path, timeout=waited, **kwargs)
+            except requests.exceptions.SSLError as exc:
+                reason = _reason(exc)
+                if _certificate_refused(exc):
+                    raise CertificateRefused(f"the API at {base}: {reason}"
+                                             + ("; the other addresses were not tried" if count > 1 else "")
+                                             ) from None
+                failures.append(f"{base} ({reason})")
+                continue
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+                failures.append(f"{base} ({_reason(exc)})")
+                continue
+            except requests.Timeout:
+                failures.append(f"{base} (no answer within {waited:g}s)")
+                continue
+            if response.status_code in FAILOVER_STATUSES:
+                failures.append(f"{base} (answered {response.status_code})")
+                unavailable = (index, response)
+                continue
+            self._current = index
+            return _body(response)
+        if unavailable is not None:
+            # Every address failed, one of them with an answer: its error (a submit waits it out and retries),
+            # and that address first next time, as the one known to answer.
+            self._current = unavailable[0]
+            return _body(unavailable[1])
+        if count == 1:
+            raise ApiUnreachable(f"cannot reach the API at {failures[0]}")
+        raise ApiUnreachable(f"cannot reach the API at any of its {count} addresses: {'; '.join(failures)}")
 
     def submit(self, texts: str | list[str]) -> str:
         """Queue one text (str) or a bulk job (list); return the job id. Waits out 429/503 a bounded number of times."""
@@ -91,11 +192,16 @@ class Client:
     def _submit(self, texts: str | list[str], wait: float) -> dict:
         payload = {"text": texts} if isinstance(texts, str) else {"texts": texts}
         params = {"wait": f"{wait:g}"} if wait > 0 else {}
+        # One key for every try of this submit, on any address: the API gives a retry the job an earlier try
+        # queued (the APIs share one Redis), and a refused try (429, 503) released it for the next.
+        headers = {"Idempotency-Key": new_idempotency_key()}
         for attempt in range(MAX_BUSY_RETRIES + 1):
             try:
-                return self._request("POST", "/jobs", json=payload, params=params, timeout=self.timeout + wait)
+                return self._request("POST", "/jobs", json=payload, params=params, headers=headers,
+                                     timeout=self.timeout + wait)
             except ApiRefused as exc:
-                if exc.status not in (429, 503) or attempt == MAX_BUSY_RETRIES:
+                retried = exc.status in BUSY_STATUSES or exc.code == "idempotency_conflict"
+                if not retried or attempt == MAX_BUSY_RETRIES:
                     raise
                 time.sleep(min(10.0, exc.retry_after or 0.2 * (attempt + 1)))
         raise AssertionError("unreachable")
@@ -116,7 +222,8 @@ class Client:
 
     def submit_seed(self, text: str) -> str:
         """Queue one text through the seed's route, POST /new_request, as the seed's clients do; return the job id."""
-        return self._request("POST", "/new_request", json={"text": text})["job_id"]
+        return self._request("POST", "/new_request", json={"text": text},
+                             headers={"Idempotency-Key": new_idempotency_key()})["job_id"]
 
     def job(self, job_id: str, wait: float = 0) -> dict:
         """The job's current state; with wait, held by the API until it finishes or wait seconds pass."""
@@ -141,6 +248,26 @@ class Client:
         return self._request("GET", "/readyz")
 
 
+def _body(response: requests.Response) -> dict:
+    """An answer's JSON body; ApiRefused for an error status."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if response.status_code >= 400:
+        raise ApiRefused(response.status_code, body.get("error", "http_error"),
+                         body.get("message", response.reason or "error"),
+                         _seconds(response.headers.get("Retry-After")))
+    return body
+
+
+def _certificate_refused(exc: requests.exceptions.SSLError) -> bool:
+    """Whether a TLS failure is the certificate's (not the pinned one, or unpinned and no CA vouches for it),
+    rather than a connection cut during the handshake."""
+    text = str(exc)
+    return "Fingerprints did not match" in text or "CERTIFICATE_VERIFY_FAILED" in text
+
+
 def _seconds(raw: str | None) -> float | None:
     try:
         return max(0.0, float(raw)) if raw else None
@@ -148,7 +275,7 @@ def _seconds(raw: str | None) -> float | None:
         return None  # an HTTP date: fall back to our own backoff
 
 
-def _reason(exc: requests.ConnectionError) -> str:
+def _reason(exc: requests.RequestException) -> str:
     text = str(exc)
     if "Fingerprints did not match" in text:
         return "its TLS certificate is not the pinned one: check INFERQ_API_CERT_SHA256, and who answers there"
@@ -158,4 +285,7 @@ def _reason(exc: requests.ConnectionError) -> str:
                  "No route to host", "timed out"):
         if hint in text:
             return hint.lower()
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError) or any(
+            hint in text for hint in ("Connection aborted", "RemoteDisconnected", "Connection reset")):
+        return "the connection dropped before the answer"
     return "connection failed"

@@ -1,8 +1,9 @@
 """``inferq``: the command-line client. Submit a text or a file of texts, show a job, fetch its result.
 
 Exit status: 0 done, 1 a job failed or the API refused the request,
-3 the API cannot be reached, 4 a job was not finished in time (2 is a usage
-error, as argparse does it).
+3 the API cannot be reached at any of its addresses (or an address showed a
+certificate other than its pinned one), 4 a job was not finished in time
+(2 is a usage error, as argparse does it).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import IO
 
 from tqdm import tqdm
 
-from inferq.client.api import ApiRefused, ApiUnreachable, Client
+from inferq.client.api import ApiRefused, ApiUnreachable, CertificateRefused, Client
 
 EXIT_FAILED, EXIT_UNREACHABLE, EXIT_NOT_DONE = 1, 3, 4
 
@@ -121,13 +122,17 @@ def parser() -> argparse.ArgumentParser:
 
     settings = inferq_settings.current(inferq_settings.Client)  # the client's own: no server setting can stop it
     p = argparse.ArgumentParser(prog="inferq", description=__doc__.splitlines()[0])
-    p.add_argument("--api", default=settings.url,
-                   help="the API's base URL (default: INFERQ_API_URL, else %(default)s)")
+    p.add_argument("--api", action="append", metavar="URL",
+                   help="the API's base URL; repeat it (or separate URLs with commas) for several addresses of "
+                        "one cluster: a request goes to the one that answered last, and to the next when an "
+                        f"address does not answer or answers 502/503/504 (default: INFERQ_API_URL, else "
+                        f"{settings.url})")
     p.add_argument("--api-key", default=settings.api_key,
                    help="API key to send, when the API requires one (default: INFERQ_API_KEY)")
-    p.add_argument("--api-cert-sha256", default=settings.api_cert_sha256, metavar="FINGERPRINT",
-                   help="accept only the TLS certificate with this SHA-256 fingerprint (default: "
-                        "INFERQ_API_CERT_SHA256)")
+    p.add_argument("--api-cert-sha256", action="append", metavar="FINGERPRINT",
+                   help="accept only the TLS certificate with this SHA-256 fingerprint; with several --api, "
+                        "one per address in the same order (empty: none pinned) or one for all (default: "
+                        "INFERQ_API_CERT_SHA256, commas between fingerprints)")
     p.add_argument("--http-timeout", type=float, default=10.0, help="seconds to wait for each HTTP answer")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -171,13 +176,20 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "texts_per_job", 0) < 0:
         print("inferq: --texts-per-job must be at least 1 (0: the API's limit)", file=sys.stderr)
         return 2
+    from inferq import settings as inferq_settings
+
+    settings = inferq_settings.current(inferq_settings.Client)
     try:
-        client = Client(args.api, args.api_key, timeout=args.http_timeout, cert_sha256=args.api_cert_sha256)
+        client = Client(args.api or settings.urls, args.api_key, timeout=args.http_timeout,
+                        cert_sha256=args.api_cert_sha256 or settings.api_cert_sha256)
     except ValueError as exc:
-        print(f"inferq: --api-cert-sha256: {exc}", file=sys.stderr)
+        print(f"inferq: --api / --api-cert-sha256: {exc}", file=sys.stderr)
         return 2
     try:
         return args.run(client, args)
+    except CertificateRefused as exc:
+        print(f"inferq: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except ApiUnreachable as exc:
         print(f"inferq: {exc}; is the stack running (make run)? set --api or INFERQ_API_URL", file=sys.stderr)
         return EXIT_UNREACHABLE

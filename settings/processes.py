@@ -102,21 +102,31 @@ class Client(Section):
     """The command-line client: which API to talk to, with which key."""
 
     address: ApiAddress
-    api_url: str = setting("INFERQ_API_URL", "", "The API's URL (unset: from INFERQ_API_BIND).")
+    api_url: str = setting("INFERQ_API_URL", "", "The API's URL; several, separated by commas, for a cluster "
+                           "with several API addresses (a second orchestrator): the client moves to the next "
+                           "when one does not answer (unset: from INFERQ_API_BIND).")
     api_key: str = setting("INFERQ_API_KEY", "", "The key the client sends (the API checks INFERQ_API_KEYS).")
     api_cert_sha256: str = setting("INFERQ_API_CERT_SHA256", "", "SHA-256 fingerprint of the API's TLS "
                                    "certificate, the only one accepted (a deployed cluster's self-signed one: "
-                                   "`fab -r deploy status` prints it).")
+                                   "`fab -r deploy status` prints it); with several INFERQ_API_URL addresses, "
+                                   "one per address in the same order, separated by commas (empty: that address "
+                                   "unpinned), or one for all.")
 
     @property
-    def url(self) -> str:
-        """The API's base URL: as set, else the bind address (every interface: loopback)."""
-        if self.api_url:
-            return self.api_url.rstrip("/")
+    def urls(self) -> list[str]:
+        """The API's base URLs, in the order they are tried: as set, else the bind address."""
+        given = [url.strip().rstrip("/") for url in self.api_url.split(",") if url.strip()]
+        if given:
+            return given
         host, _, port = self.address.bind.rpartition(":")
         if host in ("", "0.0.0.0", "::", "[::]"):
             host = "127.0.0.1"
-        return f"http://{host}:{port}"
+        return [f"http://{host}:{port}"]
+
+    @property
+    def url(self) -> str:
+        """The API's (first) base URL: as set, else the bind address (every interface: loopback)."""
+        return self.urls[0]
 
 
 @dataclass(frozen=True)
