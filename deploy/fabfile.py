@@ -2,7 +2,8 @@
 
     fab -r deploy deploy     # configure everything, build and ship the worker image, wait for the workers, smoke job
     fab -r deploy status     # the API's address and certificate, workers online, queue depth, containers per host
-    fab -r deploy submit --text "what a lovely day"   # through the public API: TLS, the certificate pinned
+    fab -r deploy submit --text "what a lovely day"   # through the public API: TLS, the certificate pinned; every
+                                                      # orchestrator's address, the next when one does not answer
     fab -r deploy logs [--lines 50]
     fab -r deploy update [--image TAG]   # orchestrator, then one worker host and one container at a time
     deploy and update: --allow-dirty (ship uncommitted changes, marked dirty), --break-lock (a dead deploy's lock)
@@ -92,7 +93,8 @@ def update(c, inventory=defaults.INVENTORY, secrets=defaults.SECRETS_DIR, image=
 
 @task(help={**HELP, "text": "the text to classify"})
 def submit(c, text, inventory=defaults.INVENTORY, secrets=defaults.SECRETS_DIR):
-    """Submit one text to the cluster's API and print the finished job."""
+    """Submit one text to the cluster's API and print the finished job (every orchestrator's address, each with its
+    pinned certificate, the next tried when one does not answer)."""
     def action():
         cluster, made = _load(inventory, secrets)
         print(json.dumps(operations.submit(cluster, made, secrets, text), indent=2))

@@ -72,6 +72,12 @@ class Inventory:
     autoscaling: dict = field(default_factory=dict)
 
     @property
+    def orchestrators(self) -> list[Host]:
+        """Every orchestrator host (each serves the API), in name order: one today, two with a second
+        orchestrator. What clients of the public API use (operations.api_endpoints)."""
+        return sorted((h for h in self.hosts if h.role == "orchestrator"), key=lambda h: h.name)
+
+    @property
     def orchestrator(self) -> Host:
         """The one orchestrator host."""
         found = [h for h in self.hosts if h.role == "orchestrator"]

@@ -151,8 +151,30 @@ def smoke_or_roll_back(runtime: Runtime, inventory: Inventory, secrets: Secrets,
 
 def api_url(inventory: Inventory) -> str:
     """The API's public address: TLS on the orchestrator."""
-    host, port = inventory.orchestrator.public_ip, inventory.https_port
-    return f"https://{host}" + ("" if port == 443 else f":{port}")
+    return public_url(inventory, inventory.orchestrator)
+
+
+def api_endpoints(inventory: Inventory, secrets_dir: str) -> list[tuple[str, str]]:
+    """Every orchestrator's public API, in name order: (URL, SHA-256 fingerprint of the certificate
+    that orchestrator shows, deploy.tls.load_for). One today; a second orchestrator in the inventory is used
+    as soon as it is there."""
+    hosts = inventory.orchestrators
+    if not hosts:
+        raise DeployError("the inventory has no orchestrator host: run `inferq-provision up`")
+    endpoints = []
+    for host in hosts:
+        made = tls.load_for(secrets_dir, inventory.cluster, host.name)
+        if made is None:
+            raise DeployError(f"no certificate of cluster {inventory.cluster}'s API on {host.name} in "
+                              f"{secrets_dir}: run `fab -r deploy deploy` first")
+        endpoints.append((public_url(inventory, host), made.sha256))
+    return endpoints
+
+
+def public_url(inventory: Inventory, host: Host) -> str:
+    """An orchestrator's public API address: TLS on its public address."""
+    port = inventory.https_port
+    return f"https://{host.public_ip}" + ("" if port == 443 else f":{port}")
 
 
 def pinned_session(inventory: Inventory, secrets_dir: str):
@@ -310,18 +332,17 @@ def update_workers(runtime: Runtime, inventory: Inventory, secrets: Secrets, sec
 
 
 def submit(inventory: Inventory, secrets: Secrets, secrets_dir: str, text: str, wait: float = 30) -> dict:
-    """Submit one text to the orchestrator's public API (TLS, the certificate pinned) and wait for its result."""
-    import requests
+    """Submit one text to the cluster's public API and wait for its result: every orchestrator's address, each
+    with its pinned certificate, the next tried when one does not answer (inferq.client.api.Client); the
+    submit carries an Idempotency-Key, so a retry on the next address does not queue it twice."""
+    from inferq.client.api import ApiRefused, ApiUnreachable, Client
 
-    session, _ = pinned_session(inventory, secrets_dir)
-    base = api_url(inventory)
-    session.headers["X-API-Key"] = secrets.api_key
+    endpoints = api_endpoints(inventory, secrets_dir)
+    client = Client([url for url, _ in endpoints], secrets.api_key, timeout=10,
+                    cert_sha256=[sha256 for _, sha256 in endpoints])
     try:
-        posted = session.post(f"{base}/jobs", json={"text": text}, timeout=10)
-        if posted.status_code != 202:
-            raise DeployError(f"the API answered {posted.status_code}: {posted.text[:200]}")
-        job_id = posted.json()["job_id"]
-        return session.get(f"{base}/jobs/{job_id}", params={"wait": wait}, timeout=wait + 10).json()
-    except requests.RequestException as exc:
-        raise DeployError(f"the API at {base} did not answer over TLS with the pinned certificate: {exc}") from None
-
+        return client.submit_and_wait(text, wait)
+    except ApiRefused as exc:
+        raise DeployError(f"the API at {client.current} answered {exc}") from None
+    except ApiUnreachable as exc:
+        raise DeployError(f"{exc} (over TLS, each address with its pinned certificate)") from None

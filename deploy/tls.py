@@ -108,9 +108,24 @@ def load(secrets_dir: str | os.PathLike, cluster: str) -> Certificate | None:
     return Certificate(cert_path.read_bytes(), key_path.read_bytes() if key_path.exists() else b"")
 
 
+def host_paths(secrets_dir: str | os.PathLike, cluster: str, host: str) -> tuple[Path, Path]:
+    """(certificate, key) files of one orchestrator's own API certificate, for a cluster whose orchestrators
+    each have their own (api-<host>-tls.crt); without them, every orchestrator has the cluster's (paths())."""
+    base = Path(secrets_dir) / cluster
+    return base / f"api-{host}-tls.crt", base / f"api-{host}-tls.key"
+
+
+def load_for(secrets_dir: str | os.PathLike, cluster: str, host: str) -> Certificate | None:
+    """The API certificate the orchestrator named host shows: its own if one is kept, else the cluster's."""
+    cert_path, key_path = host_paths(secrets_dir, cluster, host)
+    if cert_path.exists():
+        return Certificate(cert_path.read_bytes(), key_path.read_bytes() if key_path.exists() else b"")
+    return load(secrets_dir, cluster)
+
+
 def forget(secrets_dir: str | os.PathLike, cluster: str) -> None:
-    """Remove the cluster's certificate and key (after teardown)."""
-    for path in paths(secrets_dir, cluster):
+    """Remove the cluster's certificate and key, and any orchestrator's own (after teardown)."""
+    for path in [*paths(secrets_dir, cluster), *(Path(secrets_dir) / cluster).glob("api-*-tls.*")]:
         path.unlink(missing_ok=True)
 
 
