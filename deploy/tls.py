@@ -258,5 +258,5 @@ def forget_ca(secrets_dir: str | os.PathLike, cluster: str) -> None:
     for path in ca_paths(secrets_dir, cluster):
         path.unlink(missing_ok=True)
     for path in (Path(secrets_dir) / cluster).glob("*-tls.*"):
-        if path.name not in {p.name for p in paths(secrets_dir, cluster)}:
+        if not path.name.startswith("api-"):  # the API's certificates, the cluster's and each host's: forget()'s
             path.unlink(missing_ok=True)

@@ -295,3 +295,20 @@ def test_the_cluster_ca_signs_redis_certificates_kept_until_the_addresses_or_the
     tls.forget_ca(tmp_path, "c")  # `down`: the CA and what it signed go; the API's pinned certificate is tls.forget's
     assert not any(p.exists() for p in (*tls.ca_paths(tmp_path, "c"), *tls.server_paths(tmp_path, "c", "redis")))
     assert tls.load(tmp_path, "c") == api
+
+
+def test_an_orchestrator_shows_its_own_api_certificate_if_one_is_kept_else_the_clusters(tmp_path):
+    from inferq.deploy import tls
+
+    cluster = tls.load_or_create(tmp_path, "c", ["198.51.100.1"])
+    assert tls.load_for(tmp_path, "c", "orchestrator") == tls.load_for(tmp_path, "c", "orchestrator-2") == cluster
+    own = tls.generate("c", ["198.51.100.2"])
+    cert, key = tls.host_paths(tmp_path, "c", "orchestrator-2")
+    cert.write_bytes(own.cert_pem)
+    key.write_bytes(own.key_pem)
+    assert tls.load_for(tmp_path, "c", "orchestrator-2") == own
+    assert tls.load_for(tmp_path, "c", "orchestrator") == cluster
+    tls.forget_ca(tmp_path, "c")  # the API's certificates are not the CA's to remove ...
+    assert tls.load_for(tmp_path, "c", "orchestrator-2") == own
+    tls.forget(tmp_path, "c")  # ... but tls.forget's, each host's too
+    assert not cert.exists() and not key.exists() and tls.load(tmp_path, "c") is None
