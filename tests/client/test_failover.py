@@ -196,8 +196,15 @@ def test_fab_submit_uses_every_orchestrator_in_the_inventory_each_with_its_own_c
     own_cert.write_bytes(own.cert_pem)
     own_key.write_bytes(own.key_pem)
     cert_path, key_path = tls.paths(secrets, "t")
-    second = FaultProxy(api_url, host="127.0.0.2", tls_files=(own_cert, own_key)).start()
-    first = FaultProxy(other_api, port=second.port, tls_files=(cert_path, key_path)).start()
+    for _ in range(5):  # one port free on both addresses
+        second = FaultProxy(api_url, host="127.0.0.2", tls_files=(own_cert, own_key)).start()
+        try:
+            first = FaultProxy(other_api, port=second.port, tls_files=(cert_path, key_path)).start()
+            break
+        except OSError:
+            second.stop()
+    else:
+        raise AssertionError("no port free on both 127.0.0.1 and 127.0.0.2")
     assert tls.load_for(secrets, "t", "orchestrator").sha256 == cluster_cert.sha256
     hosts = [inv.Host("orchestrator-2", "orchestrator", "127.0.0.2", "10.0.0.2"),  # name order, not file order
              inv.Host("orchestrator", "orchestrator", "127.0.0.1", "10.0.0.1")]
