@@ -86,6 +86,18 @@ def test_first_api_killed_its_jobs_are_read_and_new_ones_submitted_through_the_s
     assert again.returncode == 0 and json.loads(again.stdout)["status"] == "succeeded", again.stderr
 
 
+def test_an_address_that_takes_the_connection_but_never_answers_times_out_to_the_next(api_url):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel accepts, nobody ever reads or answers
+        address = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        run = inferq("--http-timeout", "1", "submit", "the first one hangs", apis=[address, api_url])
+        assert run.returncode == 0 and len(run.stdout.strip()) == 32, run.stderr
+        both = inferq("--http-timeout", "1", "status", run.stdout.strip(), apis=[address, dead()])
+    assert both.returncode == 3
+    assert f"{address} (no answer within 1s)" in both.stderr and "connection refused" in both.stderr
+
+
 def test_both_down_is_one_line_naming_each_address_and_exit_3():
     first, second = dead(), dead()
     run = inferq("submit", "nobody home", apis=[first, second])
