@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from inferq.deploy import nodes
+from inferq.deploy import config_files, nodes
 from inferq.stack.processes import worker_command
 from tests.worker_image.engine import BIN, ROOT
 
@@ -178,7 +178,9 @@ def test_compose_validation_does_catch_a_bad_file(tmp_path):
 def test_compose_runs_two_single_threaded_workers_with_limits_and_the_env_file():
     compose = yaml.safe_load(COMPOSE.read_text())
     services = compose["services"]
-    assert compose["secrets"] == {"worker_env": {"file": "./worker.env"}}
+    # worker.env, and the cluster's CA the workers verify Redis's certificate with (deploy/config_files.py).
+    assert compose["secrets"] == {"worker_env": {"file": "./worker.env"},
+                                  "redis_ca": {"file": f"./{config_files.WORKER_CA_FILE}"}}
     assert sorted(services) == ["worker-1", "worker-2"]
     hostnames = set()
     for service in services.values():
@@ -186,7 +188,7 @@ def test_compose_runs_two_single_threaded_workers_with_limits_and_the_env_file()
         assert service["restart"] == "unless-stopped"
         assert service["mem_limit"]
         # Secrets as a mounted file, never env_file (podman-compose makes env_file entries `-e` arguments).
-        assert "env_file" not in service and service["secrets"] == ["worker_env"]
+        assert "env_file" not in service and service["secrets"] == ["worker_env", "redis_ca"]
         assert set(service["environment"]) == {"INFERQ_TORCH_THREADS"}
         # Locked down: read-only root with a tmpfs, no capability, no new privileges, the image's user.
         assert service["read_only"] is True and [t.split(":")[0] for t in service["tmpfs"]] == ["/tmp"]
