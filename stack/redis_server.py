@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Self
 
 import redis
 
@@ -41,7 +42,61 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class RedisServer:
+class ServerProcess:
+    """A redis-server child of our own, a data node (RedisServer) or a Sentinel (stack/sentinel.py): started until
+    it answers PING, SIGKILLed, or stopped."""
+
+    what = "redis-server"
+    """The process, as the errors name it."""
+    log_name = "redis.log"
+    """Its log, in data_dir."""
+    data_dir: Path
+    port: int
+    process: subprocess.Popen | None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def client(self) -> redis.Redis:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 10.0) -> Self:
+        """Start it and wait until it answers PING; raise RedisUnavailable if it does not."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.data_dir / self.log_name, "ab")
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RedisUnavailable(
+                    f"{self.what} exited with {self.process.returncode}; see {self.data_dir / self.log_name}"
+                )
+            try:
+                if self.client().ping():
+                    return self
+            except redis.RedisError:
+                time.sleep(0.05)
+        self.stop()
+        raise RedisUnavailable(f"{self.what} did not answer on port {self.port} within {timeout}s")
+
+    def kill(self) -> None:
+        """SIGKILL it (a crash: no shutdown, nothing flushed beyond what fsync wrote)."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        """Stop it gracefully, killing it if it lingers."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class RedisServer(ServerProcess):
     """A redis-server child process with its data under data_dir."""
 
     def __init__(self, data_dir: str | os.PathLike, port: int | None = None, password: str | None = None,
@@ -95,37 +150,3 @@ class RedisServer:
         """A client of this server."""
         return redis.Redis(host=self.bind, port=self.port, password=self.password, socket_timeout=2)
 
-    def start(self, timeout: float = 10.0) -> RedisServer:
-        """Start the server and wait until it answers PING; raise RedisUnavailable if it does not."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.data_dir / "redis.log", "ab")
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RedisUnavailable(
-                    f"redis-server exited with {self.process.returncode}; see {self.data_dir / 'redis.log'}"
-                )
-            try:
-                if self.client().ping():
-                    return self
-            except redis.RedisError:
-                time.sleep(0.05)
-        self.stop()
-        raise RedisUnavailable(f"redis-server did not answer on port {self.port} within {timeout}s")
-
-    def kill(self) -> None:
-        """SIGKILL the server (a crash: no shutdown, nothing flushed beyond what fsync wrote)."""
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    def stop(self) -> None:
-        """Stop the server gracefully, killing it if it lingers."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()

@@ -17,7 +17,7 @@ import redis
 
 from inferq.settings import Failover
 from inferq.settings.parts import LOCAL_SENTINELS
-from inferq.stack.redis_server import RedisServer, RedisUnavailable, find_binary, free_port
+from inferq.stack.redis_server import RedisServer, RedisUnavailable, ServerProcess, find_binary, free_port
 
 SENTINELS = LOCAL_SENTINELS
 """Sentinels a group runs."""
@@ -45,8 +45,10 @@ def sentinels_ready(addresses: list[tuple[str, int]], master_name: str) -> bool:
     return True
 
 
-class SentinelServer:
+class SentinelServer(ServerProcess):
     """One Sentinel: a redis-server --sentinel child watching the primary named master_name."""
+
+    what, log_name = "sentinel", "sentinel.log"
 
     def __init__(self, data_dir: str | os.PathLike, master_name: str, primary: tuple[str, int], password: str,
                  timings: Failover, port: int | None = None, bind: str = "127.0.0.1"):
@@ -84,34 +86,6 @@ class SentinelServer:
 
     def client(self) -> redis.Redis:
         return redis.Redis(host=self.bind, port=self.port, socket_timeout=2)
-
-    def start(self, timeout: float = 10.0) -> SentinelServer:
-        """Start it and wait until it answers PING."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.data_dir / "sentinel.log", "ab")
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RedisUnavailable(f"sentinel exited with {self.process.returncode}; see "
-                                       f"{self.data_dir / 'sentinel.log'}")
-            try:
-                if self.client().ping():
-                    return self
-            except redis.RedisError:
-                time.sleep(0.05)
-        self.stop()
-        raise RedisUnavailable(f"sentinel did not answer on port {self.port} within {timeout}s")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 class ReplicatedRedis:
