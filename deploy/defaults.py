@@ -76,6 +76,13 @@ FLOWER_PORT = 5555
 REDIS_PORT = 6379
 SSH_PORT = 22
 
+SENTINEL_PORT = 26379
+"""Redis Sentinel's port (TLS only), on each host that runs one: the --ha layout's two orchestrators and its
+standby worker host (inventory.Inventory.sentinel_hosts)."""
+
+HA_ORCHESTRATORS = ("orchestrator", "orchestrator-2")
+"""The orchestrators' names in the --ha layout: the first starts as the Redis primary and runs Flower."""
+
 REDIS_MEMORY_FRACTION = 0.4
 """Redis's maxmemory as a share of the orchestrator's memory: the rest is for the API, Flower,
 nginx and the copy-on-write pages of the AOF rewrite's fork (up to Redis's size again)."""

@@ -13,6 +13,7 @@ from inferq.deploy.defaults import (
     REDIS_MEMORY_FRACTION,
     REDIS_PORT,
     REMOTE_DIR,
+    SENTINEL_PORT,
     SSH_PORT,
     SSH_USER,
 )
@@ -61,6 +62,7 @@ class Inventory:
     https_port: int = HTTPS_PORT
     flower_port: int = FLOWER_PORT
     redis_port: int = REDIS_PORT
+    sentinel_port: int = SENTINEL_PORT
     redis_memory_fraction: float = REDIS_MEMORY_FRACTION
     containers_per_worker: int = 2
     env: dict = field(default_factory=dict)
@@ -79,11 +81,38 @@ class Inventory:
 
     @property
     def orchestrator(self) -> Host:
-        """The one orchestrator host."""
-        found = [h for h in self.hosts if h.role == "orchestrator"]
-        if len(found) != 1:
-            raise DeployError(f"the inventory has {len(found)} orchestrator hosts; it needs exactly one")
+        """The first orchestrator: the only one, or with --ha the one that starts as Redis's primary and runs
+        Flower (which one is the primary later is the Sentinels' to say)."""
+        found = self.orchestrators
+        if len(found) not in (1, 2):
+            raise DeployError(f"the inventory has {len(found)} orchestrator hosts; it needs one, or two (--ha)")
         return found[0]
+
+    @property
+    def ha(self) -> bool:
+        """The --ha layout: two orchestrators, Redis replicated and watched by three Sentinels (docs/deploy.md)."""
+        return len(self.orchestrators) == 2
+
+    @property
+    def standby(self) -> Host | None:
+        """With --ha, the worker host that also keeps a copy of Redis (a replica Sentinel never promotes) and runs
+        the third Sentinel: the first worker host. None in the single layout."""
+        if not self.ha:
+            return None
+        if not self.workers:
+            raise DeployError("the --ha layout needs at least one worker host of its own (worker-1) for the third "
+                              "Sentinel and Redis's second replica: run `inferq-provision up --ha --workers 1` or more")
+        return self.workers[0]
+
+    @property
+    def data_hosts(self) -> list[Host]:
+        """Hosts that run a Redis: the orchestrator; with --ha both orchestrators and the standby worker host."""
+        return [*self.orchestrators, self.standby] if self.ha else [self.orchestrator]  # type: ignore[list-item]
+
+    @property
+    def sentinel_hosts(self) -> list[Host]:
+        """Hosts that run a Sentinel: none in the single layout, the data hosts with --ha."""
+        return self.data_hosts if self.ha else []
 
     @property
     def workers(self) -> list[Host]:
