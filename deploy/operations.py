@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fabric import Connection
 
-from inferq.deploy import deploy_lock, fleet, nodes, orchestrator, release, tls
+from inferq.deploy import deploy_lock, fleet, nodes, orchestrator, release, replication, tls
 from inferq.deploy.connections import connect, root
 from inferq.deploy.containers import Wait
 from inferq.deploy.credentials import Secrets
@@ -31,9 +31,10 @@ from inferq.deploy.workers import deploy_worker
 
 
 def on_orchestrator(c: Connection, runtime: Runtime, inventory: Inventory, check: list[str],
-                    timeout: float = 0) -> dict:
-    """Run a deploy.remote check on the orchestrator with its env file loaded; its JSON answer."""
-    where = runtime.layout(inventory, inventory.orchestrator)
+                    timeout: float = 0, host: Host | None = None) -> dict:
+    """Run a deploy.remote check on an orchestrator (c's: host, by default the first) with its env file loaded;
+    its JSON answer."""
+    where = runtime.layout(inventory, host or inventory.orchestrator)
     # The API's env for its key (the smoke job), then Flower's: the checks log in to Redis as Flower's user.
     command = (f"cd {shlex.quote(where.code)} && set -a && . {where.remote_dir}/etc/orchestrator.env && "
                f". {where.remote_dir}/etc/flower.env && set +a && "
@@ -72,9 +73,17 @@ def deploy(inventory: Inventory, secrets: Secrets, secrets_dir: str, report: Rep
     runtime.release = release.package(REPO, allow_dirty)
     report(runtime.release.describe())
     with deploy_lock.holding(inventory, "deploy", break_lock, report):
-        with connect(inventory, inventory.orchestrator) as c:
-            before = orchestrator.snapshot(c, runtime, inventory)
-            changes = deploy_orchestrator(c, runtime, inventory, secrets, secrets_dir, report)
+        primary = replication.current_primary(inventory, runtime)
+        before = {}
+        changes = 0
+        for host in inventory.orchestrators:
+            with connect(inventory, host) as c:
+                before[host.name] = orchestrator.snapshot(c, runtime, inventory, host)
+                changes += deploy_orchestrator(c, runtime, inventory, host, primary, secrets, secrets_dir, report)
+        if inventory.ha:
+            changes += replication.deploy_standby(runtime, inventory, primary, secrets, secrets_dir, report)
+            # Accepted means on two nodes: the smoke job would be refused until the replicas follow.
+            replication.wait_for_sentinels(inventory, runtime, report)
         workers = inventory.workers
         if workers or inventory.autoscaling:  # the worker image: built once, here, shipped to every worker host
             image = runtime.build_image(report)
@@ -109,17 +118,18 @@ def deploy(inventory: Inventory, secrets: Secrets, secrets_dir: str, report: Rep
                f"{len(pinged['online'])} worker(s) answer a Celery ping (at least {group_workers} wanted from worker "
                f"group {inventory.autoscaling['group']}, its minimum hosts')")
         smoke_or_roll_back(runtime, inventory, secrets, secrets_dir, before, report)
-    report(public_api(inventory, secrets_dir))
+    for line in public_api(inventory, secrets_dir):
+        report(line)
     report(f"deploy done: {changes} change(s)")
     return changes
 
 
-def smoke(inventory: Inventory, secrets: Secrets, secrets_dir: str) -> dict:
-    """One job through the public API (TLS, the certificate pinned, the API key), waited for; the job's JSON."""
+def smoke(inventory: Inventory, secrets: Secrets, secrets_dir: str, host: Host) -> dict:
+    """One job through host's public API (TLS, its certificate pinned, the API key), waited for; the job's JSON."""
     import requests
 
-    session, _ = pinned_session(inventory, secrets_dir)
-    base = api_url(inventory)
+    session, _ = pinned_session(inventory, secrets_dir, host)
+    base = public_url(inventory, host)
     session.headers["X-API-Key"] = secrets.api_key
     deadline = time.monotonic() + SMOKE_SECONDS
     try:
@@ -135,40 +145,51 @@ def smoke(inventory: Inventory, secrets: Secrets, secrets_dir: str) -> dict:
 
 
 def smoke_or_roll_back(runtime: Runtime, inventory: Inventory, secrets: Secrets, secrets_dir: str,
-                       before: dict[str, str], report: Report) -> None:
-    """A smoke job through the public API; if it fails, the orchestrator goes back to what it ran before."""
-    job = smoke(inventory, secrets, secrets_dir)
-    if job.get("status") == "succeeded":
-        report(f"smoke job {job['job_id']} succeeded through {api_url(inventory)} on {job['worker']['hostname']}")
+                       before: dict[str, dict[str, str]], report: Report) -> None:
+    """A smoke job through the public API of each orchestrator in before (name -> its snapshot); if one fails,
+    each of them goes back to what it ran before."""
+    hosts = [h for h in inventory.orchestrators if h.name in before]
+    failed = []
+    for host in hosts:
+        job = smoke(inventory, secrets, secrets_dir, host)
+        if job.get("status") == "succeeded":
+            report(f"smoke job {job['job_id']} succeeded through {public_url(inventory, host)} on "
+                   f"{job['worker']['hostname']}")
+        else:
+            failed.append(f"the smoke job through {public_url(inventory, host)} ended {job.get('status')}")
+    if not failed:
         return
-    what = f"the smoke job through {api_url(inventory)} ended {job.get('status')}"
-    with connect(inventory, inventory.orchestrator) as c:
-        now = orchestrator.roll_back(c, runtime, inventory, before, report)
-    again = smoke(inventory, secrets, secrets_dir).get("status")
-    raise DeployError(f"{what}: the orchestrator went back to release {now or 'none'} and its previous env file and "
-                      f"proxy configuration (a smoke job there: {again}); see `fab -r deploy logs`")
+    back = []
+    for host in hosts:
+        with connect(inventory, host) as c:
+            now = orchestrator.roll_back(c, runtime, inventory, host, before[host.name], report)
+        again = smoke(inventory, secrets, secrets_dir, host).get("status")
+        back.append(f"{host.name} went back to release {now or 'none'} (a smoke job there: {again})")
+    raise DeployError(f"{'; '.join(failed)}: {', '.join(back)}, with its previous env file and proxy configuration; "
+                      "see `fab -r deploy logs`")
 
 
 def api_url(inventory: Inventory) -> str:
-    """The API's public address: TLS on the orchestrator."""
+    """The API's public address: TLS on the (first) orchestrator."""
     return public_url(inventory, inventory.orchestrator)
 
 
 def api_endpoints(inventory: Inventory, secrets_dir: str) -> list[tuple[str, str]]:
     """Every orchestrator's public API, in name order: (URL, SHA-256 fingerprint of the certificate
-    that orchestrator shows, deploy.tls.load_for). One today; a second orchestrator in the inventory is used
-    as soon as it is there."""
+    that orchestrator shows, deploy.tls.load_for): one, or two with --ha."""
     hosts = inventory.orchestrators
     if not hosts:
         raise DeployError("the inventory has no orchestrator host: run `inferq-provision up`")
-    endpoints = []
-    for host in hosts:
-        made = tls.load_for(secrets_dir, inventory.cluster, host.name)
-        if made is None:
-            raise DeployError(f"no certificate of cluster {inventory.cluster}'s API on {host.name} in "
-                              f"{secrets_dir}: run `fab -r deploy deploy` first")
-        endpoints.append((public_url(inventory, host), made.sha256))
-    return endpoints
+    return [(public_url(inventory, host), pinned_certificate(inventory, secrets_dir, host).sha256) for host in hosts]
+
+
+def pinned_certificate(inventory: Inventory, secrets_dir: str, host: Host) -> tls.Certificate:
+    """The API certificate an orchestrator shows: its own with --ha, else the cluster's (deploy.tls.load_for)."""
+    made = tls.load_for(secrets_dir, inventory.cluster, host.name)
+    if made is None:
+        raise DeployError(f"no certificate of cluster {inventory.cluster}'s API on {host.name} in {secrets_dir}: "
+                          "run `fab -r deploy deploy` first")
+    return made
 
 
 def public_url(inventory: Inventory, host: Host) -> str:
@@ -177,37 +198,63 @@ def public_url(inventory: Inventory, host: Host) -> str:
     return f"https://{host.public_ip}" + ("" if port == 443 else f":{port}")
 
 
-def pinned_session(inventory: Inventory, secrets_dir: str):
-    """An HTTP session that accepts only the cluster's own certificate (deploy.tls)."""
+def pinned_session(inventory: Inventory, secrets_dir: str, host: Host | None = None):
+    """An HTTP session that accepts only the certificate of host's API (by default the first orchestrator's)."""
     import requests
 
     from inferq.client.pinning import pin
 
-    made = tls.load(secrets_dir, inventory.cluster)
-    if made is None:
-        raise DeployError(f"no certificate of cluster {inventory.cluster} in {secrets_dir}: run `fab -r deploy "
-                          "deploy` first")
+    made = pinned_certificate(inventory, secrets_dir, host or inventory.orchestrator)
     return pin(requests.Session(), made.sha256), made.sha256
 
 
-def public_api(inventory: Inventory, secrets_dir: str) -> str:
-    """Check the public port answers over TLS with the pinned certificate; the line that says how to reach it."""
+def public_api(inventory: Inventory, secrets_dir: str, strict: bool = True) -> list[str]:
+    """Check each orchestrator's public port answers over TLS with its pinned certificate; a line per orchestrator
+    saying how to reach it. strict: one that does not answer is a DeployError, else a line saying so."""
     import requests
 
-    session, sha256 = pinned_session(inventory, secrets_dir)
-    try:
-        session.get(f"{api_url(inventory)}/healthz", timeout=10).raise_for_status()
-    except requests.RequestException as exc:
-        raise DeployError(f"the API's public port does not answer over TLS: {exc}") from None
-    return f"API: {api_url(inventory)} (TLS, certificate SHA-256 {sha256}; INFERQ_API_CERT_SHA256 for the client)"
+    lines = []
+    for host in inventory.orchestrators:
+        session, sha256 = pinned_session(inventory, secrets_dir, host)
+        url = public_url(inventory, host)
+        try:
+            session.get(f"{url}/healthz", timeout=10).raise_for_status()
+        except requests.RequestException as exc:
+            if strict:
+                raise DeployError(f"the API's public port on {host.name} does not answer over TLS: {exc}") from None
+            lines.append(f"API: {url} does not answer ({type(exc).__name__})")
+            continue
+        lines.append(f"API: {url} (TLS, certificate SHA-256 {sha256}; INFERQ_API_CERT_SHA256 for the client)")
+    return lines
+
+
+def reachable_orchestrator(inventory: Inventory) -> Host:
+    """The first orchestrator SSH reaches (with --ha the other one when the first is away)."""
+    errors = []
+    for host in inventory.orchestrators:
+        try:
+            with connect(inventory, host) as c:
+                c.run("true", hide=True)
+            return host
+        except (DeployError, OSError) as exc:
+            errors.append(f"{host.name}: {exc}")
+    raise DeployError(f"no orchestrator answers over SSH ({'; '.join(errors)})")
 
 
 def status(inventory: Inventory, secrets_dir: str, report: Report) -> dict:
-    """The public API, workers online, queue depth, and each worker host's workers with the image each runs."""
+    """The public API(s), with --ha Redis's primary and replicas as the Sentinels see them, workers online, queue
+    depth, and each worker host's workers with the image each runs. With --ha it says what it can from the
+    orchestrator that answers."""
     runtime = load(inventory)
-    report(public_api(inventory, secrets_dir))
-    with connect(inventory, inventory.orchestrator) as c:
-        answer = on_orchestrator(c, runtime, inventory, ["status", "--expect", ",".join(nodes.worker_nodes(inventory))])
+    for line in public_api(inventory, secrets_dir, strict=not inventory.ha):
+        report(line)
+    host = reachable_orchestrator(inventory) if inventory.ha else inventory.orchestrator
+    with connect(inventory, host) as c:
+        answer = on_orchestrator(c, runtime, inventory, ["status", "--expect", ",".join(nodes.worker_nodes(inventory))],
+                                 host=host)
+        if inventory.ha:
+            answer["replication"] = replication.replication_status(inventory, runtime, c, host)
+            report(replication.status_line(answer["replication"], inventory))
     report(f"workers online: {len(answer['online'])} ({', '.join(answer['online']) or 'none'})")
     if answer["missing"]:
         report(f"workers missing: {', '.join(answer['missing'])}")
@@ -240,12 +287,15 @@ def logs(inventory: Inventory, lines: int, report: Report) -> None:
     for host in inventory.hosts:
         where = runtime.layout(inventory, host)
         with connect(inventory, host) as c:
+            services = runtime.service_manager(where)
             if host.role == "orchestrator":
-                services = runtime.service_manager(where)
                 found = [(s.name, services.logs(c, s, lines))
                          for s in orchestrator_services(runtime, inventory, host, where)]
             else:
                 found = runtime.workers(inventory, host).logs(c, lines)
+                if host == inventory.standby:  # its Redis replica and Sentinel (--ha)
+                    found += [(s.name, services.logs(c, s, lines)) for s in replication.standby_services(
+                        runtime, inventory, where)]
         for name, text in found:
             report(f"== {host.name} {name}\n{text}")
 
@@ -253,7 +303,8 @@ def logs(inventory: Inventory, lines: int, report: Report) -> None:
 def rolling_update(inventory: Inventory, secrets: Secrets, secrets_dir: str, report: Report,
                    wait_seconds: float = WAIT_SECONDS, image_tag: str | None = None, allow_dirty: bool = False,
                    break_lock: bool = False) -> None:
-    """Update the orchestrator's services (smoke job, else back), then the workers one host and one worker at a time.
+    """Update the orchestrators' services one at a time (smoke job, else back), with --ha the standby's Redis and
+    Sentinel, then the workers one host and one worker at a time.
 
     The release's image is built once (or image_tag, already built here, is
     used). If a host's new workers fail their health check, that host and every
@@ -264,10 +315,17 @@ def rolling_update(inventory: Inventory, secrets: Secrets, secrets_dir: str, rep
     runtime.release = release.package(REPO, allow_dirty)
     report(runtime.release.describe())
     with deploy_lock.holding(inventory, "update", break_lock, report):
-        with connect(inventory, inventory.orchestrator) as c:
-            before = orchestrator.snapshot(c, runtime, inventory)
-            deploy_orchestrator(c, runtime, inventory, secrets, secrets_dir, report)
-        smoke_or_roll_back(runtime, inventory, secrets, secrets_dir, before, report)
+        primary = replication.current_primary(inventory, runtime)
+        # One orchestrator at a time, each smoked through its own API before the next: with --ha the other one
+        # answers meanwhile.
+        for host in inventory.orchestrators:
+            with connect(inventory, host) as c:
+                before = {host.name: orchestrator.snapshot(c, runtime, inventory, host)}
+                deploy_orchestrator(c, runtime, inventory, host, primary, secrets, secrets_dir, report)
+            smoke_or_roll_back(runtime, inventory, secrets, secrets_dir, before, report)
+        if inventory.ha:
+            replication.deploy_standby(runtime, inventory, primary, secrets, secrets_dir, report)
+            replication.wait_for_sentinels(inventory, runtime, report)
         if inventory.workers or inventory.autoscaling:
             image = runtime.existing_image(image_tag) if image_tag else runtime.build_image(report)
             with tempfile.TemporaryDirectory(prefix="inferq-image-") as scratch:

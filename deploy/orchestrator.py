@@ -1,11 +1,12 @@
-"""The orchestrator host: Redis (TLS only, one ACL user per role, AOF, private bind, a memory limit), the API and
-Flower on loopback, and nginx, the one public port, in front of the API with TLS."""
+"""An orchestrator host: Redis (TLS only, one ACL user per role, AOF, private bind, a memory limit), the API and
+Flower on loopback, and nginx, the one public port, in front of the API with TLS. With --ha there are two: each
+runs a Redis data node and a Sentinel (deploy.replication), the API and the proxy; Flower runs on the first."""
 from __future__ import annotations
 
 from fabric import Connection
 
 from inferq import commands
-from inferq.deploy import config_files, proxy, tls
+from inferq.deploy import config_files, proxy, replication, tls
 from inferq.deploy.connections import root
 from inferq.deploy.credentials import Secrets
 from inferq.deploy.files import put_if_changed
@@ -20,21 +21,24 @@ ROLLED_BACK = ("orchestrator.env", "flower.env", "nginx.conf")
 
 
 def orchestrator_services(runtime: Runtime, inventory: Inventory, host: Host, where: Layout) -> list[Service]:
-    """Redis, the API under gunicorn, Flower (loopback: reached through SSH), the TLS proxy."""
+    """Redis, the API under gunicorn, Flower (loopback: reached through SSH; on the first orchestrator), the TLS
+    proxy; with --ha a Sentinel too."""
     env = f"{where.remote_dir}/etc/orchestrator.env"
     flower_env = f"{where.remote_dir}/etc/flower.env"  # Flower logs in to Redis as its own user
-    # With a worker Auto Scaling group: the scaling signal, published with the orchestrator's instance profile.
+    first = host == inventory.orchestrator
+    # With a worker Auto Scaling group: the scaling signal, published with the orchestrator's instance profile
+    # (from one orchestrator: two would publish every figure twice).
     group = inventory.autoscaling
     scaling = [Service("backlog-metrics", [f"{where.bin}/inferq-backlog-metrics", "--cluster", inventory.cluster,
                                            "--region", group["region"]], env, where.code,
-                       user=runtime.user("backlog-metrics"))] if group else []
+                       user=runtime.user("backlog-metrics"))] if group and first else []
     return scaling + [
-        Service("redis", [runtime.redis_server, f"{where.remote_dir}/etc/redis.conf"], "", where.remote_dir,
-                user=runtime.user("redis")),
+        replication.redis_service(runtime, inventory, where),
+        *([replication.sentinel_service(runtime, where)] if inventory.ha else []),
         Service("api", commands.api(where.bin), env, where.code, user=runtime.user("api")),
         # Loopback only: Flower is reached through an SSH tunnel (docs/deploy.md).
-        Service("flower", commands.flower(where.bin, "127.0.0.1", inventory.flower_port), flower_env, where.code,
-                user=runtime.user("flower")),
+        *([Service("flower", commands.flower(where.bin, "127.0.0.1", inventory.flower_port), flower_env, where.code,
+                   user=runtime.user("flower"))] if first else []),
         # The master binds the public port and reads the key as root; its workers run as runtime.user("proxy").
         Service("proxy", [runtime.nginx, "-c", f"{where.remote_dir}/etc/nginx.conf", "-g", "daemon off;"], "",
                 where.remote_dir, user="root"),
@@ -47,24 +51,14 @@ def memory_of(c: Connection) -> int:
 
 
 def write_tls(c: Connection, inventory: Inventory, host: Host, where: Layout, secrets_dir: str) -> bool:
-    """The cluster's certificate (made here once) and its key on the host; True if either changed."""
-    made = tls.load_or_create(secrets_dir, inventory.cluster, sorted({host.public_ip, host.private_ip}))
+    """The API's certificate (made here once) and its key on the host: the cluster's, or with --ha this
+    orchestrator's own (clients pin each one's); True if either changed."""
+    addresses = sorted({host.public_ip, host.private_ip})
+    made = (tls.load_or_create_for(secrets_dir, inventory.cluster, host.name, addresses) if inventory.ha
+            else tls.load_or_create(secrets_dir, inventory.cluster, addresses))
     key = put_if_changed(c, made.key_pem, f"{where.remote_dir}/etc/tls/api.key", "600")
     cert = put_if_changed(c, made.cert_pem, f"{where.remote_dir}/etc/tls/api.crt", "644")
     return key or cert
-
-
-def write_redis_tls(c: Connection, runtime: Runtime, inventory: Inventory, host: Host, where: Layout,
-                    secrets_dir: str) -> bool:
-    """The cluster's CA (made here once, kept in secrets/<cluster>/) and Redis's certificate from it, naming the
-    private address and loopback, on the host; True if any changed."""
-    ca = tls.load_or_create_ca(secrets_dir, inventory.cluster)
-    made = tls.load_or_issue(secrets_dir, inventory.cluster, "redis", sorted({host.private_ip, "127.0.0.1"}))
-    tls_dir = f"{where.remote_dir}/{config_files.TLS_DIR}"
-    changed = put_if_changed(c, ca.cert_pem, f"{tls_dir}/{config_files.REDIS_CA}", "644")
-    changed |= put_if_changed(c, made.cert_pem, f"{tls_dir}/{config_files.REDIS_CERT}", "644")
-    changed |= put_if_changed(c, made.key_pem, f"{tls_dir}/{config_files.REDIS_KEY}", "600", runtime.user("redis"))
-    return changed
 
 
 def write_proxy(c: Connection, runtime: Runtime, inventory: Inventory, where: Layout) -> bool:
@@ -83,38 +77,42 @@ def write_proxy(c: Connection, runtime: Runtime, inventory: Inventory, where: La
     return changed
 
 
-def deploy_orchestrator(c: Connection, runtime: Runtime, inventory: Inventory, secrets: Secrets, secrets_dir: str,
-                        report: Report) -> int:
-    """Configure Redis, the API, Flower and the proxy; start or restart what changed (a new release too).
-
-    Return the changes made.
-    """
-    host = inventory.orchestrator
+def deploy_orchestrator(c: Connection, runtime: Runtime, inventory: Inventory, host: Host, primary: Host,
+                        secrets: Secrets, secrets_dir: str, report: Report) -> int:
+    """Configure Redis (with --ha: a data node following primary, unless it is primary, and a Sentinel), the API,
+    Flower and the proxy on host; start or restart what changed (a new release too). Return the changes made."""
     where = runtime.layout(inventory, host)
     prepared = runtime.prepare_orchestrator(c, inventory, host, where)
-    data_dir = f"{where.remote_dir}/redis"
+    data_dir = replication.redis_data_dir(where)
     root(c, f"install -d -m 700 -o {runtime.user('redis')} {data_dir}")
     limit = config_files.maxmemory(memory_of(c), inventory.redis_memory_fraction)
     tls_dir = f"{where.remote_dir}/{config_files.TLS_DIR}"
-    redis_tls_changed = write_redis_tls(c, runtime, inventory, host, where, secrets_dir)
-    redis_conf = config_files.redis_conf(inventory, host, secrets, data_dir, limit, tls_dir)
-    conf_changed = put_if_changed(c, redis_conf, f"{where.remote_dir}/etc/redis.conf", "600", runtime.user("redis"))
+    redis_tls_changed = replication.write_redis_tls(c, runtime, inventory, host, where, secrets_dir)
+    sentinel_changed = False
+    if inventory.ha:
+        conf_changed = replication.write_data_node(c, runtime, inventory, host, primary, secrets, where, limit)
+        sentinel_changed = replication.write_sentinel(c, runtime, inventory, primary, secrets, where)
+    else:
+        redis_conf = config_files.redis_conf(inventory, host, secrets, data_dir, limit, tls_dir)
+        conf_changed = put_if_changed(c, redis_conf, f"{where.remote_dir}/etc/redis.conf", "600",
+                                      runtime.user("redis"))
     conf_changed |= redis_tls_changed
+    sentinel_changed |= redis_tls_changed
     env_changed = put_if_changed(c, config_files.orchestrator_env(inventory, secrets, tls_dir),
                                  f"{where.remote_dir}/etc/orchestrator.env", "600")
     env_changed |= put_if_changed(c, config_files.flower_env(inventory, secrets, tls_dir),
                                   f"{where.remote_dir}/etc/flower.env", "600")
     tls_changed = write_tls(c, inventory, host, where, secrets_dir)
     proxy_changed = write_proxy(c, runtime, inventory, where)
-    changes = prepared + conf_changed + env_changed + tls_changed + proxy_changed
+    changes = prepared + conf_changed + env_changed + tls_changed + proxy_changed + sentinel_changed
     if conf_changed:
         report(f"{host.name}: redis maxmemory {limit // 2**20} MiB ({inventory.redis_memory_fraction:g} of the "
                "host's memory)")
     services = runtime.service_manager(where)
     for service in orchestrator_services(runtime, inventory, host, where):
-        # Each restarts only for its own inputs: Redis for its configuration, the proxy for its own and the
-        # certificate, the API and Flower for their environment or a new release.
-        inputs = {"redis": conf_changed, "proxy": tls_changed or proxy_changed}.get(
+        # Each restarts only for its own inputs: Redis for its configuration, a Sentinel for its own, the proxy
+        # for its own and the certificate, the API and Flower for their environment or a new release.
+        inputs = {"redis": conf_changed, "sentinel": sentinel_changed, "proxy": tls_changed or proxy_changed}.get(
             service.name, env_changed or prepared > 0)
         outcome = services.ensure(c, service, inputs)
         changes += outcome != "unchanged"
@@ -122,12 +120,12 @@ def deploy_orchestrator(c: Connection, runtime: Runtime, inventory: Inventory, s
     return changes
 
 
-def snapshot(c: Connection, runtime: Runtime, inventory: Inventory) -> dict[str, str]:
-    """Before a deploy changes the orchestrator: its current release, and copies of the files in ROLLED_BACK.
+def snapshot(c: Connection, runtime: Runtime, inventory: Inventory, host: Host) -> dict[str, str]:
+    """Before a deploy changes an orchestrator: its current release, and copies of the files in ROLLED_BACK.
 
     What roll_back() returns to when the new release fails its smoke job.
     """
-    where = runtime.layout(inventory, inventory.orchestrator)
+    where = runtime.layout(inventory, host)
     for name in ROLLED_BACK:
         path = f"{where.remote_dir}/etc/{name}"
         root(c, f"if test -f {path}; then cp -p {path} {path}.previous; else rm -f {path}.previous; fi")
@@ -135,14 +133,14 @@ def snapshot(c: Connection, runtime: Runtime, inventory: Inventory) -> dict[str,
     return {"release": current if current.startswith(f"{where.remote_dir}/releases/") else ""}
 
 
-def roll_back(c: Connection, runtime: Runtime, inventory: Inventory, before: dict[str, str], report: Report) -> str:
-    """Put the API and Flower back on the release and env file they ran before, the proxy on its configuration.
+def roll_back(c: Connection, runtime: Runtime, inventory: Inventory, host: Host, before: dict[str, str],
+              report: Report) -> str:
+    """Put host's API and Flower back on the release and env file they ran before, the proxy on its configuration.
 
     Return the release now current.
     """
     from inferq.deploy import release
 
-    host = inventory.orchestrator
     where = runtime.layout(inventory, host)
     if before["release"] and root(c, f"test -f {before['release']}/.installed", warn=True).ok:
         release.switch(c, where.remote_dir, before["release"])

@@ -90,6 +90,19 @@ class Runtime:
         extras = release.GROUP_EXTRAS if inventory.autoscaling else release.EXTRAS
         return changes + self.install_release(c, where, extras)
 
+    def prepare_data_node(self, c: Connection, inventory: Inventory, host: Host) -> int:
+        """A worker host that keeps a Redis replica and a Sentinel (--ha's standby): Redis from its distribution,
+        the package's own instance disabled (ours is inferq-redis). Return changes made."""
+        changes = 0
+        if root(c, "dpkg -s redis-server >/dev/null 2>&1", warn=True).failed:
+            apt_install(c, "redis-server")
+            changes += 1
+        for unit in ("redis-server", "redis-sentinel"):
+            if root(c, f"systemctl is-enabled --quiet {unit}", warn=True).ok:
+                root(c, f"systemctl disable --now {unit}")
+                changes += 1
+        return changes
+
     def install_release(self, c: Connection, where: Layout, extras: str = release.EXTRAS) -> int:
         """This operation's release in its own venv, made current if it installs (older ones pruned)."""
         made = self.shipping()

@@ -87,7 +87,17 @@ def addresses_of(cert_pem: bytes) -> set[str]:
 
 def load_or_create(secrets_dir: str | os.PathLike, cluster: str, addresses: list[str]) -> Certificate:
     """The cluster's certificate; a new one when there is none or it names other addresses (a replaced host)."""
-    cert_path, key_path = paths(secrets_dir, cluster)
+    return _load_or_create_at(*paths(secrets_dir, cluster), cluster, addresses)
+
+
+def load_or_create_for(secrets_dir: str | os.PathLike, cluster: str, host: str, addresses: list[str]) -> Certificate:
+    """One orchestrator's own API certificate (the --ha layout: each orchestrator its own key, so a key taken
+    from one host cannot pass for the other); a new one when there is none or it names other addresses."""
+    return _load_or_create_at(*host_paths(secrets_dir, cluster, host), cluster, addresses)
+
+
+def _load_or_create_at(cert_path: Path, key_path: Path, cluster: str, addresses: list[str]) -> Certificate:
+    """The certificate kept at cert_path if it names these addresses, else a new one written there."""
     if cert_path.exists() and key_path.exists():
         found = Certificate(cert_path.read_bytes(), key_path.read_bytes())
         if addresses_of(found.cert_pem) == set(addresses):

@@ -75,18 +75,22 @@ def refuse(reason: str):
 class Cluster:
     """The lab, its inventory and secrets, and a way to run commands in its admin namespace."""
 
-    def __init__(self, tmp: Path, tiny_model: Path, base_image: str):
+    def __init__(self, tmp: Path, tiny_model: Path, base_image: str, hosts: list[str] = HOSTS,
+                 container_hosts: list[str] = CONTAINER_HOSTS, tag: str = ""):
+        """hosts: the lab's hosts (names starting with "orchestrator" are orchestrators); container_hosts: those
+        that run workers; tag: a second lab's, beside the package's (netns.Lab)."""
         self.tmp = tmp
-        self.stores = {name: tmp / "hosts" / name / "containers" for name in CONTAINER_HOSTS}
+        self.container_hosts = container_hosts
+        self.stores = {name: tmp / "hosts" / name / "containers" for name in container_hosts}
         host_env = {}
         for name, store in self.stores.items():
             host_env[name] = container_store(store)
-        self.lab = Lab(tmp, HOSTS, host_env=host_env)
+        self.lab = Lab(tmp, hosts, host_env=host_env, tag=tag)
         self.inventory = tmp / "inventory.json"
         self.known_hosts = tmp / "known_hosts"
         self.secrets = tmp / "secrets"
         build_args, build_contexts = engine.build_options(base_image)
-        hosts = [{"name": h.name, "role": "orchestrator" if h.name == "orchestrator" else "worker",
+        hosts = [{"name": h.name, "role": "orchestrator" if h.name.startswith("orchestrator") else "worker",
                   "public_ip": h.address, "private_ip": h.address, "instance_id": f"netns:{h.namespace}",
                   "remote_dir": str(tmp / "hosts" / h.name)} for h in self.lab.hosts]
         self.inventory_data = {
@@ -152,7 +156,7 @@ class Cluster:
 
     def fleet(self) -> dict[str, set[str]]:
         """Each container host's set of image ids its containers run."""
-        return {host: {c["image"] for c in self.containers(host).values()} for host in CONTAINER_HOSTS}
+        return {host: {c["image"] for c in self.containers(host).values()} for host in self.container_hosts}
 
     def images(self, host: str = CONTAINER_HOST) -> set[str]:
         """Tags of the worker images in a container host's store."""
@@ -163,11 +167,14 @@ class Cluster:
         run = self.tmp / "hosts" / host / "run"
         return {p.stem: p.read_text().strip() for p in sorted(run.glob("*.pid"))}
 
-    def api_sha256(self) -> str:
-        """The fingerprint of the certificate `fab deploy` made for the API (what clients pin)."""
+    def api_sha256(self, host: str | None = None) -> str:
+        """The fingerprint of the certificate `fab deploy` made for the API (what clients pin): the cluster's, or
+        one orchestrator's own (--ha)."""
         from inferq.deploy import tls
 
-        return tls.load(self.secrets, "lab").sha256
+        made = tls.load_for(self.secrets, "lab", host) if host else tls.load(self.secrets, "lab")
+        assert made is not None, f"no API certificate for {host or 'the cluster'}"
+        return made.sha256
 
     def secret_values(self) -> list[str]:
         data = json.loads((self.secrets / "lab" / "cluster-secrets.json").read_text())
@@ -176,7 +183,7 @@ class Cluster:
     def down(self) -> None:
         """Remove the container host's containers and store, then the lab."""
         if self.lab.namespaces:
-            for host in CONTAINER_HOSTS:
+            for host in self.container_hosts:
                 # In its namespace: the containers' network teardown happens where their network is.
                 self.on_container_host("podman", "rm", "-af", "-t", "5", check=False, host=host)
                 self.on_container_host("podman", "pod", "rm", "-af", check=False, host=host)

@@ -113,6 +113,12 @@ class LabRuntime(Runtime):
         """The release in a venv of its own, as on AWS (redis-server and nginx are this machine's)."""
         return self.install_release(c, where)
 
+    def prepare_data_node(self, c: Connection, inventory: Inventory, host: Host) -> int:
+        """Never installs anything on this machine: redis-server (scripts/system-deps.sh) must be there."""
+        if root(c, "command -v redis-server && command -v redis-cli", warn=True).failed:
+            raise DeployError(f"{host.name}: no redis-server or redis-cli; run scripts/system-deps.sh")
+        return 0
+
     def prepare_worker(self, c: Connection, inventory: Inventory, host: Host) -> int:
         """Never installs anything on this machine: scripts/container-engine.sh must have run."""
         tools = f"command -v zstd && {self.docker} version && {self.compose} version"

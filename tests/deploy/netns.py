@@ -86,11 +86,13 @@ class LabHost:
 class Lab:
     """The namespaces, the bridge and the sshd processes; down() removes all of it."""
 
-    def __init__(self, workdir: Path, names: list[str], host_env: dict[str, dict[str, str]] | None = None):
+    def __init__(self, workdir: Path, names: list[str], host_env: dict[str, dict[str, str]] | None = None,
+                 tag: str = ""):
         self.workdir = workdir
         # Per host: variables every SSH session there gets (sshd's SetEnv), e.g. its own container store.
         self.host_env = host_env or {}
-        self.prefix = f"iq{os.getpid() % 100000}"
+        # tag: tells two labs of one test run apart (their namespaces and links are named after the prefix).
+        self.prefix = f"iq{os.getpid() % 100000}{tag}"
         self.lan = f"{self.prefix}-lan"
         self.admin = f"{self.prefix}-admin"
         self.hosts = [LabHost(name, f"{SUBNET}.{11 + i}", f"{self.prefix}-{name}") for i, name in enumerate(names)]

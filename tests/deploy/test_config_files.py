@@ -312,3 +312,63 @@ def test_an_orchestrator_shows_its_own_api_certificate_if_one_is_kept_else_the_c
     assert tls.load_for(tmp_path, "c", "orchestrator-2") == own
     tls.forget(tmp_path, "c")  # ... but tls.forget's, each host's too
     assert not cert.exists() and not key.exists() and tls.load(tmp_path, "c") is None
+
+
+def ha_inventory(**env) -> Inventory:
+    """The --ha layout: two orchestrators and two worker hosts (worker-1 is the standby)."""
+    return Inventory(cluster="c", key_file="k", env=env, hosts=[
+        Host("orchestrator-2", "orchestrator", "198.51.100.4", "172.31.0.20"),
+        Host("orchestrator", "orchestrator", "198.51.100.1", "172.31.0.10"),
+        Host("worker-2", "worker", "198.51.100.3", "172.31.0.12"),
+        Host("worker-1", "worker", "198.51.100.2", "172.31.0.11"),
+    ])
+
+
+def test_ha_processes_find_the_primary_through_three_sentinels_and_wait_for_one_replica(tmp_path):
+    made = credentials.load_or_create(tmp_path, "c")
+    single = config_files.orchestrator_env(lab_inventory(), made, "/t")
+    assert "INFERQ_REDIS_SENTINELS" not in single and not lab_inventory().ha and lab_inventory().standby is None
+    inventory = ha_inventory()
+    assert inventory.ha and inventory.orchestrator.name == "orchestrator" and inventory.standby.name == "worker-1"
+    assert [h.name for h in inventory.data_hosts] == ["orchestrator", "orchestrator-2", "worker-1"]
+    sentinels = "INFERQ_REDIS_SENTINELS=172.31.0.10:26379,172.31.0.20:26379,172.31.0.11:26379\n"
+    for env in (config_files.orchestrator_env(inventory, made, "/t"), config_files.flower_env(inventory, made, "/t"),
+                config_files.worker_env(inventory, made)):
+        assert sentinels in env and "INFERQ_REDIS_MIN_REPLICAS=1\n" in env
+    # The operator's env still decides: here, do not wait for a replica.
+    assert "INFERQ_REDIS_MIN_REPLICAS=0\n" in config_files.worker_env(ha_inventory(INFERQ_REDIS_MIN_REPLICAS="0"), made)
+
+
+def test_ha_needs_a_worker_host_for_the_third_sentinel():
+    from inferq.deploy.errors import DeployError
+
+    inventory = ha_inventory()
+    inventory.hosts = [h for h in inventory.hosts if h.role == "orchestrator"]
+    with pytest.raises(DeployError, match="at least one worker host"):
+        inventory.data_hosts
+
+
+def test_ha_orchestrators_each_run_a_sentinel_and_flower_runs_on_the_first(tmp_path):
+    from inferq.deploy.layout import Layout
+    from inferq.deploy.orchestrator import orchestrator_services
+    from inferq.deploy.runtime import Runtime
+
+    inventory = ha_inventory()
+    where = Layout("/opt/inferq", "/opt/inferq/current/venv", "/opt/inferq/current")
+    first, second = ([s.name for s in orchestrator_services(Runtime(), inventory, host, where)]
+                     for host in inventory.orchestrators)
+    assert first == ["redis", "sentinel", "api", "flower", "proxy"] and second == ["redis", "sentinel", "api", "proxy"]
+    redis = orchestrator_services(Runtime(), inventory, inventory.orchestrator, where)[0]
+    # Sentinel has Redis rewrite its file when its role changes: with --ha it lives in Redis's own directory.
+    assert redis.command == ["/usr/bin/redis-server", "/opt/inferq/redis/redis.conf"]
+    single = orchestrator_services(Runtime(), lab_inventory(), lab_inventory().orchestrator, where)
+    assert [s.name for s in single] == ["redis", "api", "flower", "proxy"]
+    assert single[0].command == ["/usr/bin/redis-server", "/opt/inferq/etc/redis.conf"]
+
+
+def test_a_sentinel_conf_carries_the_failover_timings(tmp_path):
+    made = credentials.load_or_create(tmp_path, "c")
+    conf = config_files.sentinel_conf(made, "172.31.0.10", 6379, 26379, "/t", "inferq", 2, 2.5, 12).splitlines()
+    assert {"sentinel monitor inferq 172.31.0.10 6379 2", "sentinel down-after-milliseconds inferq 2500",
+            "sentinel failover-timeout inferq 12000", "port 0", "tls-port 26379"} <= set(conf)
+    assert made.sentinel_redis_password in "\n".join(conf)

@@ -1,0 +1,156 @@
+"""The --ha layout deployed in a network-namespace lab of its own (issue 20): two orchestrators and a worker host,
+Redis on all three (a primary and two replicas, TLS, the role users), a Sentinel on each; then the first
+orchestrator is lost while a client with both API addresses submits without pause.
+
+The lab is the package's (tests/deploy/cluster.py) with other hosts and a tag of its own, so it can run beside
+the package's cluster: orchestrator (10.231.0.11), orchestrator-2 (.12) and worker-1 (.13, two worker
+containers, the standby's Redis replica and Sentinel). Losing a host is done as a host is lost: every process in
+its namespace is killed (sshd, Redis, its Sentinel, the API, Flower, nginx) and its link is taken down, so
+nothing answers at its address any more, not even a refusal.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.deploy.cluster import Cluster, refuse
+from tests.deploy.commands import DEPLOY, STATUS
+from tests.deploy.conftest import ROOT
+from tests.deploy.netns import LabUnavailable, unavailable_reason
+from tests.figures import record
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+
+HA_HOSTS = ["orchestrator", "orchestrator-2", "worker-1"]
+BEFORE_CUT = 20
+"""Jobs accepted before the first orchestrator is lost."""
+AFTER_CUT = 20
+"""Jobs accepted after it, through the second orchestrator, before the client stops."""
+RECOVERY_LIMIT = 120
+"""Seconds after the cut by which jobs must be accepted again."""
+
+
+@pytest.fixture(scope="module")
+def ha(tmp_path_factory, tiny_model, container_base, worker_image):
+    """The --ha lab, deployed once by `fab deploy`."""
+    reason = unavailable_reason()
+    if reason:
+        refuse(reason)
+    made = Cluster(tmp_path_factory.mktemp("lab-ha"), tiny_model, container_base, hosts=HA_HOSTS,
+                   container_hosts=["worker-1"], tag="h")
+    try:
+        try:
+            made.lab.up()
+        except LabUnavailable as exc:
+            refuse(str(exc))
+        made.pin()
+        made.first = made.fab(DEPLOY)
+        yield made
+    finally:
+        made.down()
+
+
+def address(ha: Cluster, name: str) -> str:
+    return next(h.address for h in ha.lab.hosts if h.name == name)
+
+
+def sentinel_says_primary(ha: Cluster, on: str) -> str:
+    """The primary's address as the Sentinel on host `on` names it."""
+    ca = ha.tmp / "hosts" / on / "etc" / "tls" / "redis-ca.crt"
+    done = subprocess.run([*ha.lab.on_host(on), "redis-cli", "--tls", "--cacert", str(ca), "-h", address(ha, on),
+                           "-p", "26379", "--raw", "SENTINEL", "get-master-addr-by-name", "inferq"],
+                          capture_output=True, text=True, timeout=30)
+    return done.stdout.split()[0] if done.stdout.split() else done.stderr
+
+
+def test_an_ha_deploy_replicates_redis_twice_and_each_api_has_its_own_certificate(ha):
+    out = ha.first.stdout
+    assert "redis: 3 Sentinels watch the primary and 2 replicas" in out, out[-3000:]
+    for name in ("orchestrator", "orchestrator-2"):
+        assert f"succeeded through https://{address(ha, name)}" in out, out[-3000:]
+    # Each orchestrator shows a certificate of its own (its key never leaves it and the operator's machine).
+    assert ha.api_sha256("orchestrator") != ha.api_sha256("orchestrator-2")
+    status = ha.fab(STATUS).stdout
+    assert "redis: primary orchestrator; replicas: orchestrator-2 up, worker-1 up; Sentinels answering: 3 of 3" \
+        in status, status
+    assert sentinel_says_primary(ha, "worker-1") == address(ha, "orchestrator")
+    # A second deploy writes nothing and restarts nothing: Redis and the Sentinels keep their own files.
+    again = ha.fab(DEPLOY).stdout
+    assert "deploy done: 0 change(s)" in again, again[-3000:]
+
+
+def accepted_lines(log) -> list[dict]:
+    if not log.exists():
+        return []
+    return [entry for entry in map(json.loads, log.read_text().splitlines()) if "accepted" in entry]
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout:.0f}s")
+        time.sleep(0.5)
+
+
+def lose_host(ha: Cluster, name: str) -> None:
+    """Every process of the host killed, then its link down: it is gone, as an instance that died."""
+    host = next(h for h in ha.lab.hosts if h.name == name)
+    for _ in range(20):
+        pids = subprocess.run(["ip", "netns", "pids", host.namespace], capture_output=True, text=True).stdout.split()
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+    subprocess.run([*ha.lab.exec_prefix(host.namespace), "ip", "link", "set", "eth0", "down"], check=True)
+
+
+def test_losing_the_first_orchestrator_loses_no_accepted_job(ha, tmp_path):
+    log, stop = tmp_path / "client.jsonl", tmp_path / "stop"
+    apis = ",".join(f"https://{address(ha, name)}" for name in ("orchestrator", "orchestrator-2"))
+    pins = ",".join(ha.api_sha256(name) for name in ("orchestrator", "orchestrator-2"))
+    key = json.loads((ha.secrets / "lab" / "cluster-secrets.json").read_text())["api_key"]
+    client = subprocess.Popen(
+        [*ha.lab.exec_prefix(ha.lab.admin), sys.executable, "-m", "tests.deploy.ha_client", "--api", apis,
+         "--pins", pins, "--log", str(log), "--stop", str(stop)],
+        cwd=ROOT, env={**os.environ, "INFERQ_API_KEY": key, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(accepted_lines(log)) >= BEFORE_CUT, 120, f"{BEFORE_CUT} jobs accepted")
+        cut = time.time()
+        lose_host(ha, "orchestrator")
+        after = lambda: [e for e in accepted_lines(log) if e["t"] > cut]  # noqa: E731
+        wait_for(lambda: len(after()) >= AFTER_CUT, RECOVERY_LIMIT + 60, f"{AFTER_CUT} jobs accepted after the cut")
+        stop.touch()
+        out, err = client.communicate(timeout=300)
+    finally:
+        stop.touch()
+        if client.poll() is None:
+            client.kill()
+    assert client.returncode == 0, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    refused = [e for e in entries if "refused" in e and e["t"] > cut]
+    unreachable = [e for e in entries if "unreachable" in e and e["t"] > cut]
+    recovery_s = after()[0]["t"] - cut
+    new_primary = sentinel_says_primary(ha, "orchestrator-2")
+    record("deploy failover", hosts=len(HA_HOSTS), accepted=summary["accepted"], lost=len(summary["lost"]),
+           recovery_s=recovery_s, accepted_after_cut=len(after()), refused_after_cut=len(refused),
+           unreachable_after_cut=len(unreachable),
+           new_primary=next(h.name for h in ha.lab.hosts if h.address == new_primary))
+    assert summary["lost"] == [], summary
+    assert summary["succeeded"] == summary["accepted"]
+    assert recovery_s < RECOVERY_LIMIT
+    # Every job accepted after the cut came through the second orchestrator's API, the first being gone.
+    assert {e["via"] for e in after()} == {f"https://{address(ha, 'orchestrator-2')}"}
+    assert new_primary in (address(ha, "orchestrator-2"), address(ha, "worker-1")), new_primary
