@@ -621,3 +621,19 @@ def test_without_ha_a_group_rule_added_by_hand_is_revoked_the_groups_own_too(fre
     after = {g["GroupName"]: g for g in tagged(ec2)["groups"]}
     assert rules(after["inferq-workers"]) == {(22, ADMIN)}
     assert rules(after["inferq-orchestrator"]) == {(443, "0.0.0.0/0"), (22, ADMIN), (6379, workers)}
+
+
+def test_ha_with_a_worker_group_keeps_worker_1_fixed_and_profiles_both_orchestrators(fresh, aws_env, ec2):
+    out = run_command(UP + " --ha --workers 2 --min-workers 1 --max-workers 4", aws_env, fresh).stdout
+    assert "create Auto Scaling group inferq-workers: 1 to 4 hosts, 2 now" in out
+    inventory = json.loads((fresh / "state" / "inventory.json").read_text())
+    # worker-1, the standby, is a host of its own beside the group: the group may replace any of its hosts.
+    assert [h["name"] for h in inventory["hosts"]] == ["orchestrator", "orchestrator-2", "worker-1"]
+    for host in inventory["hosts"][:2]:
+        associations = ec2.describe_iam_instance_profile_associations(Filters=[
+            {"Name": "instance-id", "Values": [host["instance_id"]]}])["IamInstanceProfileAssociations"]
+        assert [a["IamInstanceProfile"]["Arn"].rsplit("/", 1)[1] for a in associations] == ["inferq-orchestrator"]
+    assert "0 change(s)" in run_command(UP + " --ha --workers 2 --min-workers 1 --max-workers 4", aws_env,
+                                        fresh).stdout
+    run_command(DOWN, aws_env, fresh)
+    assert tagged(ec2) == {"instances": [], "groups": [], "keys": [], "volumes": []}
