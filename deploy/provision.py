@@ -76,7 +76,8 @@ def ha_worker_rules(orchestrator_group: str, worker_group: str) -> list[Rule]:
 
 
 def converge_groups(ec2, options: Options, groups: dict[str, dict], dry_run: bool, report: Report) -> None:
-    """Bring both groups' rules to exactly what the layout needs: a rule --ha added goes again without it."""
+    """Bring both groups' rules to exactly the layout's list (security_groups.converge revokes any rule not in it:
+    one added by hand, the --ha rules on a single-layout cluster); the workers' first, as before --ha."""
     orchestrator_id, worker_id = groups["orchestrator"]["GroupId"], groups["workers"]["GroupId"]
     for_workers, for_orchestrator = worker_rules(options), orchestrator_rules(options, worker_id)
     if options.ha:
