@@ -1,7 +1,12 @@
 """``inferq-provision``: create (up) or delete (down) the cluster's AWS resources.
 
-    inferq-provision up --admin-cidr 203.0.113.7/32 [--workers 5] [--dry-run]
+    inferq-provision up --admin-cidr 203.0.113.7/32 [--workers 5] [--ha] [--dry-run]
     inferq-provision down [--dry-run] [--keep-secrets]
+
+`up` makes one orchestrator and worker-1..N; with --ha two orchestrators
+(orchestrator, orchestrator-2: Redis replicated, three Sentinels, the third on
+worker-1), which needs a fixed worker-1 (docs/deploy.md, "Provisioning the --ha
+layout").
 
 boto3 finds credentials the usual way (AWS_PROFILE, AWS_ACCESS_KEY_ID ...;
 AWS_ENDPOINT_URL points it at another endpoint). The region and cluster come
@@ -17,7 +22,7 @@ from inferq.deploy import autoscaling, backlog, defaults, logs, target
 from inferq.deploy.aws import clients
 from inferq.deploy.errors import DeployError
 from inferq.deploy.options import Options
-from inferq.deploy.provision import up
+from inferq.deploy.provision import HA_NEEDS_A_WORKER, up
 from inferq.deploy.teardown import down
 
 
@@ -38,6 +43,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                            "no group, --workers fixed hosts; with --max-workers only: 1)")
     make.add_argument("--max-workers", type=int, default=None,
                       help="the group's most hosts (with --min-workers only: 20)")
+    make.add_argument("--ha", action="store_true",
+                      help="two orchestrators (orchestrator, orchestrator-2), Redis replicated and watched by three "
+                           "Sentinels, the third with a second replica on worker-1: needs --workers 1 or more (with "
+                           "--min/--max-workers, worker-1 is made as a fixed host beside the group)")
     make.add_argument("--target-wait-seconds", type=float, default=backlog.TARGET_WAIT_SECONDS,
                       help="the group's backlog target: a queued text waits about this long (default %(default)s; "
                            "target BacklogPerWorker = --texts-per-second-per-worker x this)")
@@ -82,6 +91,15 @@ def add_common(parser: argparse.ArgumentParser, suppress: str | None) -> None:
                         help="pre-flight and print the plan; change nothing")
 
 
+def fixed_workers(workers: int, group: autoscaling.Group | None, ha: bool) -> int:
+    """How many fixed worker hosts (worker-1..N) `up` makes: --workers, or with a group none (--workers is then the
+    group's first size), except that --ha keeps worker-1 fixed beside the group: the standby host runs the third
+    Sentinel and Redis's second replica, and a group may replace or remove any of its hosts at any time."""
+    if group is None:
+        return workers
+    return 1 if ha else 0
+
+
 def cidr(value: str) -> str:
     """An IPv4 network in CIDR form."""
     try:
@@ -101,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             if ipaddress.ip_network(args.admin_cidr).prefixlen == 0:
                 raise DeployError("--admin-cidr must not be the whole Internet: SSH would be open to all")
+            if args.ha and args.workers < 1:
+                raise DeployError(HA_NEEDS_A_WORKER)  # the reason, rather than the general rule below
             if args.workers < 1:
                 raise DeployError("--workers must be at least 1")
             if args.target_wait_seconds <= 0 or args.texts_per_second_per_worker <= 0:
@@ -108,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             group = autoscaling.group_from_options(
                 args.workers, args.min_workers, args.max_workers, target_wait_seconds=args.target_wait_seconds,
                 texts_per_second_per_worker=args.texts_per_second_per_worker)
-            options = Options(workers=0 if group else args.workers, autoscale=group,
+            options = Options(workers=fixed_workers(args.workers, group, args.ha), autoscale=group, ha=args.ha,
                               orchestrator_type=args.orchestrator_type,
                               worker_type=args.worker_type, admin_cidr=args.admin_cidr, api_cidr=args.api_cidr,
                               ami_owner=args.ami_owner, ami_name=args.ami_name,

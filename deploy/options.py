@@ -32,6 +32,9 @@ class Options:
     inventory: str = defaults.INVENTORY
     # --min-workers/--max-workers: worker hosts in an Auto Scaling group (deploy.autoscaling), not worker-1..N
     autoscale: Group | None = None
+    # --ha: two orchestrators (defaults.HA_ORCHESTRATORS), Redis replicated and watched by three Sentinels, the
+    # third with a second replica on worker-1 (inventory.Inventory.standby): `workers` must then be at least 1.
+    ha: bool = False
 
     @property
     def key_file(self) -> Path:
@@ -42,6 +45,11 @@ class Options:
     def known_hosts(self) -> Path:
         """Where the hosts' pinned SSH keys are kept: beside the inventory."""
         return inv.known_hosts_beside(self.inventory)
+
+    @property
+    def orchestrator_names(self) -> tuple[str, ...]:
+        """The orchestrator instances' names: one, or with --ha two (the first starts as Redis's primary)."""
+        return defaults.HA_ORCHESTRATORS if self.ha else ("orchestrator",)
 
     def instance_type(self, role: str) -> str:
         return self.orchestrator_type if role == "orchestrator" else self.worker_type

@@ -6,6 +6,15 @@ checks the credentials, every permission (EC2 DryRun) and the vCPU quota, and
 the inventory is written as "provisioning" with its region, so `down` finds
 whatever a failure leaves (all of it tagged at creation). With dry_run only
 read-only calls are made and the plan is reported. Teardown is deploy.teardown.
+
+The layout: one orchestrator and worker-1..N; with --ha (Options.ha) two
+orchestrators (defaults.HA_ORCHESTRATORS: the first starts as Redis's primary,
+the second runs a replica, both the API and a Sentinel) and worker-1..N, the
+first of which (inventory.Inventory.standby) also runs the third Sentinel and a
+second replica. Both orchestrators are launched alike (type, AMI, user data,
+termination protection, the group's instance profile) and their security
+group lets Redis and Sentinel through between the hosts that run them
+(ha_orchestrator_rules, ha_worker_rules).
 """
 from __future__ import annotations
 
@@ -22,8 +31,9 @@ from inferq.deploy.aws.clients import Aws
 from inferq.deploy.aws.security_groups import Rule
 from inferq.deploy.aws.tags import tag_spec, tag_value
 from inferq.deploy.defaults import HOST_KEY_POLL_SECONDS, HOST_KEY_WAIT_SECONDS
+from inferq.deploy.errors import DeployError
 from inferq.deploy.options import Options
-from inferq.deploy.survey import ROLES, Survey, survey
+from inferq.deploy.survey import ROLES, Survey, i_role, survey
 
 Report = Callable[[str], None]
 
@@ -40,6 +50,65 @@ def orchestrator_rules(options: Options, worker_group: str) -> list[Rule]:
 def worker_rules(options: Options) -> list[Rule]:
     """Workers accept SSH from the admin and nothing else (they only connect out, to Redis)."""
     return [Rule(defaults.SSH_PORT, options.admin_cidr, "SSH from the admin")]
+
+
+def ha_orchestrator_rules(orchestrator_group: str, worker_group: str) -> list[Rule]:
+    """What --ha adds to the orchestrator group: Redis and Sentinel between the two orchestrators (a rule naming the
+    group itself: replication, and the Sentinels talking to each other and to both Redises), and Sentinel from the
+    workers (clients ask a Sentinel where the primary is; the standby worker host's Sentinel and replica too)."""
+    return [
+        Rule(defaults.REDIS_PORT, orchestrator_group, "Redis between the orchestrators (--ha)"),
+        Rule(defaults.SENTINEL_PORT, orchestrator_group, "Sentinel between the orchestrators (--ha)"),
+        Rule(defaults.SENTINEL_PORT, worker_group, "Sentinel from the workers (--ha)"),
+    ]
+
+
+def ha_worker_rules(orchestrator_group: str, worker_group: str) -> list[Rule]:
+    """What --ha adds to the workers group, for the standby worker host's Redis replica and Sentinel: both reached
+    from the orchestrators' Sentinels (and a promoted primary's replication), and from the workers group itself (the
+    standby's own Sentinel is in it). Every worker host gets the rules; only the standby listens on those ports."""
+    return [
+        Rule(defaults.REDIS_PORT, orchestrator_group, "Redis on the standby from the orchestrators (--ha)"),
+        Rule(defaults.SENTINEL_PORT, orchestrator_group, "Sentinel on the standby from the orchestrators (--ha)"),
+        Rule(defaults.REDIS_PORT, worker_group, "Redis on the standby from the workers (--ha)"),
+        Rule(defaults.SENTINEL_PORT, worker_group, "Sentinel on the standby from the workers (--ha)"),
+    ]
+
+
+def converge_groups(ec2, options: Options, groups: dict[str, dict], dry_run: bool, report: Report) -> None:
+    """Bring both groups' rules to exactly the layout's list (security_groups.converge revokes any rule not in it:
+    one added by hand, the --ha rules on a single-layout cluster); the workers' first, as before --ha."""
+    orchestrator_id, worker_id = groups["orchestrator"]["GroupId"], groups["workers"]["GroupId"]
+    for_workers, for_orchestrator = worker_rules(options), orchestrator_rules(options, worker_id)
+    if options.ha:
+        for_workers += ha_worker_rules(orchestrator_id, worker_id)
+        for_orchestrator += ha_orchestrator_rules(orchestrator_id, worker_id)
+    security_groups.converge(ec2, groups["workers"], for_workers, dry_run, report)
+    security_groups.converge(ec2, groups["orchestrator"], for_orchestrator, dry_run, report)
+
+
+HA_NEEDS_A_WORKER = ("--ha needs at least one fixed worker host: worker-1 runs the third Sentinel and Redis's second "
+                     "replica; pass --workers 1 or more")
+
+
+def refuse_leaving_ha(options: Options, found: Survey) -> None:
+    """Without --ha, refuse a cluster that has the --ha layout, before any change (and in a dry run too).
+
+    The cluster has it when its inventory says so or its tagged instances hold an orchestrator other than
+    `orchestrator`. `up` does not go back to one orchestrator: the second one holds a Redis replica and a Sentinel,
+    worker-1 another pair, and with one orchestrator nothing would configure or watch them (a stranded replica,
+    Sentinels that may still promote it). Pass --ha to keep the layout; `down` ends it.
+    """
+    if options.ha:
+        return
+    extra = sorted(name for name, i in found.instances.items()
+                   if i_role(i) == "orchestrator" and name not in options.orchestrator_names)
+    recorded = found.recorded is not None and found.recorded.ha
+    if extra or recorded:
+        where = f"its instances include {', '.join(extra)}" if extra else f"{options.inventory} lists two"
+        raise DeployError(f"cluster {options.cluster} has two orchestrators (the --ha layout: {where}); `up` without "
+                          "--ha would leave the second one's Redis replica and the Sentinels stranded: pass --ha to "
+                          "keep the layout, or run `inferq-provision down` first; nothing was changed")
 
 
 def checks(aws: Aws, options: Options, found: Survey) -> preflight.Checks:
@@ -163,8 +232,11 @@ def launch_tokens(options: Options, found: Survey) -> dict[str, str]:
 def up(aws: Aws, options: Options, dry_run: bool, report: Report, host_key_wait: float = HOST_KEY_WAIT_SECONDS) -> int:
     """Pre-flight, then create or find everything; write the inventory. Return the number of changes."""
     ec2 = aws.ec2
+    if options.ha and options.workers < 1:
+        raise DeployError(HA_NEEDS_A_WORKER)  # before any AWS call: nothing to look up to know it
     arn = preflight.identity(aws)  # first: with refused credentials, every later call would fail obscurely
     found = survey(ec2, options)
+    refuse_leaving_ha(options, found)
     preflight.require(aws, arn, checks(aws, options, found), report)
     group_vcpus = 0
     if options.autoscale and quotas.standard(options.worker_type):
@@ -185,9 +257,7 @@ def up(aws: Aws, options: Options, dry_run: bool, report: Report, host_key_wait:
             report(f"made the cluster's CA ({tls.ca_paths(options.secrets_dir, options.cluster)[0]}; key mode 600)")
     key_name = ensure_key(ec2, options, found, dry_run, counting)
     groups = {role: ensure_group(ec2, options, role, found, dry_run, counting) for role in ("workers", "orchestrator")}
-    security_groups.converge(ec2, groups["workers"], worker_rules(options), dry_run, counting)
-    security_groups.converge(ec2, groups["orchestrator"],
-                             orchestrator_rules(options, groups["workers"]["GroupId"]), dry_run, counting)
+    converge_groups(ec2, options, groups, dry_run, counting)
     ids = ensure_instances(ec2, options, found, key_name, groups, dry_run, counting)
     scaling = None
     if options.autoscale:
@@ -286,6 +356,6 @@ def host_of(instance: dict) -> inv.Host:
 
 
 def host_order(host: inv.Host) -> tuple:
-    """Orchestrator first, then workers by number."""
+    """Orchestrators first (orchestrator, then orchestrator-2), then workers by number."""
     number = host.name.rpartition("-")[2]
     return (host.role != "orchestrator", int(number) if number.isdigit() else 0, host.name)

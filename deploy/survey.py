@@ -54,16 +54,17 @@ def instance_name(instance: dict) -> str:
     return name
 
 
-def host_names(workers: int) -> list[tuple[str, str]]:
-    """(role, name) of every instance: one orchestrator, then worker-1..N."""
-    return [("orchestrator", "orchestrator")] + [("worker", f"worker-{i}") for i in range(1, workers + 1)]
+def host_names(workers: int, orchestrators: tuple[str, ...] = ("orchestrator",)) -> list[tuple[str, str]]:
+    """(role, name) of every instance: the orchestrators (one, or with --ha two), then worker-1..N."""
+    return [("orchestrator", name) for name in orchestrators] + [("worker", f"worker-{i}")
+                                                                  for i in range(1, workers + 1)]
 
 
 def survey(ec2, options: Options) -> Survey:
     """Look everything up by tag; nothing is changed."""
     # Hosts the worker group launched are the group's (deploy.autoscaling), not worker-1..N.
     existing = {instance_name(i): i for i in instances.find(ec2, options.cluster) if not tag_value(i, GROUP_TAG)}
-    wanted = host_names(options.workers)
+    wanted = host_names(options.workers, options.orchestrator_names)
     found = Survey(
         key=keypairs.find(ec2, options.cluster), vpc_id=security_groups.default_vpc(ec2),
         groups={role: security_groups.find(ec2, options.cluster, role) for role in ROLES.values()},

@@ -102,13 +102,33 @@ def converge(ec2, group: dict, wanted: list[Rule], dry_run: bool, report) -> int
             # A group created a moment ago may not be visible to this call yet.
             eventually(f"authorizing ingress on {name}", lambda: ec2.authorize_security_group_ingress(
                 GroupId=group["GroupId"], IpPermissions=[r.permission() for r in missing]), "InvalidGroup.NotFound")
-    revoke = [Rule(port, source).permission() for port, source in extra if port != -1]
+    revoke = described_permissions(group, set(extra))
     if revoke:
         with aws_call(f"revoking ingress on {name}"):
             ec2.revoke_security_group_ingress(GroupId=group["GroupId"], IpPermissions=revoke)
     if any(port == -1 for port, _ in extra):
         raise DeployError(f"{name} has a rule wider than one TCP port that inferq did not create; remove it by hand")
     return len(missing) + len(extra)
+
+
+SOURCES = (("IpRanges", "CidrIp"), ("Ipv6Ranges", "CidrIpv6"), ("UserIdGroupPairs", "GroupId"))
+"""Where an IpPermission names its sources, and each source's key."""
+
+
+def described_permissions(group: dict, keys: set[tuple[int, str]]) -> list[dict]:
+    """The group's one-port TCP rules behind these (port, source) keys, each exactly as EC2 described it.
+
+    Revoked as described, description included: EC2 ignores a description on revoke, but moto matches a group
+    pair (another group's, or the group's own under --ha) only with it, and a rule that is not found fails the call.
+    """
+    found = []
+    for perm in group.get("IpPermissions", []):
+        if perm.get("IpProtocol") != "tcp" or perm.get("FromPort") != perm.get("ToPort"):
+            continue  # not ours to revoke (converge refuses it)
+        port = perm["FromPort"]
+        found += [{"IpProtocol": "tcp", "FromPort": port, "ToPort": port, field: [source]}
+                  for field, key in SOURCES for source in perm.get(field, []) if (port, source[key]) in keys]
+    return found
 
 
 def revoke_all(ec2, group: dict) -> None:

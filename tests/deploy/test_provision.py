@@ -460,3 +460,180 @@ def test_the_vcpu_quota_check_itself():
     assert [quotas.standard(t) for t in ("t3.small", "c6i.large", "m7g.medium", "z1d.large", "inf1.xlarge",
                                          "p4d.24xlarge", "g5.xlarge", "hpc7a.96xlarge", "mac2.metal")] == \
         [True, True, True, True, False, False, False, False, False]
+
+
+HA_UP = UP + " --ha --workers 2"
+"""The --ha layout, small: two orchestrators and two workers (worker-1 the standby host)."""
+
+
+def names_of(instances: list[dict]) -> dict[str, str]:
+    """instance id -> its inferq:name tag."""
+    return {i["InstanceId"]: next(t["Value"] for t in i["Tags"] if t["Key"] == "inferq:name") for i in instances}
+
+
+def protection(ec2, names: dict[str, str]) -> dict[str, bool]:
+    """name -> whether the instance has termination protection."""
+    return {name: ec2.describe_instance_attribute(InstanceId=i, Attribute="disableApiTermination")
+            ["DisableApiTermination"]["Value"] for i, name in names.items()}
+
+
+def test_up_ha_makes_two_protected_orchestrators_and_a_second_run_changes_nothing(fresh, aws_env, ec2):
+    from inferq.deploy import inventory as inv
+
+    run_command(HA_UP, aws_env, fresh)
+    made = tagged(ec2)["instances"]
+    names = names_of(made)
+    assert sorted(names.values()) == ["orchestrator", "orchestrator-2", "worker-1", "worker-2"]
+    # Both orchestrators are launched alike: type, AMI, user data, protection, a ClientToken of their own.
+    by_name = {names[i["InstanceId"]]: i for i in made}
+    first, second = by_name["orchestrator"], by_name["orchestrator-2"]
+    assert (first["InstanceType"], first["ImageId"]) == (second["InstanceType"], second["ImageId"]) == \
+        ("t3.small", NEWEST_DEBIAN)
+    user_data = [ec2.describe_instance_attribute(InstanceId=i["InstanceId"], Attribute="userData")["UserData"]
+                 for i in (first, second)]
+    assert user_data[0] == user_data[1]
+    assert second["ClientToken"].startswith("inferq-orchestrator-2-") and first["ClientToken"] != second["ClientToken"]
+    assert protection(ec2, names) == {"orchestrator": True, "orchestrator-2": True, "worker-1": False,
+                                      "worker-2": False}
+
+    path = fresh / "state" / "inventory.json"
+    inventory = inv.read(path)
+    assert [h.name for h in inventory.hosts] == ["orchestrator", "orchestrator-2", "worker-1", "worker-2"]
+    assert [h.ssh_user for h in inventory.hosts] == ["admin", "admin", "ubuntu", "ubuntu"]
+    assert inventory.ha and inventory.orchestrator.name == "orchestrator" and inventory.standby.name == "worker-1"
+    assert [h.name for h in inventory.sentinel_hosts] == ["orchestrator", "orchestrator-2", "worker-1"]
+
+    written = json.loads(path.read_text())
+    again = run_command(HA_UP, aws_env, fresh).stdout
+    assert "0 change(s); 4 instance(s) running" in again
+    assert sorted(names_of(tagged(ec2)["instances"])) == sorted(names)
+    assert json.loads(path.read_text()) == written
+
+
+def test_ha_rules_let_redis_and_sentinel_through_between_the_data_hosts_only(fresh, aws_env, ec2):
+    run_command(HA_UP, aws_env, fresh)
+    groups = {g["GroupName"]: g for g in tagged(ec2)["groups"]}
+    workers, orchestrator = groups["inferq-workers"]["GroupId"], groups["inferq-orchestrator"]["GroupId"]
+    # The orchestrator group names itself: replication and Sentinels between the two orchestrators.
+    assert rules(groups["inferq-orchestrator"]) == {
+        (443, "0.0.0.0/0"), (22, ADMIN), (6379, workers),
+        (6379, orchestrator), (26379, orchestrator), (26379, workers)}
+    # Every worker host may be reached on both ports by the data hosts; only the standby (worker-1) listens there.
+    assert rules(groups["inferq-workers"]) == {
+        (22, ADMIN), (6379, orchestrator), (26379, orchestrator), (6379, workers), (26379, workers)}
+    world = {port for g in groups.values() for port, source in rules(g) if source == "0.0.0.0/0"}
+    assert world == {443}
+
+    # A rule lost by hand comes back, and only it: the self-referencing one. (Revoked as described: moto matches a
+    # group pair only with its description.)
+    sentinel = next(p for p in groups["inferq-orchestrator"]["IpPermissions"] if p["FromPort"] == 26379)
+    ec2.revoke_security_group_ingress(GroupId=orchestrator, IpPermissions=[
+        {**sentinel, "UserIdGroupPairs": [g for g in sentinel["UserIdGroupPairs"] if g["GroupId"] == orchestrator]}])
+    out = run_command(HA_UP, aws_env, fresh).stdout
+    assert f"allow tcp/26379 from {orchestrator} into inferq-orchestrator" in out
+    assert "1 change(s); 4 instance(s) running" in out
+    again = {g["GroupName"]: g for g in tagged(ec2)["groups"]}
+    assert rules(again["inferq-orchestrator"]) == rules(groups["inferq-orchestrator"])
+
+
+def test_ha_without_a_worker_host_is_refused_before_anything_is_made(fresh, aws_env, ec2):
+    refused = "inferq-provision: " + \
+        "--ha needs at least one fixed worker host: worker-1 runs the third Sentinel and Redis's second replica; " \
+        "pass --workers 1 or more"
+    assert one_line(run_command(UP + " --ha --workers 0", aws_env, fresh, check=False)) == refused
+    assert one_line(run_command(UP_DRY + " --ha --workers 0", aws_env, fresh, check=False)) == refused
+    # With a worker group as well: worker-1 must be a host of its own, the group's may go at any time.
+    grouped = run_command(UP + " --ha --workers 0 --min-workers 0 --max-workers 2", aws_env, fresh, check=False)
+    assert one_line(grouped) == refused
+    assert tagged(ec2) == {"instances": [], "groups": [], "keys": [], "volumes": []}
+    assert not (fresh / "state").exists() and not (fresh / "secrets").exists()
+
+
+def test_up_without_ha_on_an_ha_cluster_is_refused(fresh, aws_env, ec2):
+    run_command(UP + " --ha --workers 1", aws_env, fresh)
+    before = tagged(ec2)
+    refused = ("inferq-provision: cluster inferq has two orchestrators (the --ha layout: {}); `up` without --ha would "
+               "leave the second one's Redis replica and the Sentinels stranded: pass --ha to keep the layout, or run "
+               "`inferq-provision down` first; nothing was changed")
+    for command in (UP + " --workers 1", UP_DRY + " --workers 1"):
+        line = one_line(run_command(command, aws_env, fresh, check=False))
+        assert line == refused.format("its instances include orchestrator-2")
+    # Without the inventory, the tagged instances say it; with orchestrator-2 gone by hand, the inventory does.
+    path = fresh / "state" / "inventory.json"
+    written = path.read_text()
+    path.unlink()
+    line = one_line(run_command(UP + " --workers 1", aws_env, fresh, check=False))
+    assert line == refused.format("its instances include orchestrator-2")
+    path.write_text(written)
+    second = next(i for i, name in names_of(before["instances"]).items() if name == "orchestrator-2")
+    ec2.modify_instance_attribute(InstanceId=second, DisableApiTermination={"Value": False})
+    ec2.terminate_instances(InstanceIds=[second])
+    line = one_line(run_command(UP + " --workers 1", aws_env, fresh, check=False))
+    assert line == refused.format("state/inventory.json lists two")
+    after = tagged(ec2)
+    assert sorted(names_of(after["instances"]).values()) == ["orchestrator", "worker-1"]
+    assert after["groups"] == before["groups"] and path.read_text() == written
+    # With --ha, `up` launches the missing orchestrator-2 again.
+    assert "launch orchestrator-2 (t3.small" in run_command(UP + " --ha --workers 1", aws_env, fresh).stdout
+
+
+def test_down_terminates_both_orchestrators_and_everything_else(fresh, aws_env, ec2):
+    run_command(UP + " --ha --workers 1", aws_env, fresh)
+    names = names_of(tagged(ec2)["instances"])
+    assert protection(ec2, names) == {"orchestrator": True, "orchestrator-2": True, "worker-1": False}
+    plan = run_command(DOWN_DRY, aws_env, fresh).stdout
+    assert "would delete instance orchestrator-2" in plan and "would delete instance orchestrator " in plan
+    out = run_command(DOWN, aws_env, fresh).stdout
+    assert "deleted 6 resource(s) tagged inferq:cluster=inferq in us-east-1" in out  # 3 instances, 2 groups, key
+    assert tagged(ec2) == {"instances": [], "groups": [], "keys": [], "volumes": []}
+    states = {i["InstanceId"]: i["State"]["Name"]
+              for r in ec2.describe_instances(InstanceIds=list(names))["Reservations"] for i in r["Instances"]}
+    assert set(states.values()) == {"terminated"}
+
+
+def test_ha_dry_run_plans_the_second_orchestrator_and_changes_nothing(fresh, aws_env, ec2):
+    out = run_command(UP_DRY + " --ha --workers 2", aws_env, fresh).stdout
+    assert "would launch orchestrator (t3.small" in out and "would launch orchestrator-2 (t3.small" in out
+    assert "would launch worker-2 (c6i.large" in out and "would launch worker-3" not in out
+    assert "would allow tcp/26379 from sg-<new orchestrator> into inferq-orchestrator" in out
+    assert "would allow tcp/26379 from sg-<new workers> into inferq-orchestrator" in out
+    assert "would allow tcp/6379 from sg-<new workers> into inferq-workers" in out
+    # Both orchestrators count against the quota: 2 x t3.small + 2 x c6i.large, 2 vCPUs each.
+    assert "pre-flight: vCPUs: 8 more needed, 0 in use in us-east-1;" in out
+    assert "nothing done" in out
+    assert tagged(ec2) == {"instances": [], "groups": [], "keys": [], "volumes": []}
+    assert not (fresh / "secrets").exists() and not (fresh / "state").exists()
+
+
+def test_without_ha_a_group_rule_added_by_hand_is_revoked_the_groups_own_too(fresh, aws_env, ec2):
+    run_command(UP + " --workers 1", aws_env, fresh)
+    groups = {g["GroupName"]: g["GroupId"] for g in tagged(ec2)["groups"]}
+    workers, orchestrator = groups["inferq-workers"], groups["inferq-orchestrator"]
+    # What --ha would add, by hand on a single-layout cluster: a rule naming its own group, one naming the other.
+    for group, source in ((workers, workers), (orchestrator, orchestrator), (workers, orchestrator)):
+        ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 26379, "ToPort": 26379,
+             "UserIdGroupPairs": [{"GroupId": source, "Description": "by hand"}]}])
+    out = run_command(UP + " --workers 1", aws_env, fresh).stdout
+    assert f"revoke tcp/26379 from {workers} into inferq-workers" in out
+    assert f"revoke tcp/26379 from {orchestrator} into inferq-orchestrator" in out
+    assert "3 change(s); 2 instance(s) running" in out
+    after = {g["GroupName"]: g for g in tagged(ec2)["groups"]}
+    assert rules(after["inferq-workers"]) == {(22, ADMIN)}
+    assert rules(after["inferq-orchestrator"]) == {(443, "0.0.0.0/0"), (22, ADMIN), (6379, workers)}
+
+
+def test_ha_with_a_worker_group_keeps_worker_1_fixed_and_profiles_both_orchestrators(fresh, aws_env, ec2):
+    out = run_command(UP + " --ha --workers 2 --min-workers 1 --max-workers 4", aws_env, fresh).stdout
+    assert "create Auto Scaling group inferq-workers: 1 to 4 hosts, 2 now" in out
+    inventory = json.loads((fresh / "state" / "inventory.json").read_text())
+    # worker-1, the standby, is a host of its own beside the group: the group may replace any of its hosts.
+    assert [h["name"] for h in inventory["hosts"]] == ["orchestrator", "orchestrator-2", "worker-1"]
+    for host in inventory["hosts"][:2]:
+        associations = ec2.describe_iam_instance_profile_associations(Filters=[
+            {"Name": "instance-id", "Values": [host["instance_id"]]}])["IamInstanceProfileAssociations"]
+        assert [a["IamInstanceProfile"]["Arn"].rsplit("/", 1)[1] for a in associations] == ["inferq-orchestrator"]
+    assert "0 change(s)" in run_command(UP + " --ha --workers 2 --min-workers 1 --max-workers 4", aws_env,
+                                        fresh).stdout
+    run_command(DOWN, aws_env, fresh)
+    assert tagged(ec2) == {"instances": [], "groups": [], "keys": [], "volumes": []}
