@@ -23,7 +23,6 @@ import redis
 import requests
 
 from inferq import commands
-from inferq.contract import WORKERS_KEY
 from inferq.deploy import config_files, credentials, tls
 from inferq.deploy.inventory import Host, Inventory
 from inferq.stack import processes
