@@ -85,10 +85,10 @@ broker_transport_options = {
     "record_ttl": _redis.result_ttl,
     # A take takes the jobs waiting behind the first while their texts fit one forward pass (micro-batching).
     "batch_texts": _delivery.batch_size,
-    **redislink.master_transport_options(_redis),
+    **redislink.master_transport_options(_redis, _redis.broker),
 }
 result_backend_transport_options = {"visibility_timeout": _delivery.visibility_timeout,
-                                    **redislink.master_transport_options(_redis)}
+                                    **redislink.master_transport_options(_redis, _redis.backend)}
 redis_socket_timeout = _redis.timeout
 redis_socket_connect_timeout = _redis.timeout
 broker_connection_retry_on_startup = True

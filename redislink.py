@@ -9,6 +9,10 @@ goes to the new primary. The URL still gives the user, the password and the data
 Celery's broker and result backend are not made here but by kombu and Celery from URLs: ``celery_url``
 writes the URL they understand (``sentinel://...;sentinel://...``) and ``master_transport_options`` the
 option naming the primary.
+
+TLS: with a ``rediss://`` URL the Sentinels speak TLS too (a deployed cluster's Sentinels listen on a TLS port
+only), checked against the same CA as the primary: ``sentinel_tls`` reads it from the URL's query, where
+RedisLink.with_tls wrote the certificate check and INFERQ_REDIS_CA_FILE.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
+from redis.connection import parse_url
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -27,16 +32,26 @@ def client(link: RedisLink, url: str, **options: Any) -> redis.Redis:
     """A client of the Redis at url, or of the primary the link's Sentinels name; options as redis.Redis's."""
     if not link.sentinels:
         return redis.Redis.from_url(url, **options)
-    parts = urlsplit(url)
-    credentials = {"username": unquote(parts.username) if parts.username else None,
-                   "password": unquote(parts.password) if parts.password else None}
-    db = int(parts.path.lstrip("/") or 0)
-    tls = {"ssl": True} if parts.scheme == "rediss" else {}
+    # Everything url says but where Redis is: user, password, database, and its query (the TLS check, the CA).
+    # redis-py's parse_url names TLS as a connection class; Sentinel's pool wants ssl=True to pick its own.
+    params = {key: value for key, value in parse_url(url).items() if key not in ("host", "port", "connection_class")}
     # Sentinels are asked in turn: one that does not answer within the timeout must not hold the caller.
     asking = {"socket_timeout": link.timeout, "socket_connect_timeout": link.timeout,
-              "retry": Retry(NoBackoff(), 0), **tls}
+              "retry": Retry(NoBackoff(), 0), **sentinel_tls(url)}
     sentinel = Sentinel(link.sentinel_addresses, sentinel_kwargs=asking)
-    return sentinel.master_for(link.master_name, db=db, **credentials, **tls, **options)
+    return sentinel.master_for(link.master_name, **{**params, **sentinel_tls(url), **options})
+
+
+def sentinel_tls(url: str) -> dict[str, Any]:
+    """redis.Redis's TLS options for the Sentinels (and, through Sentinel, the primary) of url: ssl=True and
+    url's ssl_* query options (ssl_cert_reqs, ssl_ca_certs: RedisLink.with_tls) for rediss://; {} otherwise.
+
+    Without them redis-py's Sentinel speaks plain TCP to the Sentinels (sentinel_kwargs carry no TLS of their own),
+    and ssl=True alone trusts only the system's CAs, which never signed the cluster's certificates."""
+    params = parse_url(url)
+    if not issubclass(params.get("connection_class", object), redis.SSLConnection):
+        return {}
+    return {"ssl": True, **{key: value for key, value in params.items() if key.startswith("ssl_")}}
 
 
 def celery_url(link: RedisLink, url: str) -> str:
@@ -64,10 +79,14 @@ def worker_broker_url(link: RedisLink) -> str:
     return celery_url(link, link.broker).split(";")[0]
 
 
-def master_transport_options(link: RedisLink) -> dict[str, Any]:
-    """What kombu's and Celery's Sentinel transports need besides the URL: the primary's name (and, for the
-    workers' transport, every Sentinel; kombu's own channel ignores that option and reads the URLs)."""
+def master_transport_options(link: RedisLink, url: str) -> dict[str, Any]:
+    """What kombu's and Celery's Sentinel transports need besides url (the broker's or the backend's): the
+    primary's name (and, for the workers' transport, every Sentinel; kombu's own channel ignores that option and
+    reads the URLs), and how to reach the Sentinels: kombu, Celery's backend and Flower's broker view all give
+    ``sentinel_kwargs`` to redis-py's Sentinel as they are, so the Sentinels' TLS is here (the primary's is
+    broker_use_ssl / redis_backend_use_ssl)."""
     if not link.sentinels:
         return {}
     return {"master_name": link.master_name, "sentinels": [list(address) for address in link.sentinel_addresses],
-            "sentinel_kwargs": {"socket_timeout": link.timeout, "socket_connect_timeout": link.timeout}}
+            "sentinel_kwargs": {"socket_timeout": link.timeout, "socket_connect_timeout": link.timeout,
+                                **sentinel_tls(url)}}

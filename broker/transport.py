@@ -208,7 +208,9 @@ class SentinelChannel(Channel, kombu_redis.SentinelChannel):
             return super()._sentinel_managed_pool(asynchronous)
         if self.master_name is None:
             raise ValueError("'master_name' transport option must be specified.")
-        # kombu 5.7.0's, with the Sentinels of the transport option.
+        # kombu 5.7.0's, with the Sentinels of the transport option. Over TLS (broker_use_ssl), params carry the
+        # primary's: kombu's SentinelManagedSSLConnection and the CA check; the Sentinels' own TLS is in
+        # sentinel_kwargs (redislink.master_transport_options), which redis-py never fills from params.
         params = self._connparams(asynchronous)
         params.pop("host", None)
         params.pop("port", None)

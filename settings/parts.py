@@ -69,7 +69,8 @@ class RedisLink(Section):
                            "certificate that does not verify is refused.")
     sentinels: tuple[str, ...] = setting(
         "INFERQ_REDIS_SENTINELS", (), "Comma-separated host:port of Redis Sentinels: every process then finds the "
-        "primary through them (the URLs' user, password and database still apply, their host:port does not); "
+        "primary through them (the URLs' user, password and database still apply, their host:port does not; with a "
+        "`rediss://` URL the Sentinels too are reached over TLS, checked against INFERQ_REDIS_CA_FILE); "
         "unset: no Sentinel, the URLs' Redis.")
     master_name: str = setting("INFERQ_REDIS_MASTER_NAME", "inferq", "The name the Sentinels monitor the "
                                "primary under (with INFERQ_REDIS_SENTINELS).")

@@ -25,7 +25,7 @@ def test_without_sentinels_a_client_is_the_urls_redis_as_before(redis_server):
     assert kwargs["socket_timeout"] == 1
     assert client.ping()
     assert redislink.celery_url(link, link.broker) == redis_server.url
-    assert redislink.master_transport_options(link) == {}
+    assert redislink.master_transport_options(link, link.broker) == {}
     assert link.replicas_to_wait == 0  # a lone Redis has no replica to wait for, whatever MIN_REPLICAS says
 
 
@@ -60,8 +60,28 @@ def test_celery_gets_one_sentinel_url_per_sentinel_with_the_credentials_and_db()
                             "INFERQ_REDIS_MASTER_NAME": "main"})
     assert redislink.celery_url(link, link.broker) == (
         "sentinel://user:p%40ss@10.0.0.1:26379/2;sentinel://user:p%40ss@[::1]:26380/2")
-    assert redislink.master_transport_options(link)["master_name"] == "main"
+    options = redislink.master_transport_options(link, link.broker)
+    assert options["master_name"] == "main"
+    assert "ssl" not in options["sentinel_kwargs"]  # redis://: plain Sentinels, as before
     assert link.sentinel_addresses == [("10.0.0.1", 26379), ("::1", 26380)]
+
+
+def test_with_rediss_the_sentinels_speak_tls_checked_against_the_cluster_ca():
+    """The Sentinels of a TLS cluster listen on TLS only: every Sentinel client gets the primary's TLS check (the
+    Sentinel + TLS run itself: tests/security/test_sentinel_tls.py)."""
+    link = load(RedisLink, {"REDIS_URL": "rediss://inferq-api:pw@ignored:6379/0", "INFERQ_REDIS_CA_FILE": "/ca.pem",
+                            "INFERQ_REDIS_SENTINELS": "10.0.0.1:26379"})
+    tls = {"ssl": True, "ssl_cert_reqs": "required", "ssl_ca_certs": "/ca.pem"}
+    assert redislink.sentinel_tls(link.broker) == tls
+    assert redislink.master_transport_options(link, link.backend)["sentinel_kwargs"] == {
+        "socket_timeout": link.timeout, "socket_connect_timeout": link.timeout, **tls}
+    client = redislink.client(link, link.broker)
+    sentinel = client.connection_pool.sentinel_manager.sentinels[0].connection_pool.connection_kwargs
+    primary = client.connection_pool.connection_kwargs
+    for kwargs in (sentinel, primary):
+        assert (kwargs["ssl_cert_reqs"], kwargs["ssl_ca_certs"]) == ("required", "/ca.pem"), kwargs
+    assert sentinel["password"] is None and primary["username"] == "inferq-api"  # the Sentinels take no password
+    assert redislink.sentinel_tls("redis://h:1/0") == {}
 
 
 @pytest.mark.parametrize("env,fragment", [
