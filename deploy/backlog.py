@@ -197,10 +197,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from inferq import redislink
     from inferq.settings.parser import load
-    from inferq.settings.parts import LOCAL_REDIS_URL, RedisLink
+    from inferq.settings.parts import RedisLink
 
     link = load(RedisLink)
-    client = redislink.client(link, link.url or LOCAL_REDIS_URL, socket_timeout=max(link.timeout, 5.0))
+    # link.broker, not link.url: it carries the CA check of a rediss:// URL (INFERQ_REDIS_CA_FILE), without which
+    # the orchestrator's Redis, certified by the cluster's own CA, would be refused.
+    client = redislink.client(link, link.broker, socket_timeout=max(link.timeout, 5.0))
     cloudwatch = boto3.client("cloudwatch", region_name=args.region)
     while True:
         started = time.time()
