@@ -65,6 +65,11 @@ broker_transport_options = {
     "visibility_timeout": _delivery.visibility_timeout,
     "socket_timeout": _redis.timeout,
     "socket_connect_timeout": _redis.timeout,
+    # A primary that vanished without closing its connections (a lost host, the --ha layout's failover) never
+    # answers the wait a worker has in flight, and no socket timeout applies to the event loop's wait: kombu
+    # drops a BRPOP connection whose reply is this many seconds overdue, and a pub/sub connection that missed
+    # its pings (kombu's default of 25 s kept a worker away for a minute in the lab's failover test).
+    "health_check_interval": max(1, round(2 * _redis.timeout)),
     # A job whose worker died is given back once the visibility timeout has
     # passed; scan for such jobs often enough that the scan adds little to it.
     "unacked_restore_interval": max(1, min(10, _delivery.visibility_timeout // 4)),

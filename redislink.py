@@ -35,11 +35,25 @@ def client(link: RedisLink, url: str, **options: Any) -> redis.Redis:
     # Everything url says but where Redis is: user, password, database, and its query (the TLS check, the CA).
     # redis-py's parse_url names TLS as a connection class; Sentinel's pool wants ssl=True to pick its own.
     params = {key: value for key, value in parse_url(url).items() if key not in ("host", "port", "connection_class")}
-    # Sentinels are asked in turn: one that does not answer within the timeout must not hold the caller.
-    asking = {"socket_timeout": link.timeout, "socket_connect_timeout": link.timeout,
-              "retry": Retry(NoBackoff(), 0), **sentinel_tls(url)}
-    sentinel = Sentinel(link.sentinel_addresses, sentinel_kwargs=asking)
+    sentinel = Sentinel(link.sentinel_addresses, sentinel_kwargs=sentinel_kwargs(link, url))
     return sentinel.master_for(link.master_name, **{**params, **sentinel_tls(url), **options})
+
+
+SENTINEL_TIMEOUT_SHARE = 1 / 3
+"""A Sentinel's share of INFERQ_REDIS_TIMEOUT: a Sentinel answers from memory, within a LAN round trip, and up to
+three are asked in turn for each new connection to the primary (0.5 s each by default)."""
+
+
+def sentinel_kwargs(link: RedisLink, url: str) -> dict[str, Any]:
+    """How every client asks a Sentinel where the primary is (redis-py's ``sentinel_kwargs``): url's TLS, and one
+    try within a third of the link's timeout.
+
+    The Sentinels are asked in turn, for every new connection to the primary until one answers: one that is
+    gone (its host lost with the primary, say) must cost one timeout, not redis-py's default of four tries with
+    backoff between them, which held a worker's event loop for minutes in the lab's failover test."""
+    asking = link.timeout * SENTINEL_TIMEOUT_SHARE
+    return {"socket_timeout": asking, "socket_connect_timeout": asking, "retry": Retry(NoBackoff(), 0),
+            **sentinel_tls(url)}
 
 
 def sentinel_tls(url: str) -> dict[str, Any]:
@@ -88,5 +102,4 @@ def master_transport_options(link: RedisLink, url: str) -> dict[str, Any]:
     if not link.sentinels:
         return {}
     return {"master_name": link.master_name, "sentinels": [list(address) for address in link.sentinel_addresses],
-            "sentinel_kwargs": {"socket_timeout": link.timeout, "socket_connect_timeout": link.timeout,
-                                **sentinel_tls(url)}}
+            "sentinel_kwargs": sentinel_kwargs(link, url)}

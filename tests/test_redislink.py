@@ -73,8 +73,11 @@ def test_with_rediss_the_sentinels_speak_tls_checked_against_the_cluster_ca():
                             "INFERQ_REDIS_SENTINELS": "10.0.0.1:26379"})
     tls = {"ssl": True, "ssl_cert_reqs": "required", "ssl_ca_certs": "/ca.pem"}
     assert redislink.sentinel_tls(link.broker) == tls
-    assert redislink.master_transport_options(link, link.backend)["sentinel_kwargs"] == {
-        "socket_timeout": link.timeout, "socket_connect_timeout": link.timeout, **tls}
+    asking = redislink.master_transport_options(link, link.backend)["sentinel_kwargs"]
+    assert {k: v for k, v in asking.items() if k != "retry"} == {
+        "socket_timeout": link.timeout / 3, "socket_connect_timeout": link.timeout / 3, **tls}
+    # One try per Sentinel: a Sentinel that is gone costs one timeout, not redis-py's four tries with backoff.
+    assert asking["retry"].get_retries() == 0
     client = redislink.client(link, link.broker)
     sentinel = client.connection_pool.sentinel_manager.sentinels[0].connection_pool.connection_kwargs
     primary = client.connection_pool.connection_kwargs

@@ -5,7 +5,8 @@
 It is the inferq client (inferq.client.api.Client) with both orchestrators' addresses, each with its pinned
 certificate: it submits one job after another until STOPFILE exists, writing a JSON line per attempt to LOG
 (the time, and the job id accepted or the answer that refused it), then waits for every accepted job through
-whichever API answers and prints one JSON summary: accepted, succeeded, and the ids that never succeeded.
+whichever API answers and prints one JSON summary: accepted, succeeded, the ids that never succeeded, and when
+each job finished (its worker's finished_at).
 The API key comes from the environment, never the command line (the lab checks no secret is on one).
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import json
 import os
 import time
+from datetime import datetime
 from pathlib import Path
 
 from inferq.client.api import ApiRefused, ApiUnreachable, Client
@@ -29,11 +31,11 @@ def submit_until(client: Client, log: Path, stop: Path) -> list[str]:
         number = 0
         while not stop.exists():
             number += 1
-            entry: dict = {"t": time.time()}
+            entry: dict = {"t": time.time()}  # when the submit started; "done": when it was answered
             try:
                 job_id = client.submit(f"failover job {number}")
                 accepted.append(job_id)
-                entry.update(accepted=job_id, via=client.current)
+                entry.update(accepted=job_id, via=client.current, done=time.time())
             except ApiRefused as exc:
                 entry.update(refused=exc.status, code=exc.code, via=client.current)
                 time.sleep(0.2)
@@ -50,10 +52,12 @@ def finish(client: Client, accepted: list[str]) -> dict:
     deadline = time.monotonic() + FINISH_SECONDS
     pending = set(accepted)
     failed: dict[str, str] = {}
+    finished: dict[str, float] = {}
     while pending and time.monotonic() < deadline:
         for job_id in sorted(pending):
             try:
-                status = client.job(job_id, wait=5).get("status")
+                job = client.job(job_id, wait=5)
+                status = job.get("status")
             except ApiRefused as exc:
                 if exc.status == 404:  # the API has no record of a job it accepted: lost
                     failed[job_id] = "unknown (404)"
@@ -63,11 +67,12 @@ def finish(client: Client, accepted: list[str]) -> dict:
                 continue
             if status == "succeeded":
                 pending.discard(job_id)
+                finished[job_id] = datetime.fromisoformat(job["timings"]["finished_at"]).timestamp()
             elif status in ("failed", "cancelled"):
                 failed[job_id] = status
                 pending.discard(job_id)
     return {"accepted": len(accepted), "succeeded": len(accepted) - len(pending) - len(failed),
-            "lost": sorted(pending) + sorted(failed), "failed": failed}
+            "lost": sorted(pending) + sorted(failed), "failed": failed, "finished": finished}
 
 
 def main() -> None:
