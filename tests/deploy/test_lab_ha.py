@@ -135,8 +135,8 @@ def test_losing_the_first_orchestrator_loses_no_accepted_job(ha, tmp_path):
         stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: len(accepted_lines(log)) >= BEFORE_CUT, 120, f"{BEFORE_CUT} jobs accepted")
-        cut = time.time()
         lose_host(ha, "orchestrator")
+        cut = time.time()  # from here nothing of the first orchestrator answers
         # Submits started after the cut (one in flight at the cut may be answered by either API).
         after = lambda: [e for e in accepted_lines(log) if e["t"] > cut]  # noqa: E731
         wait_for(lambda: len(after()) >= AFTER_CUT, RECOVERY_LIMIT + 60, f"{AFTER_CUT} jobs accepted after the cut")

@@ -37,8 +37,8 @@ MASTER = "inferq"
 LOOPBACK = "127.0.0.1"
 NODE_LINES = ["repl-diskless-sync-delay 0"]
 """Test-only: a replica syncs at once."""
-SENTINEL_LINES = [f"sentinel down-after-milliseconds {MASTER} 2000", f"sentinel failover-timeout {MASTER} 10000"]
-"""Test-only: the primary is declared down after 2 s (the default is 30 s)."""
+DOWN_AFTER, FAILOVER_TIMEOUT = 2.0, 10.0
+"""The primary is declared down after 2 s, a failover may take 10 s (the settings' defaults, as the deploy's)."""
 
 
 def tls_material(tmp: Path) -> tuple[credentials.Secrets, Path]:
@@ -93,8 +93,8 @@ class TlsGroup:
         data = self.root / f"sentinel-{index}"
         data.mkdir(exist_ok=True)
         conf = config_files.sentinel_conf(self.secrets, LOOPBACK, self.ports[0], self.sentinel_ports[index],
-                                          str(self.tls_dir), MASTER)
-        return conf + "\n".join([*SENTINEL_LINES, f'dir "{data}"']) + "\n"  # Sentinel rewrites its own file
+                                          str(self.tls_dir), MASTER, 2, DOWN_AFTER, FAILOVER_TIMEOUT)
+        return conf + f'dir "{data}"\n'  # Sentinel rewrites its own file
 
     def spawn(self, name: str, conf: str, port: int, *args: str) -> None:
         path = self.root / f"{name}.conf"
