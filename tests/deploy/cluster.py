@@ -16,6 +16,8 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,7 @@ from inferq.deploy import host_keys
 from tests.ci import in_ci
 from tests.deploy.commands import FAB_PATHS
 from tests.deploy.conftest import BIN, ROOT, run_command
-from tests.deploy.netns import Lab
+from tests.deploy.netns import Lab, LabUnavailable, unavailable_reason
 from tests.deploy.wheelhouse import wheelhouse
 from tests.worker_image import engine
 
@@ -70,6 +72,24 @@ def refuse(reason: str):
     if in_ci():
         pytest.fail(f"CI must run the SSH deploy tests: {reason}")
     pytest.skip(reason)
+
+
+@contextmanager
+def running(made: Cluster) -> Iterator[Cluster]:
+    """The lab of made up, its hosts' keys pinned, until the block ends (then down); a machine that cannot host
+    it skips the tests (fails them in CI)."""
+    reason = unavailable_reason()
+    if reason:
+        refuse(reason)
+    try:
+        try:
+            made.lab.up()
+        except LabUnavailable as exc:
+            refuse(str(exc))
+        made.pin()
+        yield made
+    finally:
+        made.down()
 
 
 class Cluster:

@@ -98,22 +98,12 @@ def run_command(command: str, env: dict[str, str], cwd: Path, check: bool = True
 @pytest.fixture(scope="package")
 def cluster(tmp_path_factory, tiny_model, container_base, worker_image):
     """The lab with the cluster deployed once by `fab deploy` (tests/deploy/cluster.py)."""
-    from tests.deploy.cluster import STRAY, Cluster, refuse
-    from tests.deploy.netns import LabUnavailable, unavailable_reason
+    from tests.deploy.cluster import STRAY, Cluster, running
 
-    reason = unavailable_reason()
-    if reason:
-        refuse(reason)
-    made = Cluster(tmp_path_factory.mktemp("lab"), tiny_model, container_base)
-    try:
+    with running(Cluster(tmp_path_factory.mktemp("lab"), tiny_model, container_base)) as made:
         try:
-            made.lab.up()
-        except LabUnavailable as exc:
-            refuse(str(exc))
-        made.pin()
-        STRAY.write_text("an untracked file in the checkout before the first deploy\n")
-        made.first = made.fab(DEPLOY)
-        yield made
-    finally:
-        STRAY.unlink(missing_ok=True)
-        made.down()
+            STRAY.write_text("an untracked file in the checkout before the first deploy\n")
+            made.first = made.fab(DEPLOY)
+            yield made
+        finally:
+            STRAY.unlink(missing_ok=True)

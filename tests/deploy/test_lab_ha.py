@@ -19,10 +19,9 @@ import time
 
 import pytest
 
-from tests.deploy.cluster import Cluster, refuse
+from tests.deploy.cluster import Cluster, running
 from tests.deploy.commands import DEPLOY, STATUS
 from tests.deploy.conftest import ROOT
-from tests.deploy.netns import LabUnavailable, unavailable_reason
 from tests.figures import record
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -39,21 +38,10 @@ RECOVERY_LIMIT = 120
 @pytest.fixture(scope="module")
 def ha(tmp_path_factory, tiny_model, container_base, worker_image):
     """The --ha lab, deployed once by `fab deploy`."""
-    reason = unavailable_reason()
-    if reason:
-        refuse(reason)
-    made = Cluster(tmp_path_factory.mktemp("lab-ha"), tiny_model, container_base, hosts=HA_HOSTS,
-                   container_hosts=["worker-1"], tag="h")
-    try:
-        try:
-            made.lab.up()
-        except LabUnavailable as exc:
-            refuse(str(exc))
-        made.pin()
+    with running(Cluster(tmp_path_factory.mktemp("lab-ha"), tiny_model, container_base, hosts=HA_HOSTS,
+                         container_hosts=["worker-1"], tag="h")) as made:
         made.first = made.fab(DEPLOY)
         yield made
-    finally:
-        made.down()
 
 
 def address(ha: Cluster, name: str) -> str:

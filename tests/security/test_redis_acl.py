@@ -69,10 +69,10 @@ class SecureRedis:
         return env
 
 
-@pytest.fixture(scope="module")
-def tls_redis(tmp_path_factory) -> SecureRedis:
-    tmp = tmp_path_factory.mktemp("tls_redis-redis")
-    made = credentials.load_or_create(tmp / "secrets", "lab")
+def tls_material(tmp: Path) -> tuple[credentials.Secrets, Path]:
+    """The cluster's secrets and a TLS dir under tmp as a deploy writes it on a host: the cluster's CA, a
+    certificate from it for 127.0.0.1, its key (mode 600)."""
+    secrets = credentials.load_or_create(tmp / "secrets", "lab")
     ca = tls.load_or_create_ca(tmp / "secrets", "lab")
     cert = tls.load_or_issue(tmp / "secrets", "lab", "redis", ["127.0.0.1"])
     tls_dir = tmp / "tls"
@@ -81,6 +81,13 @@ def tls_redis(tmp_path_factory) -> SecureRedis:
     (tls_dir / config_files.REDIS_CERT).write_bytes(cert.cert_pem)
     (tls_dir / config_files.REDIS_KEY).write_bytes(cert.key_pem)
     os.chmod(tls_dir / config_files.REDIS_KEY, 0o600)
+    return secrets, tls_dir
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory) -> SecureRedis:
+    tmp = tmp_path_factory.mktemp("tls_redis-redis")
+    made, tls_dir = tls_material(tmp)
     host = Host("orchestrator", "orchestrator", "127.0.0.1", "127.0.0.1")
     inventory = Inventory("lab", [host], key_file="", redis_port=free_port())
     data = tmp / "data"

@@ -23,13 +23,13 @@ import redis
 import requests
 
 from inferq import commands
-from inferq.deploy import config_files, credentials, tls
+from inferq.deploy import config_files, credentials
 from inferq.deploy.inventory import Host, Inventory
 from inferq.stack import processes
 from inferq.stack.redis_server import find_binary, free_port
 from tests.conftest import start_api, start_workers
 from tests.figures import record
-from tests.security.test_redis_acl import HOST, wait_final
+from tests.security.test_redis_acl import HOST, tls_material, wait_final
 
 pytestmark = pytest.mark.slow
 
@@ -39,21 +39,6 @@ NODE_LINES = ["repl-diskless-sync-delay 0"]
 """Test-only: a replica syncs at once."""
 DOWN_AFTER, FAILOVER_TIMEOUT = 2.0, 10.0
 """The primary is declared down after 2 s, a failover may take 10 s (the settings' defaults, as the deploy's)."""
-
-
-def tls_material(tmp: Path) -> tuple[credentials.Secrets, Path]:
-    """The cluster's secrets and a TLS dir (CA, a certificate for 127.0.0.1, its key), as the tls_redis fixture
-    makes them: every node and Sentinel here shares the one certificate."""
-    secrets = credentials.load_or_create(tmp / "secrets", "lab")
-    ca = tls.load_or_create_ca(tmp / "secrets", "lab")
-    cert = tls.load_or_issue(tmp / "secrets", "lab", "redis", [LOOPBACK])
-    tls_dir = tmp / "tls"
-    tls_dir.mkdir()
-    (tls_dir / config_files.REDIS_CA).write_bytes(ca.cert_pem)
-    (tls_dir / config_files.REDIS_CERT).write_bytes(cert.cert_pem)
-    (tls_dir / config_files.REDIS_KEY).write_bytes(cert.key_pem)
-    os.chmod(tls_dir / config_files.REDIS_KEY, 0o600)
-    return secrets, tls_dir
 
 
 @dataclass
@@ -209,6 +194,7 @@ class Submitter:
 
     base: str
     headers: dict
+    pause: float = 0.0  # seconds between two accepted submits (0: none)
     outcomes: list[tuple[float, int, str | None]] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -227,6 +213,8 @@ class Submitter:
                 self.outcomes.append((sent, status, job))
                 if status != 202:
                     time.sleep(0.05)  # Redis is away: do not spin
+                elif self.pause:
+                    time.sleep(self.pause)
 
 
 def test_a_client_without_the_cluster_ca_cannot_reach_a_sentinel(group):

@@ -24,27 +24,6 @@ RECOVERY_LIMIT = 30
 """Seconds after the fault by which a job submitted after it must have finished."""
 
 
-class PacedSubmitter(Submitter):
-    """Submitter, 20 submits a second at most: enough to see every moment of the fault, few enough to check each."""
-
-    def run(self) -> None:
-        import requests
-
-        with requests.Session() as http:
-            n = 0
-            while not self.stopping.is_set():
-                n += 1
-                sent = time.monotonic()
-                try:
-                    answer = http.post(f"{self.base}/jobs", json={"text": f"vanished {n}"}, headers=self.headers,
-                                       timeout=10)
-                    status, job = answer.status_code, answer.json().get("job_id") if answer.ok else None
-                except requests.RequestException:
-                    status, job = 0, None
-                self.outcomes.append((sent, status, job))
-                time.sleep(0.05)
-
-
 def primary_named_by(group, sentinel_ports: list[int]) -> int | None:  # noqa: F811
     """The primary's port as these Sentinels name it (None while they disagree or cannot say)."""
     named = set()
@@ -63,7 +42,8 @@ def test_the_product_recovers_fast_when_the_primarys_host_vanishes_with_a_sentin
     assert group.primary_port() == old
     done = http.post(f"{base}/jobs?wait=20", json={"text": "before"}, headers=headers, timeout=30)
     assert done.status_code == 200 and done.json()["status"] == "succeeded", done.text
-    submitter = PacedSubmitter(base, headers)
+    # 20 submits a second at most: enough to see every moment of the fault, few enough to check each job.
+    submitter = Submitter(base, headers, pause=0.05)
     thread = threading.Thread(target=submitter.run, daemon=True)
     thread.start()
     frozen = [group.processes[old].pid, group.processes[lost_sentinel].pid]
