@@ -20,7 +20,7 @@ import time
 import pytest
 
 from tests.deploy.cluster import Cluster, running
-from tests.deploy.commands import DEPLOY, STATUS
+from tests.deploy.commands import DEPLOY, STATUS, UPDATE
 from tests.deploy.conftest import ROOT
 from tests.figures import record
 
@@ -71,6 +71,14 @@ def test_an_ha_deploy_replicates_redis_twice_and_each_api_has_its_own_certificat
     # A second deploy writes nothing and restarts nothing: Redis and the Sentinels keep their own files.
     again = ha.fab(DEPLOY).stdout
     assert "deploy done: 0 change(s)" in again, again[-3000:]
+
+
+def test_an_ha_update_goes_one_orchestrator_at_a_time_each_smoked_through_its_own_api(ha):
+    out = ha.fab(UPDATE).stdout
+    first, second = (f"succeeded through https://{address(ha, name)}" for name in ("orchestrator", "orchestrator-2"))
+    assert out.index(first) < out.index("orchestrator-2: api") < out.index(second), out[-3000:]
+    assert "redis: 3 Sentinels watch the primary and 2 replicas" in out and "worker-1: updated" in out, out[-3000:]
+    assert sentinel_says_primary(ha, "worker-1") == address(ha, "orchestrator")
 
 
 def accepted_lines(log) -> list[dict]:
