@@ -164,9 +164,10 @@ def smoke_or_roll_back(runtime: Runtime, inventory: Inventory, secrets: Secrets,
         with connect(inventory, host) as c:
             now = orchestrator.roll_back(c, runtime, inventory, host, before[host.name], report)
         again = smoke(inventory, secrets, secrets_dir, host).get("status")
-        back.append(f"{host.name} went back to release {now or 'none'} (a smoke job there: {again})")
-    raise DeployError(f"{'; '.join(failed)}: {', '.join(back)}, with its previous env file and proxy configuration; "
-                      "see `fab -r deploy logs`")
+        which = f"the orchestrator {host.name}" if inventory.ha else "the orchestrator"
+        back.append(f"{which} went back to release {now or 'none'} and its previous env file and proxy "
+                    f"configuration (a smoke job there: {again})")
+    raise DeployError(f"{'; '.join(failed)}: {'; '.join(back)}; see `fab -r deploy logs`")
 
 
 def api_url(inventory: Inventory) -> str:
