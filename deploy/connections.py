@@ -78,3 +78,8 @@ def apt_install(c: Connection, packages: str) -> None:
     root(c, "command -v cloud-init >/dev/null && cloud-init status --wait >/dev/null || true", timeout=900)
     root(c, f"apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive "
             f"apt-get -o DPkg::Lock::Timeout=300 install -y -qq {packages}", timeout=1800)
+
+
+def memory_of(c: Connection) -> int:
+    """The host's memory in bytes (MemTotal): what Redis's maxmemory is a share of."""
+    return int(root(c, "awk '/^MemTotal:/ {print $2}' /proc/meminfo").stdout.strip()) * 1024

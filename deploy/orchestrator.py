@@ -7,7 +7,7 @@ from fabric import Connection
 
 from inferq import commands
 from inferq.deploy import config_files, proxy, replication, tls
-from inferq.deploy.connections import root
+from inferq.deploy.connections import memory_of, root
 from inferq.deploy.credentials import Secrets
 from inferq.deploy.files import put_if_changed
 from inferq.deploy.inventory import Host, Inventory
@@ -43,11 +43,6 @@ def orchestrator_services(runtime: Runtime, inventory: Inventory, host: Host, wh
         Service("proxy", [runtime.nginx, "-c", f"{where.remote_dir}/etc/nginx.conf", "-g", "daemon off;"], "",
                 where.remote_dir, user="root"),
     ]
-
-
-def memory_of(c: Connection) -> int:
-    """The host's memory in bytes (MemTotal)."""
-    return int(root(c, "awk '/^MemTotal:/ {print $2}' /proc/meminfo").stdout.strip()) * 1024
 
 
 def write_tls(c: Connection, inventory: Inventory, host: Host, where: Layout, secrets_dir: str) -> bool:

@@ -21,7 +21,7 @@ import shlex
 from fabric import Connection
 
 from inferq.deploy import config_files, tls
-from inferq.deploy.connections import connect, root
+from inferq.deploy.connections import connect, memory_of, root
 from inferq.deploy.credentials import Secrets
 from inferq.deploy.errors import DeployError
 from inferq.deploy.files import put_if_changed
@@ -173,8 +173,6 @@ def write_sentinel(c: Connection, runtime: Runtime, inventory: Inventory, primar
 def deploy_standby(runtime: Runtime, inventory: Inventory, primary: Host, secrets: Secrets, secrets_dir: str,
                    report: Report) -> int:
     """The standby worker host's Redis replica and Sentinel (--ha). Return the changes made."""
-    from inferq.deploy.orchestrator import memory_of
-
     host = inventory.standby
     assert host is not None
     where = runtime.layout(inventory, host)
