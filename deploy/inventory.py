@@ -95,8 +95,8 @@ class Inventory:
 
     @property
     def standby(self) -> Host | None:
-        """With --ha, the worker host that also keeps a copy of Redis (a replica Sentinel never promotes) and runs
-        the third Sentinel: the first worker host. None in the single layout."""
+        """With --ha, the worker host that also keeps a copy of Redis (a replica like the second orchestrator's)
+        and runs the third Sentinel: the first worker host. None in the single layout."""
         if not self.ha:
             return None
         if not self.workers:

@@ -7,7 +7,7 @@ from fabric import Connection
 
 from inferq import commands
 from inferq.deploy import config_files, proxy, replication, tls
-from inferq.deploy.connections import memory_of, root
+from inferq.deploy.connections import root
 from inferq.deploy.credentials import Secrets
 from inferq.deploy.files import put_if_changed
 from inferq.deploy.inventory import Host, Inventory
@@ -78,21 +78,9 @@ def deploy_orchestrator(c: Connection, runtime: Runtime, inventory: Inventory, h
     Flower and the proxy on host; start or restart what changed (a new release too). Return the changes made."""
     where = runtime.layout(inventory, host)
     prepared = runtime.prepare_orchestrator(c, inventory, host, where)
-    data_dir = replication.redis_data_dir(where)
-    root(c, f"install -d -m 700 -o {runtime.user('redis')} {data_dir}")
-    limit = config_files.maxmemory(memory_of(c), inventory.redis_memory_fraction)
-    tls_dir = f"{where.remote_dir}/{config_files.TLS_DIR}"
-    redis_tls_changed = replication.write_redis_tls(c, runtime, inventory, host, where, secrets_dir)
-    sentinel_changed = False
-    if inventory.ha:
-        conf_changed = replication.write_data_node(c, runtime, inventory, host, primary, secrets, where, limit)
-        sentinel_changed = replication.write_sentinel(c, runtime, inventory, primary, secrets, where)
-    else:
-        redis_conf = config_files.redis_conf(inventory, host, secrets, data_dir, limit, tls_dir)
-        conf_changed = put_if_changed(c, redis_conf, f"{where.remote_dir}/etc/redis.conf", "600",
-                                      runtime.user("redis"))
-    conf_changed |= redis_tls_changed
-    sentinel_changed |= redis_tls_changed
+    conf_changed, sentinel_changed, limit = replication.configure(c, runtime, inventory, host, primary, secrets,
+                                                                  secrets_dir, where)
+    tls_dir = replication.tls_dir(where)
     env_changed = put_if_changed(c, config_files.orchestrator_env(inventory, secrets, tls_dir),
                                  f"{where.remote_dir}/etc/orchestrator.env", "600")
     env_changed |= put_if_changed(c, config_files.flower_env(inventory, secrets, tls_dir),

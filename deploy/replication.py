@@ -1,4 +1,5 @@
-"""The --ha layout's Redis: three data nodes and three Sentinels (inventory.data_hosts, inventory.sentinel_hosts).
+"""Redis on its hosts: the single layout's one, and the --ha layout's three data nodes and three Sentinels
+(inventory.data_hosts, inventory.sentinel_hosts).
 
 The first orchestrator starts as the primary; the second orchestrator and the standby worker host (worker-1)
 replicate it, and a Sentinel on each of the three hosts watches it. Why three copies when the design asks for
@@ -17,6 +18,7 @@ file in etc/), never with the live file.
 from __future__ import annotations
 
 import shlex
+import time
 
 from fabric import Connection
 
@@ -53,10 +55,20 @@ def redis_conf_path(inventory: Inventory, where: Layout) -> str:
     return f"{redis_data_dir(where)}/redis.conf" if inventory.ha else f"{where.remote_dir}/etc/redis.conf"
 
 
+def tls_dir(where: Layout) -> str:
+    """Where a data host keeps Redis's certificate, its key and the cluster's CA (config_files.TLS_DIR)."""
+    return f"{where.remote_dir}/{config_files.TLS_DIR}"
+
+
+def sentinel_dir(where: Layout) -> str:
+    """A Sentinel's own directory: its live configuration, and nothing else."""
+    return f"{where.remote_dir}/sentinel"
+
+
 def sentinel_conf_path(where: Layout) -> str:
     """A Sentinel's live configuration, in a directory of its own: Sentinel refuses to start unless it can
     rewrite it (it records there what it learns: replicas, the other Sentinels, the current primary)."""
-    return f"{where.remote_dir}/sentinel/sentinel.conf"
+    return f"{sentinel_dir(where)}/sentinel.conf"
 
 
 def redis_service(runtime: Runtime, inventory: Inventory, where: Layout) -> Service:
@@ -76,14 +88,11 @@ def standby_services(runtime: Runtime, inventory: Inventory, where: Layout) -> l
 
 
 def ask_sentinels(c: Connection, inventory: Inventory, where: Layout, *command: str) -> list[str] | None:
-    """A Sentinel command's answer (redis-cli --raw, one line per element), from the first Sentinel that answers,
-    asked from the host c is on with the cluster's CA there; None if none answers (none runs yet)."""
-    ca = f"{where.remote_dir}/{config_files.TLS_DIR}/{config_files.REDIS_CA}"
+    """A Sentinel command's answer from the first Sentinel that answers (ask_one); None if none answers (none
+    runs yet)."""
     for host in inventory.sentinel_hosts:
-        asked = root(c, f"test -f {ca} && timeout 5 redis-cli --tls --cacert {ca} -h {host.private_ip} "
-                        f"-p {inventory.sentinel_port} --raw {shlex.join(command)}", warn=True)
-        lines = asked.stdout.strip().splitlines()
-        if asked.ok and lines and not lines[0].startswith(("ERR", "IDONTKNOW")):
+        lines = ask_one(c, inventory, where, host, *command)
+        if lines is not None:
             return lines
     return None
 
@@ -118,15 +127,14 @@ def write_redis_tls(c: Connection, runtime: Runtime, inventory: Inventory, host:
     # One Redis in the single layout keeps the certificate named "redis"; with --ha each data host has its own.
     name = f"redis-{host.name}" if inventory.ha else "redis"
     made = tls.load_or_issue(secrets_dir, inventory.cluster, name, sorted({host.private_ip, "127.0.0.1"}))
-    tls_dir = f"{where.remote_dir}/{config_files.TLS_DIR}"
-    changed = put_if_changed(c, ca.cert_pem, f"{tls_dir}/{config_files.REDIS_CA}", "644")
-    changed |= put_if_changed(c, made.cert_pem, f"{tls_dir}/{config_files.REDIS_CERT}", "644")
-    changed |= put_if_changed(c, made.key_pem, f"{tls_dir}/{config_files.REDIS_KEY}", "600", runtime.user("redis"))
+    where_tls = tls_dir(where)
+    changed = put_if_changed(c, ca.cert_pem, f"{where_tls}/{config_files.REDIS_CA}", "644")
+    changed |= put_if_changed(c, made.cert_pem, f"{where_tls}/{config_files.REDIS_CERT}", "644")
+    changed |= put_if_changed(c, made.key_pem, f"{where_tls}/{config_files.REDIS_KEY}", "600", runtime.user("redis"))
     return changed
 
 
-def write_live(c: Connection, runtime: Runtime, rendered: str, rendered_path: str, live: str, role: list[str],
-               user: str) -> bool:
+def write_live(c: Connection, rendered: str, rendered_path: str, live: str, role: list[str], user: str) -> bool:
     """Write a configuration Redis or Sentinel rewrites: the rendering to rendered_path (the deploy's own copy,
     mode 600: it holds passwords); when that changed or the live file is missing, the rendering plus role lines
     to live (owned by user). True if the live file was written (the service must restart)."""
@@ -143,13 +151,11 @@ def write_data_node(c: Connection, runtime: Runtime, inventory: Inventory, host:
     """An --ha data node's redis.conf: the single layout's (TLS only, the role users, AOF, the memory limit), the
     replication login, and, written anew, ``replicaof`` the current primary unless it is the primary. True if
     Redis must restart."""
-    tls_dir = f"{where.remote_dir}/{config_files.TLS_DIR}"
-    data_dir = redis_data_dir(where)
-    base = config_files.redis_conf(inventory, host, secrets, data_dir, memory_limit, tls_dir)
+    base = config_files.redis_conf(inventory, host, secrets, redis_data_dir(where), memory_limit, tls_dir(where))
     rendered = base + "\n".join([*config_files.replication_login_lines(secrets),
                                  *config_files.data_node_lines(), ""])
     role = [] if host == primary else [f"replicaof {primary.private_ip} {inventory.redis_port}"]
-    return write_live(c, runtime, rendered, f"{where.remote_dir}/etc/redis.conf.rendered",
+    return write_live(c, rendered, f"{where.remote_dir}/etc/redis.conf.rendered",
                       redis_conf_path(inventory, where), role, runtime.user("redis"))
 
 
@@ -160,14 +166,30 @@ def write_sentinel(c: Connection, runtime: Runtime, inventory: Inventory, primar
     from inferq.settings import Failover, load
 
     timings = load(Failover, inventory.env)
-    tls_dir = f"{where.remote_dir}/{config_files.TLS_DIR}"
     live = sentinel_conf_path(where)
     rendered = config_files.sentinel_conf(secrets, primary.private_ip, inventory.redis_port, inventory.sentinel_port,
-                                          tls_dir, master_name(inventory), timings.quorum, timings.down_after,
+                                          tls_dir(where), master_name(inventory), timings.quorum, timings.down_after,
                                           timings.failover_timeout)
     # `dir` is the live file's: Sentinel writes nothing else, but it must be a directory it owns.
-    return write_live(c, runtime, rendered, f"{where.remote_dir}/etc/sentinel.conf.rendered", live,
-                      [f'dir "{live.rsplit("/", 1)[0]}"'], runtime.user("redis"))
+    return write_live(c, rendered, f"{where.remote_dir}/etc/sentinel.conf.rendered", live,
+                      [f'dir "{sentinel_dir(where)}"'], runtime.user("redis"))
+
+
+def configure(c: Connection, runtime: Runtime, inventory: Inventory, host: Host, primary: Host, secrets: Secrets,
+              secrets_dir: str, where: Layout) -> tuple[bool, bool, int]:
+    """Redis's files on a data host: its directory, its TLS, its redis.conf (the single layout's, written by the
+    deploy alone; with --ha a data node following primary) and with --ha its Sentinel's. Returns whether Redis
+    and the Sentinel must restart, and Redis's memory limit in bytes."""
+    root(c, f"install -d -m 700 -o {runtime.user('redis')} {redis_data_dir(where)}")
+    limit = config_files.maxmemory(memory_of(c), inventory.redis_memory_fraction)
+    tls_changed = write_redis_tls(c, runtime, inventory, host, where, secrets_dir)
+    if not inventory.ha:
+        conf = config_files.redis_conf(inventory, host, secrets, redis_data_dir(where), limit, tls_dir(where))
+        changed = put_if_changed(c, conf, redis_conf_path(inventory, where), "600", runtime.user("redis"))
+        return changed or tls_changed, False, limit
+    redis_changed = write_data_node(c, runtime, inventory, host, primary, secrets, where, limit)
+    sentinel_changed = write_sentinel(c, runtime, inventory, primary, secrets, where)
+    return redis_changed or tls_changed, sentinel_changed or tls_changed, limit
 
 
 def deploy_standby(runtime: Runtime, inventory: Inventory, primary: Host, secrets: Secrets, secrets_dir: str,
@@ -178,11 +200,8 @@ def deploy_standby(runtime: Runtime, inventory: Inventory, primary: Host, secret
     where = runtime.layout(inventory, host)
     with connect(inventory, host) as c:
         changes = runtime.prepare_data_node(c, inventory, host)
-        root(c, f"install -d -m 700 -o {runtime.user('redis')} {redis_data_dir(where)}")
-        tls_changed = write_redis_tls(c, runtime, inventory, host, where, secrets_dir)
-        limit = config_files.maxmemory(memory_of(c), inventory.redis_memory_fraction)
-        redis_changed = write_data_node(c, runtime, inventory, host, primary, secrets, where, limit) or tls_changed
-        sentinel_changed = write_sentinel(c, runtime, inventory, primary, secrets, where) or tls_changed
+        redis_changed, sentinel_changed, _ = configure(c, runtime, inventory, host, primary, secrets, secrets_dir,
+                                                       where)
         services = runtime.service_manager(where)
         for service, changed in zip(standby_services(runtime, inventory, where), (redis_changed, sentinel_changed)):
             outcome = services.ensure(c, service, changed)
@@ -212,20 +231,19 @@ def sentinels_agree(c: Connection, inventory: Inventory, where: Layout) -> str |
 
 
 def ask_one(c: Connection, inventory: Inventory, where: Layout, host: Host, *command: str) -> list[str] | None:
-    """One Sentinel's answer to a command (redis-cli --raw lines), or None."""
-    ca = f"{where.remote_dir}/{config_files.TLS_DIR}/{config_files.REDIS_CA}"
-    asked = root(c, f"timeout 5 redis-cli --tls --cacert {ca} -h {host.private_ip} -p {inventory.sentinel_port} "
-                    f"--raw {shlex.join(command)}", warn=True)
+    """One Sentinel's answer to a command (redis-cli --raw, one line per element), asked from the host c is on
+    with the cluster's CA there; None if it does not answer, answers an error, or the CA is not there yet."""
+    ca = f"{tls_dir(where)}/{config_files.REDIS_CA}"
+    asked = root(c, f"test -f {ca} && timeout 5 redis-cli --tls --cacert {ca} -h {host.private_ip} "
+                    f"-p {inventory.sentinel_port} --raw {shlex.join(command)}", warn=True)
     lines = asked.stdout.strip().splitlines()
-    return lines if asked.ok and lines and not lines[0].startswith("ERR") else None
+    return lines if asked.ok and lines and not lines[0].startswith(("ERR", "IDONTKNOW")) else None
 
 
 def wait_for_sentinels(inventory: Inventory, runtime: Runtime, report: Report,
                        timeout: float = SENTINEL_WAIT_SECONDS) -> None:
     """Wait until the Sentinels could replace a lost primary (sentinels_agree), asked from the first
     orchestrator; DeployError after timeout."""
-    import time
-
     host = inventory.orchestrator
     where = runtime.layout(inventory, host)
     deadline = time.monotonic() + timeout
