@@ -220,12 +220,21 @@ class Durability(Section):
                                "crash can lose (docs/operations.md).", choices=APPENDFSYNC_MODES)
 
 
+MIN_DOWN_AFTER_SECONDS = 1.5
+"""The shortest down-after inferq accepts. A Sentinel PINGs an instance once a second, and a primary it has just
+promoted only one second after the switch; with a down-after of one second or less, whether that first answer
+comes back before the Sentinel checks is a race. Lost, the new primary is called down and the Sentinels fail
+over again (back to the old primary, if it has come back as a replica): seen in tests/reliability/test_failover.py
+on two cores, and redis/redis#8607. Half a second beyond the PING leaves a busy host room to answer."""
+
+
 @dataclass(frozen=True)
 class Failover(Section):
     """How the Sentinels inferq runs itself (the local stack's --ha, the tests') find a primary lost, and replace it."""
 
     down_after: float = setting("INFERQ_SENTINEL_DOWN_AFTER_SECONDS", 2.0, "Seconds a primary may not answer "
-                                "the Sentinels before they call it down and promote its replica.", minimum=0.1)
+                                "the Sentinels before they call it down and promote its replica "
+                                f"(at least {MIN_DOWN_AFTER_SECONDS:g}).")
     failover_timeout: float = setting("INFERQ_SENTINEL_FAILOVER_TIMEOUT_SECONDS", 10.0, "Seconds a failover may "
                                       "take before the Sentinels try again (Sentinel's failover-timeout).",
                                       minimum=1)
@@ -233,7 +242,13 @@ class Failover(Section):
                           "must agree the primary is down.", minimum=1)
 
     def check(self) -> None:
-        """Refuse a quorum the Sentinels could never reach: no failover would ever happen."""
+        """Refuse a quorum the Sentinels could never reach (no failover would ever happen), and a down-after
+        so short that the Sentinels call a primary they have just promoted down, and fail over again."""
+        if self.down_after < MIN_DOWN_AFTER_SECONDS:
+            raise ConfigError(
+                f"INFERQ_SENTINEL_DOWN_AFTER_SECONDS={self.down_after:g} is too short: a Sentinel first PINGs a "
+                "newly promoted primary one second after the failover, so it would call that primary down and "
+                f"fail over again (redis/redis#8607); use {MIN_DOWN_AFTER_SECONDS:g} or more")
         if self.quorum > LOCAL_SENTINELS:
             raise ConfigError(f"INFERQ_SENTINEL_QUORUM={self.quorum} is more than the {LOCAL_SENTINELS} Sentinels "
                               "inferq runs: no failover could ever happen")

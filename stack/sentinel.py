@@ -188,6 +188,12 @@ class ReplicatedRedis:
         primary = self.current_primary()
         return next(node for node in self.nodes if node is not primary)
 
+    def failovers(self) -> int:
+        """How many times the Sentinels switched the primary, as the Sentinel that saw most switches logged them
+        (each logs +switch-master once a failover is done)."""
+        return max(((s.data_dir / s.log_name).read_text(errors="replace").count("+switch-master")
+                    for s in self.sentinels if (s.data_dir / s.log_name).exists()), default=0)
+
     def restart_as_replica(self, node: RedisServer) -> None:
         """Start a node that was stopped (the old primary) as a replica of the current primary, as a supervisor
         asking the Sentinels would: it then takes the primary's data, not its own stale files."""

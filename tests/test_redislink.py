@@ -31,7 +31,7 @@ def test_without_sentinels_a_client_is_the_urls_redis_as_before(redis_server):
 
 @pytest.fixture(scope="module")
 def group(tmp_path_factory):
-    timings = load(Failover, {"INFERQ_SENTINEL_DOWN_AFTER_SECONDS": "1"})
+    timings = load(Failover, {"INFERQ_SENTINEL_DOWN_AFTER_SECONDS": "1.5"})
     started = ReplicatedRedis(tmp_path_factory.mktemp("replicated"), timings).start()
     yield started
     started.stop()
@@ -104,6 +104,14 @@ def test_bad_sentinel_settings_are_refused(env, fragment):
 def test_a_quorum_past_the_sentinels_inferq_runs_is_refused():
     with pytest.raises(ConfigError, match="INFERQ_SENTINEL_QUORUM=4 is more than the 3 Sentinels"):
         load(Failover, {"INFERQ_SENTINEL_QUORUM": "4"})
+
+
+@pytest.mark.parametrize("seconds", ["1", "0.5"])
+def test_a_down_after_within_sentinels_ping_period_is_refused(seconds):
+    """It would call a primary the Sentinels have just promoted down, and fail over again."""
+    with pytest.raises(ConfigError, match=f"INFERQ_SENTINEL_DOWN_AFTER_SECONDS={seconds} is too short.*1.5 or more"):
+        load(Failover, {"INFERQ_SENTINEL_DOWN_AFTER_SECONDS": seconds})
+    assert load(Failover, {"INFERQ_SENTINEL_DOWN_AFTER_SECONDS": "1.5"}).down_after == 1.5
 
 
 def test_the_api_refuses_to_start_with_a_bad_sentinel_address_in_one_line():

@@ -1,7 +1,7 @@
 """A fault-test stack on a replicated Redis: a primary, a replica and three Sentinels (stack/sentinel.py).
 
 Every process (APIs, workers, the test's own client) finds the primary through the Sentinels, with the
-timings a test can wait for: a primary is called down after one second.
+timings a test can wait for: a primary is called down after 1.5 s, the shortest inferq accepts.
 """
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from inferq.stack import processes
 from inferq.stack.sentinel import ReplicatedRedis
 from tests.reliability.stack import Stack, log_text
 
-TEST_FAILOVER = {"INFERQ_SENTINEL_DOWN_AFTER_SECONDS": "1", "INFERQ_SENTINEL_FAILOVER_TIMEOUT_SECONDS": "3"}
-"""Sentinel timings for tests: down after 1 s of silence, a failover retried after 3 s."""
+TEST_FAILOVER = {"INFERQ_SENTINEL_DOWN_AFTER_SECONDS": "1.5", "INFERQ_SENTINEL_FAILOVER_TIMEOUT_SECONDS": "3"}
+"""Sentinel timings for tests: down after 1.5 s of silence (settings.parts.MIN_DOWN_AFTER_SECONDS), a failover
+retried after 3 s."""
 
 
 class ReplicatedStack(Stack):

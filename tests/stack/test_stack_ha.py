@@ -28,7 +28,7 @@ def node_client(state, name: str) -> redis.Redis:
 
 
 def test_ha_stack_fails_over_when_the_primary_is_killed(tiny_model, state_dir, tmp_path):
-    env = {**stack_env(tiny_model, state_dir), "WORKERS": "1", "INFERQ_SENTINEL_DOWN_AFTER_SECONDS": "1",
+    env = {**stack_env(tiny_model, state_dir), "WORKERS": "1", "INFERQ_SENTINEL_DOWN_AFTER_SECONDS": "1.5",
            "INFERQ_SENTINEL_FAILOVER_TIMEOUT_SECONDS": "3"}
     stack = RunningStack(env, state_dir, tmp_path / "stack.log", args=("--ha",)).start()
     try:
