@@ -53,21 +53,53 @@ def paths(secrets_dir: str | os.PathLike, cluster: str) -> tuple[Path, Path]:
 def generate(cluster: str, addresses: list[str]) -> Certificate:
     """A new P-256 key and a self-signed certificate naming the API's addresses."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+
+    key = _new_key()
+    name = _name(f"inferq API ({cluster})")
+    cert = (_builder(name, name, key, VALID_DAYS)
+            .add_extension(_addresses(addresses), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
+    return _signed(cert, key, key)
+
+
+def _new_key():
+    """A new P-256 private key: every certificate here has one of its own."""
     from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _name(common_name: str):
+    from cryptography import x509
     from cryptography.x509.oid import NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"inferq API ({cluster})")])
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _builder(subject, issuer, key, days: int):
+    """A certificate for key's public half, subject issued by issuer, valid from five minutes ago (clocks
+    differ a little between hosts) for days."""
+    from cryptography import x509
+
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address(a)) for a in sorted(set(addresses))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+            .not_valid_after(now + datetime.timedelta(days=days)))
+
+
+def _addresses(addresses: list[str]):
+    """The subjectAltName naming these IP addresses (what TLS checks against the address dialled)."""
+    from cryptography import x509
+
+    return x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(a)) for a in sorted(set(addresses))])
+
+
+def _signed(builder, key, signing_key) -> Certificate:
+    """builder signed by signing_key, as PEM, with key (the certificate's own) unencrypted beside it."""
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    cert = builder.sign(signing_key, hashes.SHA256())
     return Certificate(cert.public_bytes(serialization.Encoding.PEM),
                        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                          serialization.NoEncryption()))
@@ -102,12 +134,7 @@ def _load_or_create_at(cert_path: Path, key_path: Path, cluster: str, addresses:
         found = Certificate(cert_path.read_bytes(), key_path.read_bytes())
         if addresses_of(found.cert_pem) == set(addresses):
             return found
-    made = generate(cluster, addresses)
-    cert_path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(cert_path.parent, 0o700)
-    _write(key_path, made.key_pem, 0o600)
-    _write(cert_path, made.cert_pem, 0o644)
-    return made
+    return _keep(generate(cluster, addresses), cert_path, key_path)
 
 
 def load(secrets_dir: str | os.PathLike, cluster: str) -> Certificate | None:
@@ -139,6 +166,15 @@ def forget(secrets_dir: str | os.PathLike, cluster: str) -> None:
         path.unlink(missing_ok=True)
 
 
+def _keep(made: Certificate, cert_path: Path, key_path: Path) -> Certificate:
+    """Write made's key (mode 600) and certificate in the secrets folder (mode 700); return made."""
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(cert_path.parent, 0o700)
+    _write(key_path, made.key_pem, 0o600)
+    _write(cert_path, made.cert_pem, 0o644)
+    return made
+
+
 def _write(path: Path, data: bytes, mode: int) -> None:
     """Write a file with mode from its first byte, replacing any older one whole."""
     partial = path.with_suffix(path.suffix + ".partial")
@@ -163,57 +199,36 @@ def ca_paths(secrets_dir: str | os.PathLike, cluster: str) -> tuple[Path, Path]:
 def generate_ca(cluster: str) -> Certificate:
     """A new P-256 key and a self-signed CA certificate that may sign server certificates only (path length 0)."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"inferq cluster CA ({cluster})")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=CA_VALID_DAYS))
+    key = _new_key()
+    name = _name(f"inferq cluster CA ({cluster})")
+    cert = (_builder(name, name, key, CA_VALID_DAYS)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
                                          data_encipherment=False, key_agreement=False, key_cert_sign=True,
                                          crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256()))
-    return Certificate(cert.public_bytes(serialization.Encoding.PEM),
-                       key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()))
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))
+    return _signed(cert, key, key)
 
 
 def issue(ca: Certificate, common_name: str, addresses: list[str]) -> Certificate:
     """A new P-256 key and a certificate signed by ca naming addresses: a server's (Redis, a sentinel), which
     may also authenticate as a client (a replica to its primary)."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID
 
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
     ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address(a)) for a in sorted(set(addresses))]), critical=False)
+    key = _new_key()
+    cert = (_builder(_name(common_name), ca_cert.subject, key, VALID_DAYS)
+            .add_extension(_addresses(addresses), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
                            critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),  # type: ignore[arg-type]
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
-    return Certificate(cert.public_bytes(serialization.Encoding.PEM),
-                       key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()))
+                           critical=False))
+    return _signed(cert, key, ca_key)
 
 
 def signed_by(cert_pem: bytes, ca_pem: bytes) -> bool:
@@ -234,12 +249,7 @@ def load_or_create_ca(secrets_dir: str | os.PathLike, cluster: str) -> Certifica
     cert_path, key_path = ca_paths(secrets_dir, cluster)
     if cert_path.exists() and key_path.exists():
         return Certificate(cert_path.read_bytes(), key_path.read_bytes())
-    made = generate_ca(cluster)
-    cert_path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(cert_path.parent, 0o700)
-    _write(key_path, made.key_pem, 0o600)
-    _write(cert_path, made.cert_pem, 0o644)
-    return made
+    return _keep(generate_ca(cluster), cert_path, key_path)
 
 
 def server_paths(secrets_dir: str | os.PathLike, cluster: str, name: str) -> tuple[Path, Path]:
@@ -257,10 +267,7 @@ def load_or_issue(secrets_dir: str | os.PathLike, cluster: str, name: str, addre
         found = Certificate(cert_path.read_bytes(), key_path.read_bytes())
         if addresses_of(found.cert_pem) == set(addresses) and signed_by(found.cert_pem, ca.cert_pem):
             return found
-    made = issue(ca, f"inferq {name} ({cluster})", addresses)
-    _write(key_path, made.key_pem, 0o600)
-    _write(cert_path, made.cert_pem, 0o644)
-    return made
+    return _keep(issue(ca, f"inferq {name} ({cluster})", addresses), cert_path, key_path)
 
 
 def forget_ca(secrets_dir: str | os.PathLike, cluster: str) -> None:
