@@ -142,14 +142,20 @@ class RunningStack:
         self._stop_sampling.set()
 
 
-def alive(pids) -> list[str]:
-    """Those of pids still running (zombies count as gone), with their command lines."""
-    left = []
+def command_lines(pids) -> dict[int, str]:
+    """The command line of each of pids still running. Zombies count as gone: a child the stack has just seen
+    exit (a short-lived check) is one until it is reaped, and psutil refuses its command line."""
+    found = {}
     for pid in sorted(pids):
         try:
             p = psutil.Process(pid)
             if p.status() != psutil.STATUS_ZOMBIE:
-                left.append(f"{pid} {' '.join(p.cmdline())}")
-        except psutil.NoSuchProcess:
+                found[pid] = " ".join(p.cmdline())
+        except psutil.NoSuchProcess:  # ZombieProcess too: it may become one between the two calls
             pass
-    return left
+    return found
+
+
+def alive(pids) -> list[str]:
+    """Those of pids still running (zombies count as gone), with their command lines."""
+    return [f"{pid} {line}" for pid, line in command_lines(pids).items()]

@@ -17,6 +17,7 @@ from inferq.stack.flower_auth import credentials_path
 from inferq.stack.processes import BIN
 from inferq.stack.readiness import READY_LINE
 from tests.stack.conftest import stack_env
+from tests.stack.running import alive, command_lines
 
 pytestmark = pytest.mark.slow
 
@@ -39,19 +40,6 @@ def cli(env: dict, *args: str, timeout: float = 60) -> subprocess.CompletedProce
     return subprocess.run([str(BIN / "inferq"), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def alive(pids: list[int]) -> list[str]:
-    """Those of pids still running (zombies count as gone), with their command lines."""
-    left = []
-    for pid in pids:
-        try:
-            p = psutil.Process(pid)
-            if p.status() != psutil.STATUS_ZOMBIE:
-                left.append(f"{pid} {' '.join(p.cmdline())}")
-        except psutil.NoSuchProcess:
-            pass
-    return left
-
-
 def metric(text: str, name: str) -> float:
     """One sample's value from Prometheus text."""
     for line in text.splitlines():
@@ -72,7 +60,7 @@ def test_stack_serves_cli_and_http_then_stops_everything(tiny_model, state_dir, 
         output = wait_for_line(stack, log, READY_LINE, 150)
         # Every process of the stack descends from inferq-stack (supervisord, then the services).
         pids = [p.pid for p in psutil.Process(stack.pid).children(recursive=True)]
-        commands = " ".join(" ".join(psutil.Process(pid).cmdline()) for pid in pids if psutil.pid_exists(pid))
+        commands = " ".join(command_lines(pids).values())
         for part in ("redis-server", "gunicorn", "inferq-worker", "flower"):
             assert part in commands, f"{part} not running: {commands}"
         assert "(2/2)" in output and api in output and flower in output
@@ -220,7 +208,7 @@ def test_redis_url_points_the_stack_at_an_existing_redis(tiny_model, state_dir, 
                                  stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         output = wait_for_line(stack, log, READY_LINE, 150)
-        commands = [" ".join(p.cmdline()) for p in psutil.Process(stack.pid).children(recursive=True)]
+        commands = list(command_lines(p.pid for p in psutil.Process(stack.pid).children(recursive=True)).values())
         assert not any("redis-server" in c for c in commands), commands
         assert "Redis: external (REDIS_URL)" in output and "(1/1)" in output
         assert redis_server.password not in output
