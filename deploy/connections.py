@@ -13,14 +13,15 @@ from fabric import Config, Connection
 from paramiko import BadHostKeyException, RejectPolicy, SSHException
 
 from inferq.deploy import host_keys
-from inferq.deploy.defaults import SSH_CONNECT_ATTEMPTS, SSH_RETRY_SECONDS
+from inferq.deploy.defaults import PROBE_SECONDS, SSH_CONNECT_ATTEMPTS, SSH_CONNECT_SECONDS, SSH_RETRY_SECONDS
 from inferq.deploy.errors import DeployError
 from inferq.deploy.inventory import Host, Inventory
 from inferq.deploy.retry import retrying
 
 
-def connect(inventory: Inventory, host: Host) -> Connection:
-    """An open Fabric connection to host: the cluster's key only, the host's key pinned; retried while it boots."""
+def connect(inventory: Inventory, host: Host, probe: bool = False) -> Connection:
+    """An open Fabric connection to host: the cluster's key only, the host's key pinned; retried while it boots.
+    probe: one short attempt (PROBE_SECONDS), for asking whether the host is there at all."""
     pins = Path(inventory.known_hosts) if inventory.known_hosts else None
     if pins is None or not pins.is_file():
         raise DeployError(f"no pinned host keys for cluster {inventory.cluster} (known_hosts "
@@ -28,7 +29,7 @@ def connect(inventory: Inventory, host: Host) -> Connection:
                           "to write them; fab never trusts a key on first use")
     config = Config(overrides={"load_ssh_configs": False, "run": {"hide": True}})
     c = Connection(host.public_ip, user=inventory.user(host), port=host.ssh_port, config=config,
-                   connect_timeout=20,
+                   connect_timeout=PROBE_SECONDS if probe else SSH_CONNECT_SECONDS,
                    connect_kwargs={"key_filename": inventory.key_file, "look_for_keys": False,
                                    "allow_agent": False})
     # Fabric's client would add any key it meets (AutoAddPolicy): pin instead.
@@ -36,7 +37,7 @@ def connect(inventory: Inventory, host: Host) -> Connection:
     c.client.get_host_keys().load(str(pins))
     where = f"{host.name} ({host_keys.host_pattern(host.public_ip, host.ssh_port)})"
     try:
-        retrying(f"SSH to {where}", c.open, unreachable, SSH_CONNECT_ATTEMPTS, SSH_RETRY_SECONDS,
+        retrying(f"SSH to {where}", c.open, unreachable, 1 if probe else SSH_CONNECT_ATTEMPTS, SSH_RETRY_SECONDS,
                  SSH_RETRY_SECONDS * 8)
     except BadHostKeyException as exc:
         raise DeployError(

@@ -99,6 +99,14 @@ SSH_CONNECT_ATTEMPTS = 5
 SSH_RETRY_SECONDS = 1.0
 """First wait between SSH connection attempts; it doubles (1, 2, 4, 8 s: 15 s in all)."""
 
+SSH_CONNECT_SECONDS = 20
+"""How long one SSH connection attempt may take (a host far away, or busy booting)."""
+
+PROBE_SECONDS = 5
+"""How long `fab status` gives an orchestrator to take a connection (SSH, once; the API's port) before it says
+so and asks the other (--ha): a host that is gone would otherwise cost every SSH attempt's connect timeout
+(about 100 s) before status moves on."""
+
 AWS_MAX_ATTEMPTS = 8
 """Attempts botocore makes of one AWS call (its "standard" retry mode: throttling, 5xx, timeouts), backing off."""
 

@@ -15,12 +15,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from fabric import Connection
+from paramiko import SSHException
 
 from inferq.deploy import deploy_lock, fleet, nodes, orchestrator, release, replication, tls
 from inferq.deploy.connections import connect, root
 from inferq.deploy.containers import Wait
 from inferq.deploy.credentials import Secrets
-from inferq.deploy.defaults import PING_ROUND_SECONDS, SMOKE_SECONDS, WAIT_SECONDS
+from inferq.deploy.defaults import PING_ROUND_SECONDS, PROBE_SECONDS, SMOKE_SECONDS, WAIT_SECONDS
 from inferq.deploy.errors import DeployError
 from inferq.deploy.image import Archive, Image
 from inferq.deploy.inventory import Host, Inventory
@@ -219,7 +220,7 @@ def public_api(inventory: Inventory, secrets_dir: str, strict: bool = True) -> l
         session, sha256 = pinned_session(inventory, secrets_dir, host)
         url = public_url(inventory, host)
         try:
-            session.get(f"{url}/healthz", timeout=10).raise_for_status()
+            session.get(f"{url}/healthz", timeout=(PROBE_SECONDS, 10)).raise_for_status()
         except requests.RequestException as exc:
             if strict:
                 raise DeployError(f"the API's public port on {host.name} does not answer over TLS: {exc}") from None
@@ -230,15 +231,19 @@ def public_api(inventory: Inventory, secrets_dir: str, strict: bool = True) -> l
 
 
 def reachable_orchestrator(inventory: Inventory) -> Host:
-    """The first orchestrator SSH reaches (with --ha the other one when the first is away)."""
+    """The first orchestrator SSH reaches (with --ha the other one when the first is away). Each is first given
+    one short try, so a host that is gone costs seconds, not every retry's timeout; only when none answers that
+    try is each given its retries (a host rebooting)."""
     errors = []
-    for host in inventory.orchestrators:
-        try:
-            with connect(inventory, host) as c:
-                c.run("true", hide=True)
-            return host
-        except (DeployError, OSError) as exc:
-            errors.append(f"{host.name}: {exc}")
+    for probe in (True, False):
+        for host in inventory.orchestrators:
+            try:
+                with connect(inventory, host, probe=probe) as c:
+                    c.run("true", hide=True)
+                return host
+            except (DeployError, OSError, SSHException) as exc:
+                if not probe:
+                    errors.append(f"{host.name}: {exc}")
     raise DeployError(f"no orchestrator answers over SSH ({'; '.join(errors)})")
 
 

@@ -72,10 +72,11 @@ def write_proxy(c: Connection, runtime: Runtime, inventory: Inventory, where: La
     return changed
 
 
-def deploy_orchestrator(c: Connection, runtime: Runtime, inventory: Inventory, host: Host, primary: Host,
+def deploy_orchestrator(c: Connection, runtime: Runtime, inventory: Inventory, host: Host, primary: Host | None,
                         secrets: Secrets, secrets_dir: str, report: Report) -> int:
-    """Configure Redis (with --ha: a data node following primary, unless it is primary, and a Sentinel), the API,
-    Flower and the proxy on host; start or restart what changed (a new release too). Return the changes made."""
+    """Configure Redis (with --ha: a data node following primary, replication.current_primary's, unless it is
+    primary, and a Sentinel), the API, Flower and the proxy on host; start or restart what changed (a new
+    release too). Return the changes made."""
     where = runtime.layout(inventory, host)
     prepared = runtime.prepare_orchestrator(c, inventory, host, where)
     conf_changed, sentinel_changed, limit = replication.configure(c, runtime, inventory, host, primary, secrets,

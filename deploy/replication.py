@@ -9,10 +9,12 @@ nodes. Any of the three may be promoted (config_files.data_node_lines says why):
 through the Sentinels wherever it is.
 
 Which node is the primary is the Sentinels' to say once they run. A deploy asks them (current_primary) and
-writes a node's role (``replicaof``) only when it writes that node's configuration anew, because the rendered
-settings changed; otherwise a node and the Sentinels keep what they agreed on. Redis and Sentinel rewrite
-their own files as roles change (Sentinel's CONFIG REWRITE, its own state), so the live files sit in
-directories of theirs, and the deploy compares its rendering with the copy it wrote last (the ``.rendered``
+writes a node's role (``replicaof``) only when it writes that node's configuration anew: because the rendered
+settings changed, or because the node does not follow the primary they name (a host back after a failover);
+otherwise a node and the Sentinels keep what they agreed on. Which node is the primary is no setting, so the
+deploy's copy of sentinel.conf names none: a failover alone restarts no Sentinel at the next deploy. Redis
+and Sentinel rewrite their own files as roles change (Sentinel's CONFIG REWRITE, its own state), so the live
+files sit in directories of theirs, and the deploy compares its rendering with the copy it wrote last (the ``.rendered``
 file in etc/), never with the live file.
 """
 from __future__ import annotations
@@ -87,19 +89,26 @@ def standby_services(runtime: Runtime, inventory: Inventory, where: Layout) -> l
     return [redis_service(runtime, inventory, where), sentinel_service(runtime, where)]
 
 
-def ask_sentinels(c: Connection, inventory: Inventory, where: Layout, *command: str) -> list[str] | None:
-    """A Sentinel command's answer from the first Sentinel that answers (ask_one); None if none answers (none
-    runs yet)."""
-    for host in inventory.sentinel_hosts:
+PRIMARY_PLACEHOLDER = "0.0.0.0"
+"""The primary's address in the deploy's own copy of sentinel.conf (etc/sentinel.conf.rendered): any address,
+the same every time; the live file has the real one."""
+
+
+def ask_sentinels(c: Connection, inventory: Inventory, where: Layout, *command: str,
+                  among: list[Host] | None = None) -> list[str] | None:
+    """A Sentinel command's answer from the first Sentinel that answers (ask_one), of among (default: every
+    Sentinel host); None if none answers (none runs yet)."""
+    for host in inventory.sentinel_hosts if among is None else among:
         lines = ask_one(c, inventory, where, host, *command)
         if lines is not None:
             return lines
     return None
 
 
-def current_primary(inventory: Inventory, runtime: Runtime) -> Host:
-    """The data node the Sentinels call the primary, asked from the first orchestrator that answers; the first
-    orchestrator when no Sentinel answers (the first deploy) or in the single layout."""
+def current_primary(inventory: Inventory, runtime: Runtime) -> Host | None:
+    """The data node the Sentinels call the primary, asked from the first orchestrator that answers; None when no
+    Sentinel answers (the first deploy: the first orchestrator starts as the primary, starting_primary). The
+    orchestrator in the single layout."""
     if not inventory.ha:
         return inventory.orchestrator
     for host in inventory.orchestrators:
@@ -116,7 +125,12 @@ def current_primary(inventory: Inventory, runtime: Runtime) -> Host:
                                   f"cluster's data hosts ({', '.join(h.name for h in inventory.data_hosts)})")
             return found[0]
         break
-    return inventory.orchestrator
+    return None
+
+
+def starting_primary(inventory: Inventory, named: Host | None) -> Host:
+    """The node to follow: the one the Sentinels named, else (none answers) the first orchestrator."""
+    return named or inventory.orchestrator
 
 
 def write_redis_tls(c: Connection, runtime: Runtime, inventory: Inventory, host: Host, where: Layout,
@@ -134,52 +148,71 @@ def write_redis_tls(c: Connection, runtime: Runtime, inventory: Inventory, host:
     return changed
 
 
-def write_live(c: Connection, rendered: str, rendered_path: str, live: str, role: list[str], user: str) -> bool:
-    """Write a configuration Redis or Sentinel rewrites: the rendering to rendered_path (the deploy's own copy,
-    mode 600: it holds passwords); when that changed or the live file is missing, the rendering plus role lines
-    to live (owned by user). True if the live file was written (the service must restart)."""
+def write_live(c: Connection, rendered: str, rendered_path: str, live: str, live_text: str, user: str,
+               force: bool = False) -> bool:
+    """Write a configuration Redis or Sentinel rewrites. rendered (the settings, nothing a failover changes) goes
+    to rendered_path, the deploy's own copy (mode 600: it holds passwords); when that changed, the live file is
+    missing, or force, live_text goes to live (owned by user). True if the live file was written (the service
+    must restart)."""
     changed = put_if_changed(c, rendered, rendered_path, "600")
-    if not changed and root(c, f"test -f {live}", warn=True).ok:
+    if not changed and not force and root(c, f"test -f {live}", warn=True).ok:
         return False
     root(c, f"install -d -m 700 -o {user} $(dirname {live})")
-    put_if_changed(c, rendered + "".join(f"{line}\n" for line in role), live, "600", user)
+    put_if_changed(c, live_text, live, "600", user)
     return True
 
 
-def write_data_node(c: Connection, runtime: Runtime, inventory: Inventory, host: Host, primary: Host,
+def write_data_node(c: Connection, runtime: Runtime, inventory: Inventory, host: Host, named: Host | None,
                     secrets: Secrets, where: Layout, memory_limit: int) -> bool:
     """An --ha data node's redis.conf: the single layout's (TLS only, the role users, AOF, the memory limit), the
-    replication login, and, written anew, ``replicaof`` the current primary unless it is the primary. True if
-    Redis must restart."""
+    replication login, and, written anew, ``replicaof`` the current primary unless it is the primary (named by
+    the Sentinels; None when none answers). True if Redis must restart.
+
+    Written anew too when the Sentinels name a primary this node does not follow: a host back after a failover
+    (its file, as it left it, says it is the primary) starts as a replica of the new primary, not as a second
+    primary with what it held when it was lost until the Sentinels turn it round. A node the Sentinels turned
+    into a replica has the line already: they make it rewrite its file. When no Sentinel answers, each node
+    keeps the role its file has: the deploy cannot know better."""
+    primary = starting_primary(inventory, named)
     base = config_files.redis_conf(inventory, host, secrets, redis_data_dir(where), memory_limit, tls_dir(where))
     rendered = base + "\n".join([*config_files.replication_login_lines(secrets),
                                  *config_files.data_node_lines(), ""])
-    role = [] if host == primary else [f"replicaof {primary.private_ip} {inventory.redis_port}"]
-    return write_live(c, rendered, f"{where.remote_dir}/etc/redis.conf.rendered",
-                      redis_conf_path(inventory, where), role, runtime.user("redis"))
+    live = redis_conf_path(inventory, where)
+    role = "" if host == primary else f"replicaof {primary.private_ip} {inventory.redis_port}"
+    astray = named is not None and bool(role) and not root(c, f"grep -qxF {shlex.quote(role)} {live}", warn=True).ok
+    return write_live(c, rendered, f"{where.remote_dir}/etc/redis.conf.rendered", live,
+                      rendered + (f"{role}\n" if role else ""), runtime.user("redis"), force=astray)
 
 
 def write_sentinel(c: Connection, runtime: Runtime, inventory: Inventory, primary: Host, secrets: Secrets,
                    where: Layout) -> bool:
     """A host's sentinel.conf: TLS only, watching the current primary as the sentinel user, with the inventory's
-    Failover timings. True if the Sentinel must restart."""
+    Failover timings. True if the Sentinel must restart.
+
+    Which node is the primary is not a setting: the deploy's copy names none, so a failover alone does not make
+    the next deploy restart every Sentinel (and lose what they know: their ids, the epoch, the replicas). A
+    Sentinel that was away learns the current primary from the others when it starts."""
     from inferq.settings import Failover, load
 
     timings = load(Failover, inventory.env)
-    live = sentinel_conf_path(where)
-    rendered = config_files.sentinel_conf(secrets, primary.private_ip, inventory.redis_port, inventory.sentinel_port,
+
+    def render(primary_ip: str) -> str:
+        return config_files.sentinel_conf(secrets, primary_ip, inventory.redis_port, inventory.sentinel_port,
                                           tls_dir(where), master_name(inventory), timings.quorum, timings.down_after,
                                           timings.failover_timeout)
+
     # `dir` is the live file's: Sentinel writes nothing else, but it must be a directory it owns.
-    return write_live(c, rendered, f"{where.remote_dir}/etc/sentinel.conf.rendered", live,
-                      [f'dir "{sentinel_dir(where)}"'], runtime.user("redis"))
+    return write_live(c, render(PRIMARY_PLACEHOLDER), f"{where.remote_dir}/etc/sentinel.conf.rendered",
+                      sentinel_conf_path(where), render(primary.private_ip) + f'dir "{sentinel_dir(where)}"\n',
+                      runtime.user("redis"))
 
 
-def configure(c: Connection, runtime: Runtime, inventory: Inventory, host: Host, primary: Host, secrets: Secrets,
-              secrets_dir: str, where: Layout) -> tuple[bool, bool, int]:
+def configure(c: Connection, runtime: Runtime, inventory: Inventory, host: Host, named: Host | None,
+              secrets: Secrets, secrets_dir: str, where: Layout) -> tuple[bool, bool, int]:
     """Redis's files on a data host: its directory, its TLS, its redis.conf (the single layout's, written by the
-    deploy alone; with --ha a data node following primary) and with --ha its Sentinel's. Returns whether Redis
-    and the Sentinel must restart, and Redis's memory limit in bytes."""
+    deploy alone; with --ha a data node following the primary the Sentinels named, None when none answers) and
+    with --ha its Sentinel's. Returns whether Redis and the Sentinel must restart, and Redis's memory limit in
+    bytes."""
     root(c, f"install -d -m 700 -o {runtime.user('redis')} {redis_data_dir(where)}")
     limit = config_files.maxmemory(memory_of(c), inventory.redis_memory_fraction)
     tls_changed = write_redis_tls(c, runtime, inventory, host, where, secrets_dir)
@@ -187,14 +220,15 @@ def configure(c: Connection, runtime: Runtime, inventory: Inventory, host: Host,
         conf = config_files.redis_conf(inventory, host, secrets, redis_data_dir(where), limit, tls_dir(where))
         changed = put_if_changed(c, conf, redis_conf_path(inventory, where), "600", runtime.user("redis"))
         return changed or tls_changed, False, limit
-    redis_changed = write_data_node(c, runtime, inventory, host, primary, secrets, where, limit)
-    sentinel_changed = write_sentinel(c, runtime, inventory, primary, secrets, where)
+    redis_changed = write_data_node(c, runtime, inventory, host, named, secrets, where, limit)
+    sentinel_changed = write_sentinel(c, runtime, inventory, starting_primary(inventory, named), secrets, where)
     return redis_changed or tls_changed, sentinel_changed or tls_changed, limit
 
 
-def deploy_standby(runtime: Runtime, inventory: Inventory, primary: Host, secrets: Secrets, secrets_dir: str,
-                   report: Report) -> int:
-    """The standby worker host's Redis replica and Sentinel (--ha). Return the changes made."""
+def deploy_standby(runtime: Runtime, inventory: Inventory, primary: Host | None, secrets: Secrets,
+                   secrets_dir: str, report: Report) -> int:
+    """The standby worker host's Redis replica and Sentinel (--ha), following primary (current_primary). Return
+    the changes made."""
     host = inventory.standby
     assert host is not None
     where = runtime.layout(inventory, host)
@@ -265,12 +299,12 @@ def replication_status(inventory: Inventory, runtime: Runtime, c: Connection, ho
     link, and how many Sentinels answer."""
     where = runtime.layout(inventory, host)
     name = master_name(inventory)
-    primary = ask_sentinels(c, inventory, where, "SENTINEL", "get-master-addr-by-name", name)
+    # Those that answer a PING first: a Sentinel on a host that is gone then costs one timeout, not three.
+    answered = [h for h in inventory.sentinel_hosts if ask_one(c, inventory, where, h, "PING") == ["PONG"]]
+    primary = ask_sentinels(c, inventory, where, "SENTINEL", "get-master-addr-by-name", name, among=answered)
     names = {h.private_ip: h.name for h in inventory.data_hosts}
-    answered = [h.name for h in inventory.sentinel_hosts
-                if ask_one(c, inventory, where, h, "PING") == ["PONG"]]
     replicas = {}
-    lines = ask_sentinels(c, inventory, where, "SENTINEL", "REPLICAS", name) or []
+    lines = ask_sentinels(c, inventory, where, "SENTINEL", "REPLICAS", name, among=answered) or []
     # --raw prints each replica's field/value pairs one per line, replicas one after the other: split on "name".
     fields: list[list[str]] = []
     for line in lines:
@@ -284,7 +318,7 @@ def replication_status(inventory: Inventory, runtime: Runtime, c: Connection, ho
         replicas[names.get(ip, ip)] = "up" if state.get("master-link-status") == "ok" and "down" not in \
             state.get("flags", "") else f"down ({state.get('flags', '?')})"
     return {"primary": names.get(primary[0], primary[0]) if primary else None, "replicas": replicas,
-            "sentinels": answered}
+            "sentinels": [h.name for h in answered]}
 
 
 def status_line(found: dict, inventory: Inventory) -> str:

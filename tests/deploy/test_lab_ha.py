@@ -1,6 +1,7 @@
 """The --ha layout deployed in a network-namespace lab of its own (issue 20): two orchestrators and a worker host,
 Redis on all three (a primary and two replicas, TLS, the role users), a Sentinel on each; then the first
-orchestrator is lost while a client with both API addresses submits without pause.
+orchestrator is lost while a client with both API addresses submits without pause; `fab status` says what is
+left; then the host comes back and `fab deploy` makes it a replica of the new primary.
 
 The lab is the package's (tests/deploy/cluster.py) with other hosts and a tag of its own, so it can run beside
 the package's cluster: orchestrator (10.231.0.11), orchestrator-2 (.12) and worker-1 (.13, two worker
@@ -153,13 +154,63 @@ def test_losing_the_first_orchestrator_loses_no_accepted_job(ha, tmp_path):
     recovery_s = after()[0]["done"] - cut
     later = [summary["finished"][e["accepted"]] for e in after() if e["accepted"] in summary["finished"]]
     new_primary = sentinel_says_primary(ha, "orchestrator-2")
+    # The operator asks what is left: `fab status` moves on to the second orchestrator in one short try.
+    asked_at = time.monotonic()
+    status = ha.fab(STATUS, check=False)
+    status_s = time.monotonic() - asked_at
     record("deploy failover", hosts=len(HA_HOSTS), accepted=summary["accepted"], lost=len(summary["lost"]),
            recovery_s=recovery_s, first_done_after_cut_s=min(later) - cut if later else None,
            accepted_after_cut=len(after()), refused_after_cut=len(refused), unreachable_after_cut=len(unreachable),
-           new_primary=next(h.name for h in ha.lab.hosts if h.address == new_primary))
+           new_primary=next(h.name for h in ha.lab.hosts if h.address == new_primary), status_s=status_s)
     assert summary["lost"] == [], summary
     assert summary["succeeded"] == summary["accepted"]
     assert recovery_s < RECOVERY_LIMIT
     # Every job accepted after the cut came through the second orchestrator's API, the first being gone.
     assert {e["via"] for e in after()} == {f"https://{address(ha, 'orchestrator-2')}"}
     assert new_primary in (address(ha, "orchestrator-2"), address(ha, "worker-1")), new_primary
+    assert status.returncode == 0, (status.stdout + status.stderr)[-3000:]
+    assert f"API: https://{address(ha, 'orchestrator')} does not answer" in status.stdout, status.stdout
+    assert "Sentinels answering: 2 of 3" in status.stdout and "orchestrator down" in status.stdout, status.stdout
+
+
+def bring_back(ha: Cluster, name: str) -> None:
+    """The lost host boots again, as an instance rebooted: its link up and its sshd (same disk, same host key).
+    Its services stay down until `fab deploy` starts them (systemd would at boot, before any deploy), and its
+    files are as it left them: its Redis's says it is the primary, its Sentinel's names it."""
+    host = next(h for h in ha.lab.hosts if h.name == name)
+    subprocess.run([*ha.lab.exec_prefix(host.namespace), "ip", "link", "set", "eth0", "up"], check=True)
+    ha.lab.start_sshd(name, 22, ha.lab.host_keys[name])
+
+
+def test_the_lost_orchestrator_back_rejoins_as_a_replica_of_the_new_primary(ha):
+    """After test_losing_the_first_orchestrator_loses_no_accepted_job: the stale primary must not stay one."""
+    primary_before = sentinel_says_primary(ha, "orchestrator-2")
+    assert primary_before != address(ha, "orchestrator"), "run after the test that loses the first orchestrator"
+    bring_back(ha, "orchestrator")
+    back_at = time.monotonic()
+    out = ha.fab(DEPLOY).stdout
+    for name in ("orchestrator", "orchestrator-2"):
+        assert f"succeeded through https://{address(ha, name)}" in out, out[-3000:]
+    # What ran through the loss is left alone: the failover is no setting, so no Sentinel restarts (and forgets
+    # what it knows) and no node is turned round.
+    for line in ("orchestrator-2: redis unchanged", "orchestrator-2: sentinel unchanged", "worker-1: redis unchanged",
+                 "worker-1: sentinel unchanged", "orchestrator: redis started"):
+        assert line in out, out[-3000:]
+    # The node back started as a replica of the new primary (its log's role letter S), never as a second
+    # primary with what it held when it was lost.
+    started = (ha.tmp / "hosts" / "orchestrator" / "log" / "redis.log").read_text().rsplit("Redis is starting", 1)[1]
+    ready = next(line for line in started.splitlines() if "Ready to accept connections" in line)
+    assert ":S " in ready and f"Connecting to MASTER {primary_before}" in started, started[-3000:]
+    # Its link to the primary is up once it has synced; status shows it.
+    expected = "Sentinels answering: 3 of 3"
+    deadline = time.monotonic() + 120
+    while True:
+        status = ha.fab(STATUS, check=False).stdout
+        if expected in status and "orchestrator up" in status:
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(2)
+    record("deploy host back", rejoined_s=time.monotonic() - back_at)
+    # No failover back to it: the primary stays the one the Sentinels chose while it was gone.
+    assert sentinel_says_primary(ha, "orchestrator") == primary_before
+    assert f"redis: primary {next(h.name for h in ha.lab.hosts if h.address == primary_before)};" in status, status
