@@ -17,7 +17,7 @@ from inferq import contract
 from inferq.broker.holdings import holdings
 from inferq.celery_app import app
 from inferq.settings import Worker, current
-from inferq.tasks import batching, clients, deliveries, passes
+from inferq.tasks import batching, clients, deliveries, passes, shutdown
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ def classify_job(self, texts: list[str], queued_at: float | None = None) -> cont
         batch.finish([delivered], [exc])
         raise
     try:
+        shutdown.interrupt_if_leaving()
         outcome = batch.run()
     except BaseException:
         # Interrupted (SIGTERM gives the job back, tasks/shutdown.py) or broken before every result was
