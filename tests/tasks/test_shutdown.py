@@ -14,9 +14,7 @@ def sigterm_before_the_job(monkeypatch):
     monkeypatch.setattr(shutdown, "_leaving", False)
     monkeypatch.setattr(state, "active_requests", set())
     monkeypatch.setattr(state, "should_stop", None)
-    shutdown._on_sigterm()
-    yield
-    state.should_stop = None
+    shutdown._on_sigterm()  # monkeypatch puts _leaving and Celery's state back after the test
 
 
 def test_a_job_started_after_sigterm_is_interrupted_at_once(sigterm_before_the_job):
