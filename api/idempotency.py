@@ -5,6 +5,14 @@ two racing requests exactly one creates the job) and stores the job id and a
 fingerprint of the texts. A later request with the key and the same texts gets
 that job back; with other texts it is refused with 409. Keys are scoped to the
 caller's API key and expire with the job.
+
+The claim and the job's message are written in one script (broker/scripts.py
+CLAIM_AND_QUEUE), and a refused job's message is withdrawn with its claim in one
+too (WITHDRAW): a claim exists only while its job is queued or taken. Written in
+two steps, a submit cut between them (its API killed, its Redis connection or
+Redis lost) left a claim for a job never queued, and the client's retry with the
+same key was answered 202 for a job that would never run (a lost job, seen in
+the lab's failover test).
 """
 from __future__ import annotations
 
@@ -55,18 +63,13 @@ def lookup(client: redis.Redis, key: str, owner: str | None, body: str) -> str |
     return _existing(raw, body) if raw else None
 
 
-def claim(client: redis.Redis, key: str, owner: str | None, body: str, job_id: str, ttl: int) -> str:
-    """Claim key for job_id; return job_id if claimed, else the job that won the race."""
-    name = _redis_key(key, owner)
-    for _ in range(3):  # the winner's claim may expire between SET and GET: try again
-        if client.set(name, json.dumps({"job_id": job_id, "body": body}), nx=True, ex=ttl):
-            return job_id
-        raw = client.get(name)
-        if raw:
-            return _existing(raw, body)
-    raise ApiError(409, "idempotency_conflict", "this Idempotency-Key is in use; retry the request")
+def claim(key: str, owner: str | None, body: str, job_id: str) -> tuple[str, str]:
+    """The Redis key and value of job_id's claim on key: set together with the job's queueing, in one atomic
+    step (JobStore.claim_and_push), so a claim never names a job that was not queued."""
+    return _redis_key(key, owner), json.dumps({"job_id": job_id, "body": body})
 
 
-def release(client: redis.Redis, key: str, owner: str | None) -> None:
-    """Drop a claim whose job could not be queued, so a retry can create it."""
-    client.delete(_redis_key(key, owner))
+def winner(raw: bytes | str, body: str) -> str:
+    """The job of the claim that won the race for a key (read in the same atomic step as the failed claim,
+    so it is there); 409 if its body differed."""
+    return _existing(raw, body)

@@ -57,6 +57,7 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
     lane = lane_of(len(texts), priority)
     queue = lane_queues(config.current().redis.queue)[lane]
     body = idempotency.body_fingerprint(texts) if idem_key else ""
+    claim = None
     try:
         if idem_key:
             existing = idempotency.lookup(store.redis, idem_key, owner, body)
@@ -67,24 +68,27 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
         # reading the record back.
         message = publisher.job_message(job_id, texts, queued_at, queue, callback_url is not None)
         # The record goes first (a worker may finish the job before this request returns, and a poll
-        # must find it); without an Idempotency-Key the message goes in the same round trip.
+        # must find it); without an Idempotency-Key the message goes in the same round trip, with one in the
+        # next, together with the key's claim (api/idempotency.py says why they go together).
         load = store.create(job_id, len(texts), owner, queue, queued_at, lane, callback_url,
                             message=None if idem_key else message)
         try:
             if idem_key:
-                winner = idempotency.claim(store.redis, idem_key, owner, body, job_id, store.ttl)
-                if winner != job_id:
+                claim, claim_value = idempotency.claim(idem_key, owner, body, job_id)
+                won, depth, replicated = store.claim_and_push(queue, message, claim, claim_value)
+                if won is not None:
                     store.forget(job_id)
-                    return Submitted(winner, False, None)
-                try:
-                    depth, replicated = store.push(queue, message)
-                    load = load._replace(depth=depth, replicated=replicated)
-                except Exception:
-                    idempotency.release(store.redis, idem_key, owner)
-                    raise
+                    return Submitted(idempotency.winner(won, body), False, None)
+                load = load._replace(depth=depth, replicated=replicated)
             if not load.replicated:
-                _unreplicated(store, queue, message, idem_key, owner)
-            _admit(store, load, lane, queue, message, idem_key, owner)
+                _unreplicated(store, queue, message, claim)
+            _admit(store, load, lane, queue, message, claim)
+        except UNAVAILABLE:
+            # Redis away: with a key, the claim and the message may have been written (only the reply lost),
+            # and a retry with the key gets that job, which needs its record. Else nothing is queued.
+            if not idem_key:
+                store.forget(job_id)
+            raise
         except BaseException:
             store.forget(job_id)
             raise
@@ -99,19 +103,17 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
     return Submitted(job_id, True, queued_at)
 
 
-def _unreplicated(store: JobStore, queue: str, message: str, idem_key: str | None, owner: str | None) -> None:
+def _unreplicated(store: JobStore, queue: str, message: str, claim: str | None) -> None:
     """Fewer replicas than INFERQ_REDIS_MIN_REPLICAS acknowledged the job in time: refuse it (503), take its
-    message off its queue, release its Idempotency-Key (the caller drops its record).
+    message off its queue and release its Idempotency-Key's claim, in one step (the caller drops its record).
 
     Decision: a job a worker took between the push and the WAIT's answer is refused all the same. 202 promises
     that the replicas hold the job, which was not so; that job then runs once, and its result, stored under
     an id no client was given, expires with the other results. A client that retries gets a new job.
     """
-    if not store.withdraw(queue, message):
+    if not store.withdraw(queue, message, claim, release="always"):
         current_app.logger.warning("a job refused for want of replicas was taken by a worker first: it runs once, "
                                    "unseen")
-    if idem_key:
-        idempotency.release(store.redis, idem_key, owner)
     link = config.current().redis
     raise ApiError(503, "replication_unavailable",
                    f"fewer than {link.min_replicas} Redis replica(s) acknowledged the job within "
@@ -119,19 +121,16 @@ def _unreplicated(store: JobStore, queue: str, message: str, idem_key: str | Non
                    headers={"Retry-After": "1"})
 
 
-def _admit(store: JobStore, load: Load, lane: str, queue: str, message: str, idem_key: str | None,
-           owner: str | None) -> None:
+def _admit(store: JobStore, load: Load, lane: str, queue: str, message: str, claim: str | None) -> None:
     """Admission control after the push: a job past its lane's cap or Redis's memory threshold is taken off
-    the queue again and refused (429), its Idempotency-Key released. One a worker took meanwhile stays
-    accepted: it is running."""
+    the queue again and refused (429), its Idempotency-Key's claim released with it. One a worker took meanwhile
+    stays accepted: it is running."""
     settings = config.current()
     try:
         admission.admit(load.depth - 1, settings.max_queue_depth, settings.retry_after, lane)
         admission.admit_memory(load.used_memory, load.maxmemory, settings.redis_memory_high, settings.retry_after)
     except ApiError:
-        if store.withdraw(queue, message):
-            if idem_key:
-                idempotency.release(store.redis, idem_key, owner)
+        if store.withdraw(queue, message, claim):
             raise
 
 

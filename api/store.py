@@ -97,7 +97,7 @@ class JobStore:
         if read_memory:
             pipe.info("memory")
         rang = message is not None and self._queue(pipe, queue, message)
-        waited = message is not None and self._wait(pipe)  # without a message, push() waits for both
+        waited = message is not None and self._wait(pipe)  # without a message, claim_and_push() waits
         replies = pipe.execute()
         replicated = self._replicated(replies.pop()) if waited else True
         depth = 0
@@ -110,14 +110,18 @@ class JobStore:
             self._memory_read_at, self._written = time.monotonic(), 0
         return Load(depth, *self._memory, replicated=replicated)
 
-    def push(self, queue: str, message: str) -> tuple[int, bool]:
-        """Queue a recorded job's message; return its lane's depth with it, and whether the replicas hold it."""
-        pipe = self.redis.pipeline(transaction=False)
-        rang = self._queue(pipe, queue, message)
-        waited = self._wait(pipe)
-        replies = pipe.execute()
-        replicated = self._replicated(replies[-1]) if waited else True
-        return self._woke(queue, int(replies[0]), rang), replicated
+    def claim_and_push(self, queue: str, message: str, claim: str, claim_value: str) -> tuple[bytes | None, int, bool]:
+        """Claim a submit's Idempotency-Key (claim: its Redis key) and queue its job's message in one atomic step
+        (broker/scripts.CLAIM_AND_QUEUE), then WAIT for the replicas, in one round trip. Returns the claim that
+        won if another request's did (nothing queued then), else None; the lane's depth with the job; whether
+        the replicas hold it."""
+        rang = self._quiet.get(queue, True)
+        replies = scripts.CLAIM_AND_QUEUE.piped(self.redis, keys=[claim, queue, WAKE_KEY],
+                                                args=[claim_value, self.ttl, message, int(rang)], then=self._wait)
+        (claimed, value), replicated = replies[0], self._replicated(replies[-1]) if len(replies) > 1 else True
+        if not claimed:
+            return value, 0, True
+        return None, self._woke(queue, int(value), rang), replicated
 
     def _wait(self, pipe: Any) -> bool:
         """End pipe with a WAIT for the replicas the link asks for; False when it asks for none. WAIT returns once
@@ -150,9 +154,11 @@ class JobStore:
             wake.ring(self.redis)
         return depth
 
-    def withdraw(self, queue: str, message: str) -> bool:
-        """Take a refused job's message off its queue again; False if a worker took it first (it runs)."""
-        return self.redis.lrem(queue, 1, message) == 1
+    def withdraw(self, queue: str, message: str, claim: str | None = None, release: str = "withdrawn") -> bool:
+        """Take a refused job's message off its queue again; False if a worker took it first (it runs). claim: its
+        Idempotency-Key's claim, released in the same atomic step ('always', or only if 'withdrawn')."""
+        keys = [queue, claim] if claim else [queue]
+        return scripts.WITHDRAW(self.redis, keys=keys, args=[message, release]) == 1
 
     def forget(self, job_id: str) -> None:
         """Drop the record (and the count) of a job that was not enqueued after all."""

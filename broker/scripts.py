@@ -10,7 +10,7 @@ Commands a script runs count in Redis's INFO commandstats like any other.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,21 @@ class Script:
             return client.evalsha(self.sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
             return client.eval(self.source, len(keys), *keys, *args)
+
+    def piped(self, client: redis.Redis, keys: Sequence[Any], args: Sequence[Any],
+              then: Callable[[Any], Any] = lambda pipe: None) -> list[Any]:
+        """Run it first in one pipeline with what then(pipe) adds after it; the replies, the script's first. If
+        Redis lost the script, the pipeline runs once more with it in full (EVALSHA failed: it wrote nothing)."""
+        for full in (False, True):
+            pipe = client.pipeline(transaction=False)
+            pipe.execute_command(*self.command(keys, args, full=full))
+            then(pipe)
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if full:
+                    raise
+        raise AssertionError("unreachable")
 
     def command(self, keys: Sequence[Any], args: Sequence[Any], full: bool = False) -> list[Any]:
         """The command's arguments, for a caller that sends and reads it itself (EVAL with the source if full)."""
@@ -239,4 +254,48 @@ redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[1])
 redis.call('PUBLISH', KEYS[1], ARGV[2])
 redis.call('INCR', KEYS[4])
 return {'queued', ''}
+""")
+
+
+CLAIM_AND_QUEUE = Script(
+    "claim_and_queue",
+    keys=("claim", "queue", "wake"),
+    args=("claim_value", "ttl", "message", "ring"),
+    source="""
+-- Claim a submit's Idempotency-Key for its job and queue the job's message, in one atomic step. A key is
+-- claimed if and only if its job was queued: a retry that finds the claim (its first try's API died, or its
+-- connection or Redis was lost, between two steps) never gets back a job nobody queued.
+-- KEYS[1] claim        the key's claim (api/idempotency.py): {job_id, body fingerprint}
+-- KEYS[2] queue        the job's lane (kombu's list: LPUSH publishes)
+-- KEYS[3] wake         the list idle workers block on; one element wakes one
+-- ARGV[1] claim_value  the claim to set
+-- ARGV[2] ttl          seconds the claim is kept (the job's record's)
+-- ARGV[3] message      the job's message
+-- ARGV[4] ring         '1': ring the wake list too (the lane was likely empty)
+-- Returns {1, the lane's depth with the job} when claimed and queued, {0, the claim that won} else.
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  return {0, redis.call('GET', KEYS[1])}
+end
+local depth = redis.call('LPUSH', KEYS[2], ARGV[3])
+if ARGV[4] == '1' then redis.call('RPUSH', KEYS[3], 1) end
+return {1, depth}
+""")
+
+
+WITHDRAW = Script(
+    "withdraw",
+    keys=("queue", "claim..."),
+    args=("message", "release"),
+    source="""
+-- Take a refused job's message off its queue and release its Idempotency-Key claim, in one atomic step (the
+-- claim never outlives a withdrawn message: see claim_and_queue).
+-- KEYS[1] queue     the job's lane
+-- KEYS[2] claim     the job's Idempotency-Key claim, if its submit had a key (absent: none)
+-- ARGV[1] message   the job's message, as queued
+-- ARGV[2] release   'always': release the claim whatever happened; 'withdrawn': only if the message was still
+--                   queued (one a worker took runs, and a retry should get it)
+-- Returns 1 if the message was taken off its queue, 0 if a worker had taken it.
+local withdrawn = redis.call('LREM', KEYS[1], 1, ARGV[1])
+if KEYS[2] and (withdrawn == 1 or ARGV[2] == 'always') then redis.call('DEL', KEYS[2]) end
+return withdrawn
 """)

@@ -200,7 +200,7 @@ class Client:
                 return self._request("POST", "/jobs", json=payload, params=params, headers=headers,
                                      timeout=self.timeout + wait)
             except ApiRefused as exc:
-                retried = exc.status in BUSY_STATUSES or exc.code == "idempotency_conflict"
+                retried = exc.status in BUSY_STATUSES
                 if not retried or attempt == MAX_BUSY_RETRIES:
                     raise
                 time.sleep(min(10.0, exc.retry_after or 0.2 * (attempt + 1)))

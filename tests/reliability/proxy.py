@@ -23,6 +23,7 @@ class PartitionProxy:
         self.replies_dropped = threading.Event()
         self.stopped = threading.Event()
         self.lock = threading.Lock()
+        self.commands_left: int | None = None  # partition_after's countdown
         self.pairs: list[tuple[socket.socket, socket.socket | None]] = []
         self.thread = threading.Thread(target=self._accept_loop, daemon=True)
 
@@ -37,6 +38,29 @@ class PartitionProxy:
     def drop_replies(self) -> None:
         """Forward what clients send, drop what Redis answers: a command runs, its reply never arrives."""
         self.replies_dropped.set()
+
+    def partition_after(self, commands: int) -> None:
+        """Forward the next `commands` commands that clients send (counted over every connection, those setting
+        up a connection not counted), then partition: the last one runs in Redis, and its reply and everything
+        sent after it are dropped (a client cut off between two commands, or in the middle of a pipeline)."""
+        with self.lock:
+            self.commands_left = commands
+
+    def _forward_counted(self, data: bytes, pending: bytearray, upstream: socket.socket) -> None:
+        """Forward what a client sent one whole command at a time while partition_after counts down."""
+        pending += data
+        commands, rest = split_commands(bytes(pending))
+        pending[:] = rest
+        for command in commands:
+            with self.lock:
+                if self.partitioned.is_set():
+                    return
+                upstream.sendall(command)
+                if self.commands_left is not None and command_name(command) not in CONNECTION_COMMANDS:
+                    self.commands_left -= 1
+                    if self.commands_left <= 0:
+                        self.commands_left = None
+                        self.partitioned.set()
 
     def heal(self) -> None:
         """Close connections stranded by the partition and forward again."""
@@ -76,6 +100,7 @@ class PartitionProxy:
 
     def _pump(self, client: socket.socket, upstream: socket.socket | None) -> None:
         sel = selectors.DefaultSelector()
+        pending = bytearray()  # a client's partial command, while partition_after counts
         sel.register(client, selectors.EVENT_READ, upstream)
         if upstream is not None:
             sel.register(upstream, selectors.EVENT_READ, client)
@@ -89,7 +114,10 @@ class PartitionProxy:
                     reply = key.fileobj is upstream
                     if key.data is not None and not self.partitioned.is_set() \
                             and not (reply and self.replies_dropped.is_set()):
-                        key.data.sendall(data)
+                        if not reply and (self.commands_left is not None or pending):
+                            self._forward_counted(data, pending, key.data)
+                        else:
+                            key.data.sendall(data)
         except (OSError, ValueError):
             return
         finally:
@@ -100,3 +128,37 @@ class PartitionProxy:
                         s.close()
                     except OSError:
                         pass
+
+
+CONNECTION_COMMANDS = {b"AUTH", b"HELLO", b"CLIENT", b"SELECT", b"PING", b"SUBSCRIBE", b"PSUBSCRIBE"}
+"""What a client sends on a new connection, or a listener on its own: not counted by partition_after, so the
+count follows one request's own commands whichever connection it found open."""
+
+
+def command_name(command: bytes) -> bytes:
+    """The name of one whole RESP command, upper case."""
+    _, length, rest = command.split(b"\r\n", 2)
+    return rest[:int(length[1:])].upper()
+
+
+def split_commands(stream: bytes) -> tuple[list[bytes], bytes]:
+    """The whole commands at the start of a client's RESP stream (arrays of bulk strings, as redis-py sends them),
+    and what is left of an incomplete one."""
+    commands, at = [], 0
+    while stream.startswith(b"*", at):
+        end = stream.find(b"\r\n", at)
+        if end < 0:
+            break
+        cursor = end + 2
+        for _ in range(int(stream[at + 1:end])):
+            end = stream.find(b"\r\n", cursor)
+            if end < 0:
+                break
+            cursor = end + 2 + int(stream[cursor + 1:end]) + 2
+        else:
+            if cursor <= len(stream):
+                commands.append(stream[at:cursor])
+                at = cursor
+                continue
+        break
+    return commands, stream[at:]

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import pytest
 import requests
 
+from inferq.api.store import MEMORY_READ_SECONDS
+from inferq.stack import processes
 from tests.figures import record
+from tests.reliability.proxy import PartitionProxy
 
 pytestmark = pytest.mark.slow
 
@@ -59,3 +63,48 @@ def test_malformed_key_is_refused(stack):
         response = requests.post(stack.api + "/jobs", json={"text": "x"},
                                  headers={"Idempotency-Key": key.encode("utf-8")}, timeout=10)
         assert response.status_code == 400 and response.json()["error"] == "invalid_idempotency_key", key
+
+
+MOST_COMMANDS_PER_SUBMIT = 12
+"""More Redis commands than one submit with a key sends (a lookup, the record's pipeline, the claim and queueing):
+the cut below moves one command further each round until a submit goes through whole."""
+
+
+def test_a_submit_cut_off_after_any_command_then_retried_gets_a_job_that_runs(stack):
+    """The API's Redis link is cut after its 1st, 2nd ... command of a submit (that command runs, its reply and
+    the rest are lost: the API killed, or its link or Redis lost, mid-submit); the client retries with the same
+    key once the link is back. Whatever the cut left behind, the retry's 202 names a job that runs. (Written in
+    two steps, the key's claim and the job's message let a cut between them answer 202 for a job never queued:
+    the lab's failover test lost one so.)"""
+    proxy = PartitionProxy(stack.redis.port).start()
+    api = stack.start_api(REDIS_URL=stack.redis.url.replace(f":{stack.redis.port}/", f":{proxy.port}/"))
+    process = stack.apis[-1]
+    outcomes: list[tuple[int, bool, str]] = []  # (commands before the cut, whether the retry was a replay, its job)
+    try:
+        for commands in range(1, MOST_COMMANDS_PER_SUBMIT + 1):
+            key, body = uuid.uuid4().hex, {"text": f"cut after {commands} command(s)"}
+            time.sleep(MEMORY_READ_SECONDS + 0.1)  # each submit reads Redis's memory: the same commands each round
+            proxy.partition_after(commands)
+            first = _post(api, body, key)
+            cut = proxy.partitioned.is_set()
+            proxy.heal()
+            if not cut:
+                assert first.status_code == 202, first.text
+                break
+            assert first.status_code == 503 and first.json()["error"] == "redis_unavailable", first.text
+            retry = _post(api, body, key)
+            assert retry.status_code == 202, retry.text
+            outcomes.append((commands, retry.headers.get("Idempotent-Replayed") == "true", retry.json()["job_id"]))
+        else:
+            pytest.fail(f"every submit was cut: more than {MOST_COMMANDS_PER_SUBMIT} commands per submit?")
+        states = stack.wait_done([job for _, _, job in outcomes], timeout=30)
+        record("idempotent submit cut mid-way", cuts=len(outcomes), commands_per_submit=commands,
+               replayed=sum(replayed for _, replayed, _ in outcomes),
+               succeeded=sum(state == "SUCCESS" for state in states.values()))
+        assert len(outcomes) >= 3, outcomes  # the lookup, the record, the claim with its message at least
+        assert any(replayed for _, replayed, _ in outcomes), outcomes  # a cut came after the key was claimed
+        assert all(states[job] == "SUCCESS" for *_, job in outcomes), (outcomes, states)
+    finally:
+        proxy.stop()
+        processes.stop(process, timeout=10)
+        stack.apis.remove(process)
