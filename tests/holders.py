@@ -21,3 +21,15 @@ def deliveries(client, job_ids) -> dict[str, int]:
     job_ids = list(job_ids)
     counts = client.mget([DELIVERIES_KEY.format(j) for j in job_ids]) if job_ids else []
     return {j: int(c or 1) for j, c in zip(job_ids, counts)}
+
+
+def whereabouts(client, job_id: str, lanes: list[str]) -> dict:
+    """Where a job lies in Redis, every place a message can be: for explaining a job a test found lost."""
+    from inferq.contract import JOB_KEY, MALFORMED_KEY
+    from inferq.jobview import read_state
+
+    queued = [lane for lane in lanes if any(job_id.encode() in raw for raw in client.lrange(lane, 0, -1))]
+    malformed = any(job_id.encode() in raw for raw in client.lrange(MALFORMED_KEY, 0, -1))
+    return {"record": client.exists(JOB_KEY.format(job_id)) == 1, "state": read_state(client, job_id).get("status"),
+            "queued_in": queued, "unacked": client.hexists(UNACKED_KEY, job_id), "holder": holder(client, job_id),
+            "deliveries": client.get(DELIVERIES_KEY.format(job_id)), "malformed": malformed}

@@ -43,9 +43,11 @@ from pathlib import Path
 import redis
 import requests
 
+from inferq import contract
 from inferq.contract import WORKERS_KEY
 from inferq.stack import processes
 from inferq.stack.redis_server import free_port
+from tests import holders
 from tests.reliability.replicated import ReplicatedStack
 from tests.reliability.stack import FAULT_ENV, HOST, Stack
 
@@ -87,6 +89,7 @@ class History:
     """What the clients saw: every accepted job's texts, and every answer's status."""
 
     accepted: dict[str, list[str]] = field(default_factory=dict)
+    accepted_at: dict[str, float] = field(default_factory=dict)  # unix time of each 202
     answers: Counter = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -109,6 +112,7 @@ class Checker:
         self.api_url = f"http://{self.api_bind}"
         self.history = History()
         self.faults: Counter = Counter()
+        self.timeline: list[tuple[float, float, str]] = []  # each fault's start and end (unix time) and kind
         self._stop = threading.Event()
 
     # --- the stack, restarted as a supervisor would ---
@@ -257,7 +261,8 @@ class Checker:
                 with self.history.lock:
                     self.history.answers[status] += 1
                     if status == 202:
-                        self.history.accepted[response.json()["job_id"]] = texts
+                        job_id = response.json()["job_id"]
+                        self.history.accepted[job_id], self.history.accepted_at[job_id] = texts, time.time()
                 if status != 202:
                     time.sleep(0.05)  # a service is away: do not spin
 
@@ -273,8 +278,10 @@ class Checker:
                 (seconds is not None and time.monotonic() - started < seconds):
             time.sleep(self.rng.uniform(0.2, 1.2))
             fault = self.rng.choice(self.kinds)
+            began = time.time()
             getattr(self, fault)()
             self.faults[fault] += 1
+            self.timeline.append((began, time.time(), fault))
         time.sleep(1)
         self._stop.set()
         for thread in clients:
@@ -320,7 +327,24 @@ class Checker:
                    "faults_by_kind": ",".join(f"{k}:{v}" for k, v in sorted(self.faults.items()))}
         if lost or wrong:
             self.log(f"lost: {lost[:20]}\nwrong: {sorted(wrong)[:20]}\nlogs: {self.root}")
+            for job_id in lost[:5]:
+                self.log(self.explain(job_id))
         return figures
+
+    def explain(self, job_id: str) -> str:
+        """What is known of a lost job: where it lies in Redis, the faults around its 202, and every log line that
+        names it (CI keeps only the test's output, not the logs)."""
+        accepted_at = self.history.accepted_at.get(job_id, 0.0)
+        around = [f"  {began - accepted_at:+.3f}s..{ended - accepted_at:+.3f}s {kind}"
+                  for began, ended, kind in self.timeline if began - 10 <= accepted_at <= ended + 10]
+        lanes = list(contract.lane_queues(self.stack.env.get("INFERQ_QUEUE", "inferq")).values())
+        lines = [f"job {job_id}: accepted at {accepted_at:.3f}; in Redis: "
+                 f"{holders.whereabouts(self.stack.client, job_id, lanes)}",
+                 "faults within 10 s of its 202 (relative to it):", *around]
+        for path in sorted(self.root.rglob("*.log")):
+            named = [line for line in path.read_text(errors="replace").splitlines() if job_id in line]
+            lines += [f"{path.relative_to(self.root)}: {line[:300]}" for line in named[:20]]
+        return "\n".join(lines)
 
     def _expected(self, accepted: dict[str, list[str]]) -> dict[str, tuple[str, float]]:
         """Each text's label and top probability, from the same model and path, one text at a time."""
