@@ -31,6 +31,9 @@ from tests.conftest import start_api, start_workers
 from tests.figures import record
 from tests.security.test_redis_acl import HOST, tls_material, wait_final
 
+FLOWER_FOLLOWS_SECONDS = 30
+"""How long Flower may take to see the worker again after the failover (its broadcast, asked again)."""
+
 pytestmark = pytest.mark.slow
 
 MASTER = "inferq"
@@ -263,8 +266,17 @@ def test_the_product_through_tls_sentinels_survives_the_primary_killed(group, pr
     # The new primary replicates to the node that may never be promoted: WAIT 1 is met by it.
     assert group.admin(new).info("replication")["connected_slaves"] >= 1
     # Flower follows too: its workers view (remote control over pub/sub) and its broker view (the lanes).
+    # A worker answers Flower's broadcast once its remote-control consumer has reconnected to the new primary
+    # (Celery retries it on its own schedule): each refresh is one broadcast of Flower's inspect timeout, asked
+    # again for a bounded time (CI once saw {} from a single refresh just after the failover).
     flower, auth = product["flower"], product["flower_auth"]
-    workers = http.get(f"{flower}/api/workers", params={"refresh": "1"}, auth=auth, timeout=20)
+    asked_at, workers = time.monotonic(), None
+    while time.monotonic() - asked_at < FLOWER_FOLLOWS_SECONDS:
+        workers = http.get(f"{flower}/api/workers", params={"refresh": "1"}, auth=auth, timeout=20)
+        if workers.status_code == 200 and f"w1@{HOST}" in workers.json():
+            break
+        time.sleep(1)
+    record("sentinel tls, flower", workers_seen_after_s=time.monotonic() - asked_at)
     assert workers.status_code == 200 and f"w1@{HOST}" in workers.json(), workers.text[:500]
     broker = http.get(f"{flower}/broker", auth=auth, timeout=10)
     assert broker.status_code == 200 and "inferq.bulk" in broker.text
