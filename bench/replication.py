@@ -1,9 +1,10 @@
-"""What replication costs per job: the same load on one Redis and on a primary with a replica (Sentinel, WAIT).
+"""What durability costs per job: the same load on one Redis with `appendfsync everysec`, on one with the default
+`always`, and on a primary with a replica (Sentinel, WAIT; `always` too).
 
 Side by side, on the same machine and model: jobs one at a time on an idle system (the latency a job pays:
-the API's WAIT before its 202, the worker's WAIT before its acknowledgement), then clients in a closed loop
-(throughput), and the Redis commands per job on the primary. Both layouts start their own processes
-(bench/services.py; stack/sentinel.py for the replicated one).
+an fsync before each write's answer, the API's WAIT before its 202, the worker's WAIT before its
+acknowledgement), then clients in a closed loop (throughput), and the Redis commands per job on the primary.
+Each layout starts its own processes (bench/services.py; stack/sentinel.py for the replicated one).
 
     python -m inferq.bench.replication [--model offline:base] [--jobs 400] [--clients 8] [--workers 2]
 """
@@ -18,11 +19,12 @@ from pathlib import Path
 from inferq.bench import loadgen, workload
 from inferq.bench.services import Services
 from inferq.model.loader import resolve
-from inferq.settings import Failover, ModelSource, current, load
+from inferq.settings import Durability, Failover, ModelSource, current, load
 from inferq.stack.sentinel import ReplicatedRedis
 from inferq.stack.stats import percentile
 
-LAYOUTS = ("single", "replicated")
+LAYOUTS = ("single-everysec", "single", "replicated")
+"""single-everysec: what a job costs without an fsync per write (and what it risks: docs/operations.md)."""
 
 
 def measure(services: Services, texts: list[str], jobs: int, clients: int, idle: int) -> dict:
@@ -41,11 +43,12 @@ def run_layout(layout: str, root: Path, env: dict[str, str], workers: int, texts
                clients: int, idle: int) -> dict:
     """Start one layout's processes, measure, stop them."""
     group = None
+    appendfsync = "everysec" if layout == "single-everysec" else current(Durability).appendfsync
     if layout == "replicated":
-        group = ReplicatedRedis(root / "replicated", load(Failover, {})).start()
+        group = ReplicatedRedis(root / "replicated", load(Failover, {}), appendfsync=appendfsync).start()
         services = Services(root, env, redis=group.primary, redis_env=group.env())
     else:
-        services = Services(root, env)
+        services = Services(root, env, appendfsync=appendfsync)
     try:
         services.start_workers(workers)
         return {"layout": layout, **measure(services, texts, jobs, clients, idle)}

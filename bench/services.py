@@ -9,6 +9,7 @@ import psutil
 
 from inferq.bench import pinning
 from inferq.contract import WORKERS_KEY
+from inferq.settings import Durability, current
 from inferq.stack import processes
 from inferq.stack.redis_server import RedisServer, free_port
 
@@ -17,12 +18,14 @@ class Services:
     """Redis, API and a set of workers that can be restarted at another count."""
 
     def __init__(self, log_dir: Path, env: dict[str, str], redis: RedisServer | None = None,
-                 redis_env: dict[str, str] | None = None):
+                 redis_env: dict[str, str] | None = None, appendfsync: str | None = None):
         # redis, redis_env: a Redis started by the caller (the primary of a replicated one, bench/replication.py)
-        # and the settings that reach it; the caller stops it. Else our own Redis, stopped by close().
+        # and the settings that reach it; the caller stops it. Else our own Redis, stopped by close(), with the
+        # fsync policy the product runs (INFERQ_REDIS_APPENDFSYNC) unless appendfsync says otherwise.
         self.log_dir = log_dir
         self.own_redis = redis is None
-        self.redis = redis or RedisServer(log_dir / "redis").start()
+        self.redis = redis or RedisServer(log_dir / "redis",
+                                          appendfsync=appendfsync or current(Durability).appendfsync).start()
         self.client = self.redis.client()
         self.env = {"REDIS_URL": self.redis.url, **(redis_env or {}), "INFERQ_HEARTBEAT_SECONDS": "0.5",
                     # Many waiting jobs: admission control must not refuse the benchmark's load.

@@ -58,10 +58,10 @@ def test_workers_reach_redis_on_the_orchestrators_private_address_over_tls(tmp_p
     for role, password in made.redis_passwords().items():
         assert redis_acl.roles()[role].line(password) in lines and password not in conf
     assert f"requirepass {made.redis_password}" in lines  # the admin's (the default user), for the operator
-    assert "appendfsync everysec" in lines  # the default of INFERQ_REDIS_APPENDFSYNC
-    always = config_files.redis_conf(lab_inventory(), lab_inventory().orchestrator, made, "/data", 2**30, "/t",
-                                     "always")
-    assert "appendfsync always\n" in always
+    assert "appendfsync always" in lines  # the default of INFERQ_REDIS_APPENDFSYNC
+    everysec = config_files.redis_conf(lab_inventory(), lab_inventory().orchestrator, made, "/data", 2**30, "/t",
+                                       "everysec")
+    assert "appendfsync everysec\n" in everysec
     # The ACL follows the inventory's queue (INFERQ_QUEUE): its two lanes are the keys the roles may touch.
     inventory = lab_inventory()
     inventory.env = {"INFERQ_QUEUE": "jobs"}

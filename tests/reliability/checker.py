@@ -4,8 +4,8 @@ whole history is checked (as Jepsen's queue tests do).
 Four or more clients submit jobs in closed loops (single texts, and bulk jobs of
 several texts that run in more than one forward pass) and record every ``202``.
 Meanwhile a schedule drawn from a seed injects faults at random instants:
-SIGKILL Redis under ``appendfsync always`` and under ``everysec`` (restarted from
-its AOF), SIGSTOP Redis for 0.5-3 s, SIGKILL a worker (running or still
+SIGKILL Redis (``appendfsync always``, the default; restarted from its AOF),
+SIGSTOP Redis for 0.5-3 s, SIGKILL a worker (running or still
 starting), SIGTERM a worker, SIGKILL the API (running or still starting). With
 ``replicated`` (a primary, a replica and three Sentinels: tests/reliability/replicated.py)
 the Redis faults are SIGKILL the primary (the Sentinels promote the replica; the old
@@ -69,8 +69,11 @@ CHECKER_ENV = {
 PROBABILITY_TOLERANCE = 1e-4
 """Two results of the same text agree when their labels do and their top probabilities within this."""
 
-FAULTS = ("kill_redis_always", "kill_redis_everysec", "stop_redis", "kill_worker", "kill_starting_worker",
+FAULTS = ("kill_redis", "kill_redis", "stop_redis", "kill_worker", "kill_starting_worker",
           "term_worker", "kill_api", "kill_starting_api")
+"""Redis killed under `always` only (drawn twice as often as another fault): under `everysec` Redis answers writes
+it has not yet written while a background fsync runs, and a kill then loses them (docs/operations.md, "What can be
+lost"; the likely cause of the one job a CI run of the checker lost)."""
 
 REPLICATED_FAULTS = ("kill_primary", "kill_primary", "stop_primary", "stop_primary", "kill_worker",
                      "kill_starting_worker", "term_worker", "kill_api", "kill_starting_api")
@@ -146,18 +149,7 @@ class Checker:
 
     # --- the faults ---
 
-    def kill_redis_always(self) -> None:
-        self._kill_redis("always")
-
-    def kill_redis_everysec(self) -> None:
-        self._kill_redis("everysec")
-
-    def _kill_redis(self, mode: str) -> None:
-        try:
-            self.stack.client.config_set("appendfsync", mode)
-        except Exception:
-            return  # not answering (restarting): no fault this time
-        self.stack.redis.appendfsync = mode
+    def kill_redis(self) -> None:
         self.stack.redis.kill()
         time.sleep(self.rng.uniform(0, 1))
         self.stack.start_redis()

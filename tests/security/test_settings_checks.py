@@ -9,7 +9,7 @@ from inferq.settings import Api, ApiKeys, ConfigError, Durability, Worker, load
 def test_defaults_are_safe():
     assert load(Worker, {}).test_faults is False  # fault injection is never on unless asked for
     assert load(ApiKeys, {}).accepted == ()
-    assert load(Durability, {}).appendfsync == "everysec"
+    assert load(Durability, {}).appendfsync == "always"  # nothing accepted is lost when Redis crashes
     assert load(Worker, {}).max_deliveries == 3 and load(Api, {}).max_queue_depth == 10000
 
 
