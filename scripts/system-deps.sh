@@ -11,6 +11,7 @@ NEEDED=(
   "ssh-keygen openssh-client"
   "ip iproute2"
   "curl curl"
+  "cc gcc"
   "systemd-analyze systemd"
   "nginx nginx"
   "chromium chromium"

@@ -218,8 +218,9 @@ class Durability(Section):
 
     # Decision: `always` by default. Under `everysec`, Redis 7.0 answers writes it has postponed while a
     # background fsync runs (aof.c, flushAppendOnlyFile), so even a Redis *process* crash can lose accepted
-    # jobs, not only a host crash: with fdatasync slowed to 300 ms, 2 kills of 10 lost 1,274 and 1,690
-    # acknowledged writes; `always` lost none (docs/operations.md, "What can be lost").
+    # jobs, not only a host crash: with fdatasync slowed to 300 ms, each kill inside a background fsync lost
+    # thousands of acknowledged writes, `always` none (tests/reliability/test_aof_slow_disk.py;
+    # docs/operations.md, "What can be lost").
     appendfsync: str = setting("INFERQ_REDIS_APPENDFSYNC", "always", "AOF fsync policy: `always` loses nothing "
                                "accepted when Redis or its host crashes; `everysec` is faster but can lose up "
                                "to about 2 s of accepted jobs, even in a Redis process crash (docs/operations.md).",
