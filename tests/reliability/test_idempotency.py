@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from inferq.api.store import MEMORY_READ_SECONDS
+from inferq.contract import SUBMITTED_KEY
 from inferq.stack import processes
 from tests.figures import record
 from tests.reliability.proxy import PartitionProxy
@@ -108,3 +109,30 @@ def test_a_submit_cut_off_after_any_command_then_retried_gets_a_job_that_runs(st
         proxy.stop()
         processes.stop(process, timeout=10)
         stack.apis.remove(process)
+
+
+def test_racing_submits_with_one_key_and_two_bodies_make_one_job_counted_once(stack):
+    """One body wins the key; the other's requests get 409, whether they lost the claim itself or found it
+    already made, and the job they did not make leaves no count behind (jobs_submitted goes up by one)."""
+    key = uuid.uuid4().hex
+    bodies = [{"text": "body a"}, {"texts": ["body b"]}]
+    barrier = threading.Barrier(16)
+    answers: list[tuple[int, requests.Response]] = []
+
+    def racer(which: int) -> None:
+        barrier.wait()
+        answers.append((which, _post(stack.api, bodies[which], key)))
+
+    counted_before = int(stack.client.get(SUBMITTED_KEY) or 0)
+    threads = [threading.Thread(target=racer, args=(n % 2,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    accepted = {which for which, a in answers if a.status_code == 202}
+    assert len(accepted) == 1, [(w, a.status_code) for w, a in answers]
+    winner = accepted.pop()
+    assert all(a.status_code == 409 and a.json()["error"] == "idempotency_key_reused"
+               for which, a in answers if which != winner)
+    assert len({a.json()["job_id"] for which, a in answers if which == winner}) == 1
+    assert int(stack.client.get(SUBMITTED_KEY) or 0) - counted_before == 1
