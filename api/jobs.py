@@ -26,6 +26,9 @@ UNAVAILABLE = (redis.RedisError, ConnectionError, TimeoutError)
 FULL = redis.exceptions.OutOfMemoryError
 """Redis refused a write at its maxmemory: the queue is full, not down (admission should have said so first)."""
 
+REPLY_LOST = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
+"""A Redis call that may have run with its reply lost (an error reply says it did not run, or not whole)."""
+
 
 class Submitted(NamedTuple):
     """What enqueue did: the job's id, whether it is new (else an Idempotency-Key replay), when it was queued."""
@@ -84,9 +87,9 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
             if not load.replicated:
                 _unreplicated(store, queue, message, claim)
             _admit(store, load, lane, queue, message, claim)
-        except UNAVAILABLE:
-            # Redis away: with a key, the claim and the message may have been written (only the reply lost),
-            # and a retry with the key gets that job, which needs its record. Else nothing is queued.
+        except REPLY_LOST:
+            # With a key, the claim and the message may have been written (only the reply lost), and a retry
+            # with the key gets that job, which needs its record: kept (it expires with the others).
             if not idem_key:
                 store.forget(job_id)
             raise

@@ -75,6 +75,8 @@ class PartitionProxy:
                         pass
         self.partitioned.clear()
         self.replies_dropped.clear()
+        with self.lock:
+            self.commands_left = None  # a countdown the clients did not reach ends too
 
     def stop(self) -> None:
         self.stopped.set()

@@ -105,6 +105,10 @@ def test_a_submit_cut_off_after_any_command_then_retried_gets_a_job_that_runs(st
         assert len(outcomes) >= 3, outcomes  # the lookup, the record, the claim with its message at least
         assert any(replayed for _, replayed, _ in outcomes), outcomes  # a cut came after the key was claimed
         assert all(states[job] == "SUCCESS" for *_, job in outcomes), (outcomes, states)
+        # And the API still knows each of them (a lost reply keeps the job's record: a replay names that job).
+        polled = {job: requests.get(f"{api}/jobs/{job}", timeout=10) for *_, job in outcomes}
+        assert all(r.status_code == 200 and r.json()["status"] == "succeeded" for r in polled.values()), \
+            {job: r.text[:200] for job, r in polled.items()}
     finally:
         proxy.stop()
         processes.stop(process, timeout=10)
