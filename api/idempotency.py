@@ -49,7 +49,8 @@ def body_fingerprint(texts: list[str]) -> str:
     return hashlib.sha256(json.dumps(texts, ensure_ascii=True).encode()).hexdigest()
 
 
-def _existing(raw: bytes | str, body: str) -> str:
+def job_of(raw: bytes | str, body: str) -> str:
+    """The job a stored claim names; 409 if it was made for other texts."""
     stored = json.loads(raw)
     if stored["body"] != body:
         raise ApiError(409, "idempotency_key_reused",
@@ -60,16 +61,10 @@ def _existing(raw: bytes | str, body: str) -> str:
 def lookup(client: redis.Redis, key: str, owner: str | None, body: str) -> str | None:
     """The job an earlier request with this key created, or None; 409 if its body differed."""
     raw = client.get(_redis_key(key, owner))
-    return _existing(raw, body) if raw else None
+    return job_of(raw, body) if raw else None
 
 
 def claim(key: str, owner: str | None, body: str, job_id: str) -> tuple[str, str]:
     """The Redis key and value of job_id's claim on key: set together with the job's queueing, in one atomic
     step (JobStore.claim_and_push), so a claim never names a job that was not queued."""
     return _redis_key(key, owner), json.dumps({"job_id": job_id, "body": body})
-
-
-def winner(raw: bytes | str, body: str) -> str:
-    """The job of the claim that won the race for a key (read in the same atomic step as the failed claim,
-    so it is there); 409 if its body differed."""
-    return _existing(raw, body)

@@ -80,7 +80,7 @@ def enqueue(texts: list[str], owner: str | None = None, idem_key: str | None = N
                 claim, claim_value = idempotency.claim(idem_key, owner, body, job_id)
                 won, depth, replicated = store.claim_and_push(queue, message, claim, claim_value)
                 if won is not None:  # another request with the key queued its job first
-                    winner = idempotency.winner(won, body)  # 409 if its texts differed (then forgotten below)
+                    winner = idempotency.job_of(won, body)  # 409 if its texts differed (then forgotten below)
                     store.forget(job_id)
                     return Submitted(winner, False, None)
                 load = load._replace(depth=depth, replicated=replicated)

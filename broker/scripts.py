@@ -38,12 +38,8 @@ class Script:
                             f"got {len(keys)} key(s) and {len(args)} arg(s)")
 
     def __call__(self, client: redis.Redis, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        """Run it on client (EVALSHA; EVAL once if Redis lost it)."""
-        self._check(keys, args)
-        try:
-            return client.evalsha(self.sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            return client.eval(self.source, len(keys), *keys, *args)
+        """Run it on client (EVALSHA; EVAL once if Redis lost it): its reply."""
+        return self.piped(client, keys, args)[0]
 
     def piped(self, client: redis.Redis, keys: Sequence[Any], args: Sequence[Any],
               then: Callable[[Any], Any] = lambda pipe: None) -> list[Any]:

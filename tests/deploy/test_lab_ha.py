@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+from tests import holders
 from tests.deploy.cluster import Cluster, running
 from tests.deploy.commands import DEPLOY, STATUS, UPDATE
 from tests.deploy.conftest import ROOT
@@ -129,19 +130,18 @@ def explain_lost(ha: Cluster, tmp_path, summary: dict, entries: list[dict], cut:
     """What is known of the jobs the client found lost: its own log of their submits (seconds from the cut), every
     line of the workers' and hosts' logs that names them, and the replication events (CI keeps only this text)."""
     lines = [json.dumps({key: value for key, value in summary.items() if key != "finished"})]
-    logs = [*sorted(tmp_path.glob("*.log")), *sorted((ha.tmp / "hosts").glob("*/log/*.log"))]
+    worker_logs, host_logs = sorted(tmp_path.glob("*.log")), sorted((ha.tmp / "hosts").glob("*/log/*.log"))
     for job_id in summary["lost"][:5]:
         for entry in entries:
             if entry.get("accepted") == job_id:
                 lines.append(f"{job_id}: submitted at cut{entry['t'] - cut:+.3f}s, answered at "
                              f"cut{entry['done'] - cut:+.3f}s via {entry['via']}")
-        for path in logs:
-            named = [line for line in path.read_text(errors="replace").splitlines() if job_id in line]
-            lines += [f"  {path.relative_to(path.parents[1])}: {line[:300]}" for line in named[:10]]
-    for path in logs:
+        lines += holders.lines_naming(worker_logs, job_id, 10, tmp_path)
+        lines += holders.lines_naming(host_logs, job_id, 10, ha.tmp / "hosts")
+    for path in host_logs:
         events = [line for line in path.read_text(errors="replace").splitlines()
                   if any(event in line for event in REPLICATION_EVENTS)]
-        lines += [f"  {path.relative_to(path.parents[1])}: {line[:300]}" for line in events[-12:]]
+        lines += [f"  {path.relative_to(ha.tmp / 'hosts')}: {line[:300]}" for line in events[-12:]]
     return "\n".join(lines)
 
 

@@ -333,9 +333,7 @@ class Checker:
         lines = [f"job {job_id}: accepted at {accepted_at:.3f}; in Redis: "
                  f"{holders.whereabouts(self.stack.client, job_id, lanes)}",
                  "faults within 10 s of its 202 (relative to it):", *around]
-        for path in sorted(self.root.rglob("*.log")):
-            named = [line for line in path.read_text(errors="replace").splitlines() if job_id in line]
-            lines += [f"{path.relative_to(self.root)}: {line[:300]}" for line in named[:20]]
+        lines += holders.lines_naming(sorted(self.root.rglob("*.log")), job_id, 20, self.root)
         return "\n".join(lines)
 
     def _expected(self, accepted: dict[str, list[str]]) -> dict[str, tuple[str, float]]:
